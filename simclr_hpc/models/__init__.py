@@ -1,0 +1,6 @@
+"""Backbones and heads. Models compute; they never call collectives or move themselves to a device."""
+
+from simclr_hpc.models.backbones import build_backbone
+from simclr_hpc.models.heads import Classifier, ProjectionHead, SimCLRModel, head_hidden_dim
+
+__all__ = ["build_backbone", "Classifier", "ProjectionHead", "SimCLRModel", "head_hidden_dim"]

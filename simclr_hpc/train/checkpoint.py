@@ -1,0 +1,169 @@
+"""Atomic checkpoints and result files.
+
+A checkpoint is a directory ``checkpoints/step-NNNNNNNN/`` holding ``state.pt`` (tensors and plain values only, so it
+loads with ``weights_only=True``), ``meta.json`` (step, sha256 of state.pt, config hash) and an empty ``COMPLETE``
+marker. It is written under a temporary name and renamed into place, and ``latest`` (a symlink) is then swapped
+atomically, so a job killed at any instant leaves ``latest`` pointing at a whole checkpoint. A checkpoint whose hash
+does not match is refused and the previous whole one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+COMPLETE_FILE = "COMPLETE"
+LATEST = "latest"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or none could be loaded; the message names the path and what to do."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write {path}: {err.strerror or err}; the previous version is unchanged") from err
+    _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def save_checkpoint(root: Path, step: int, state: dict, meta: dict, keep: int = 2) -> Path:
+    """Write ``state`` as the checkpoint of ``step`` under ``root``; point ``latest`` at it; keep the newest ``keep``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_dir_name(step)
+    tmp = root / f".tmp-{step_dir_name(step)}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        torch.save(state, tmp / STATE_FILE)
+        with open(tmp / STATE_FILE, "rb+") as f:
+            os.fsync(f.fileno())
+        meta = {**meta, "step": step, "sha256": sha256_file(tmp / STATE_FILE)}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        (tmp / COMPLETE_FILE).write_text("")
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        link_tmp = root / f".{LATEST}.tmp-{os.getpid()}"
+        link_tmp.unlink(missing_ok=True)
+        os.symlink(final.name, link_tmp)
+        os.replace(link_tmp, root / LATEST)
+        _fsync_dir(root)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest_whole(root)
+        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointError(f"could not write checkpoint {final}: {err.strerror or err}; {kept}") from err
+    _prune(root, keep)
+    return final
+
+
+def _step_dirs(root: Path) -> list[Path]:
+    """Checkpoint directories under ``root``, newest first."""
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: p.name, reverse=True)
+
+
+def _prune(root: Path, keep: int) -> None:
+    whole = [p for p in _step_dirs(root) if (p / COMPLETE_FILE).exists()]
+    target = (root / LATEST).resolve() if (root / LATEST).exists() else None
+    for old in whole[keep:]:
+        if old.resolve() != target:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None if ``path`` is a whole checkpoint whose state matches its recorded hash, else the reason it is not."""
+    if not (path / COMPLETE_FILE).exists():
+        return "incomplete (no COMPLETE marker)"
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except (OSError, ValueError):
+        return "meta.json missing or unreadable"
+    if not (path / STATE_FILE).is_file():
+        return "state.pt missing"
+    if sha256_file(path / STATE_FILE) != meta.get("sha256"):
+        return "state.pt does not match the sha256 in meta.json (corrupt or modified)"
+    return None
+
+
+def latest_whole(root: Path) -> Path | None:
+    """The newest checkpoint under ``root`` that passes :func:`verify_checkpoint` (``latest`` first), or None."""
+    root = Path(root)
+    candidates = []
+    link = root / LATEST
+    if link.exists():
+        candidates.append(link.resolve())
+    candidates += [p.resolve() for p in _step_dirs(root) if p.resolve() not in candidates]
+    for path in candidates:
+        reason = verify_checkpoint(path)
+        if reason is None:
+            return path
+        log.warning("skipping checkpoint %s: %s", path, reason)
+    return None
+
+
+def load_state(path: Path) -> dict:
+    """Load ``state.pt`` of a verified checkpoint with ``weights_only=True``: a pickle that runs code is refused."""
+    path = Path(path)
+    reason = verify_checkpoint(path)
+    if reason is not None:
+        raise CheckpointError(f"refusing checkpoint {path}: {reason}")
+    try:
+        return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError/RuntimeError for disallowed globals
+        raise CheckpointError(
+            f"refusing checkpoint {path}: it holds Python objects other than tensors and plain values "
+            f"(weights_only load failed: {str(err).splitlines()[0]})"
+        ) from err
+
+
+def read_meta(path: Path) -> dict:
+    return json.loads((Path(path) / META_FILE).read_text())

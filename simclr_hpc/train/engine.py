@@ -1,0 +1,204 @@
+"""The distributed engine: the only module that knows Accelerate and DeepSpeed.
+
+``Engine`` gives the loop one small surface whatever runs underneath: ``prepare``, ``autocast``, ``backward``,
+``optimizer_step``, ``no_sync``, ``unwrap`` and model/optimizer state for checkpoints.
+
+- ``dist.engine=ddp``: Accelerate. On a machine without CUDA it is forced onto its CPU backend (gloo, MULTI_CPU):
+  without ``cpu=True`` Accelerate starts N processes that each train alone.
+- ``dist.engine=deepspeed``: ``deepspeed.initialize`` with a JSON config derived from ours (micro batch, accumulation,
+  world size, ZeRO stage, bf16, offload), so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+
+import torch
+from torch import nn
+
+from simclr_hpc import distributed as D
+from simclr_hpc.config import Config, ConfigError
+
+
+class WorldSizeMismatch(RuntimeError):
+    """Ranks disagree on the job's shape: some processes would train alone."""
+
+
+def _want_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def derive_batch(global_batch: int, world_size: int, max_batch_per_device: int) -> tuple[int, int, int]:
+    """(per_device, micro, accumulation) from the one batch number a user sets.
+
+    ``per_device`` images per rank per optimizer step; ``micro`` images per forward pass; ``accumulation`` passes per
+    step. Raises ConfigError when the global batch does not split evenly over the ranks.
+    """
+    if global_batch % world_size:
+        raise ConfigError(
+            f"train.global_batch: {global_batch} is not divisible by the world size {world_size} "
+            f"(nodes x GPUs per node); use a multiple of {world_size}"
+        )
+    per_device = global_batch // world_size
+    micro = per_device
+    if max_batch_per_device and per_device > max_batch_per_device:
+        micro = max_batch_per_device
+        while per_device % micro:
+            micro -= 1
+    return per_device, micro, per_device // micro
+
+
+def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int, bf16: bool) -> dict:
+    """DeepSpeed's JSON, derived from our config so batch sizes and precision cannot contradict it."""
+    zero: dict = {"stage": cfg.dist.zero_stage}
+    if cfg.dist.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    return {
+        "train_batch_size": micro * accumulation * world_size,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accumulation,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bf16},
+        "gradient_clipping": 0.0,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+class Engine:
+    """One process's view of the job: device, rank, world size, and how to step a model."""
+
+    def __init__(self, cfg: Config, env: D.DistEnv | None = None):
+        self.cfg = cfg
+        self.env = env or D.DistEnv.from_env()
+        self.cuda = _want_cuda()
+        self.bf16 = self.cuda and cfg.train.precision in ("auto", "bf16")
+        if cfg.train.precision == "bf16" and not self.cuda:
+            # bf16 autocast on CPU is slow and changes numerics; keep CPU runs in fp32 and say so.
+            self.bf16 = False
+        self.kind = cfg.dist.engine
+        timeout = datetime.timedelta(seconds=cfg.train.collective_timeout_s)
+        backend = "nccl" if self.cuda else "gloo"
+        if self.kind == "ddp":
+            from accelerate import Accelerator
+            from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+            self.accelerator = Accelerator(
+                cpu=not self.cuda,
+                mixed_precision="bf16" if self.bf16 else "no",
+                kwargs_handlers=[
+                    InitProcessGroupKwargs(backend=backend, timeout=timeout),
+                    DistributedDataParallelKwargs(broadcast_buffers=True),
+                ],
+            )
+            self.device = self.accelerator.device
+        else:
+            if not self.cuda:
+                os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            import deepspeed
+
+            if self.env.world_size > 1 and not D.is_initialized():
+                deepspeed.init_distributed(dist_backend=backend, timeout=timeout, auto_mpi_discovery=False)
+            self.device = torch.device("cuda", self.env.local_rank) if self.cuda else torch.device("cpu")
+            if self.cuda:
+                torch.cuda.set_device(self.device)
+        self.rank = D.rank()
+        self.world_size = D.world_size()
+        self._check_world()
+        self._ds_engine = None
+
+    def _check_world(self) -> None:
+        """Every rank must agree on the world size, and it must be the one the launcher asked for."""
+        expected = self.env.world_size
+        slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+        if slurm_tasks > 1 and expected == 1:
+            raise WorldSizeMismatch(
+                f"Slurm started {slurm_tasks} tasks but WORLD_SIZE is unset: each would train alone. "
+                "Launch with `simclr-hpc submit` or export RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT per task"
+            )
+        if self.world_size != expected:
+            raise WorldSizeMismatch(
+                f"rank {self.env.rank}: WORLD_SIZE={expected} but the process group has {self.world_size} ranks"
+            )
+        seen = D.all_gather_objects((self.rank, self.world_size, D.hostname()))
+        sizes = {size for _, size, _ in seen}
+        if sizes != {expected} or sorted(r for r, _, _ in seen) != list(range(expected)):
+            raise WorldSizeMismatch(f"ranks disagree on the job's shape: {seen}")
+        self.hostnames = sorted({host for _, _, host in seen})
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1):
+        """Move/wrap ``model`` and ``optimizer`` for this engine. Load checkpoint state into them BEFORE this."""
+        if self.cfg.train.sync_bn and self.world_size > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.cuda and self.cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.cfg.train.compile:
+            model = torch.compile(model)
+        if self.kind == "ddp":
+            model, optimizer = self.accelerator.prepare(model, optimizer)
+            return model, optimizer
+        import deepspeed
+
+        config = deepspeed_config(self.cfg, self.world_size, micro, accumulation, self.bf16)
+        engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        self._ds_engine = engine
+        return engine, ds_optimizer
+
+    def autocast(self):
+        if self.kind == "ddp":
+            return self.accelerator.autocast()
+        if self.bf16:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
+        """Backpropagate one micro-batch's loss (already scaled by its share of the step; no further scaling)."""
+        if self.kind == "ddp":
+            self.accelerator.backward(loss)
+        else:
+            self._ds_engine.backward(loss, scale_wrt_gas=False)
+            # DeepSpeed counts micro-batches and only updates at the accumulation boundary.
+            self._ds_engine.step()
+
+    def optimizer_step(self, optimizer) -> None:
+        """Apply the step's gradients (DeepSpeed already did at its accumulation boundary)."""
+        if self.kind == "ddp":
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    def set_lr(self, optimizer, lr: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    def no_sync(self, model, last: bool):
+        """Skip the gradient all-reduce for all but the last micro-batch of a step (DeepSpeed decides this itself)."""
+        if self.kind == "ddp" and self.world_size > 1 and not last:
+            return self.accelerator.no_sync(model)
+        return contextlib.nullcontext()
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        if self.kind == "ddp":
+            return self.accelerator.unwrap_model(model)
+        return model.module if hasattr(model, "module") else model
+
+    def optimizer_state(self, optimizer) -> dict | None:
+        """Optimizer state for a checkpoint (the full state: ZeRO 1/2 shards are consolidated by DeepSpeed's API)."""
+        if self.kind == "ddp":
+            return optimizer.state_dict()
+        # DeepSpeed keeps fp32 master weights and (sharded) state itself; saved separately per rank.
+        return None
+
+    def barrier(self) -> None:
+        D.barrier()
+
+    def close(self) -> None:
+        if self.kind == "ddp":
+            self.accelerator.end_training()
+        D.destroy_process_group()

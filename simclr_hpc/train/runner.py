@@ -1,0 +1,104 @@
+"""``run_stage``: what a job (or ``simclr-hpc run``) calls. Idempotent: a finished run returns its result; an
+interrupted one resumes from its latest whole checkpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+import torch
+
+from simclr_hpc import distributed as D
+from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_config
+from simclr_hpc.train import checkpoint as ckpt
+from simclr_hpc.train.engine import Engine, derive_batch
+from simclr_hpc.train.loop import train
+from simclr_hpc.train.metrics import log, setup_logging
+from simclr_hpc.train.tasks import RESULT_FILE, TASKS, StageContext
+
+
+def _device_name(engine: Engine) -> str:
+    if engine.cuda:
+        return f"cuda:{torch.cuda.get_device_name(engine.device)}"
+    return "cpu"
+
+
+def prepare_run_dir(stage: str, cfg: Config) -> None:
+    """Create the run directory and write ``config.yaml`` before the first step (rank 0 only).
+
+    A directory that already holds a different config is refused: resuming it would mix two experiments.
+    """
+    run_dir = cfg.run_dir(stage)
+    path = run_dir / "config.yaml"
+    if path.exists():
+        previous = load_config(path)
+        if previous.hash() != cfg.hash():
+            raise ConfigError(
+                f"run.name: {run_dir} was started with a different config (hash {previous.hash()} != {cfg.hash()}); "
+                "choose another run.name or delete that directory"
+            )
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.write_bytes_atomic(path, dump_config(cfg).encode())
+
+
+def run_stage(stage: str, cfg: Config) -> dict:
+    """Run one stage to completion in this process (one rank of a job) and return its result.json content."""
+    if stage not in STAGES:
+        raise ConfigError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
+    env = D.DistEnv.from_env()
+    # Checked before any process group starts: a bad split must not hang N ranks.
+    per_device, micro, accumulation = derive_batch(cfg.train.global_batch, env.world_size, cfg.train.max_batch_per_device)
+    run_dir = cfg.run_dir(stage)
+    result_path = run_dir / RESULT_FILE
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    if env.rank == 0:
+        prepare_run_dir(stage, cfg)
+    t0 = time.time()
+    engine = Engine(cfg, env)
+    setup_logging(engine.rank)
+    try:
+        ctx = StageContext(cfg, engine, run_dir, per_device, micro, accumulation)
+        log.info(
+            "%s %s: world size %d on %s, global batch %d = %d per device (%d x %d micro), device %s",
+            stage, run_dir, engine.world_size, ",".join(engine.hostnames), cfg.train.global_batch, per_device,
+            accumulation, micro, _device_name(engine),
+        )
+        task = TASKS[stage](ctx)
+        metrics = train(task, ctx)
+        extra = dict(ctx.extra)
+        for key in ("teacher_top1", "teacher_backbone", "loss"):
+            if key in extra:
+                metrics[key] = extra.pop(key)
+        latest = ckpt.latest_whole(run_dir / "checkpoints")
+        result = {
+            "stage": stage,
+            "study": cfg.run.study,
+            "run": cfg.run.name,
+            "run_dir": str(run_dir),
+            "config_hash": cfg.hash(),
+            "seed": cfg.run.seed,
+            "steps": cfg.train.steps,
+            "global_batch": cfg.train.global_batch,
+            "per_device_batch": per_device,
+            "accumulation": accumulation,
+            "metrics": metrics,
+            "wall_s": time.time() - t0,
+            "images_per_s": extra.pop("images_per_s"),
+            "skipped_samples": extra.pop("skipped_samples"),
+            "device": _device_name(engine),
+            "world_size": engine.world_size,
+            "hostnames": engine.hostnames,
+            "checkpoint_sha256": ckpt.read_meta(latest)["sha256"] if latest else None,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **extra,
+        }
+        if engine.is_main:
+            ckpt.write_json_atomic(result_path, result)
+            log.info("%s done: %s", run_dir, json.dumps(metrics))
+        engine.barrier()
+    finally:
+        engine.close()
+    return result
