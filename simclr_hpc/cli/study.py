@@ -1,7 +1,212 @@
-"""CLI commands: placeholder until its owner fills it in."""
+"""``simclr-hpc study run|submit|status|report STUDY.yaml`` and ``simclr-hpc demo``: a whole study as one pipeline.
+
+Thin commands over ``simclr_hpc.study``: validate and expand the study file (every problem one line, exit 2, nothing
+written), then run it locally, submit it to Slurm, show where it stands, or write its report.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from simclr_hpc.cli.common import user_errors
+
+study_app = typer.Typer(help="A whole study (pretrain -> finetune/distill arrays -> transfer array -> report).",
+                        no_args_is_help=True)
+
+StudyArg = Annotated[Path, typer.Argument(help="Study file, e.g. configs/studies/demo.yaml.")]
+OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Only runs of this stage (repeatable).")]
+
+
+def _plan(path: Path):
+    from simclr_hpc.study.plan import load_plan
+    from simclr_hpc.study.spec import load_study
+
+    load_study(path)  # every schema, reference and run-config problem, one line each, before anything is written
+    return load_plan(path)
+
+
+def _only(values: list[str] | None) -> set[str] | None:
+    from simclr_hpc.config import STAGES
+    from simclr_hpc.study.spec import StudyError
+
+    if not values:
+        return None
+    bad = [v for v in values if v not in STAGES]
+    if bad:
+        raise StudyError([f"--only {v}: not a stage; use one of {', '.join(STAGES)}" for v in bad])
+    return set(values)
+
+
+def _backend(executor: str, profile: str | None = None, container: str | None = None, parallelism: int = 0):
+    """The launch API's executor when it is there; the in-process backend otherwise (or when asked for)."""
+    from simclr_hpc.study.engine import InProcessBackend, LaunchBackend
+
+    if executor == "inprocess":
+        return InProcessBackend()
+    from simclr_hpc import launch
+
+    make_request = getattr(launch, "make_request", None) or getattr(launch, "Request", None)
+    if make_request is None or not hasattr(launch, "submit_array"):
+        if executor == "slurm":
+            from simclr_hpc.study.spec import StudyError
+
+            raise StudyError("study submit: this build has no Slurm launcher (simclr_hpc.launch.submit_array); "
+                             "use `study run` locally or --dry-run")
+        print("note: simclr_hpc.launch has no submit_array yet; running every job in this process")
+        return InProcessBackend()
+    request = make_request(executor=executor, profile=profile, container=container)
+    return LaunchBackend(request, parallelism=parallelism)
+
+
+def run_study(path: Path, executor: str = "local", only: set[str] | None = None, report: bool = True):
+    """Build data, run every unfinished run in order, write the report. Returns (plan, engine report, report)."""
+    from simclr_hpc.study.engine import prepare_data, run_plan
+    from simclr_hpc.study.report import write_report
+
+    plan = _plan(path)
+    prepare_data(plan)
+    result = run_plan(plan, _backend(executor), only=only)
+    print(f"ran {len(result.done)}, skipped {len(result.skipped)} finished, failed {len(result.failed)}, "
+          f"blocked {len(result.blocked)}")
+    rep = write_report(plan) if report else None
+    return plan, result, rep
+
+
+@study_app.command("run")
+@user_errors
+def run_cmd(
+    study: StudyArg,
+    executor: Annotated[str, typer.Option(help="local (submitit's local executor) or inprocess (this process).")] = "local",
+    only: OnlyOpt = None,
+    report: Annotated[bool, typer.Option(help="Write the report at the end.")] = True,
+) -> None:
+    """Run the study on this machine, in dependency order; finished runs are skipped, failed ones run again."""
+    from simclr_hpc.study.spec import StudyError
+
+    if executor not in ("local", "inprocess"):
+        raise StudyError(f"--executor {executor}: use local or inprocess (study submit is for Slurm)")
+    _, result, rep = run_study(study, executor, _only(only), report)
+    if rep:
+        print(f"report: {rep.path}")
+    if result.failed or result.blocked:
+        raise typer.Exit(1)
+
+
+@study_app.command("submit")
+@user_errors
+def submit_cmd(
+    study: StudyArg,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every job and array; submit nothing.")] = False,
+    profile: Annotated[Optional[str], typer.Option(help="Site profile (configs/clusters/NAME.yaml).")] = None,
+    container: Annotated[Optional[str], typer.Option(help="Apptainer image (.sif) every task runs in.")] = None,
+    parallelism: Annotated[int, typer.Option(help="Array parallelism cap (0 = the profile's or unlimited).")] = 0,
+    only: OnlyOpt = None,
+) -> None:
+    """Submit the whole study to Slurm at once: arrays chained with afterok; finished runs are skipped. Never waits."""
+    from simclr_hpc.study.engine import dry_run_lines, prepare_data, run_plan
+
+    plan = _plan(study)
+    selected = _only(only)
+    if dry_run:
+        for line in dry_run_lines(plan, selected):
+            print(line)
+        _print_sbatch(plan, selected, profile, container, parallelism)
+        return
+    backend = _backend("slurm", profile, container, parallelism)
+    prepare_data(plan)
+    result = run_plan(plan, backend, only=selected)
+    for key, job in result.jobs.items():
+        print(f"{key}: job {job}")
+    print(f"submitted {len(result.submitted)}, skipped {len(result.skipped)} finished")
+
+
+def _print_sbatch(plan, only, profile, container, parallelism) -> None:
+    """The launcher's rendering of each array's sbatch script, when the launch API offers one."""
+    from simclr_hpc import launch
+
+    render = getattr(launch, "render_array", None)
+    if render is None:
+        return
+    from simclr_hpc.study.engine import is_done
+
+    for stage in ("pretrain", "finetune", "transfer", "distill"):
+        cfgs = [r.cfg for r in plan.stage(stage) if (only is None or stage in only) and not is_done(r)]
+        if cfgs:
+            print(render(stage, cfgs, profile=profile, container=container, parallelism=parallelism))
+
+
+@study_app.command("status")
+@user_errors
+def status_cmd(study: StudyArg) -> None:
+    """Where every run of the study stands: done, failed, started (running or killed) or missing."""
+    from simclr_hpc.study.aggregate import collect, summary
+
+    plan = _plan(study)
+    rows = collect(plan)
+    by_stage: dict[str, dict[str, int]] = {}
+    for row in rows:
+        by_stage.setdefault(row["stage"], {}).setdefault(row["status"], 0)
+        by_stage[row["stage"]][row["status"]] += 1
+    for stage, counts in by_stage.items():
+        print(f"{stage:9s} " + "  ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for row in rows:
+        if row["status"] != "done":
+            err = f"  ({row['error']})" if row.get("error") else ""
+            print(f"  {row['status']:8s} {row['stage']}/{row['name']}{err}")
+    total = summary(rows)
+    print(f"total: {len(rows)} runs, " + ", ".join(f"{v} {k}" for k, v in sorted(total.items())))
+
+
+@study_app.command("report")
+@user_errors
+def report_cmd(
+    study: StudyArg,
+    out: Annotated[Optional[Path], typer.Option(help="Output directory (default <root>/<study>/report).")] = None,
+) -> None:
+    """Aggregate every result.json into results.csv and write report.md with plots and confidence intervals."""
+    from simclr_hpc.study.report import write_report
+
+    rep = write_report(_plan(study), out)
+    print(f"report: {rep.path}")
+    for line in rep.findings:
+        print(f"- {line}")
+
+
+def demo_study_path() -> Path:
+    """The bundled demo study: ``configs/studies/demo.yaml`` of the checkout (or the package's copy when installed)."""
+    import simclr_hpc
+
+    pkg = Path(simclr_hpc.__file__).resolve().parent
+    for candidate in (pkg.parent / "configs" / "studies" / "demo.yaml", pkg / "defaults" / "demo.yaml"):
+        if candidate.is_file():
+            return candidate
+    from simclr_hpc.study.spec import StudyError
+
+    raise StudyError(f"the demo study file is missing (looked in {pkg.parent / 'configs/studies'}); reinstall simclr-hpc")
+
+
+def demo(
+    study: Annotated[Optional[Path], typer.Option(help="Study file (default: the bundled configs/studies/demo.yaml).")] = None,
+    executor: Annotated[str, typer.Option(help="local (submitit's local executor) or inprocess.")] = "local",
+) -> None:
+    """The embedded default: a whole small study on bundled data, run locally, ending with the report and its findings."""
+    start = time.monotonic()
+    path = study or demo_study_path()
+    print(f"demo: {path}")
+    _, result, rep = run_study(path, executor)
+    print(f"demo finished in {time.monotonic() - start:.0f}s")
+    print(f"report: {rep.path}")
+    for line in rep.findings:
+        print(f"- {line}")
+    if result.failed or result.blocked:
+        raise typer.Exit(1)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add ``study`` and ``demo`` to the app."""
+    app.add_typer(study_app, name="study")
+    app.command("demo")(user_errors(demo))

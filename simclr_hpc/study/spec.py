@@ -412,9 +412,42 @@ def check_semantics(study: Study, where: str) -> list[str]:
         for i, dataset in enumerate(tr.across):
             need_dataset(f"transfer.across[{i}]", dataset)
 
+    for field_name, overrides in _override_fields(study):
+        problems.extend(_check_overrides(overrides, f"{where}: {field_name}"))
+
     if not (study.finetune or study.distill or study.transfer):
         problems.append(f"{where}: the study has none of finetune, distill, transfer: nothing to study")
     return problems
+
+
+def _override_fields(study: Study) -> list[tuple[str, dict]]:
+    """(dotted study field, overrides) of every ``set`` in the study, to check each against the run config schema."""
+    out = [("defaults", study.defaults), ("pretrain.set", study.pretrain.set)]
+    out += [(f"datasets.{n}.set", d.set) for n, d in study.datasets.items()]
+    out += [(f"encoders.{n}.set", e.set) for n, e in study.encoders.items()]
+    if study.finetune:
+        out.append(("finetune.set", study.finetune.set))
+    if study.distill:
+        out += [("distill.set", study.distill.set), ("distill.teacher_set", study.distill.teacher_set)]
+        out += [(f"distill.teachers.{n}.set", t.set) for n, t in study.distill.teachers.items()]
+        out += [(f"distill.students.{n}.set", s.set) for n, s in study.distill.students.items()]
+    if study.transfer:
+        out.append(("transfer.set", study.transfer.set))
+    return [(name, value) for name, value in out if value]
+
+
+def _check_overrides(overrides: dict, where: str) -> list[str]:
+    """Problems of one override mapping on its own: unknown config keys, wrong types, impossible values."""
+    from simclr_hpc.config import ConfigError, build_config
+
+    try:
+        build_config([_nest(overrides)], source=where)
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            # Cross-field rules may need keys set elsewhere in the study; the expanded runs check those.
+            return [line for line in exc.lines if not line.startswith(f"{where}: dist.")]
+        return [f"{where}: {exc}"]
+    return []
 
 
 def parse_study(data: dict, where: str = "study") -> Study:
