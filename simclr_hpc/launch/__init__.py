@@ -1,0 +1,49 @@
+"""Launching runs on Slurm (or this machine) through submitit: the only package that knows submitit and Slurm.
+
+Public API (what ``cli/`` and ``study/`` call)::
+
+    request = LaunchRequest(nodes=2, gpus_per_node=4, profile="example-site", container="img.sif", executor="slurm")
+    submit_stage(stage, cfg, request, dependency=None) -> JobRecord
+        One run of ``stage`` (pretrain|finetune|distill|transfer): one job of ``request.nodes`` nodes, one task per GPU
+        (one per node when gpus_per_node is 0), USR2 ahead of the time limit, requeue. ``dependency``: job ids that
+        must COMPLETE first (afterok); ``"afterok:12:13"`` strings are accepted too. Returns at once.
+    submit_array(stage, cfgs, request, parallelism=None, dependency=None) -> list[JobRecord]
+        A sweep as one Slurm array with at most ``parallelism`` tasks running at once (default: the profile's),
+        split into several arrays (chained with afterany) above the profile's ``max_array_size``.
+        Each record's ``job_id`` is ``ARRAY_INDEX`` (``123_4``), ``array_job_id`` is ``123``: pass ``array_job_id`` as
+        the dependency of the next stage to wait for the whole sweep.
+    render_stage(...) -> str / render_array(...) -> list[str]
+        ``--dry-run``: the exact sbatch script(s), same validation, nothing written or submitted; works without Slurm.
+    write_manifest(stage, cfgs, path) -> Path
+        ``slurm/array.sbatch`` input: line i = array index i-1 = ``STAGE<TAB>/abs/path/config.submitted.yaml``.
+    Registry(registry_path(root, study)).refresh() -> list[JobRecord]
+        The study's jobs with states from squeue / scontrol / sacct / result.json.
+
+Every user mistake (unknown partition, more nodes than the partition has, missing image, unknown or failed dependency,
+bad profile field, unsafe name or path) raises ``LaunchError`` (a ``simclr_hpc.config.UserError``) before anything is
+written or submitted. Inside a job, ``StageJob`` exports MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK/
+LOCAL_WORLD_SIZE (``environment.py``) and calls ``simclr_hpc.train.runner.run_stage(stage, cfg)``; its ``checkpoint()``
+only resubmits. No torch import anywhere in this package.
+"""
+
+from simclr_hpc.launch.environment import DistVars, dist_vars, export_torch_env, master_port
+from simclr_hpc.launch.errors import LaunchError
+from simclr_hpc.launch.executor import LaunchRequest, Plan, build_plan, render_sbatch
+from simclr_hpc.launch.profile import Profile, list_profiles, load_profile, parse_time_min
+from simclr_hpc.launch.registry import JobRecord, Registry, find_job, registry_path, study_registries
+from simclr_hpc.launch.submit import (
+    parse_dependency,
+    render_array,
+    render_stage,
+    submit_array,
+    submit_stage,
+    write_manifest,
+)
+from simclr_hpc.launch.task import RUN_TARGET, StageJob
+
+__all__ = [
+    "DistVars", "JobRecord", "LaunchError", "LaunchRequest", "Plan", "Profile", "RUN_TARGET", "Registry", "StageJob",
+    "build_plan", "dist_vars", "export_torch_env", "find_job", "list_profiles", "load_profile", "master_port",
+    "parse_dependency", "parse_time_min", "registry_path", "render_array", "render_sbatch", "render_stage",
+    "study_registries", "submit_array", "submit_stage", "write_manifest",
+]

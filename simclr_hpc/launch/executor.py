@@ -1,0 +1,182 @@
+"""From a request and a site profile to submitit executor parameters, the task's python command, and the sbatch text.
+
+The plan is computed once and used twice: ``make_executor`` hands it to submitit, ``render_sbatch`` turns it into the
+exact script submitit would write (through submitit's own ``_make_sbatch_string``), without Slurm installed.
+Only ``launch/`` knows submitit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from simclr_hpc.config import STAGES, _format_errors
+from simclr_hpc.launch.errors import LaunchError
+from simclr_hpc.launch.profile import Profile, check_plain_text, load_profile
+
+EXECUTORS = ("slurm", "local", "debug")
+
+
+class LaunchRequest(BaseModel):
+    """What a user asks for on the command line; every ``None`` falls back to the site profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nodes: int = Field(1, ge=1, le=100_000)
+    """Nodes of each job."""
+    gpus_per_node: int | None = Field(None, ge=0, le=16)
+    """GPUs (= tasks) per node; 0 = CPU-only, one task per node. None = the profile's."""
+    time: str | None = None
+    """Time limit (Slurm format, e.g. ``1-00:00:00``); None = the profile's."""
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    profile: str | None = None
+    """Site profile name (``configs/clusters/<name>.yaml``) or path to a profile file; None = built-in defaults."""
+    container: str | None = None
+    """Apptainer image (``.sif``) every task runs in; None = the profile's image, if any."""
+    executor: Literal["slurm", "local", "debug"] = "slurm"
+    """``slurm``: sbatch; ``local``: submitit's local executor (same code path, this machine); ``debug``: in-process."""
+    array_parallelism: int | None = Field(None, ge=1)
+    """Cap on array tasks running at once; None = the profile's."""
+
+    @field_validator("container")
+    @classmethod
+    def _container(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else check_plain_text(value, "--container")
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything needed to submit (or render) one job or one array of a stage."""
+
+    stage: str
+    executor: str
+    profile: Profile
+    """The effective profile: the site's, with the request's overrides applied and validated."""
+    nodes: int
+    tasks_per_node: int
+    python: str
+    """Shell command that starts Python in each task (with the container prefix when there is one)."""
+    image: Path | None
+    slurm_params: dict
+    """submitit SlurmExecutor parameters (sbatch names): exactly what goes into the script."""
+
+
+def effective_profile(request: LaunchRequest) -> Profile:
+    """The request's profile with its command-line overrides, validated as one profile (names, time format, ...)."""
+    base = load_profile(request.profile)
+    overrides = {
+        key: getattr(request, key)
+        for key in ("gpus_per_node", "time", "partition", "account", "qos", "constraint", "array_parallelism")
+        if getattr(request, key) is not None
+    }
+    if request.container:
+        overrides["image"] = request.container
+    try:
+        return Profile.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as err:
+        lines = [line.replace("partition:", "--partition:", 1) for line in _format_errors(err)]
+        raise LaunchError(lines) from None
+
+
+def container_python(profile: Profile, image: Path, run_root: Path) -> str:
+    """``apptainer exec [--nv] --bind ... IMAGE python``, every word shell-quoted. The run root is always bound, so the
+    task sees submitit's pickles and writes its run directory on the host's file system."""
+    words = ["apptainer", "exec"]
+    if profile.gpus_per_node > 0:
+        words.append("--nv")
+    binds = [str(run_root), *profile.binds]
+    for spec in dict.fromkeys(binds):
+        words += ["--bind", spec]
+    words.append(str(image))
+    return " ".join(shlex.quote(w) for w in words) + " " + " ".join(
+        shlex.quote(w) for w in shlex.split(profile.container_python)
+    )
+
+
+def build_plan(stage: str, request: LaunchRequest, run_root: Path, job_name: str,
+               dependency: str | None = None, check_image: bool = True) -> Plan:
+    """Resolve the request against its profile into submitit parameters. Raises LaunchError on bad input."""
+    if stage not in STAGES:
+        raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
+    profile = effective_profile(request)
+    image = None
+    if profile.image:
+        image = Path(profile.image).expanduser().absolute()
+        if check_image and not image.is_file():
+            raise LaunchError(f"--container {profile.image}: image file not found (build it with "
+                              f"`apptainer build simclr-hpc.sif apptainer.def`, or give the right path)")
+    if request.executor != "slurm" and request.nodes > 1:
+        raise LaunchError(f"--nodes {request.nodes}: the {request.executor} executor runs on this machine only; "
+                          f"use --nodes 1 or the slurm executor")
+    gpus = profile.gpus_per_node
+    # One task (rank) per GPU; CPU-only nodes get one task each.
+    tasks_per_node = max(1, gpus)
+    python = container_python(profile, image, run_root) if image else shlex.quote(sys.executable)
+    setup = [f"export {name}={shlex.quote(value)}" for name, value in profile.env.items()] + list(profile.setup)
+    params: dict = {
+        "job_name": job_name,
+        "time": profile.time_min,
+        "nodes": request.nodes,
+        "ntasks_per_node": tasks_per_node,
+        "cpus_per_task": profile.cpus_per_gpu,
+        "signal_delay_s": profile.signal_delay_s,
+        "array_parallelism": profile.array_parallelism,
+        # --requeue: a job preempted or requeued by `scontrol requeue` goes back to the queue instead of ending.
+        "additional_parameters": {"requeue": True},
+    }
+    optional = {
+        "partition": profile.partition, "account": profile.account, "qos": profile.qos,
+        "constraint": profile.constraint, "mail_type": profile.mail_type, "mail_user": profile.mail_user,
+        "dependency": dependency or None, "setup": setup or None,
+        "gpus_per_node": gpus if gpus > 0 else None,
+        "mem": _mem(profile.mem_per_gpu_gb * max(1, gpus)) if profile.mem_per_gpu_gb else None,
+    }
+    params.update({k: v for k, v in optional.items() if v is not None})
+    return Plan(stage=stage, executor=request.executor, profile=profile, nodes=request.nodes,
+                tasks_per_node=tasks_per_node, python=python, image=image, slurm_params=params)
+
+
+def _mem(gb: float) -> str:
+    return f"{int(gb)}GB" if gb == int(gb) else f"{int(gb * 1024)}MB"
+
+
+def submitit_command(python: str, folder: Path) -> str:
+    """The command line submitit puts after ``srun`` (same as ``SlurmExecutor._submitit_command_str``)."""
+    return " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
+
+
+def render_sbatch(plan: Plan, folder: Path, array_size: int | None = None) -> str:
+    """The sbatch script submitit writes for this plan: rendered by submitit's own function, no Slurm needed."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    params = dict(plan.slurm_params)
+    if array_size is not None:
+        params["map_count"] = array_size
+    return _make_sbatch_string(command=submitit_command(plan.python, folder), folder=folder, **params)
+
+
+def make_executor(plan: Plan, folder: Path):
+    """A submitit AutoExecutor for the plan (``cluster`` = slurm, local or debug)."""
+    import submitit
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if plan.executor == "slurm":
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_python=plan.python,
+                                         slurm_max_num_timeout=plan.profile.max_requeues)
+        executor.update_parameters(**{f"slurm_{k}": v for k, v in plan.slurm_params.items()})
+    else:
+        executor = submitit.AutoExecutor(folder=folder, cluster=plan.executor)
+        params = {"timeout_min": plan.profile.time_min, "tasks_per_node": plan.tasks_per_node}
+        if plan.executor == "local":
+            params["local_setup"] = plan.slurm_params.get("setup", [])
+            params["local_signal_delay_s"] = plan.profile.signal_delay_s
+        executor.update_parameters(**params)
+    return executor

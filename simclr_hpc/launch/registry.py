@@ -1,0 +1,209 @@
+"""The job registry: ``<run.root>/<study>/registry.sqlite``, one row per submitted run.
+
+Every submission is recorded before ``submit`` returns (stage, run name, array index, Slurm job id, state, paths).
+``refresh`` updates the states of unfinished rows from, in order: ``squeue`` (queued/running), ``scontrol show job``
+(finished recently, no accounting needed), ``sacct`` (accounting), and finally the run's ``result.json`` (its presence
+means COMPLETED), so it works when accounting is off. Local-executor jobs are checked by their process id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import sqlite3
+from pathlib import Path
+
+from simclr_hpc.launch import slurm
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    run_name TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    array_job_id TEXT,
+    array_index INTEGER,
+    executor TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run_dir TEXT NOT NULL,
+    log_dir TEXT NOT NULL,
+    stdout TEXT NOT NULL,
+    stderr TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    result_hash TEXT,
+    dependency TEXT NOT NULL DEFAULT '',
+    nodes INTEGER NOT NULL DEFAULT 1,
+    tasks INTEGER NOT NULL DEFAULT 1,
+    submitted_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_job_id ON jobs (job_id);
+"""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclasses.dataclass
+class JobRecord:
+    """One submitted run, as the registry holds it."""
+
+    study: str
+    stage: str
+    run_name: str
+    job_id: str
+    """Slurm job id (``123``, or ``123_4`` for an array task); the process id for the local executor."""
+    executor: str
+    state: str
+    run_dir: str
+    log_dir: str
+    stdout: str
+    stderr: str
+    config_hash: str
+    array_job_id: str | None = None
+    array_index: int | None = None
+    result_hash: str | None = None
+    dependency: str = ""
+    nodes: int = 1
+    tasks: int = 1
+    submitted_at: str = dataclasses.field(default_factory=_now)
+    updated_at: str = dataclasses.field(default_factory=_now)
+    id: int | None = None
+
+    @property
+    def result_path(self) -> Path:
+        return Path(self.run_dir) / "result.json"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in slurm.TERMINAL_STATES
+
+
+_FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "id"]
+
+
+def registry_path(root: str | Path, study: str) -> Path:
+    """``<root>/<study>/registry.sqlite``."""
+    return Path(root) / study / "registry.sqlite"
+
+
+class Registry:
+    """The SQLite file of one study. Opened per call (jobs and the CLI may write concurrently; SQLite locks)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=30)
+        con.row_factory = sqlite3.Row
+        con.executescript(SCHEMA)
+        return con
+
+    def add(self, records: list[JobRecord]) -> list[JobRecord]:
+        """Insert records; sets their ``id``."""
+        with self._connect() as con:
+            for rec in records:
+                cur = con.execute(
+                    f"INSERT INTO jobs ({', '.join(_FIELDS)}) VALUES ({', '.join('?' for _ in _FIELDS)})",
+                    [getattr(rec, f) for f in _FIELDS],
+                )
+                rec.id = cur.lastrowid
+        return records
+
+    def all(self) -> list[JobRecord]:
+        """Every row, oldest first."""
+        if not self.path.exists():
+            return []
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+        return [JobRecord(**dict(row)) for row in rows]
+
+    def find(self, job_id: str) -> list[JobRecord]:
+        """Rows of a job id; an array id (``123``) matches all its tasks (``123_0``, ``123_1``, ...)."""
+        return [r for r in self.all() if r.job_id == job_id or r.array_job_id == job_id]
+
+    def _update(self, records: list[JobRecord]) -> None:
+        with self._connect() as con:
+            for rec in records:
+                con.execute(
+                    "UPDATE jobs SET state = ?, result_hash = ?, updated_at = ? WHERE id = ?",
+                    (rec.state, rec.result_hash, rec.updated_at, rec.id),
+                )
+
+    def refresh(self) -> list[JobRecord]:
+        """Update the state of every unfinished row (and the result hash of finished ones); return all rows."""
+        records = self.all()
+        pending = [r for r in records if not r.finished or (r.state == "COMPLETED" and not r.result_hash)]
+        if not pending:
+            return records
+        slurm_ids = [r.job_id for r in pending if r.executor == "slurm"]
+        live = slurm.squeue_states() if slurm_ids else {}
+        memory = slurm.scontrol_states() if slurm_ids else {}
+        missing = [j for j in slurm_ids if j not in live and j not in memory]
+        accounted = slurm.sacct_states(missing) if missing else {}
+        changed = []
+        for rec in pending:
+            state = rec.state
+            if rec.executor == "slurm":
+                state = live.get(rec.job_id) or memory.get(rec.job_id) or accounted.get(rec.job_id) or state
+                if rec.job_id not in live and rec.job_id not in memory and rec.job_id not in accounted:
+                    # Slurm has forgotten the job and accounting is off: result.json decides.
+                    state = "COMPLETED" if rec.result_path.exists() else "ENDED"
+            else:
+                if _pid_alive(rec.job_id):
+                    state = "RUNNING"
+                else:
+                    state = "COMPLETED" if rec.result_path.exists() else "FAILED"
+            if state == "COMPLETED" and rec.result_path.exists():
+                rec.result_hash = hashlib.sha256(rec.result_path.read_bytes()).hexdigest()[:16]
+            if state != rec.state or rec.result_hash:
+                rec.state = state
+                rec.updated_at = _now()
+                changed.append(rec)
+        self._update(changed)
+        return records
+
+    def set_state(self, job_ids: list[str], state: str) -> None:
+        """Mark rows (by job id or array id) with a state, e.g. CANCELLED right after scancel."""
+        with self._connect() as con:
+            for jid in job_ids:
+                con.execute(
+                    "UPDATE jobs SET state = ?, updated_at = ? WHERE (job_id = ? OR array_job_id = ?) AND state NOT IN "
+                    f"({', '.join('?' for _ in slurm.TERMINAL_STATES)})",
+                    (state, _now(), jid, jid, *sorted(slurm.TERMINAL_STATES)),
+                )
+
+
+def _pid_alive(job_id: str) -> bool:
+    if not job_id.isdigit():
+        return False
+    try:
+        with open(f"/proc/{job_id}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+    except OSError:
+        return True
+
+
+def study_registries(root: str | Path, study: str | None = None) -> list[Registry]:
+    """The registry of one study, or of every study under ``root``."""
+    root = Path(root)
+    if study:
+        return [Registry(registry_path(root, study))]
+    return [Registry(p) for p in sorted(root.glob("*/registry.sqlite"))]
+
+
+def find_job(root: str | Path, job_id: str) -> list[tuple[Registry, JobRecord]]:
+    """Every (registry, row) of a job id or array id, across all studies under ``root``."""
+    return [(reg, rec) for reg in study_registries(root) for rec in reg.find(job_id)]
+
+
+def log_paths(folder: str | Path, job_id: str, task: int = 0) -> tuple[Path, Path]:
+    """submitit's stdout/stderr paths of one task of a job (``<folder>/<id>_<task>_log.out|err``)."""
+    return (Path(folder) / f"{job_id}_{task}_log.out", Path(folder) / f"{job_id}_{task}_log.err")
+

@@ -1,0 +1,300 @@
+"""Submit stages and sweeps: validate everything, then hand the jobs to submitit, then record them in the registry.
+
+Order matters: every check that can fail on user input runs before anything is written or submitted, so a bad request
+leaves no trace. Submission never waits for jobs to run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pathlib import Path
+
+from simclr_hpc.config import STAGES, Config, dump_config
+from simclr_hpc.launch import slurm
+from simclr_hpc.launch.errors import LaunchError
+from simclr_hpc.launch.executor import LaunchRequest, Plan, build_plan, make_executor, render_sbatch
+from simclr_hpc.launch.profile import check_plain_text
+from simclr_hpc.launch.registry import JobRecord, Registry, log_paths, registry_path
+from simclr_hpc.launch.task import RUN_TARGET, StageJob
+
+# Failed ends: an afterok on them can never be satisfied.
+_FAILED_ENDS = slurm.TERMINAL_STATES - {"COMPLETED"}
+
+
+def parse_dependency(items: list[str] | str | None) -> list[str]:
+    """``["afterok:12:13", "14"]`` or ``"afterok:12"`` -> ``["12", "13", "14"]``. Only ``afterok`` is accepted."""
+    if not items:
+        return []
+    if isinstance(items, str):
+        items = [items]
+    ids: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            kind, sep, rest = part.partition(":")
+            if sep and kind != "afterok":
+                raise LaunchError(f"--dependency {part!r}: only afterok:JOBID[:JOBID...] is supported")
+            for jid in (rest if sep else part).split(":"):
+                if not slurm.JOB_ID.match(jid):
+                    raise LaunchError(f"--dependency {part!r}: {jid!r} is not a Slurm job id (digits, or ID_INDEX)")
+                ids.append(jid)
+    return list(dict.fromkeys(ids))
+
+
+def _resolved(cfg: Config) -> Config:
+    """The config with ``run.root`` absolute: jobs start in other directories and inside containers."""
+    root = Path(cfg.run.root).expanduser().absolute()
+    try:
+        check_plain_text(str(root), "run.root")
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+    data = cfg.model_dump(mode="json")
+    data["run"]["root"] = str(root)
+    return Config.model_validate(data)
+
+
+def _check_slurm(plan: Plan, dependency: list[str], dry_run: bool) -> list[str]:
+    """Ask Slurm whether the request can run; returns the dependency ids Slurm still has to wait for."""
+    if not slurm.installed():
+        if dry_run:
+            return dependency
+        raise LaunchError("sbatch not found: this machine has no Slurm. Use --dry-run to print the script, "
+                          "or run on a login node")
+    if not slurm.available():
+        if dry_run:
+            return dependency
+        raise LaunchError("the Slurm controller does not answer (`scontrol ping`): try again, or ask the admins")
+    parts = slurm.partitions()
+    name = plan.profile.partition or next((p.name for p in parts.values() if p.default), None)
+    known = ", ".join(sorted(parts)) or "none"
+    if name is None:
+        raise LaunchError(f"no --partition given and the cluster has no default partition: use one of {known}")
+    if name not in parts:
+        raise LaunchError(f"--partition {name}: no such partition (partitions: {known})")
+    part = parts[name]
+    if plan.nodes > part.total_nodes:
+        raise LaunchError(f"--nodes {plan.nodes}: partition {name} has only {part.total_nodes} node(s)")
+    gpus = plan.profile.gpus_per_node
+    if gpus > part.max_gpus_per_node:
+        raise LaunchError(f"--gpus-per-node {gpus}: nodes of partition {name} have at most "
+                          f"{part.max_gpus_per_node} GPU(s)")
+    waiting = []
+    for jid in dependency:
+        state = slurm.job_state(jid)
+        if state is None:
+            raise LaunchError(f"--dependency afterok:{jid}: no such job (squeue/sacct do not know it)")
+        if state in _FAILED_ENDS:
+            raise LaunchError(f"--dependency afterok:{jid}: that job ended {state}, so this one could never start")
+        # A job slurmctld has already forgotten (only accounting knows it) and that COMPLETED needs no waiting.
+        if state == "COMPLETED" and jid not in slurm.scontrol_states():
+            continue
+        waiting.append(jid)
+    return waiting
+
+
+def _job_name(stage: str, cfg: Config, array: bool = False) -> str:
+    name = f"{stage}-{cfg.run.study}" + ("-sweep" if array else f"-{cfg.run.name}")
+    return name[:100]
+
+
+def _stage_folder(stage: str, cfg: Config) -> Path:
+    return cfg.run_dir(stage) / "slurm"
+
+
+def _array_folder(stage: str, cfg: Config, stamp: str, chunk: int) -> Path:
+    return Path(cfg.run.root) / cfg.run.study / stage / "_arrays" / f"{stamp}-{chunk}"
+
+
+def _check_unique(stage: str, cfgs: list[Config]) -> None:
+    seen: dict[Path, int] = {}
+    for i, cfg in enumerate(cfgs):
+        path = cfg.run_dir(stage)
+        if path in seen:
+            raise LaunchError(f"sweep entries {seen[path]} and {i} both write {path}: give them different run.name")
+        seen[path] = i
+
+
+def _prepare(stage: str, cfgs: list[Config], request: LaunchRequest, dependency, dry_run: bool,
+             array: bool) -> tuple[list[Config], Plan, list[str]]:
+    if stage not in STAGES:
+        raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
+    if not cfgs:
+        raise LaunchError("nothing to submit: the sweep is empty")
+    cfgs = [_resolved(c) for c in cfgs]
+    _check_unique(stage, cfgs)
+    dep_ids = parse_dependency(dependency)
+    root = Path(cfgs[0].run.root)
+    plan = build_plan(stage, request, root, _job_name(stage, cfgs[0], array), None)
+    if request.executor == "slurm":
+        dep_ids = _check_slurm(plan, dep_ids, dry_run)
+    return cfgs, plan, dep_ids
+
+
+def _afterok(dep_ids: list[str], extra: str | None = None) -> str | None:
+    parts = [f"afterok:{':'.join(dep_ids)}"] if dep_ids else []
+    if extra:
+        parts.append(extra)
+    return ",".join(parts) or None
+
+
+def render_stage(stage: str, cfg: Config, request: LaunchRequest, dependency=None) -> str:
+    """``--dry-run``: the exact sbatch script ``submit_stage`` would submit. Works without Slurm; validates the same."""
+    cfgs, plan, dep_ids = _prepare(stage, [cfg], request, dependency, dry_run=True, array=False)
+    plan.slurm_params["dependency"] = _afterok(dep_ids)
+    if plan.slurm_params["dependency"] is None:
+        del plan.slurm_params["dependency"]
+    return render_sbatch(plan, _stage_folder(stage, cfgs[0]))
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def _max_array(plan: Plan) -> int:
+    size = plan.profile.max_array_size
+    site = slurm.max_array_size() if plan.executor == "slurm" and slurm.available() else None
+    return min(size, site - 1) if site else size
+
+
+def render_array(stage: str, cfgs: list[Config], request: LaunchRequest, parallelism: int | None = None,
+                 dependency=None) -> list[str]:
+    """``--dry-run`` of a sweep: one sbatch script per array (several when the sweep exceeds max_array_size)."""
+    if parallelism is not None:
+        request = request.model_copy(update={"array_parallelism": parallelism})
+    cfgs, plan, dep_ids = _prepare(stage, cfgs, request, dependency, dry_run=True, array=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    scripts = []
+    for k, idx in enumerate(_chunks(len(cfgs), _max_array(plan))):
+        dep = _afterok(dep_ids, f"afterany:<job id of array {k}>" if k else None)
+        plan.slurm_params.pop("dependency", None)
+        if dep:
+            plan.slurm_params["dependency"] = dep
+        scripts.append(render_sbatch(plan, _array_folder(stage, cfgs[0], stamp, k), array_size=len(idx)))
+    return scripts
+
+
+def _record(stage: str, cfg: Config, plan: Plan, job, folder: Path, dep: str | None,
+            array_job_id: str | None = None, array_index: int | None = None) -> JobRecord:
+    out, err = log_paths(folder, job.job_id)
+    state = "SUBMITTED"
+    if plan.executor == "debug":
+        state = "COMPLETED" if (cfg.run_dir(stage) / "result.json").exists() else "FAILED"
+    return JobRecord(
+        study=cfg.run.study, stage=stage, run_name=cfg.run.name, job_id=str(job.job_id), executor=plan.executor,
+        state=state, run_dir=str(cfg.run_dir(stage)), log_dir=str(folder), stdout=str(out), stderr=str(err),
+        config_hash=cfg.hash(), array_job_id=array_job_id, array_index=array_index, dependency=dep or "",
+        nodes=plan.nodes, tasks=plan.nodes * plan.tasks_per_node,
+    )
+
+
+def _write_submitted_config(stage: str, cfg: Config) -> None:
+    run_dir = cfg.run_dir(stage)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.submitted.yaml").write_text(dump_config(cfg))
+
+
+def _local_waits(cfg: Config, dep_ids: list[str]) -> list[tuple[int, str]]:
+    """afterok for the local executor: the (pid, result.json) of each dependency, from the study's registry."""
+    waits = []
+    reg = Registry(registry_path(cfg.run.root, cfg.run.study))
+    for jid in dep_ids:
+        rows = [r for r in reg.find(jid) if r.executor == "local"]
+        if not rows:
+            raise LaunchError(f"--dependency afterok:{jid}: no local job {jid} in {reg.path}")
+        waits += [(int(r.job_id), str(r.result_path)) for r in rows]
+    return waits
+
+
+def submit_stage(stage: str, cfg: Config, request: LaunchRequest, dependency: list[str] | None = None, *,
+                 target: str = RUN_TARGET) -> JobRecord:
+    """Submit one run of ``stage`` (one job of ``request.nodes`` nodes, one task per GPU) and record it.
+
+    ``dependency``: job ids (or ``afterok:ID`` strings) that must complete successfully first. Returns at once.
+    """
+    cfgs, plan, dep_ids = _prepare(stage, [cfg], request, dependency, dry_run=False, array=False)
+    cfg = cfgs[0]
+    dep = _afterok(dep_ids)
+    if dep and plan.executor == "slurm":
+        plan.slurm_params["dependency"] = dep
+    waits = _local_waits(cfg, dep_ids) if plan.executor != "slurm" else []
+    folder = _stage_folder(stage, cfg)
+    _write_submitted_config(stage, cfg)
+    executor = make_executor(plan, folder)
+    job = executor.submit(StageJob(target, waits), stage, cfg.model_dump(mode="json"))
+    if plan.executor == "debug":
+        job.result()
+    record = _record(stage, cfg, plan, job, folder, dep)
+    Registry(registry_path(cfg.run.root, cfg.run.study)).add([record])
+    return record
+
+
+def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, parallelism: int | None = None,
+                 dependency: list[str] | None = None, *, target: str = RUN_TARGET) -> list[JobRecord]:
+    """Submit a sweep as one Slurm array (``--array=0-N%parallelism``) and record every task.
+
+    Sweeps larger than the site's max_array_size become several arrays, each waiting (afterany) for the previous one,
+    so the parallelism cap holds over the whole sweep. ``dependency`` (afterok) applies to every array.
+    """
+    if parallelism is not None:
+        request = request.model_copy(update={"array_parallelism": parallelism})
+    cfgs, plan, dep_ids = _prepare(stage, cfgs, request, dependency, dry_run=False, array=True)
+    if plan.executor != "slurm":
+        return [submit_stage(stage, c, request.model_copy(update={"array_parallelism": None}), dep_ids,
+                             target=target) for c in cfgs]
+    for cfg in cfgs:
+        _write_submitted_config(stage, cfg)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    records: list[JobRecord] = []
+    previous: str | None = None
+    for k, idx in enumerate(_chunks(len(cfgs), _max_array(plan))):
+        dep = _afterok(dep_ids, f"afterany:{previous}" if previous else None)
+        plan.slurm_params.pop("dependency", None)
+        if dep:
+            plan.slurm_params["dependency"] = dep
+        folder = _array_folder(stage, cfgs[0], stamp, k)
+        executor = make_executor(plan, folder)
+        chunk = [cfgs[i] for i in idx]
+        jobs = executor.map_array(StageJob(target), [stage] * len(chunk), [c.model_dump(mode="json") for c in chunk])
+        previous = jobs[0].job_id.split("_")[0]
+        chunk_records = [_record(stage, c, plan, j, folder, dep, previous, a) for a, (c, j) in enumerate(zip(chunk, jobs))]
+        by_study: dict[Path, list[JobRecord]] = {}
+        for c, r in zip(chunk, chunk_records):
+            by_study.setdefault(registry_path(c.run.root, c.run.study), []).append(r)
+        for path, recs in by_study.items():
+            Registry(path).add(recs)
+        records += chunk_records
+    return records
+
+
+def write_manifest(stage: str, cfgs: list[Config], path: str | Path) -> Path:
+    """Manifest for ``slurm/array.sbatch``: line i (1-based) = array index i-1, ``STAGE<TAB>/abs/config.yaml``.
+
+    Each resolved config is written to ``<run_dir>/config.submitted.yaml``; the template runs
+    ``simclr-hpc run STAGE -c CONFIG`` for line ``SLURM_ARRAY_TASK_ID + 1``. Returns the manifest's absolute path.
+    """
+    if stage not in STAGES:
+        raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
+    if not cfgs:
+        raise LaunchError("nothing to write: the sweep is empty")
+    cfgs = [_resolved(c) for c in cfgs]
+    _check_unique(stage, cfgs)
+    path = Path(path).expanduser().absolute()
+    try:
+        check_plain_text(str(path), "--manifest")
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+    lines = []
+    for cfg in cfgs:
+        _write_submitted_config(stage, cfg)
+        config_path = cfg.run_dir(stage) / "config.submitted.yaml"
+        lines.append(f"{stage}\t{config_path}\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines))
+    tmp.replace(path)
+    return path
+
+
