@@ -1,7 +1,111 @@
-"""CLI commands: placeholder until its owner fills it in."""
+"""``simclr-hpc jobs``, ``logs JOB`` and ``cancel JOB|--study S``: the run registry plus squeue/sacct."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from simclr_hpc.cli.common import user_errors
+
+RootOpt = Annotated[Path, typer.Option("--root", help="Directory holding every study's runs (run.root).")]
+StudyOpt = Annotated[Optional[str], typer.Option("--study", help="Only this study.")]
+
+
+def _check_study(study: str | None) -> None:
+    from simclr_hpc.config import check_safe_name
+    from simclr_hpc.launch import LaunchError
+
+    if study is not None:
+        try:
+            check_safe_name(study, "--study")
+        except ValueError as err:
+            raise LaunchError(str(err)) from None
+
+
+@user_errors
+def _jobs(root: Path, study: str | None, all_: bool) -> None:
+    from simclr_hpc.launch import study_registries
+
+    _check_study(study)
+    rows = [rec for reg in study_registries(root, study) for rec in reg.refresh()]
+    if not all_:
+        rows = rows[-200:]
+    if not rows:
+        print(f"no jobs recorded under {root}" + (f" for study {study}" if study else ""))
+        return
+    header = ("JOB", "STATE", "STUDY", "STAGE", "RUN", "NODES", "SUBMITTED")
+    table = [header] + [
+        (r.job_id, r.state, r.study, r.stage, r.run_name, str(r.nodes), r.submitted_at.replace("+00:00", "Z"))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def jobs(root: RootOpt = Path("runs"), study: StudyOpt = None,
+         all_: Annotated[bool, typer.Option("--all", help="Every row, not only the last 200.")] = False) -> None:
+    """What is queued, running and done: the registry's jobs with states from squeue, scontrol, sacct, result.json."""
+    _jobs(root, study, all_)
+
+
+def _lookup(root: Path, job: str):
+    from simclr_hpc.launch import LaunchError, find_job
+    from simclr_hpc.launch.slurm import JOB_ID
+
+    if not JOB_ID.match(job):
+        raise LaunchError(f"job {job!r}: not a job id (digits, or ARRAYID_INDEX)")
+    found = find_job(root, job)
+    if not found:
+        raise LaunchError(f"job {job}: not in any registry under {root} (see `simclr-hpc jobs`, or pass --root)")
+    return found
+
+
+@user_errors
+def _logs(root: Path, job: str, stderr: bool, task: int) -> None:
+    from simclr_hpc.launch.registry import log_paths
+
+    for _, rec in _lookup(root, job):
+        out, err = log_paths(rec.log_dir, rec.job_id, task)
+        path = err if stderr else out
+        print(f"==> {path} <==")
+        print(path.read_text(errors="replace") if path.exists() else "(no log yet: the job has not started)")
+
+
+def logs(job: Annotated[str, typer.Argument(help="Job id (123, 123_4, or an array id for every task).")],
+         root: RootOpt = Path("runs"),
+         stderr: Annotated[bool, typer.Option("--stderr", help="Show the task's stderr instead of stdout.")] = False,
+         task: Annotated[int, typer.Option("--task", help="Task (rank) whose log to show.")] = 0) -> None:
+    """Print a job's log (rank 0's stdout unless told otherwise)."""
+    _logs(root, job, stderr, task)
+
+
+@user_errors
+def _cancel(root: Path, job: str | None, study: str | None) -> None:
+    from simclr_hpc.launch import LaunchError, study_registries
+    from simclr_hpc.launch.registry import cancel_records
+
+    if (job is None) == (study is None):
+        raise LaunchError("cancel: give a JOB id or --study S (not both)")
+    if job is not None:
+        pairs = _lookup(root, job)
+    else:
+        _check_study(study)
+        pairs = [(reg, rec) for reg in study_registries(root, study) for rec in reg.refresh() if not rec.finished]
+    cancelled = cancel_records(pairs)
+    print(f"cancelled {len(cancelled)} job(s)" + (f": {' '.join(cancelled)}" if cancelled else ""))
+
+
+def cancel(job: Annotated[Optional[str], typer.Argument(help="Job id (an array id cancels every task).")] = None,
+           study: StudyOpt = None, root: RootOpt = Path("runs")) -> None:
+    """Cancel one job (or array), or every unfinished job of a study."""
+    _cancel(root, job, study)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add ``jobs``, ``logs`` and ``cancel`` to the app."""
+    app.command("jobs")(jobs)
+    app.command("logs")(logs)
+    app.command("cancel")(cancel)

@@ -1,7 +1,148 @@
-"""CLI commands: placeholder until its owner fills it in."""
+"""``simclr-hpc submit STAGE`` and ``simclr-hpc sweep finetune|distill|transfer``: thin wrappers over ``simclr_hpc.launch``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from simclr_hpc.cli.common import user_errors
+from simclr_hpc.config import load_config
+
+SWEEP_STAGES = ("finetune", "distill", "transfer")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", help="YAML with only what differs from the defaults.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override one field: --set train.steps=200 (repeatable).")]
+GpusOpt = Annotated[Optional[int], typer.Option("--gpus-per-node", help="GPUs (= tasks) per node; 0 = CPU-only, one task per node. Default: the profile's.")]
+TimeOpt = Annotated[Optional[str], typer.Option("--time", help="Time limit, Slurm format (e.g. 1-00:00:00). Default: the profile's.")]
+PartitionOpt = Annotated[Optional[str], typer.Option("--partition", help="Slurm partition. Default: the profile's, else the cluster's default.")]
+AccountOpt = Annotated[Optional[str], typer.Option("--account", help="Slurm account to charge.")]
+QosOpt = Annotated[Optional[str], typer.Option("--qos", help="Slurm quality of service.")]
+ConstraintOpt = Annotated[Optional[str], typer.Option("--constraint", help="Node feature constraint, e.g. 'a100&ib'.")]
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="Site profile: configs/clusters/NAME.yaml, or a path.")]
+ContainerOpt = Annotated[Optional[str], typer.Option("--container", help="Apptainer image (.sif) every task runs in.")]
+DependencyOpt = Annotated[Optional[list[str]], typer.Option("--dependency", help="afterok:JOBID[:JOBID...]: start after these jobs completed (repeatable).")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the exact sbatch script(s); submit nothing. Works without Slurm.")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="slurm (sbatch), local (submitit's local executor: this machine) or debug (in-process).")]
+
+
+def _request(**fields):
+    from simclr_hpc.launch import make_request
+
+    return make_request(**fields)
+
+
+@user_errors
+def _submit(stage: str, config: Path | None, overrides: list[str], dry_run: bool, dependency: list[str] | None,
+            **request_fields) -> None:
+    from simclr_hpc.launch import render_stage, submit_stage
+
+    cfg = load_config(config, overrides)
+    request = _request(**request_fields)
+    if dry_run:
+        print(render_stage(stage, cfg, request, dependency), end="")
+        return
+    record = submit_stage(stage, cfg, request, dependency)
+    print(f"submitted {stage} run {record.run_name}: job {record.job_id} ({record.executor}, {record.nodes} node(s), "
+          f"{record.tasks} task(s))")
+    print(f"  run dir: {record.run_dir}")
+    print(f"  log:     {record.stdout}")
+
+
+def submit(
+    stage: Annotated[str, typer.Argument(help="pretrain | finetune | distill | transfer")],
+    config: ConfigOpt = None,
+    nodes: Annotated[int, typer.Option("--nodes", help="Nodes of the job.")] = 1,
+    gpus_per_node: GpusOpt = None,
+    time: TimeOpt = None,
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    qos: QosOpt = None,
+    constraint: ConstraintOpt = None,
+    profile: ProfileOpt = None,
+    container: ContainerOpt = None,
+    dependency: DependencyOpt = None,
+    dry_run: DryRunOpt = False,
+    executor: ExecutorOpt = "slurm",
+    set_: SetOpt = None,
+) -> None:
+    """Submit one run of STAGE as a batch job: one task per GPU, USR2 before the time limit, requeue. Never waits."""
+    _submit(stage, config, set_ or [], dry_run, dependency, nodes=nodes, gpus_per_node=gpus_per_node, time=time,
+            partition=partition, account=account, qos=qos, constraint=constraint, profile=profile,
+            container=container, executor=executor)
+
+
+def _sweep_configs(study: Path, stage: str) -> list:
+    """The study engine's expansion of a study file into the configs of one sweep."""
+    from simclr_hpc import study as study_pkg
+
+    expand = getattr(study_pkg, "expand_sweep", None)
+    if expand is not None:
+        return list(expand(study, stage))
+    from simclr_hpc.study.plan import load_plan
+
+    return [run.cfg for run in load_plan(study).stage(stage)]
+
+
+@user_errors
+def _sweep(stage: str, study: Path, manifest: Path | None, dry_run: bool, parallelism: int | None,
+           dependency: list[str] | None, include_done: bool, **request_fields) -> None:
+    from simclr_hpc.launch import LaunchError, render_array, submit_array, write_manifest
+
+    if stage not in SWEEP_STAGES:
+        raise LaunchError(f"sweep {stage}: use one of {', '.join(SWEEP_STAGES)} (pretrain runs are `submit pretrain`)")
+    cfgs = _sweep_configs(study, stage)
+    if not include_done:
+        done = [c for c in cfgs if (c.run_dir(stage) / "result.json").exists()]
+        if done:
+            print(f"skipping {len(done)} finished run(s) (result.json present); --include-done to rerun them")
+        cfgs = [c for c in cfgs if c not in done]
+    if not cfgs:
+        print(f"nothing to do: every {stage} run of {study} is finished")
+        return
+    if manifest is not None:
+        path = write_manifest(stage, cfgs, manifest)
+        print(f"wrote {path}: {len(cfgs)} line(s); submit with "
+              f"sbatch --array=0-{len(cfgs) - 1}%{parallelism or 8} slurm/array.sbatch {path}")
+        return
+    request = _request(**request_fields)
+    if dry_run:
+        print("\n".join(render_array(stage, cfgs, request, parallelism, dependency)), end="")
+        return
+    records = submit_array(stage, cfgs, request, parallelism, dependency)
+    arrays = sorted({r.array_job_id or r.job_id for r in records})
+    print(f"submitted {len(records)} {stage} run(s) as array job(s) {', '.join(arrays)}")
+    for rec in records:
+        print(f"  {rec.job_id}  {rec.run_name}")
+
+
+def sweep(
+    stage: Annotated[str, typer.Argument(help="finetune | distill | transfer")],
+    study: Annotated[Path, typer.Option("-c", "--study", help="Study file (configs/studies/*.yaml).")],
+    manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Write a manifest for slurm/array.sbatch instead of submitting.")] = None,
+    parallelism: Annotated[Optional[int], typer.Option("--parallelism", help="Array tasks running at once. Default: the profile's.")] = None,
+    nodes: Annotated[int, typer.Option("--nodes", help="Nodes of each array task.")] = 1,
+    gpus_per_node: GpusOpt = None,
+    time: TimeOpt = None,
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    qos: QosOpt = None,
+    constraint: ConstraintOpt = None,
+    profile: ProfileOpt = None,
+    container: ContainerOpt = None,
+    dependency: DependencyOpt = None,
+    dry_run: DryRunOpt = False,
+    executor: ExecutorOpt = "slurm",
+    include_done: Annotated[bool, typer.Option("--include-done", help="Also resubmit runs that already have result.json.")] = False,
+) -> None:
+    """Submit one Slurm array for every run of a study's sweep (or write a manifest for slurm/array.sbatch)."""
+    _sweep(stage, study, manifest, dry_run, parallelism, dependency, include_done, nodes=nodes,
+           gpus_per_node=gpus_per_node, time=time, partition=partition, account=account, qos=qos,
+           constraint=constraint, profile=profile, container=container, executor=executor)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add ``submit`` and ``sweep`` to the app."""
+    app.command("submit")(submit)
+    app.command("sweep")(sweep)

@@ -3,6 +3,7 @@
 Public API (what ``cli/`` and ``study/`` call)::
 
     request = LaunchRequest(nodes=2, gpus_per_node=4, profile="example-site", container="img.sif", executor="slurm")
+    make_request(**fields) -> LaunchRequest            (None values dropped; bad values -> LaunchError)
     submit_stage(stage, cfg, request, dependency=None) -> JobRecord
         One run of ``stage`` (pretrain|finetune|distill|transfer): one job of ``request.nodes`` nodes, one task per GPU
         (one per node when gpus_per_node is 0), USR2 ahead of the time limit, requeue. ``dependency``: job ids that
@@ -18,6 +19,8 @@ Public API (what ``cli/`` and ``study/`` call)::
         ``slurm/array.sbatch`` input: line i = array index i-1 = ``STAGE<TAB>/abs/path/config.submitted.yaml``.
     Registry(registry_path(root, study)).refresh() -> list[JobRecord]
         The study's jobs with states from squeue / scontrol / sacct / result.json.
+    JobRecord.wait(poll_s=1.0, timeout_s=None) -> str
+        Block until that job has finished; returns its final state (for the local executor and tests).
 
 Every user mistake (unknown partition, more nodes than the partition has, missing image, unknown or failed dependency,
 bad profile field, unsafe name or path) raises ``LaunchError`` (a ``simclr_hpc.config.UserError``) before anything is
@@ -32,6 +35,7 @@ from simclr_hpc.launch.executor import LaunchRequest, Plan, build_plan, render_s
 from simclr_hpc.launch.profile import Profile, list_profiles, load_profile, parse_time_min
 from simclr_hpc.launch.registry import JobRecord, Registry, find_job, registry_path, study_registries
 from simclr_hpc.launch.submit import (
+    make_request,
     parse_dependency,
     render_array,
     render_stage,
@@ -43,7 +47,7 @@ from simclr_hpc.launch.task import RUN_TARGET, StageJob
 
 __all__ = [
     "DistVars", "JobRecord", "LaunchError", "LaunchRequest", "Plan", "Profile", "RUN_TARGET", "Registry", "StageJob",
-    "build_plan", "dist_vars", "export_torch_env", "find_job", "list_profiles", "load_profile", "master_port",
+    "build_plan", "dist_vars", "export_torch_env", "find_job", "list_profiles", "load_profile", "make_request", "master_port",
     "parse_dependency", "parse_time_min", "registry_path", "render_array", "render_sbatch", "render_stage",
     "study_registries", "submit_array", "submit_stage", "write_manifest",
 ]

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import os
 import sqlite3
+import time
 from pathlib import Path
 
 from simclr_hpc.launch import slurm
@@ -80,6 +82,27 @@ class JobRecord:
     @property
     def finished(self) -> bool:
         return self.state in slurm.TERMINAL_STATES
+
+    @property
+    def registry(self) -> "Registry":
+        """The registry this record lives in (``<root>/<study>/registry.sqlite``, root taken from run_dir)."""
+        return Registry(Path(self.run_dir).parents[2] / "registry.sqlite")
+
+    def wait(self, poll_s: float = 1.0, timeout_s: float | None = None) -> str:
+        """Block until the job has finished (any terminal state) and return that state; refreshes the registry.
+
+        For the local executor and for tests; ``submit`` itself never waits. Raises TimeoutError after ``timeout_s``.
+        """
+        start = time.monotonic()
+        while True:
+            for rec in self.registry.refresh():
+                if rec.id == self.id:
+                    self.state, self.result_hash, self.updated_at = rec.state, rec.result_hash, rec.updated_at
+            if self.finished:
+                return self.state
+            if timeout_s is not None and time.monotonic() - start > timeout_s:
+                raise TimeoutError(f"job {self.job_id} still {self.state} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
 
 
 _FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "id"]
@@ -207,3 +230,25 @@ def log_paths(folder: str | Path, job_id: str, task: int = 0) -> tuple[Path, Pat
     """submitit's stdout/stderr paths of one task of a job (``<folder>/<id>_<task>_log.out|err``)."""
     return (Path(folder) / f"{job_id}_{task}_log.out", Path(folder) / f"{job_id}_{task}_log.err")
 
+
+
+def cancel_records(pairs: list[tuple[Registry, JobRecord]]) -> list[str]:
+    """Cancel unfinished jobs (scancel for Slurm, SIGTERM to the controller for local ones); mark them CANCELLED."""
+    import signal
+
+    done = []
+    for reg, rec in pairs:
+        if rec.finished:
+            continue
+        if rec.executor == "slurm":
+            proc = slurm.scancel([rec.job_id])
+            if proc is None or proc.returncode != 0:
+                continue
+        elif _pid_alive(rec.job_id):
+            try:
+                os.kill(int(rec.job_id), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        reg.set_state([rec.job_id], "CANCELLED")
+        done.append(rec.job_id)
+    return done

@@ -159,10 +159,28 @@ def _max_array(plan: Plan) -> int:
     return min(size, site - 1) if site else size
 
 
-def render_array(stage: str, cfgs: list[Config], request: LaunchRequest, parallelism: int | None = None,
-                 dependency=None) -> list[str]:
-    """``--dry-run`` of a sweep: one sbatch script per array (several when the sweep exceeds max_array_size)."""
-    if parallelism is not None:
+def make_request(**fields) -> LaunchRequest:
+    """``LaunchRequest(**fields)`` with ``None`` values dropped; a bad field is a LaunchError."""
+    from pydantic import ValidationError
+
+    from simclr_hpc.config import _format_errors
+
+    try:
+        return LaunchRequest(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as err:
+        raise LaunchError(_format_errors(err)) from None
+
+
+def render_array(stage: str, cfgs: list[Config], request: LaunchRequest | None = None,
+                 parallelism: int | None = None, dependency=None, **request_fields) -> list[str]:
+    """``--dry-run`` of a sweep: one sbatch script per array (several when the sweep exceeds max_array_size).
+
+    ``request`` may be replaced by its fields as keywords (``profile=``, ``container=``, ...).
+    ``parallelism`` None or 0 = the profile's cap.
+    """
+    if request is None:
+        request = make_request(**request_fields)
+    if parallelism:
         request = request.model_copy(update={"array_parallelism": parallelism})
     cfgs, plan, dep_ids = _prepare(stage, cfgs, request, dependency, dry_run=True, array=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -235,15 +253,17 @@ def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, paralle
                  dependency: list[str] | None = None, *, target: str = RUN_TARGET) -> list[JobRecord]:
     """Submit a sweep as one Slurm array (``--array=0-N%parallelism``) and record every task.
 
+    ``parallelism`` None or 0 = the profile's cap. With the local executor each run is its own process, started at
+    once, and run ``i`` waits for run ``i - parallelism`` to exit, which keeps the cap without blocking here.
+
     Sweeps larger than the site's max_array_size become several arrays, each waiting (afterany) for the previous one,
     so the parallelism cap holds over the whole sweep. ``dependency`` (afterok) applies to every array.
     """
-    if parallelism is not None:
+    if parallelism:
         request = request.model_copy(update={"array_parallelism": parallelism})
     cfgs, plan, dep_ids = _prepare(stage, cfgs, request, dependency, dry_run=False, array=True)
     if plan.executor != "slurm":
-        return [submit_stage(stage, c, request.model_copy(update={"array_parallelism": None}), dep_ids,
-                             target=target) for c in cfgs]
+        return _local_array(stage, cfgs, plan, dep_ids, target)
     for cfg in cfgs:
         _write_submitted_config(stage, cfg)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
@@ -266,6 +286,23 @@ def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, paralle
         for path, recs in by_study.items():
             Registry(path).add(recs)
         records += chunk_records
+    return records
+
+
+def _local_array(stage: str, cfgs: list[Config], plan: Plan, dep_ids: list[str], target: str) -> list[JobRecord]:
+    cap = plan.profile.array_parallelism
+    records: list[JobRecord] = []
+    for i, cfg in enumerate(cfgs):
+        waits = _local_waits(cfg, dep_ids)
+        before = [int(records[i - cap].job_id)] if i >= cap else []
+        folder = _stage_folder(stage, cfg)
+        _write_submitted_config(stage, cfg)
+        job = make_executor(plan, folder).submit(StageJob(target, waits, before), stage, cfg.model_dump(mode="json"))
+        if plan.executor == "debug":
+            job.result()
+        record = _record(stage, cfg, plan, job, folder, _afterok(dep_ids))
+        Registry(registry_path(cfg.run.root, cfg.run.study)).add([record])
+        records.append(record)
     return records
 
 

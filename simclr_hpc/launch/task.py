@@ -23,12 +23,15 @@ class StageJob(submitit.helpers.Checkpointable):
 
     Every task (one per GPU) exports the torch distributed environment, then calls the target, which trains and resumes
     from the run's latest whole checkpoint by itself: a requeued job just calls it again.
-    ``wait_for`` (local executor only) emulates ``afterok``: ``(pid, result.json path)`` of jobs that must finish first.
+    Local executor only (no Slurm to order jobs): ``wait_for`` emulates ``afterok`` with the ``(pid, result.json path)``
+    of jobs that must succeed first; ``wait_exit`` emulates an array's parallelism cap with pids that must end first.
     """
 
-    def __init__(self, target: str = RUN_TARGET, wait_for: list[tuple[int, str]] | None = None):
+    def __init__(self, target: str = RUN_TARGET, wait_for: list[tuple[int, str]] | None = None,
+                 wait_exit: list[int] | None = None):
         self.target = target
         self.wait_for = list(wait_for or [])
+        self.wait_exit = list(wait_exit or [])
 
     def __call__(self, stage: str, cfg_dict: dict) -> dict:
         from simclr_hpc.config import Config
@@ -49,6 +52,9 @@ class StageJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self, stage, cfg_dict)
 
     def _wait_for_dependencies(self) -> None:
+        for pid in self.wait_exit:
+            while _alive(pid):
+                time.sleep(1.0)
         for pid, result_path in self.wait_for:
             while not os.path.exists(result_path):
                 if not _alive(pid):
