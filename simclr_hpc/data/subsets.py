@@ -1,0 +1,65 @@
+"""Seeded, class-balanced subsets of a split: label fractions (fine-tuning, distillation) and k-class subsets (transfer).
+
+Both work on the label array of a split in index order (``read_index(dir).split(name).labels``) and return sorted
+positions into it, so they are cheap, need no image reads, and map to sample keys with ``[keys[i] for i in indices]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simclr_hpc.data.sources import DataError
+
+
+def class_balanced_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted positions of ``fraction`` of each class's samples (rounded, at least 1 per class), chosen with ``seed``.
+
+    Per class, so a 1 % subset of an imbalanced dataset keeps its class proportions and no class vanishes. The same
+    labels, fraction and seed always give the same positions; a larger fraction with the same seed gives a superset.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise DataError(f"label fraction {fraction}: must be in (0, 1]")
+    labels = np.asarray(labels)
+    chosen = []
+    for cls in np.unique(labels):
+        pos = np.flatnonzero(labels == cls)
+        rng = np.random.default_rng([seed, int(cls), 7919])
+        n = max(1, int(round(len(pos) * fraction)))
+        chosen.append(rng.permutation(pos)[:n])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def class_subset(labels: np.ndarray, k: int, class_seed: int, images_per_class: int = 0,
+                 seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """``(positions, classes)``: ``k`` classes chosen with ``class_seed`` and, of each, ``images_per_class`` samples
+    chosen with ``seed`` (0 = all of them).
+
+    ``classes`` is sorted; remap labels with ``label_map(classes)`` so the model sees 0..k-1. Separate seeds let a study
+    vary the class draw and the image draw independently. A class with fewer images than asked keeps all it has.
+    """
+    labels = np.asarray(labels)
+    available = np.unique(labels)
+    if k < 1 or k > len(available):
+        raise DataError(f"class subset: k={k} but the split has {len(available)} classes; "
+                        f"choose 1 <= transfer.num_classes <= {len(available)}")
+    if images_per_class < 0:
+        raise DataError(f"class subset: images_per_class={images_per_class} must be >= 0 (0 = all)")
+    rng = np.random.default_rng([class_seed, 104729])
+    classes = sorted(int(c) for c in rng.choice(available, size=k, replace=False))
+    chosen = []
+    for cls in classes:
+        pos = np.flatnonzero(labels == cls)
+        if images_per_class:
+            pos = np.random.default_rng([seed, cls, 15485863]).permutation(pos)[:images_per_class]
+        chosen.append(pos)
+    return np.sort(np.concatenate(chosen)), classes
+
+
+def label_map(classes: list[int]) -> dict[int, int]:
+    """Original label -> 0..k-1 in the order of ``classes`` (as returned by ``class_subset``)."""
+    return {int(c): i for i, c in enumerate(classes)}
+
+
+def positions_for_classes(labels: np.ndarray, classes: list[int]) -> np.ndarray:
+    """Sorted positions of every sample whose label is in ``classes`` (e.g. the test split of a k-class transfer)."""
+    return np.flatnonzero(np.isin(np.asarray(labels), np.asarray(classes)))
