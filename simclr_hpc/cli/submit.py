@@ -21,7 +21,7 @@ AccountOpt = Annotated[Optional[str], typer.Option("--account", help="Slurm acco
 QosOpt = Annotated[Optional[str], typer.Option("--qos", help="Slurm quality of service.")]
 ConstraintOpt = Annotated[Optional[str], typer.Option("--constraint", help="Node feature constraint, e.g. 'a100&ib'.")]
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="Site profile: configs/clusters/NAME.yaml, or a path.")]
-ContainerOpt = Annotated[Optional[str], typer.Option("--container", help="Apptainer image (.sif) every task runs in.")]
+ContainerOpt = Annotated[Optional[str], typer.Option("--container", help="Apptainer image (.sif) every task runs in; 'none' ignores the profile's image.")]
 DependencyOpt = Annotated[Optional[list[str]], typer.Option("--dependency", help="afterok:JOBID[:JOBID...]: start after these jobs completed (repeatable).")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the exact sbatch script(s); submit nothing. Works without Slurm.")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="slurm (sbatch), local (submitit's local executor: this machine) or debug (in-process).")]

@@ -40,7 +40,7 @@ class LaunchRequest(BaseModel):
     profile: str | None = None
     """Site profile name (``configs/clusters/<name>.yaml``) or path to a profile file; None = built-in defaults."""
     container: str | None = None
-    """Apptainer image (``.sif``) every task runs in; None = the profile's image, if any."""
+    """Apptainer image (``.sif``) every task runs in; None = the profile's image, if any; ``"none"`` = no container."""
     executor: Literal["slurm", "local", "debug"] = "slurm"
     """``slurm``: sbatch; ``local``: submitit's local executor (same code path, this machine); ``debug``: in-process."""
     array_parallelism: int | None = Field(None, ge=1)
@@ -77,7 +77,9 @@ def effective_profile(request: LaunchRequest) -> Profile:
         for key in ("gpus_per_node", "time", "partition", "account", "qos", "constraint", "array_parallelism")
         if getattr(request, key) is not None
     }
-    if request.container:
+    if request.container == "none":
+        overrides["image"] = None
+    elif request.container:
         overrides["image"] = request.container
     try:
         return Profile.model_validate({**base.model_dump(), **overrides})
