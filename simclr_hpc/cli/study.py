@@ -42,24 +42,16 @@ def _only(values: list[str] | None) -> set[str] | None:
 
 
 def _backend(executor: str, profile: str | None = None, container: str | None = None, parallelism: int = 0):
-    """The launch API's executor when it is there; the in-process backend otherwise (or when asked for)."""
+    """``inprocess``: call the runner in this process; ``local``/``slurm``: through ``simclr_hpc.launch``."""
     from simclr_hpc.study.engine import InProcessBackend, LaunchBackend
 
     if executor == "inprocess":
         return InProcessBackend()
-    from simclr_hpc import launch
+    from simclr_hpc.launch import make_request
 
-    make_request = getattr(launch, "make_request", None) or getattr(launch, "Request", None)
-    if make_request is None or not hasattr(launch, "submit_array"):
-        if executor == "slurm":
-            from simclr_hpc.study.spec import StudyError
-
-            raise StudyError("study submit: this build has no Slurm launcher (simclr_hpc.launch.submit_array); "
-                             "use `study run` locally or --dry-run")
-        print("note: simclr_hpc.launch has no submit_array yet; running every job in this process")
-        return InProcessBackend()
-    request = make_request(executor=executor, profile=profile, container=container)
-    return LaunchBackend(request, parallelism=parallelism)
+    request = make_request(executor=executor, profile=profile, container=container, gpus_per_node=0
+                           if executor == "local" else None)
+    return LaunchBackend(request, parallelism=parallelism or (1 if executor == "local" else 0))
 
 
 def run_study(path: Path, executor: str = "local", only: set[str] | None = None, report: bool = True):
@@ -125,18 +117,19 @@ def submit_cmd(
 
 
 def _print_sbatch(plan, only, profile, container, parallelism) -> None:
-    """The launcher's rendering of each array's sbatch script, when the launch API offers one."""
-    from simclr_hpc import launch
-
-    render = getattr(launch, "render_array", None)
-    if render is None:
-        return
+    """The launcher's exact sbatch script of each array (dependencies shown as placeholders: nothing is submitted)."""
+    from simclr_hpc.launch import make_request, render_array
     from simclr_hpc.study.engine import is_done
 
-    for stage in ("pretrain", "finetune", "transfer", "distill"):
-        cfgs = [r.cfg for r in plan.stage(stage) if (only is None or stage in only) and not is_done(r)]
-        if cfgs:
-            print(render(stage, cfgs, profile=profile, container=container, parallelism=parallelism))
+    request = make_request(executor="slurm", profile=profile, container=container)
+    for w, wave in enumerate(plan.waves()):
+        for stage in dict.fromkeys(run.stage for run in wave):
+            cfgs = [r.cfg for r in wave if r.stage == stage and (only is None or stage in only) and not is_done(r)]
+            if not cfgs:
+                continue
+            for script in render_array(stage, cfgs, request, parallelism=parallelism or None):
+                print(f"# ---- sbatch script of array {plan.study.name}-{stage}-w{w} ({len(cfgs)} runs) ----")
+                print(script.rstrip())
 
 
 @study_app.command("status")

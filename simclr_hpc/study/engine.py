@@ -97,44 +97,45 @@ class InProcessBackend:
 
 
 class LaunchBackend:
-    """Adapter to ``simclr_hpc.launch``: ``submit_array(stage, cfgs, request, parallelism, dependency)``.
+    """Adapter to ``simclr_hpc.launch.submit_array`` (one array per call; submitit's local executor or Slurm).
 
-    With the local executor it waits for each array (submitit's local executor has no Slurm dependencies, so the engine
-    orders the graph itself); on Slurm it returns at once with job ids and lets ``afterok`` order the graph.
+    With the local executor it waits for every task of the array before returning (submitit's local executor has no
+    Slurm dependencies, so the engine orders the graph itself); on Slurm it returns at once with the array's job id and
+    ``afterok`` orders the graph.
     """
 
-    def __init__(self, request, parallelism: int = 0, log: Callable[[str], None] = print):
+    def __init__(self, request, parallelism: int = 0, target: str = RUN_TARGET, log: Callable[[str], None] = print):
         self.request = request
         self.parallelism = parallelism
+        self.target = target
         self.log = log
         self.blocking = getattr(request, "executor", "slurm") != "slurm"
+        self.done = 0
+        self.total = 0
 
     def submit(self, stage: str, runs: list[RunSpec], after: list[str]) -> list[Outcome]:
         from simclr_hpc import launch
 
-        dependency = "afterok:" + ":".join(after) if after else None
         records = launch.submit_array(stage, [run.cfg for run in runs], self.request,
-                                      parallelism=self.parallelism or len(runs), dependency=dependency)
+                                      parallelism=self.parallelism or None, dependency=after or None,
+                                      target=self.target)
         outcomes = []
         for run, record in zip(runs, records):
-            job_id = str(getattr(record, "job_id", "") or "")
+            # An array's own id makes the next stage wait for the whole array (afterok on every task).
+            job_id = str(record.array_job_id or record.job_id)
             if not self.blocking:
                 outcomes.append(Outcome(run.key, True, job_id=job_id))
                 continue
             start = time.monotonic()
-            error = ""
-            try:
-                wait = getattr(record, "wait", None) or getattr(record, "result", None)
-                if wait is not None:
-                    wait()
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            state = record.wait(poll_s=0.5)
+            self.done += 1
             ok = run.result_path.is_file()
-            outcomes.append(Outcome(run.key, ok, error or ("" if ok else "job ended without result.json"), job_id,
-                                    time.monotonic() - start))
-            self.log(f"{run.key} {'done' if ok else 'FAILED: ' + outcomes[-1].error}")
+            error = "" if ok else f"job {record.job_id} ended {state} without result.json; log: {record.stderr}"
+            outcomes.append(Outcome(run.key, ok, error, job_id, time.monotonic() - start))
+            result = read_result(run.result_path) or {}
+            top1 = (result.get("metrics") or {}).get("top1")
+            note = f" top-1 {100 * top1:.1f}%" if isinstance(top1, (int, float)) else ""
+            self.log(f"[{self.done}/{self.total}] {run.key} {'done' + note if ok else 'FAILED: ' + error}")
         return outcomes
 
 

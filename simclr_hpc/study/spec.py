@@ -33,7 +33,6 @@ from simclr_hpc.config import SAFE_NAME, UserError, _format_errors, check_safe_n
 KNOWN_CLASS_COUNTS = {"mnist5k": 10, "cifar10": 10, "cifar100": 100, "stl10": 10}
 SOURCE_KINDS = ("mnist5k", "shapes", "cifar10", "cifar100", "stl10", "imagefolder", "npz")
 SHAPES_DEFAULT_CLASSES = 10
-MAX_SHAPES_CLASSES = 1000
 
 
 class StudyError(UserError):
@@ -302,9 +301,14 @@ def source_num_classes(source: str) -> tuple[int | None, str | None]:
     if kind == "shapes":
         if not arg:
             return SHAPES_DEFAULT_CLASSES, None
-        if not re.fullmatch(r"\d+", arg) or not 2 <= int(arg) <= MAX_SHAPES_CLASSES:
-            return None, f"shapes:{arg}: K must be an integer from 2 to {MAX_SHAPES_CLASSES}"
-        return int(arg), None
+        fields = arg.split(":")
+        if len(fields) > 4 or not all(re.fullmatch(r"\d+", f) for f in fields):
+            return None, f"shapes:{arg}: use shapes[:K[:N_PER_CLASS[:SIZE[:SEED]]]] with integers, e.g. shapes:10:200:32"
+        from simclr_hpc.data.generated import MAX_CLASSES  # numpy only, no torch
+
+        if not 2 <= int(fields[0]) <= MAX_CLASSES:
+            return None, f"shapes:{arg}: K must be an integer from 2 to {MAX_CLASSES}"
+        return int(fields[0]), None
     if kind == "mnist5k":
         return (10, None) if not arg else (None, f"{source!r}: mnist5k takes no argument")
     if not arg:
