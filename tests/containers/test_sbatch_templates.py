@@ -180,3 +180,54 @@ def test_array_sbatch_rejects_a_line_that_is_not_stage_tab_absolute_config(slurm
     assert "line 2: expected STAGE<TAB>/abs/path/config.yaml" in logs
     assert "has no line 3 for array index 2" in logs
     assert _records(out) == {}
+
+
+def _tiny_config(tmp_path: Path, shards: Path, name: str) -> Path:
+    """A pretraining config small enough for two CPU tasks on two shared cores: 2 steps of a 1/8-width ResNet-18."""
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(
+        f"run: {{root: {tmp_path / 'runs'}, study: sbatch, name: {name}}}\n"
+        f"data: {{shards: {shards}, image_size: 16, num_workers: 0}}\n"
+        "model: {width: 0.125, proj_dim: 16}\n"
+        "train: {steps: 2, global_batch: 8, ckpt_every_steps: 2, log_every_steps: 1}\n"
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def tiny_shards(tmp_path_factory) -> Path:
+    from simclr_hpc.data.shards import write_shards
+
+    out = tmp_path_factory.mktemp("shards") / "shapes3"
+    write_shards("shapes:3", out, shard_size=50, seed=0)
+    return out
+
+
+def _venv_path() -> dict[str, str]:
+    return {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "SIMCLR_IMAGE": "", "SIMCLR_CMD": ""}
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_pretrain_sbatch_runs_real_simclr_hpc_pretrain_on_two_nodes(slurm_cluster, tmp_path, tiny_shards):
+    config = _tiny_config(tmp_path, tiny_shards, "two-nodes")
+    job = _sbatch(slurm_cluster, tmp_path, ["--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1"],
+                  PRETRAIN, [str(config), "--set", "train.steps=2"], _venv_path())
+    assert _wait(job, timeout_s=400) == {job: ("COMPLETED", "0:0")}, _logs(tmp_path)
+    assert (tmp_path / "runs" / "sbatch" / "pretrain" / "two-nodes" / "result.json").is_file(), _logs(tmp_path)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_array_sbatch_runs_real_simclr_hpc_from_a_manifest_written_by_the_launcher(slurm_cluster, tmp_path, tiny_shards):
+    from simclr_hpc.config import load_config
+    from simclr_hpc.launch.submit import write_manifest
+
+    names = ["seed-a", "seed-b", "seed-c"]
+    cfgs = [load_config(_tiny_config(tmp_path, tiny_shards, name)) for name in names]
+    manifest = write_manifest("pretrain", cfgs, tmp_path / "pretrain.tsv")
+    assert len(manifest.read_text().splitlines()) == 3
+    job = _sbatch(slurm_cluster, tmp_path, ["--array=0-2", "--cpus-per-task=1"], ARRAY, [str(manifest)], _venv_path())
+    assert _wait(job, tasks=3, timeout_s=400) == {f"{job}_{i}": ("COMPLETED", "0:0") for i in range(3)}, _logs(tmp_path)
+    for name in names:
+        assert (tmp_path / "runs" / "sbatch" / "pretrain" / name / "result.json").is_file(), _logs(tmp_path)
