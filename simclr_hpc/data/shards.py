@@ -255,6 +255,10 @@ def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
                         last_whole = current
                     current, parts = key, {}
                 parts[ext.lower()] = data
+            # tarfile's stream mode ends quietly when a file is cut inside a header or between members; a whole tar
+            # ends with at least two zero blocks after the last member.
+            if path.stat().st_size - tar.offset < 2 * tarfile.BLOCKSIZE:
+                raise tarfile.ReadError("no end-of-archive marker: the file is cut short")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise TruncatedShard(last_whole, str(exc) or type(exc).__name__) from None
     if current is not None:

@@ -1,0 +1,93 @@
+import io
+import random
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from simclr_hpc.data import augment
+from simclr_hpc.data.augment import EvalTransform, SimCLRViews, SupervisedAugment, colour_matrix, open_image
+
+
+def _image(h=40, w=48, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (3, h, w), dtype=np.uint8))
+
+
+def test_simclr_views_shape_and_determinism():
+    t = SimCLRViews(32, "cifar", 0.5)
+    img = _image()
+    a = t(img, random.Random(1))
+    b = t(img, random.Random(1))
+    c = t(img, random.Random(2))
+    assert len(a) == 2 and a[0].shape == (3, 32, 32) and a[0].dtype == torch.float32
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0]) and not torch.equal(a[0], a[1])
+
+
+def test_grayscale_input_becomes_three_channels():
+    gray = Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8), "L")
+    for t in (SimCLRViews(24), SupervisedAugment(24), EvalTransform(24)):
+        out = t(gray, random.Random(0))
+        out = out[0] if isinstance(out, tuple) else out
+        assert out.shape == (3, 24, 24)
+
+
+def test_eval_transform_is_deterministic_centre_crop():
+    img = _image(64, 80)
+    out = EvalTransform(32)(img)
+    assert out.shape == (3, 32, 32) and torch.equal(out, EvalTransform(32)(img))
+    same = _image(32, 32)
+    expected = (same.float() / 255 - torch.tensor(augment.MEAN)[:, None, None]) / torch.tensor(augment.STD)[:, None, None]
+    assert torch.allclose(EvalTransform(32)(same), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["brightness", "contrast", "saturation"])
+def test_colour_matrix_matches_torchvision_jitter_ops(op, monkeypatch):
+    # With mid-range pixels nothing clips, so the composed affine map must equal torchvision's op exactly.
+    img = torch.from_numpy(np.random.default_rng(0).integers(90, 160, (3, 16, 16), dtype=np.uint8)).float() / 255
+
+    factor = {"brightness": 1.3, "contrast": 0.7, "saturation": 1.4}[op]
+
+    class Fixed(random.Random):
+        """Jitter on, grayscale off; the one op under test gets ``factor``, the others 1 (identity), hue 0."""
+
+        calls = []
+
+        def random(self):
+            return 0.0 if not self.calls else 0.99
+
+        def uniform(self, a, b):
+            name = ("brightness", "contrast", "saturation", "hue")[len(self.calls)]
+            self.calls.append(name)
+            return factor if name == op else 0.0 if name == "hue" else 1.0
+
+    Fixed.calls = []
+    a, t = colour_matrix(Fixed(), 1.0, img.mean(dim=(1, 2)).double().numpy())
+    ours = torch.einsum("ij,jhw->ihw", torch.from_numpy(a).float(), img) + torch.from_numpy(t).float()[:, None, None]
+    theirs = getattr(TF, f"adjust_{op}")(img, factor)
+    assert torch.allclose(ours, theirs, atol=2e-3)
+
+
+def test_separable_blur_equals_torchvision_blur():
+    x = torch.rand(3, 40, 40) * 255
+    assert torch.allclose(augment.gaussian_blur(x, 5, 1.3), TF.gaussian_blur(x, [5, 5], [1.3, 1.3]), atol=1e-3)
+
+
+def test_jpeg_is_decoded_at_reduced_size_when_crops_allow():
+    rng = np.random.default_rng(0)
+    big = np.clip(np.cumsum(rng.normal(0, 6, (480, 640, 3)), axis=1) % 256, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "JPEG", quality=90)
+    full, boxes = augment.decode_for_boxes(open_image(buf.getvalue()), [(0, 0, 480, 480)], 100)
+    assert tuple(full.shape) == (3, 120, 160) and boxes == [(0, 0, 120, 120)]  # 1/4 keeps the crop >= 100 px, 1/8 not
+    full, _ = augment.decode_for_boxes(open_image(buf.getvalue()), [(0, 0, 100, 100)], 100)
+    assert tuple(full.shape) == (3, 480, 640)  # a small crop needs the full decode
+    views = SimCLRViews(96, "imagenet", 1.0)(open_image(buf.getvalue()), random.Random(0))
+    assert views[0].shape == (3, 96, 96) and torch.isfinite(views[0]).all()
+
+
+def test_supervised_augment_outputs_normalised_tensor():
+    out = SupervisedAugment(32)(_image(), random.Random(0))
+    assert out.shape == (3, 32, 32) and -3 < float(out.min()) and float(out.max()) < 3
