@@ -86,13 +86,12 @@ class Engine:
             from accelerate import Accelerator
             from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
+            handlers = [DistributedDataParallelKwargs(broadcast_buffers=True)]
+            if self.env.world_size > 1:
+                # With a backend named, Accelerate skips creating a group for one process and then asks it for its size.
+                handlers.append(InitProcessGroupKwargs(backend=backend, timeout=timeout))
             self.accelerator = Accelerator(
-                cpu=not self.cuda,
-                mixed_precision="bf16" if self.bf16 else "no",
-                kwargs_handlers=[
-                    InitProcessGroupKwargs(backend=backend, timeout=timeout),
-                    DistributedDataParallelKwargs(broadcast_buffers=True),
-                ],
+                cpu=not self.cuda, mixed_precision="bf16" if self.bf16 else "no", kwargs_handlers=handlers
             )
             self.device = self.accelerator.device
         else:
@@ -100,7 +99,12 @@ class Engine:
                 os.environ.setdefault("DS_ACCELERATOR", "cpu")
             import deepspeed
 
-            if self.env.world_size > 1 and not D.is_initialized():
+            if not D.is_initialized():
+                # DeepSpeed wants a process group even for one rank; give it the torchrun variables it reads.
+                for key, value in (("RANK", self.env.rank), ("WORLD_SIZE", self.env.world_size),
+                                   ("LOCAL_RANK", self.env.local_rank), ("MASTER_ADDR", self.env.master_addr),
+                                   ("MASTER_PORT", self.env.master_port)):
+                    os.environ.setdefault(key, str(value))
                 deepspeed.init_distributed(dist_backend=backend, timeout=timeout, auto_mpi_discovery=False)
             self.device = torch.device("cuda", self.env.local_rank) if self.cuda else torch.device("cpu")
             if self.cuda:

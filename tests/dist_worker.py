@@ -1,0 +1,103 @@
+"""One rank of a multi-process test. Launched by tests/distributed_helpers.py with RANK/WORLD_SIZE/MASTER_* set.
+
+Usage: python -m tests.dist_worker CASE OUT_FILE [JSON_ARGS]. Writes a torch file with what the test compares.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+
+def case_world(args: dict) -> dict:
+    from simclr_hpc.config import load_config
+    from simclr_hpc.train.engine import Engine
+
+    engine = Engine(load_config(overrides=args.get("overrides", [])))
+    out = {"rank": engine.rank, "world_size": engine.world_size, "hostnames": engine.hostnames}
+    t = torch.tensor([float(engine.rank + 1)])
+    from simclr_hpc import distributed as D
+
+    out["sum"] = float(D.all_reduce_sum(t).item())
+    engine.close()
+    return out
+
+
+def case_ntxent(args: dict) -> dict:
+    from simclr_hpc import distributed as D
+    from simclr_hpc.config import load_config
+    from simclr_hpc.losses import nt_xent
+    from simclr_hpc.train.engine import Engine
+
+    engine = Engine(load_config())
+    n_global, dim, tau = args["n"], args["d"], args["tau"]
+    gen = torch.Generator().manual_seed(0)
+    z_a_all, z_b_all = torch.randn(n_global, dim, generator=gen), torch.randn(n_global, dim, generator=gen)
+    n = n_global // engine.world_size
+    sl = slice(engine.rank * n, (engine.rank + 1) * n)
+    z_a, z_b = z_a_all[sl].clone().requires_grad_(), z_b_all[sl].clone().requires_grad_()
+    gather = D.all_gather_with_grad if engine.world_size > 1 else None
+    loss = nt_xent(z_a, z_b, tau, gather=gather, rank=engine.rank)
+    loss.backward()
+    out = {"loss": loss.detach(), "grad_a": z_a.grad, "grad_b": z_b.grad, "rank": engine.rank, "world": engine.world_size}
+    engine.close()
+    return out
+
+
+def case_train(args: dict) -> dict:
+    """k SimCLR steps of a small ResNet on fixed images; BN in eval mode so its statistics do not depend on the split."""
+    from simclr_hpc import distributed as D
+    from simclr_hpc.config import load_config
+    from simclr_hpc.losses import nt_xent
+    from simclr_hpc.train.engine import Engine, derive_batch
+    from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
+    from simclr_hpc.train.tasks import build_simclr
+
+    cfg = load_config(overrides=args["overrides"])
+    engine = Engine(cfg)
+    per_device, micro, accumulation = derive_batch(cfg.train.global_batch, engine.world_size, cfg.train.max_batch_per_device)
+    torch.manual_seed(0)
+    model = build_simclr(cfg.model)
+    peak = scaled_lr(cfg.optim, cfg.train.global_batch)
+    optimizer = build_optimizer(model, cfg.optim, peak)
+    model, optimizer = engine.prepare(model, optimizer, micro, accumulation)
+    model.eval()  # BN uses running statistics: the same function on every rank and in one process
+    gen = torch.Generator().manual_seed(1)
+    losses = []
+    for step in range(args["steps"]):
+        x_a = torch.randn(cfg.train.global_batch, 3, 16, 16, generator=gen)
+        x_b = x_a + 0.1 * torch.randn(x_a.shape, generator=gen)
+        sl = slice(engine.rank * per_device, (engine.rank + 1) * per_device)
+        engine.set_lr(optimizer, lr_at(step, peak, args["steps"], 1))
+        gather = D.all_gather_with_grad if engine.world_size > 1 else None
+        z = model(torch.cat([x_a[sl], x_b[sl]]))
+        loss = nt_xent(z[:per_device], z[per_device:], cfg.pretrain.temperature, gather=gather, rank=engine.rank)
+        engine.backward(loss, last=True)
+        engine.optimizer_step(optimizer)
+        losses.append(float(D.all_reduce_sum(loss.detach().clone()).item()) / engine.world_size)
+    params = {k: v.detach().clone() for k, v in engine.unwrap(model).state_dict().items()}
+    engine.close()
+    return {"params": params, "losses": losses, "world": engine.world_size}
+
+
+def case_stage(args: dict) -> dict:
+    """A whole stage through run_stage (what a Slurm task runs)."""
+    from simclr_hpc.config import load_config
+    from simclr_hpc.train.runner import run_stage
+
+    return run_stage(args["stage"], load_config(args.get("config"), args["overrides"]))
+
+
+def main() -> None:
+    case, out = sys.argv[1], sys.argv[2]
+    args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    result = globals()[f"case_{case}"](args)
+    import os
+
+    torch.save(result, f"{out}.rank{os.environ.get('RANK', '0')}")
+
+
+if __name__ == "__main__":
+    main()
