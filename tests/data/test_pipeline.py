@@ -1,0 +1,137 @@
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import rewrite_shard, truncate_file
+from simclr_hpc.data.augment import EvalTransform, SimCLRViews, SupervisedAugment
+from simclr_hpc.data.pipeline import eval_loader, train_loader
+from simclr_hpc.data.shards import read_index, write_shards
+from simclr_hpc.data.sources import DataError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def test_train_batches_have_the_documented_shape_and_never_end(shapes_shards):
+    it = train_loader(shapes_shards, "train", SimCLRViews(32), 16, seed=0)
+    batches = _take(it, 10)  # 160 samples from a 108-sample split: the stream resamples
+    b = batches[0]
+    assert set(b) == {"views", "y", "keys", "skipped"}
+    assert len(b["views"]) == 2 and b["views"][0].shape == (16, 3, 32, 32) and b["views"][0].dtype == torch.float32
+    assert b["y"].dtype == torch.long and len(b["keys"]) == 16 and b["skipped"] == 0
+    index = read_index(shapes_shards)
+    labels = dict(zip(index.split("train").keys, index.split("train").labels.tolist()))
+    assert all(labels[k] == int(y) for batch in batches for k, y in zip(batch["keys"], batch["y"]))
+
+
+_DUMP = textwrap.dedent("""
+    import sys, torch
+    from simclr_hpc.data.augment import SimCLRViews
+    from simclr_hpc.data.pipeline import train_loader
+    it = train_loader(sys.argv[1], "train", SimCLRViews(32), 8, seed=5, rank=1, world_size=2, segment=3, num_workers=2)
+    torch.save([next(it) for _ in range(4)], sys.argv[2])
+""")
+
+
+def test_same_seed_rank_segment_gives_bitwise_identical_batches_in_a_fresh_process(shapes_shards, tmp_path):
+    out = tmp_path / "batches.pt"
+    subprocess.run([sys.executable, "-c", _DUMP, str(shapes_shards), str(out)], check=True, cwd=ROOT, timeout=120)
+    theirs = torch.load(out, weights_only=True)
+    it = train_loader(shapes_shards, "train", SimCLRViews(32), 8, seed=5, rank=1, world_size=2, segment=3, num_workers=2)
+    ours = _take(it, 4)
+    for a, b in zip(ours, theirs):
+        assert a["keys"] == b["keys"] and torch.equal(a["y"], b["y"])
+        assert all(torch.equal(x, y) for x, y in zip(a["views"], b["views"]))
+    other = _take(train_loader(shapes_shards, "train", SimCLRViews(32), 8, seed=5, rank=1, world_size=2, segment=4,
+                               num_workers=2), 1)[0]
+    assert other["keys"] != ours[0]["keys"] or not torch.equal(other["views"][0], ours[0]["views"][0])
+
+
+def test_ranks_draw_different_streams(shapes_shards):
+    a = next(train_loader(shapes_shards, "train", SimCLRViews(32), 8, seed=0, rank=0, world_size=2))
+    b = next(train_loader(shapes_shards, "train", SimCLRViews(32), 8, seed=0, rank=1, world_size=2))
+    assert a["keys"] != b["keys"]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_eval_reads_every_sample_exactly_once_across_two_ranks(shapes_shards, num_workers):
+    index = read_index(shapes_shards)
+    seen = []
+    for rank in (0, 1):
+        for batch in eval_loader(shapes_shards, "test", EvalTransform(32), 7, rank=rank, world_size=2,
+                                 num_workers=num_workers):
+            assert batch["views"][0].shape[1:] == (3, 32, 32) and len(batch["views"]) == 1
+            seen += batch["keys"]
+    assert sorted(seen) == sorted(index.split("test").keys) and len(seen) == len(set(seen))
+
+
+def test_key_subset_and_label_map(shapes_shards):
+    index = read_index(shapes_shards)
+    train = index.split("train")
+    keys = [k for k, y in zip(train.keys, train.labels) if y in (1, 3)][:5]  # a tiny subset still gives full batches
+    it = train_loader(shapes_shards, "train", SupervisedAugment(32), 16, seed=0, keys=keys, label_map={1: 0, 3: 1})
+    for batch in _take(it, 3):
+        assert set(batch["keys"]) <= set(keys) and len(batch["keys"]) == 16
+        assert set(batch["y"].tolist()) <= {0, 1}
+    test = index.split("test")
+    subset = [k for k, y in zip(test.keys, test.labels) if y == 2]
+    got = [k for b in eval_loader(shapes_shards, "test", EvalTransform(32), 8, keys=subset, label_map={2: 0})
+           for k in b["keys"]]
+    assert sorted(got) == sorted(subset)
+    with pytest.raises(DataError, match="not in split train"):
+        train_loader(shapes_shards, "train", SupervisedAugment(32), 4, seed=0, keys=["nope"])
+    with pytest.raises(DataError, match="label_map has no entry"):
+        train_loader(shapes_shards, "train", SupervisedAugment(32), 4, seed=0, keys=keys, label_map={1: 0})
+
+
+@pytest.fixture
+def corrupt(tmp_path):
+    out = tmp_path / "c"
+    write_shards("shapes:2:8:16", out, shard_size=8, seed=0)
+    index = read_index(out)
+    test = index.split("test")
+    bad = test.keys[3]
+    rewrite_shard(out / test.shards[0].name, lambda n, d: b"\x89PNG broken" if n == f"{bad}.png" else d)
+    return out, index, bad
+
+
+def test_corrupt_sample_raises_naming_shard_and_key(corrupt):
+    out, index, bad = corrupt
+    with pytest.raises(DataError, match=rf"test-000000.tar: key {bad}: undecodable image"):
+        list(eval_loader(out, "test", EvalTransform(16), 4))
+
+
+def test_skip_drops_corrupt_sample_and_counts_it(corrupt):
+    out, index, bad = corrupt
+    batches = list(eval_loader(out, "test", EvalTransform(16), 4, on_error="skip"))
+    keys = [k for b in batches for k in b["keys"]]
+    assert bad not in keys and len(keys) == len(index.split("test").keys) - 1
+    assert sum(b["skipped"] for b in batches) == 1
+
+
+def test_truncated_shard_in_training_raises_or_is_counted(tmp_path):
+    out = tmp_path / "t"
+    write_shards("shapes:2:10:16", out, shard_size=5, seed=0)
+    shard = read_index(out).split("train").shards[0]
+    truncate_file(out / shard.name, 0.4)
+    with pytest.raises(DataError, match=rf"{shard.name}: truncated or corrupt tar"):
+        _take(train_loader(out, "train", SimCLRViews(16), 4, seed=0), 20)
+    batches = _take(train_loader(out, "train", SimCLRViews(16), 4, seed=0, on_error="skip"), 20)
+    assert sum(b["skipped"] for b in batches) > 0
+    assert all(len(b["keys"]) == 4 for b in batches)
+
+
+def test_nothing_readable_raises_instead_of_hanging(tmp_path):
+    out = tmp_path / "e"
+    write_shards("shapes:2:4:16", out, shard_size=8, seed=0)
+    for shard in read_index(out).split("train").shards:
+        rewrite_shard(out / shard.name, lambda n, d: None if n.endswith(".cls") else d)
+    with pytest.raises(DataError, match="no readable samples"):
+        next(train_loader(out, "train", SimCLRViews(16), 4, seed=0, on_error="skip"))
