@@ -179,6 +179,5 @@ def make_executor(plan: Plan, folder: Path):
         params = {"timeout_min": plan.profile.time_min, "tasks_per_node": plan.tasks_per_node}
         if plan.executor == "local":
             params["local_setup"] = plan.slurm_params.get("setup", [])
-            params["local_signal_delay_s"] = plan.profile.signal_delay_s
         executor.update_parameters(**params)
     return executor

@@ -86,7 +86,7 @@ class JobRecord:
     @property
     def registry(self) -> "Registry":
         """The registry this record lives in (``<root>/<study>/registry.sqlite``, root taken from run_dir)."""
-        return Registry(Path(self.run_dir).parents[2] / "registry.sqlite")
+        return Registry(Path(self.run_dir).parents[1] / "registry.sqlite")
 
     def wait(self, poll_s: float = 1.0, timeout_s: float | None = None) -> str:
         """Block until the job has finished (any terminal state) and return that state; refreshes the registry.
@@ -167,13 +167,16 @@ class Registry:
         live = slurm.squeue_states() if slurm_ids else {}
         memory = slurm.scontrol_states() if slurm_ids else {}
         missing = [j for j in slurm_ids if j not in live and j not in memory]
-        accounted = slurm.sacct_states(missing) if missing else {}
+        parents = sorted({j.split("_")[0] for j in missing if "_" in j})
+        accounted = slurm.sacct_states(missing + parents) if missing else {}
         changed = []
         for rec in pending:
             state = rec.state
             if rec.executor == "slurm":
-                state = live.get(rec.job_id) or memory.get(rec.job_id) or accounted.get(rec.job_id) or state
-                if rec.job_id not in live and rec.job_id not in memory and rec.job_id not in accounted:
+                found = (live.get(rec.job_id) or memory.get(rec.job_id) or accounted.get(rec.job_id)
+                         or slurm.array_parent_state(rec.job_id, memory, accounted))
+                state = found or state
+                if not found:
                     # Slurm has forgotten the job and accounting is off: result.json decides.
                     state = "COMPLETED" if rec.result_path.exists() else "ENDED"
             else:

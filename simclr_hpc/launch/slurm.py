@@ -125,10 +125,38 @@ def scontrol_states() -> dict[str, str]:
         jid = fields.get("JobId")
         if not jid:
             continue
-        if fields.get("ArrayJobId") and fields.get("ArrayTaskId", "").isdigit():
-            states[f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}"] = fields.get("JobState", "UNKNOWN")
-        states[jid] = fields.get("JobState", "UNKNOWN")
+        state = fields.get("JobState", "UNKNOWN")
+        array_id, tasks = fields.get("ArrayJobId"), fields.get("ArrayTaskId", "")
+        if array_id:
+            # one record per started task; tasks that never started share one record ("1-3%2", "4,6")
+            for index in _expand_indices(tasks):
+                states[f"{array_id}_{index}"] = state
+        states[jid] = state
     return states
+
+
+def _expand_indices(text: str) -> list[int]:
+    text = text.split("%")[0]
+    if not re.fullmatch(r"[\d,-]+", text) or text == "4294967294":
+        return []
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit():
+            out.extend(range(int(lo), int(hi) + 1) if hi.isdigit() else [int(lo)])
+    return out
+
+
+def array_parent_state(job_id: str, *sources: dict[str, str]) -> str | None:
+    """For an array task that never started (``123_4``), the terminal state of its array's record (``123``):
+    a pending task that was cancelled has no record of its own."""
+    if "_" not in job_id:
+        return None
+    parent = job_id.split("_")[0]
+    for states in sources:
+        if states.get(parent) in TERMINAL_STATES:
+            return states[parent]
+    return None
 
 
 def sacct_states(job_ids: list[str]) -> dict[str, str]:
@@ -149,7 +177,12 @@ def sacct_states(job_ids: list[str]) -> dict[str, str]:
 
 def job_state(job_id: str) -> str | None:
     """Current state of one job from squeue, slurmctld's memory or accounting; None if Slurm does not know it."""
-    return squeue_states([job_id]).get(job_id) or scontrol_states().get(job_id) or sacct_states([job_id]).get(job_id)
+    memory = scontrol_states()
+    found = squeue_states([job_id]).get(job_id) or memory.get(job_id)
+    if found:
+        return found
+    accounted = sacct_states([job_id, job_id.split("_")[0]])
+    return accounted.get(job_id) or array_parent_state(job_id, memory, accounted)
 
 
 def scancel(job_ids: list[str]) -> subprocess.CompletedProcess | None:

@@ -1,0 +1,72 @@
+"""The job registry and the local executor (same submitit code path as Slurm, on this machine)."""
+
+from __future__ import annotations
+
+import json
+
+from simclr_hpc.config import load_config
+from simclr_hpc.launch import LaunchRequest, Registry, registry_path, submit_array, submit_stage
+from simclr_hpc.launch.registry import JobRecord
+from tests.launch.helpers import STANDIN, cli, no_slurm_env
+
+
+def _cfg(tmp_path, name, steps=2):
+    return load_config(None, [f"run.root={tmp_path}/runs", "run.study=loc", f"run.name={name}", f"train.steps={steps}"])
+
+
+def test_local_executor_runs_the_stage_and_the_registry_sees_it_complete(tmp_path, monkeypatch):
+    monkeypatch.setenv("STANDIN_STEP_S", "0.05")
+    rec = submit_stage("pretrain", _cfg(tmp_path, "one"), LaunchRequest(executor="local", gpus_per_node=0),
+                       target=STANDIN)
+    assert rec.executor == "local" and rec.state == "SUBMITTED"
+    assert rec.wait(poll_s=0.2, timeout_s=60) == "COMPLETED"
+    result = json.loads((tmp_path / "runs/loc/pretrain/one/result.json").read_text())
+    assert result["world_size"] == 1 and result["master"].endswith(":" + str(20000 + int(rec.job_id) % 10000))
+    (row,) = Registry(registry_path(tmp_path / "runs", "loc")).all()
+    assert row.state == "COMPLETED" and row.result_hash and row.run_dir == str(tmp_path / "runs/loc/pretrain/one")
+
+
+def test_local_array_keeps_its_parallelism_cap_and_afterok_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("STANDIN_STEP_S", "0.2")
+    first = submit_stage("pretrain", _cfg(tmp_path, "base", 2), LaunchRequest(executor="local", gpus_per_node=0),
+                         target=STANDIN)
+    recs = submit_array("finetune", [_cfg(tmp_path, f"ft{i}", 2) for i in range(3)],
+                        LaunchRequest(executor="local", gpus_per_node=0), parallelism=1,
+                        dependency=[first.job_id], target=STANDIN)
+    assert [r.wait(poll_s=0.2, timeout_s=120) for r in recs] == ["COMPLETED"] * 3
+    base_done = (tmp_path / "runs/loc/pretrain/base/result.json").stat().st_mtime
+    spans = []
+    for i in range(3):
+        run_dir = tmp_path / f"runs/loc/finetune/ft{i}"
+        spans.append(((run_dir / "steps.log").stat().st_mtime, (run_dir / "result.json").stat().st_mtime))
+    starts = sorted(spans)
+    assert min(s for s, _ in starts) > base_done  # afterok: after the pretrain run finished
+    # parallelism 1: each run's first step ends after the previous run wrote its result
+    assert all(starts[i + 1][0] >= starts[i][1] - 0.2 for i in range(2))
+
+
+def test_registry_without_slurm_decides_by_result_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", no_slurm_env(tmp_path)["PATH"])
+    reg = Registry(tmp_path / "s" / "registry.sqlite")
+    done_dir, lost_dir = tmp_path / "s/pretrain/a", tmp_path / "s/pretrain/b"
+    done_dir.mkdir(parents=True)
+    (done_dir / "result.json").write_text("{}")
+    common = dict(study="s", stage="pretrain", executor="slurm", state="RUNNING", log_dir="x", stdout="x",
+                  stderr="x", config_hash="h")
+    reg.add([JobRecord(run_name="a", job_id="101", run_dir=str(done_dir), **common),
+             JobRecord(run_name="b", job_id="102", run_dir=str(lost_dir), **common)])
+    states = {r.job_id: r.state for r in reg.refresh()}
+    assert states == {"101": "COMPLETED", "102": "ENDED"}
+    assert reg.find("101")[0].result_hash
+
+
+def test_jobs_logs_cancel_commands_on_an_empty_root(tmp_path):
+    env = no_slurm_env(tmp_path)
+    proc = cli("jobs", "--root", str(tmp_path), env=env)
+    assert proc.returncode == 0 and "no jobs recorded" in proc.stdout
+    proc = cli("logs", "123", "--root", str(tmp_path), env=env)
+    assert proc.returncode == 2 and "not in any registry" in proc.stderr
+    proc = cli("cancel", "12;id", "--root", str(tmp_path), env=env)
+    assert proc.returncode == 2 and "not a job id" in proc.stderr
+    proc = cli("jobs", "--study", "../x", "--root", str(tmp_path), env=env)
+    assert proc.returncode == 2
