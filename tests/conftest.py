@@ -23,3 +23,22 @@ def pytest_collection_modifyitems(config, items):
                 item.user_properties.append(("marker", marker))
         if item.get_closest_marker("gpu") and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs CUDA; run scripts/gpu_check.sh on a GPU machine"))
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory):
+    """A 4-class generated dataset, 16 px, 40 images per class: enough for every stage to run end to end in seconds."""
+    from simclr_hpc.data.shards import write_shards
+
+    out = tmp_path_factory.mktemp("data") / "shapes4"
+    write_shards("shapes:4:40:16", out, val_fraction=0.0, shard_size=64, seed=0)
+    return out
+
+
+def tiny_overrides(shards, root, study="t", steps=6):
+    """--set list for a seconds-long run of any stage on ``tiny_shards``."""
+    return [
+        f"data.shards={shards}", f"run.root={root}", f"run.study={study}", "data.image_size=16", "data.num_workers=0",
+        "model.width=0.125", "model.backbone=resnet18", "train.global_batch=16", f"train.steps={steps}",
+        "train.ckpt_every_steps=2", "train.log_every_steps=1", "train.eval_batch_per_device=64", "optim.warmup_steps=1",
+    ]

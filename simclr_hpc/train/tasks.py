@@ -227,7 +227,7 @@ class SupervisedTask:
         else:
             k = cfg.transfer.num_classes or self.index.num_classes
             indices, chosen = subsets.class_subset(
-                labels, k, cfg.transfer.class_seed, cfg.transfer.images_per_class or None, cfg.run.seed
+                labels, k, cfg.transfer.class_seed, cfg.transfer.images_per_class, cfg.run.seed
             )
             self.label_map = {int(c): i for i, c in enumerate(sorted(chosen))}
             self.num_classes = k
