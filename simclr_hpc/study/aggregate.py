@@ -1,8 +1,8 @@
 """Read every planned run's ``result.json`` into one row per run, and write ``results.csv``.
 
 A row exists for every run of the plan, finished or not: ``status`` is ``done`` (result.json present), ``failed`` (the
-engine or the job registry recorded a failure), ``started`` (run directory exists, no result yet: running, killed or
-pending) or ``missing`` (never started). Nothing is dropped: the report lists every run that is not ``done``.
+engine or the job registry recorded a failure), ``blocked`` (not started because a run it depends on failed),
+``started`` (run directory exists, no result yet: running, killed or pending) or ``missing`` (never started). Nothing is dropped: the report lists every run that is not ``done``.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def run_status(run: RunSpec, events: dict[str, dict]) -> tuple[str, dict | None,
     if result is not None:
         return "done", result, ""
     event = events.get(run.key, {})
-    if event.get("event") == "failed":
-        return "failed", None, str(event.get("error", ""))[:300]
+    if event.get("event") in ("failed", "blocked"):
+        return event["event"], None, str(event.get("error", ""))[:300]
     if run.result_path.exists():
         return "failed", None, "result.json exists but cannot be read"
     if run.run_dir.exists():

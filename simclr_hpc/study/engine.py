@@ -127,7 +127,7 @@ class LaunchBackend:
                 outcomes.append(Outcome(run.key, True, job_id=job_id))
                 continue
             start = time.monotonic()
-            state = record.wait(poll_s=0.5)
+            state = _wait(record, run)
             self.done += 1
             ok = run.result_path.is_file()
             error = "" if ok else f"job {record.job_id} ended {state} without result.json; log: {record.stderr}"
@@ -137,6 +137,18 @@ class LaunchBackend:
             note = f" top-1 {100 * top1:.1f}%" if isinstance(top1, (int, float)) else ""
             self.log(f"[{self.done}/{self.total}] {run.key} {'done' + note if ok else 'FAILED: ' + error}")
         return outcomes
+
+
+def _wait(record, run: RunSpec, poll_s: float = 0.5) -> str:
+    """Block until a local job has ended; its state from the study's registry (``<root>/<study>/registry.sqlite``)."""
+    from simclr_hpc.launch import Registry, registry_path
+
+    registry = Registry(registry_path(run.cfg.run.root, run.cfg.run.study))
+    while True:
+        for rec in registry.refresh():
+            if rec.id == record.id and rec.finished:
+                return rec.state
+        time.sleep(poll_s)
 
 
 @dataclass
