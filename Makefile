@@ -23,6 +23,12 @@ install: $(STAMP)
 slurm-deps:
 	bash slurm/testing/install_deps.sh
 
+slurm-up: slurm-deps
+	bash slurm/testing/setup.sh
+
+slurm-down:
+	bash slurm/testing/teardown.sh
+
 demo: $(STAMP)
 	$(VENV)/bin/simclr-hpc demo
 

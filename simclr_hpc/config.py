@@ -247,8 +247,14 @@ class Config(Section):
         return Path(self.run.root) / self.run.study / stage / self.run.name
 
     def hash(self) -> str:
-        """Short content hash of the resolved config (stable across key order)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Short content hash of the resolved config (stable across key order).
+
+        ``run.root`` is left out: where runs are stored (relative or absolute, moved or not) is not part of the
+        experiment, and a job submitted with an absolute root must resume a run started with a relative one.
+        """
+        content = self.model_dump(mode="json")
+        content["run"].pop("root")
+        text = json.dumps(content, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
