@@ -1,0 +1,49 @@
+"""Shared bits of the fault tests: the CLI in a fresh process (exit codes and stderr as a user sees them), shard damage."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "simclr_hpc.cli.main"]
+
+
+def cli(*args: str, env: dict | None = None, cwd: Path = REPO, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``simclr-hpc ARGS`` in a subprocess with a hard timeout: a hang fails the test instead of blocking it."""
+    full_env = dict(os.environ if env is None else env)
+    full_env["PYTHONPATH"] = str(REPO)
+    full_env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+def sets(overrides: list[str]) -> list[str]:
+    out: list[str] = []
+    for item in overrides:
+        out += ["--set", item]
+    return out
+
+
+def rewrite_shard(path: Path, edit: Callable[[str, bytes], bytes | None]) -> None:
+    """Rewrite the tar at ``path`` member by member with Python's tarfile; ``edit(name, data)`` returns new bytes, or
+    None to drop the member."""
+    with tarfile.open(path) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            data = edit(name, data)
+            if data is None:
+                continue
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def tree(path: Path) -> set[str]:
+    """Every path under ``path`` (relative), to compare a directory before and after."""
+    return {str(p.relative_to(path)) for p in path.rglob("*")} if path.exists() else set()
