@@ -297,6 +297,12 @@ def parse_overrides(items: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-6" as a string; a user typing it on a command line means the number.
+            try:
+                value = float(value) if any(c in value.lower() for c in ".e") else int(value)
+            except ValueError:
+                pass
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
