@@ -84,6 +84,8 @@ class DataSection(Section):
     """SimCLR augmentation preset: ``cifar`` (no blur, as in the paper's CIFAR runs) or ``imagenet`` (with blur)."""
     color_strength: float = Field(0.5, ge=0.0, le=2.0)
     """Colour-jitter strength s of SimCLR (0.5 for CIFAR, 1.0 for ImageNet)."""
+    crop_min_scale: float = Field(0.08, gt=0.0, le=1.0)
+    """Smallest area fraction of a random resized crop (SimCLR: 0.08; small images with small objects do better higher)."""
     num_workers: int = Field(2, ge=0, le=64)
     """DataLoader worker processes per rank."""
     on_error: Literal["raise", "skip"] = "raise"

@@ -193,16 +193,17 @@ class SimCLRViews:
     """
 
     def __init__(self, size: int, preset: Literal["cifar", "imagenet"] = "cifar", color_strength: float = 0.5,
-                 n_views: int = 2):
+                 n_views: int = 2, crop_min_scale: float = 0.08):
         if preset not in ("cifar", "imagenet"):
             raise ValueError(f"augment preset {preset!r}: use cifar or imagenet")
         self.size, self.preset, self.color_strength, self.n_views = size, preset, color_strength, n_views
+        self.scale = (crop_min_scale, 1.0)
         self.blur_kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
 
     def __call__(self, img, rng: random.Random | None = None) -> tuple[torch.Tensor, ...]:
         rng = rng or random
         height, width = _image_hw(img)
-        boxes = [random_resized_crop_box(rng, height, width) for _ in range(self.n_views)]
+        boxes = [random_resized_crop_box(rng, height, width, scale=self.scale) for _ in range(self.n_views)]
         full, boxes = decode_for_boxes(img, boxes, self.size)
         views = []
         for top, left, h, w in boxes:

@@ -135,7 +135,9 @@ class PretrainTask:
 
     def batches(self, segment: int) -> Iterator[dict]:
         cfg = self.cfg
-        transform = augment.SimCLRViews(cfg.data.image_size, cfg.data.augment, cfg.data.color_strength)
+        transform = augment.SimCLRViews(
+            cfg.data.image_size, cfg.data.augment, cfg.data.color_strength, crop_min_scale=cfg.data.crop_min_scale
+        )
         return pipeline.train_loader(
             cfg.data.shards, cfg.data.train_split, transform, self.ctx.per_device, cfg.run.seed,
             self.ctx.engine.rank, self.ctx.engine.world_size, segment, cfg.data.num_workers, on_error=cfg.data.on_error,
