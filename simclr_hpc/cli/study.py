@@ -139,7 +139,7 @@ def status_cmd(study: StudyArg) -> None:
     from simclr_hpc.study.aggregate import collect, summary
 
     plan = _plan(study)
-    rows = collect(plan)
+    rows = collect(plan, refresh_jobs=True)
     by_stage: dict[str, dict[str, int]] = {}
     for row in rows:
         by_stage.setdefault(row["stage"], {}).setdefault(row["status"], 0)

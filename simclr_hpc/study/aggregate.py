@@ -1,7 +1,8 @@
 """Read every planned run's ``result.json`` into one row per run, and write ``results.csv``.
 
 A row exists for every run of the plan, finished or not: ``status`` is ``done`` (result.json present), ``failed`` (the
-engine or the job registry recorded a failure), ``blocked`` (not started because a run it depends on failed),
+engine or the job registry recorded a failure), ``blocked`` (not started because a run it depends on failed), ``queued`` / ``running`` (its job, per the study's job
+registry),
 ``started`` (run directory exists, no result yet: running, killed or pending) or ``missing`` (never started). Nothing is dropped: the report lists every run that is not ``done``.
 """
 
@@ -52,11 +53,35 @@ def read_result(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def run_status(run: RunSpec, events: dict[str, dict]) -> tuple[str, dict | None, str]:
+def read_jobs(plan: Plan, refresh: bool = False) -> dict[str, dict]:
+    """The latest job of each run from the study's job registry (``<root>/<study>/registry.sqlite``), if there is one.
+
+    ``refresh`` asks Slurm (squeue/sacct) or the local process table for current states first (``study status``).
+    """
+    from simclr_hpc.launch import Registry, registry_path
+
+    path = registry_path(plan.study.root, plan.study.name)
+    if not path.exists():
+        return {}
+    registry = Registry(path)
+    records = registry.refresh() if refresh else registry.all()
+    return {f"{rec.stage}/{rec.run_name}": {"state": rec.state, "job_id": rec.job_id, "stderr": rec.stderr}
+            for rec in records}
+
+
+def run_status(run: RunSpec, events: dict[str, dict], jobs: dict[str, dict] | None = None
+               ) -> tuple[str, dict | None, str]:
     """(status, result or None, error text) of one planned run."""
     result = read_result(run.result_path)
     if result is not None:
         return "done", result, ""
+    job = (jobs or {}).get(run.key)
+    if job and job["state"] in ("PENDING", "SUBMITTED", "REQUEUED", "CONFIGURING"):
+        return "queued", None, f"job {job['job_id']} {job['state']}"
+    if job and job["state"] in ("RUNNING", "COMPLETING"):
+        return "running", None, f"job {job['job_id']} RUNNING"
+    if job and job["state"] not in ("COMPLETED",) and job["state"].isupper():
+        return "failed", None, f"job {job['job_id']} {job['state']}; log: {job['stderr']}"
     event = events.get(run.key, {})
     if event.get("event") in ("failed", "blocked"):
         return event["event"], None, str(event.get("error", ""))[:300]
@@ -67,12 +92,13 @@ def run_status(run: RunSpec, events: dict[str, dict]) -> tuple[str, dict | None,
     return "missing", None, ""
 
 
-def collect(plan: Plan) -> list[dict]:
+def collect(plan: Plan, refresh_jobs: bool = False) -> list[dict]:
     """One row per planned run, in plan order, with its study coordinates, status and metrics."""
     events = read_events(plan)
+    jobs = read_jobs(plan, refresh_jobs)
     rows = []
     for run in plan.runs:
-        status, result, error = run_status(run, events)
+        status, result, error = run_status(run, events, jobs)
         row = {col: None for col in COLUMNS}
         row.update({key: value for key, value in run.labels.items() if key in COLUMNS})
         row.update(stage=run.stage, name=run.name, status=status, error=error or None, run_dir=str(run.run_dir))
