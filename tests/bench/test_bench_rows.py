@@ -1,0 +1,70 @@
+"""The benchmark modules run at a tiny size and produce well-formed result rows (not timings: those are bench/)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("lightly")
+
+from bench._common import Row  # noqa: E402
+from bench.run_all import table  # noqa: E402
+
+
+def _well_formed(row: Row) -> None:
+    assert row.bench and row.case and row.metric
+    if row.ratio is not None:
+        assert row.ours > 0 and row.baseline > 0 and math.isfinite(row.ratio)
+        assert row.ratio == pytest.approx(row.ours / row.baseline) or row.bench == "scaling"
+    if row.target is not None:
+        assert row.target.split()[0] in ("<=", ">=") and float(row.target.split()[1]) > 0
+        assert row.passed in (True, False)
+
+
+def test_loss_bench_rows_at_n64_have_time_and_memory_and_equal_values():
+    from bench import loss
+
+    rows = loss.run(sizes=(64,), reps=1, memory=True)
+    assert [r.metric for r in rows] == ["fwd+bwd median s", "peak RSS added, MB"]
+    for row in rows:
+        _well_formed(row)
+    assert rows[0].target == "<= 1.0"
+    assert "= lightly" in rows[0].note  # the values were compared (the module asserts they agree)
+
+
+def test_pipeline_bench_rows_on_a_handful_of_images():
+    from bench import pipeline
+
+    rows = pipeline.run(cases=("32px-png",), reps=1, batches=1, batch_size=4, workers=0, n_images=16)
+    assert len(rows) == 1
+    _well_formed(rows[0])
+    assert rows[0].ours > 0 and "classic PIL" in rows[0].note
+
+
+def test_torchvision_baseline_gives_two_normalised_views_of_the_requested_size():
+    import numpy as np
+    from PIL import Image
+
+    from bench.pipeline import torchvision_classic_views, torchvision_views
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    for make in (torchvision_views, torchvision_classic_views):
+        a, b = make(32, "imagenet", 1.0)(img)
+        assert a.shape == b.shape == (3, 32, 32) and a.dtype == b.dtype
+        assert a.min() < 0  # normalised, not [0, 1]
+
+
+def test_train_step_bench_row_at_tiny_batch():
+    from bench import train_step
+
+    rows = train_step.run(batch=8, widths=(0.125,), reps=1)
+    assert len(rows) == 1 and rows[0].target == ">= 0.95"
+    _well_formed(rows[0])
+
+
+def test_results_table_marks_pass_miss_and_not_measured():
+    rows = [Row("x", "a", "s", 1.0, 2.0, 0.5, "<= 1.0"), Row("x", "b", "img/s", 1.0, 2.0, 0.5, ">= 2.0"),
+            Row("x", "c", "eff", None, None, None, None, "not measured: no cluster")]
+    text = table(rows)
+    assert "| PASS |" in text and "| **MISS** |" in text and "| not measured |" in text
