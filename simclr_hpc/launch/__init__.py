@@ -27,6 +27,12 @@ bad profile field, unsafe name or path) raises ``LaunchError`` (a ``simclr_hpc.c
 written or submitted. Inside a job, ``StageJob`` exports MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK/
 LOCAL_WORLD_SIZE (``environment.py``) and calls ``simclr_hpc.train.runner.run_stage(stage, cfg)``; its ``checkpoint()``
 only resubmits. No torch import anywhere in this package.
+
+Requeue, three ways, each resuming from the run's latest whole checkpoint: Slurm's own ``--requeue`` (node failure,
+``scontrol requeue``); preemption (USR2 -> submitit calls ``checkpoint()`` -> requeue); and a lost rank: when a task
+dies on a node Slurm still thinks healthy, the surviving ranks fail in their next collective (at once with gloo's
+"connection closed by peer", or after ``train.collective_timeout_s``), and the rank that sees it runs
+``scontrol requeue`` on its own job (``task.requeue_after_lost_peer``) at most the profile's ``max_requeues`` times.
 """
 
 from simclr_hpc.launch.environment import DistVars, dist_vars, export_torch_env, master_port

@@ -226,6 +226,11 @@ def _local_waits(cfg: Config, dep_ids: list[str]) -> list[tuple[int, str]]:
     return waits
 
 
+def _requeues(plan: Plan) -> int:
+    """How often a Slurm job requeues itself after losing a rank (the profile's max_requeues); never locally."""
+    return plan.profile.max_requeues if plan.executor == "slurm" else 0
+
+
 def submit_stage(stage: str, cfg: Config, request: LaunchRequest, dependency: list[str] | None = None, *,
                  target: str = RUN_TARGET) -> JobRecord:
     """Submit one run of ``stage`` (one job of ``request.nodes`` nodes, one task per GPU) and record it.
@@ -241,7 +246,7 @@ def submit_stage(stage: str, cfg: Config, request: LaunchRequest, dependency: li
     folder = _stage_folder(stage, cfg)
     _write_submitted_config(stage, cfg)
     executor = make_executor(plan, folder)
-    job = executor.submit(StageJob(target, waits), stage, cfg.model_dump(mode="json"))
+    job = executor.submit(StageJob(target, waits, max_requeues=_requeues(plan)), stage, cfg.model_dump(mode="json"))
     if plan.executor == "debug":
         job.result()
     record = _record(stage, cfg, plan, job, folder, dep)
@@ -277,7 +282,8 @@ def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, paralle
         folder = _array_folder(stage, cfgs[0], stamp, k)
         executor = make_executor(plan, folder)
         chunk = [cfgs[i] for i in idx]
-        jobs = executor.map_array(StageJob(target), [stage] * len(chunk), [c.model_dump(mode="json") for c in chunk])
+        jobs = executor.map_array(StageJob(target, max_requeues=_requeues(plan)), [stage] * len(chunk),
+                                  [c.model_dump(mode="json") for c in chunk])
         previous = jobs[0].job_id.split("_")[0]
         chunk_records = [_record(stage, c, plan, j, folder, dep, previous, a) for a, (c, j) in enumerate(zip(chunk, jobs))]
         by_study: dict[Path, list[JobRecord]] = {}
