@@ -94,7 +94,7 @@ def run(sizes=SIZES, reps: int | None = None, memory: bool = True) -> list[Row]:
             mem = {name: peak_rss_mb(name, n) for name in impls}
             rows.append(Row("loss", f"N={n} D={D}", "peak RSS added, MB", mem["ours"], mem["lightly"],
                             mem["ours"] / mem["lightly"] if mem["lightly"] > 0 else None, None,
-                            "fresh subprocess per (impl, N), ru_maxrss delta; no target"))
+                            "fresh subprocess per (impl, N), VmHWM delta after a reset; no target"))
             log(f"loss N={n}: peak MB ours {mem['ours']:.1f} lightly {mem['lightly']:.1f}")
     return rows
 
