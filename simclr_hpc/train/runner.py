@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from datetime import datetime, timezone
 
 import torch
@@ -22,6 +23,40 @@ def _device_name(engine: Engine) -> str:
     if engine.cuda:
         return f"cuda:{torch.cuda.get_device_name(engine.device)}"
     return "cpu"
+
+
+def _require_finished(ref: str, field: str, allow_random: bool = False) -> None:
+    if allow_random and ref == "random":
+        return
+    if not ref:
+        raise ConfigError(f"{field}: empty; set it to the run directory of a finished run")
+    if not (Path(ref) / RESULT_FILE).is_file():
+        what = "no such run directory" if not Path(ref).is_dir() else f"no {RESULT_FILE}: that run has not finished"
+        raise ConfigError(f"{field}: {ref}: {what}; run it first or fix the path")
+
+
+def check_inputs(stage: str, cfg: Config) -> None:
+    """Everything a user can get wrong about a run's inputs, checked before anything is written or any group starts."""
+    from simclr_hpc.data.shards import read_index
+
+    index = read_index(cfg.data.shards)
+    index.split(cfg.data.train_split)
+    if stage != "pretrain":
+        index.split(cfg.data.eval_split)
+    if stage == "finetune":
+        _require_finished(cfg.finetune.encoder, "finetune.encoder", allow_random=True)
+    elif stage == "transfer":
+        _require_finished(cfg.transfer.encoder, "transfer.encoder", allow_random=True)
+        if cfg.transfer.num_classes > index.num_classes:
+            raise ConfigError(
+                f"transfer.num_classes: {cfg.transfer.num_classes} but {cfg.data.shards} has {index.num_classes} "
+                f"classes; use 0 (all) or 1..{index.num_classes}"
+            )
+    elif stage == "distill":
+        if cfg.distill.teacher:
+            _require_finished(cfg.distill.teacher, "distill.teacher")
+        if cfg.distill.student_init:
+            _require_finished(cfg.distill.student_init, "distill.student_init")
 
 
 def prepare_run_dir(stage: str, cfg: Config) -> None:
@@ -54,6 +89,7 @@ def run_stage(stage: str, cfg: Config) -> dict:
     result_path = run_dir / RESULT_FILE
     if result_path.exists():
         return json.loads(result_path.read_text())
+    check_inputs(stage, cfg)
     if env.rank == 0:
         prepare_run_dir(stage, cfg)
     t0 = time.time()

@@ -274,8 +274,6 @@ def test_bad_reference_exits_2_with_one_error_line(case, tmp_path, tiny_shards):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="runner.run_stage writes config.yaml/subset.json before the task checks its "
-                                       "references; proposed runner.py diff in the issue-7 fault report")
 @pytest.mark.parametrize("case", REFERENCE_CASES, ids=[c[0] for c in REFERENCE_CASES])
 def test_bad_reference_writes_nothing(case, tmp_path, tiny_shards):
     work, proc = _reference_run(case, tmp_path, tiny_shards)
@@ -283,8 +281,6 @@ def test_bad_reference_writes_nothing(case, tmp_path, tiny_shards):
     assert not (work / "runs").exists(), sorted(tree(work))
 
 
-@pytest.mark.xfail(strict=True, reason="a rejected run leaves config.yaml behind, so the corrected rerun is refused as "
-                                       "'a different config'; proposed runner.py diff in the issue-7 fault report")
 def test_corrected_rerun_after_a_rejected_shards_typo_is_not_refused(tmp_path, tiny_shards):
     work, proc = _reference_run(REFERENCE_CASES[0], tmp_path, tiny_shards)
     assert proc.returncode == 2
