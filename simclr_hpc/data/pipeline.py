@@ -17,8 +17,25 @@ Corrupt data (truncated tar, undecodable image, missing label, a sample the inde
 does): ``on_error="raise"`` raises DataError naming the shard and key; ``"skip"`` drops the sample(s) and reports how
 many in the next batch's ``skipped``. A stream that can read nothing at all raises instead of spinning.
 
-The shards are WebDataset tars (``webdataset.WebDataset`` reads them as they are); this module reads them with the
-standard library's ``tarfile`` because exact, per-key error reporting and stream seeding are ours to control.
+Both loaders are ``webdataset.DataPipeline`` s. Training: ``ResampledShards(deterministic=True)`` draws this stream's
+shards, seeded through its ``worker_seed`` hook with the (seed, rank, worker, segment, num_workers, split) seed
+(webdataset folds it with its epoch, always 0 here because each loader is iterated once, into a 31-bit seed);
+``webdataset.shuffle`` with our seeded ``rng`` is the shuffle buffer; ``webdataset.batched`` batches. Evaluation:
+``SimpleShardList`` with no seed (no shard shuffle: index order). Shards are read by ``shards.iter_tar_samples``, which
+is webdataset's ``url_opener -> tar_file_expander -> group_by_keys`` with a handler that stops the shard at the first
+read error and reports it (TruncatedShard -> DataError naming the shard and the last whole key, or a count with skip).
+
+What stays ours, and why:
+- Splitting by rank and worker. webdataset's ``split_by_node``/``split_by_worker`` take the rank from ``RANK``/
+  ``WORLD_SIZE`` or ``torch.distributed``, but the stream must be a pure function of the ``rank``/``world_size``
+  arguments (the resume contract; tests build rank 1 of 2 in one process); and they deal whole shards, while
+  evaluation cuts the *samples* into contiguous per-rank runs (exactly once, balanced to within a sample, and a key
+  subset need not align with shards). So the train shards are dealt before ``ResampledShards`` and the eval samples are
+  picked by position, both from the arguments.
+- Per-shard accounting (keys the index lists but the shard lacks, labels that differ from the index, the
+  no-readable-samples guard): webdataset's handler sees exceptions, not missing or mislabelled samples.
+- Decoding: lazily at reduced size in ``augment.open_image`` (webdataset's decoders decode every image at full size).
+- The eval batcher: ``webdataset.batched`` would drop samples skipped after the last batch from ``skipped``.
 """
 
 from __future__ import annotations
@@ -26,11 +43,13 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
+import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from simclr_hpc.data.augment import open_image
@@ -69,14 +88,20 @@ class _Batcher:
     def flush(self) -> dict | None:
         if not self.items:
             return None
-        n_views = len(self.items[0][0])
+        batch = self.collate(self.items)
+        self.items = []
+        return batch
+
+    def collate(self, items: list) -> dict:
+        """One batch dict from ``(views, label, key)`` items; takes the skipped count gathered since the last batch."""
+        n_views = len(items[0][0])
         batch = {
-            "views": tuple(torch.stack([item[0][v] for item in self.items]) for v in range(n_views)),
-            "y": torch.tensor([item[1] for item in self.items], dtype=torch.long),
-            "keys": [item[2] for item in self.items],
+            "views": tuple(torch.stack([item[0][v] for item in items]) for v in range(n_views)),
+            "y": torch.tensor([item[1] for item in items], dtype=torch.long),
+            "keys": [item[2] for item in items],
             "skipped": self.skipped,
         }
-        self.items, self.skipped = [], 0
+        self.skipped = 0
         return batch
 
 
@@ -193,65 +218,89 @@ class _ShardDataset(IterableDataset):
         stream = self._train_stream(worker) if self.infinite else self._eval_stream(worker)
         return stream if get_worker_info() is not None else _one_thread(stream)
 
+    def _shard_samples(self, urls: Iterator[dict], by_url: dict[str, _Shard], want: Callable[[int], bool],
+                       batcher: _Batcher, guard: int | None) -> Iterator[tuple]:
+        """Pipeline stage: shard URLs -> ``(shard, key, label, parts)`` of their wanted, sound samples.
+
+        ``guard``: raise after that many consecutive shard reads gave nothing usable (an infinite stream over broken
+        shards must not spin); None for a finite pass.
+        """
+        barren = 0
+        for item in urls:
+            shard = by_url[item["url"]]
+            got = 0
+            for key, label, raw in self._read(shard, want, batcher):
+                got += 1
+                yield shard, key, label, raw
+            barren = 0 if got else barren + 1
+            if guard is not None and barren > guard:
+                raise DataError(f"{self.root}: split {self.split}: no readable samples in {len(by_url)} shard(s) "
+                                f"after {barren} reads; run `simclr-hpc data verify {self.root}`")
+
+    def _decoded(self, samples: Iterator[tuple], rng: random.Random, batcher: _Batcher) -> Iterator[tuple]:
+        """Pipeline stage: ``(shard, key, label, parts)`` -> ``(views, y, key)``; bad images raise or are counted."""
+        for shard, key, label, raw in samples:
+            sample = self._sample(shard, key, label, raw, rng, batcher)
+            if sample is not None:
+                yield sample[0], sample[1], key
+
     def _train_stream(self, worker: int) -> Iterator[dict]:
         stream, n_streams = self.rank * self.num_workers + worker, self.world_size * self.num_workers
         candidates = [s for s in self.shards if s.wanted]
         mine = candidates[stream::n_streams] if len(candidates) >= n_streams else candidates
+        by_url = {str(s.path): s for s in mine}
         parts = (self.seed, self.rank, worker, self.segment, self.num_workers, self.split)
-        shard_rng = random.Random(derive_seed("shards", *parts))
+        shard_seed = derive_seed("shards", *parts)
         buffer_rng = random.Random(derive_seed("buffer", *parts))
         aug_rng = random.Random(derive_seed("augment", *parts))
         # Never wait for more samples than this stream's shards hold: a 1 % subset must still flow.
         fill = max(1, min(self.shuffle_buffer, sum(s.wanted for s in mine)))
-        buffer: list = []
         batcher = _Batcher(self.batch_size)
-        barren = 0  # consecutive shard reads that gave nothing usable
-        while True:
-            shard = mine[shard_rng.randrange(len(mine))]
-            got = 0
-            for key, label, raw in self._read(shard, lambda p: self.wanted_mask[p], batcher):
-                buffer.append((shard, key, label, raw))
-                got += 1
-                while len(buffer) >= fill:
-                    j = buffer_rng.randrange(len(buffer))
-                    buffer[j], buffer[-1] = buffer[-1], buffer[j]
-                    item = buffer.pop()
-                    sample = self._sample(item[0], item[1], item[2], item[3], aug_rng, batcher)
-                    if sample is not None:
-                        barren = 0
-                        batch = batcher.add(sample[0], sample[1], item[1])
-                        if batch is not None:
-                            yield batch
-            barren = 0 if got else barren + 1
-            if barren > 4 * len(mine) + 8:
-                raise DataError(f"{self.root}: split {self.split}: no readable samples in {len(mine)} shard(s) after "
-                                f"{barren} reads; run `simclr-hpc data verify {self.root}`")
+        pipeline = wds.DataPipeline(
+            # deterministic=True: the draws depend only on worker_seed (ours) and the epoch, not on pid or time.
+            wds.ResampledShards([str(s.path) for s in mine], seed=0, worker_seed=lambda: shard_seed,
+                                deterministic=True),
+            partial(self._shard_samples, by_url=by_url, want=lambda p: self.wanted_mask[p], batcher=batcher,
+                    guard=4 * len(mine) + 8),
+            wds.shuffle(bufsize=fill, initial=fill, rng=buffer_rng),
+            partial(self._decoded, rng=aug_rng, batcher=batcher),
+            wds.batched(self.batch_size, collation_fn=batcher.collate, partial=False),
+        )
+        return iter(pipeline)
 
     def _eval_stream(self, worker: int) -> Iterator[dict]:
         mine_rank = np.array_split(self.wanted_pos, self.world_size)[self.rank]
         mine = np.array_split(mine_rank, self.num_workers)[worker]
         if len(mine) == 0:
-            return
+            return iter(())
         mask = np.zeros(len(self.wanted_mask), dtype=bool)
         mask[mine] = True
+        overlapping = [s for s in self.shards if s.stop > mine[0] and s.start <= mine[-1]]
         rng = random.Random(derive_seed("eval", self.rank, worker))
         batcher = _Batcher(self.batch_size)
+        pipeline = wds.DataPipeline(
+            wds.SimpleShardList([str(s.path) for s in overlapping], seed=None),  # seed=None: no shard shuffle
+            partial(self._shard_samples, by_url={str(s.path): s for s in overlapping}, want=lambda p: mask[p],
+                    batcher=batcher, guard=None),
+            partial(self._decoded, rng=rng, batcher=batcher),
+            partial(self._eval_batches, batcher=batcher, worker=worker, n_samples=len(mine)),
+        )
+        return iter(pipeline)
+
+    def _eval_batches(self, samples: Iterator[tuple], batcher: _Batcher, worker: int,
+                      n_samples: int) -> Iterator[dict]:
+        """Pipeline stage: batches of a finite pass; samples skipped after the last full batch still reach a batch."""
         # One batch is held back so that samples skipped after the last full batch are still reported on a batch.
         pending = None
-        for shard in self.shards:
-            if shard.stop <= mine[0] or shard.start > mine[-1]:
-                continue
-            for key, label, raw in self._read(shard, lambda p: mask[p], batcher):
-                sample = self._sample(shard, key, label, raw, rng, batcher)
-                if sample is not None:
-                    batch = batcher.add(sample[0], sample[1], key)
-                    if batch is not None:
-                        if pending is not None:
-                            yield pending
-                        pending = batch
+        for views, y, key in samples:
+            batch = batcher.add(views, y, key)
+            if batch is not None:
+                if pending is not None:
+                    yield pending
+                pending = batch
         last = batcher.flush()
         if pending is None and last is None:
-            raise DataError(f"{self.root}: split {self.split}: none of the {len(mine)} samples of rank {self.rank} "
+            raise DataError(f"{self.root}: split {self.split}: none of the {n_samples} samples of rank {self.rank} "
                             f"worker {worker} is readable; run `simclr-hpc data verify {self.root}`")
         if last is None:
             pending["skipped"] += batcher.skipped

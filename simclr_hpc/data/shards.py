@@ -6,7 +6,15 @@ records what a reader needs without opening a tar: class names, image size and c
 labels in shard order (label fractions and class subsets are computed from it), per-shard counts and sha256, and a content
 hash over all of it. ``index.json`` is written last, atomically: its presence means the directory is whole.
 
-Tars are written with fixed metadata (mtime 0, uid 0), so the same source and seed give byte-identical shards.
+Tars are written by ``webdataset.TarWriter`` (members of a sample in sorted extension order: ``cls`` before the
+image) with fixed metadata (mtime 0, uid/gid 0, empty user and group names, mode 0644), so the same source and seed give
+byte-identical shards. They are read by webdataset's own stages (``url_opener`` -> ``tar_file_expander`` ->
+``group_by_keys``) with a handler that records the first read error and stops the shard; ``iter_tar_samples`` turns it
+into ``TruncatedShard`` naming the last whole key. One check stays ours: tarfile's stream mode (which webdataset uses)
+ends quietly when a file is cut inside a header or exactly between members, and webdataset keeps the ``TarFile`` object
+to itself, so its end offset cannot be compared with the file size. Instead a shard whose size is not a whole number of
+512-byte blocks, or whose last two blocks are not the zero end-of-archive marker, counts as cut short (a cut file ends
+in a member's data or header, never in two zero blocks: our members are PNG/JPEG files and ASCII labels).
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import webdataset as wds
+from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
 from simclr_hpc.data.sources import DataError, Source, Split, encode_image, open_source
 
@@ -103,10 +113,10 @@ def _stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generat
     return np.sort(np.concatenate(taken)) if taken else np.zeros(0, dtype=np.int64)
 
 
-def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = len(data), 0, 0o644, 0, 0, "", ""
-    tar.addfile(info, io.BytesIO(data))
+def _tar_writer(path: Path) -> wds.TarWriter:
+    """A TarWriter whose output depends only on the samples written (no clock, user or host in the headers)."""
+    # encoder=False: samples arrive as bytes already (images are encoded by us, with fixed PNG/JPEG settings).
+    return wds.TarWriter(str(path), user="", group="", mode=0o644, mtime=0, encoder=False)
 
 
 def _content_hash(doc: dict) -> str:
@@ -165,7 +175,7 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
         for first_pos in range(0, len(split), shard_size):
             shard_name = f"{name}-{first_pos // shard_size:06d}.tar"
             positions = range(first_pos, min(first_pos + shard_size, len(split)))
-            with tarfile.open(out / shard_name, "w", format=tarfile.USTAR_FORMAT) as tar:
+            with _tar_writer(out / shard_name) as tar:
                 for pos in positions:
                     key = f"{name}-{pos:07d}"
                     raw = split.encoded(pos)
@@ -181,8 +191,7 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
                             image = np.repeat(image, 3, axis=2) if channels == 3 else image[..., :1]
                         sizes.add(image.shape[:2])
                         data, ext = encode_image(image, image_format), image_format
-                    _tar_add(tar, f"{key}.{ext}", data)
-                    _tar_add(tar, f"{key}.cls", str(int(split.labels[pos])).encode())
+                    tar.write({"__key__": key, ext: data, "cls": str(int(split.labels[pos])).encode()})
                     keys.append(key)
             shards.append({"name": shard_name, "count": len(positions), "sha256": _sha256(out / shard_name)})
         doc["splits"][name] = {"keys": keys, "labels": [int(v) for v in split.labels], "shards": shards}
@@ -234,35 +243,82 @@ class TruncatedShard(Exception):
         self.after = after
 
 
+def _split_name(fname: str) -> tuple[str, str]:
+    """``(key, extension)`` of a member name: the key is the base name up to its first dot (directories dropped)."""
+    key, _, ext = fname.rsplit("/", 1)[-1].partition(".")
+    return key, ext
+
+
+def _read_error(exn: BaseException) -> str:
+    """The reason of a read error without the stream and URL that webdataset appends to its arguments."""
+    if isinstance(exn, OSError) and exn.strerror:
+        return str(exn)  # "[Errno 2] No such file or directory: '<path>'" (the attributes, not the amended args)
+    first = exn.args[0] if exn.args else ""
+    text = str(first).split(" @ ", 1)[0].strip()
+    return text or type(exn).__name__
+
+
+def _end_marker_missing(path: Path) -> str | None:
+    """Why ``path`` is not a whole tar (see the module docstring), or None when it ends with the end-of-archive marker.
+
+    A whole tar ends with two zero blocks after its last member, then zero padding; a file cut inside that padding is
+    still whole, so the zeros must start at a block boundary and run to the end of the file.
+    """
+    size = path.stat().st_size
+    tail = 2 * tarfile.BLOCKSIZE + size % tarfile.BLOCKSIZE
+    with open(path, "rb") as f:
+        f.seek(max(0, size - tail))
+        if size < tail or f.read() != bytes(tail):
+            return "no end-of-archive marker: the file is cut short"
+    return None
+
+
 def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     """``(key, {ext: bytes})`` per sample, in file order. A broken tar raises TruncatedShard after the whole samples.
 
     A sample is whole once the next key starts (or the tar ends cleanly); the one being read when the tar breaks is lost.
     """
-    current, parts, last_whole = None, {}, None
-    try:
-        with tarfile.open(path, "r|") as tar:
-            for member in tar:
-                if not member.isreg():
-                    continue
-                key, _, ext = member.name.rsplit("/", 1)[-1].partition(".")
-                data = tar.extractfile(member).read()
-                if len(data) != member.size:
-                    raise tarfile.ReadError(f"member {member.name} is cut short")
-                if key != current:
-                    if current is not None:
-                        yield current, parts
-                        last_whole = current
-                    current, parts = key, {}
-                parts[ext.lower()] = data
-            # tarfile's stream mode ends quietly when a file is cut inside a header or between members; a whole tar
-            # ends with at least two zero blocks after the last member.
-            if path.stat().st_size - tar.offset < 2 * tarfile.BLOCKSIZE:
-                raise tarfile.ReadError("no end-of-archive marker: the file is cut short")
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise TruncatedShard(last_whole, str(exc) or type(exc).__name__) from None
-    if current is not None:
-        yield current, parts
+    path = Path(path)
+    errors: list[BaseException] = []
+
+    def stop_shard(exn: BaseException) -> bool:
+        # webdataset's handler protocol: False stops the stream. The error is reported after the whole samples.
+        errors.append(exn)
+        return False
+
+    ended: list[bool] = []
+
+    def watch_end(files: Iterator[dict]) -> Iterator[dict]:
+        for item in files:
+            if not item:  # tar_file_expander's end-of-shard marker: the tar stream ended without an error
+                ended.append(True)
+            yield item
+
+    urls = [{"url": str(path.absolute())}]
+    files = tar_file_expander(url_opener(urls, handler=stop_shard), handler=stop_shard)
+    last_whole, final = None, None
+    # group_by_keys yields a sample when the next key starts (it is whole then), and once more when the stream stops:
+    # after an error that last one is incomplete; after a quiet end it is whole only if the tar really ended.
+    for sample in group_by_keys(watch_end(files), keys=_split_name, handler=stop_shard):
+        if errors:
+            break
+        parts = {k: v for k, v in sample.items() if not k.startswith("__")}
+        if ended:
+            final = (sample["__key__"], parts)
+            break
+        yield sample["__key__"], parts
+        last_whole = sample["__key__"]
+    if not errors:
+        try:
+            reason = _end_marker_missing(path)
+        except OSError as exc:
+            reason = str(exc) or type(exc).__name__
+        if reason is not None:
+            raise TruncatedShard(last_whole, reason)
+    if errors:
+        raise TruncatedShard(last_whole, _read_error(errors[0]))
+    if final is not None:
+        yield final
 
 
 def check_sample(key: str, parts: dict[str, bytes], num_classes: int) -> tuple[str | None, int | None]:
