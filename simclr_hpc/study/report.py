@@ -322,7 +322,7 @@ def distill_section(rows: list[dict], out: Path, lines: list[str], plots: list[P
         ax.set_yticks(range(len(t_names)), [f"{t} ({teacher_base.get(t, '')})" for t in t_names])
         ax.set_xlabel("student (base)")
         ax.set_ylabel("teacher (base)")
-        ax.set_title("gain over own baseline (pp, mean ± 95% CI)\n* = same base")
+        ax.set_title("gain over own baseline, pp\n(mean ± 95% CI; * = same base)", fontsize=10)
         fig.colorbar(im, ax=ax, label="gain (percentage points)")
         names = [t for t in t_names if teacher_iv.get(t) and teacher_iv[t].n]
         ys = [100 * teacher_iv[t].mean for t in names]
