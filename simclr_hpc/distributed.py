@@ -82,7 +82,14 @@ def barrier() -> None:
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over ranks in place (identity in one process) and return it."""
-    if is_initialized():
+    if not is_initialized():
+        return tensor
+    if dist.get_backend() == "nccl" and not tensor.is_cuda:
+        # NCCL reduces device memory only; counters kept on the host make the round trip.
+        on_device = tensor.cuda()
+        dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+        tensor.copy_(on_device.cpu())
+    else:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from simclr_hpc import distributed as D
 from simclr_hpc.train import checkpoint as ckpt
 from simclr_hpc.train.metrics import MetricsWriter, truncate_after
 from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
@@ -68,6 +69,7 @@ def train(task, ctx) -> dict:
 
     writer = MetricsWriter(metrics_path, total, start, engine.is_main, f"{task.stage} {cfg.run.name}")
     step, images, loss_value = start, 0, float("nan")
+    skipped_local = 0  # this rank's skipped samples since the last checkpoint; summed over ranks at each save
     t_train = time.perf_counter()
     t_log, images_log = t_train, 0
     try:
@@ -90,7 +92,7 @@ def train(task, ctx) -> dict:
                         f"{good.name if good else 'none'} (lower optim.base_lr, or check the data)"
                     )
                 step += 1
-                skipped += int(batch.get("skipped", 0))
+                skipped_local += int(batch.get("skipped", 0))
                 images += cfg.train.global_batch
                 images_log += cfg.train.global_batch
                 if step % cfg.train.log_every_steps == 0 or step == total:
@@ -101,14 +103,20 @@ def train(task, ctx) -> dict:
                     writer.advance(step)
             del batches  # stops this segment's loader workers before the next segment starts its own
             if step < total:
+                skipped, skipped_local = skipped + _sum_over_ranks(skipped_local), 0
                 _save(ctx, task, model, optimizer, step, skipped, export=False)
         train_s = time.perf_counter() - t_train
         metrics = task.evaluate(model)
+        skipped, skipped_local = skipped + _sum_over_ranks(skipped_local), 0
         _save(ctx, task, model, optimizer, step, skipped, export=True)
     finally:
         writer.close()
     ctx.extra.update(skipped_samples=skipped, images_per_s=images / train_s if images else 0.0, loss=loss_value)
     return metrics
+
+
+def _sum_over_ranks(count: int) -> int:
+    return int(D.all_reduce_sum(torch.tensor([count], dtype=torch.int64)).item())
 
 
 def _save(ctx, task, model, optimizer, step: int, skipped: int, export: bool) -> None:

@@ -194,7 +194,8 @@ class PretrainTask:
         return {}
 
     def export(self, model: nn.Module) -> tuple[dict, dict]:
-        return model.state_dict(), {"kind": "simclr", "model": self.cfg.model.model_dump()}
+        state = {k: v.cpu() for k, v in self.ctx.engine.unwrap(model).state_dict().items()}
+        return state, {"kind": "simclr", "model": self.cfg.model.model_dump()}
 
 
 class SupervisedTask:
