@@ -49,14 +49,14 @@ def table(rows: list[Row]) -> str:
 
 
 def main() -> int:
-    from bench import end_to_end, loss, pipeline, scaling, train_step
+    from bench import end_to_end, grad_cache, loss, pipeline, scaling, train_step
 
     info = machine()
     started = datetime.datetime.now().astimezone()
     rows: list[Row] = []
     t0 = time.perf_counter()
     for name, mod in (("loss", loss), ("pipeline", pipeline), ("train_step", train_step), ("end_to_end", end_to_end),
-                      ("scaling", scaling)):
+                      ("scaling", scaling), ("grad_cache", grad_cache)):
         t = time.perf_counter()
         try:
             rows += mod.run()
