@@ -58,6 +58,11 @@ def train(task, ctx) -> dict:
         model.load_state_dict(state["model"])
         if state.get("optimizer") is not None:
             optimizer.load_state_dict(state["optimizer"])
+        elif engine.kind == "deepspeed":
+            # Known gap: ZeRO shards the optimizer state per rank and DeepSpeed's own checkpoint loader unpickles
+            # without weights_only, so only weights, step and RNG come back; momentum restarts from zero.
+            log.warning("dist.engine=deepspeed: optimizer state is not restored on resume (weights, step and data "
+                        "position are); the resumed run is close to, not bitwise equal to, an uninterrupted one")
         _set_rng_state(state["rng"])
         start, skipped = int(state["step"]), int(state.get("skipped", 0))
         log.info("resuming %s from %s (step %d)", ctx.run_dir, latest.name, start)
