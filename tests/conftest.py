@@ -12,6 +12,16 @@ pytest_plugins = ["tests.slurm_cluster"]
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Put os.environ back after every test: a launcher test that exports RANK/WORLD_SIZE in-process must not make
+    every later run_stage in this process (and every subprocess it starts) believe it is rank 0 of 8."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

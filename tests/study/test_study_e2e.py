@@ -33,16 +33,9 @@ TINY_REAL = {
                  "within": [{"dataset": "sh6", "num_classes": [2], "class_seeds": [0]}], "across": ["sh4"]},
 }
 
-
-LOCAL_DDP_PREFIX_BUG = (
-    "runner: a pretrain run inside a submitit local job saves its state dict with DDP's 'module.' prefix and downstream "
-    "stages fail to load it (reported to the lead); the in-process variant below covers the study path meanwhile"
-)
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("executor", [
-    pytest.param("local", marks=[pytest.mark.slow, pytest.mark.xfail(reason=LOCAL_DDP_PREFIX_BUG, strict=False)]),
+    pytest.param("local", marks=[pytest.mark.slow]),
     "inprocess",
 ])
 def test_tiny_study_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, monkeypatch, executor):
