@@ -105,7 +105,7 @@ class Plain:
         return float(loss.item())
 
 
-def run(batch: int = 256, widths=(0.5, 0.25, 0.125), reps: int = 3, max_step_s: float = 10.0) -> list[Row]:
+def run(batch: int = 256, widths=(0.5, 0.25, 0.125), reps: int = 5, max_step_s: float = 10.0) -> list[Row]:
     data = _batch(batch)
     with tempfile.TemporaryDirectory(prefix="bench-train-step-") as tmp:
         for width in widths:
