@@ -25,6 +25,7 @@ from simclr_hpc.launch import LaunchRequest, submit_stage
 from simclr_hpc.launch import slurm as sl
 from simclr_hpc.train import checkpoint as ckpt
 from tests.faults.helpers import REPO, cli
+from tests.launch.helpers import wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 TARGET = "tests.faults.slow_runner:run_stage"
@@ -36,16 +37,6 @@ def _job_env(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.setenv("FAULTS_PAUSE_AFTER_CKPT_S", "6")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

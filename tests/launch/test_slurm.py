@@ -19,7 +19,7 @@ import pytest
 from simclr_hpc.config import load_config
 from simclr_hpc.launch import LaunchRequest, Registry, registry_path, submit_array, submit_stage
 from simclr_hpc.launch import slurm as sl
-from tests.launch.helpers import REPO, STANDIN, cli
+from tests.launch.helpers import REPO, STANDIN, cli, wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -29,16 +29,6 @@ def _job_env(monkeypatch):
     # sbatch exports the submitting environment: the stand-in must import from this checkout, quickly.
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.setenv("STANDIN_STEP_S", "0.5")
-
-
-def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def _cfg(root: Path, study: str, name: str, steps: int = 2, extra: list[str] = ()):
