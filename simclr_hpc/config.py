@@ -260,7 +260,7 @@ class Config(Section):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _format_errors(err: ValidationError, prefix: str = "") -> list[str]:
+def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
     lines = []
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"])
@@ -340,7 +340,7 @@ def build_config(layers: list[dict], source: str = "") -> Config:
     try:
         return Config.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, f"{source}: " if source else "")) from None
+        raise ConfigError(format_errors(err, f"{source}: " if source else "")) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

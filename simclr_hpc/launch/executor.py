@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from simclr_hpc.config import STAGES, _format_errors
+from simclr_hpc.config import STAGES, format_errors
 from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.profile import Profile, check_plain_text, load_profile
 
@@ -84,7 +84,7 @@ def effective_profile(request: LaunchRequest) -> Profile:
     try:
         return Profile.model_validate({**base.model_dump(), **overrides})
     except ValidationError as err:
-        lines = [line.replace("partition:", "--partition:", 1) for line in _format_errors(err)]
+        lines = [line.replace("partition:", "--partition:", 1) for line in format_errors(err)]
         raise LaunchError(lines) from None
 
 

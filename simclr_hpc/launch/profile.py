@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from simclr_hpc.config import SAFE_NAME, _format_errors, check_safe_name, read_yaml, ConfigError
+from simclr_hpc.config import SAFE_NAME, format_errors, check_safe_name, read_yaml, ConfigError
 from simclr_hpc.launch.errors import LaunchError
 
 # Slurm constraint expressions: features joined by & | , with optional [ ] * counts, e.g. "a100&ib" or "[rack1*2|rack2*2]".
@@ -238,4 +238,4 @@ def load_profile(name_or_path: str | None) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as err:
-        raise LaunchError(_format_errors(err, f"{path}: ")) from None
+        raise LaunchError(format_errors(err, f"{path}: ")) from None

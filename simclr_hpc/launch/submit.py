@@ -163,12 +163,12 @@ def make_request(**fields) -> LaunchRequest:
     """``LaunchRequest(**fields)`` with ``None`` values dropped; a bad field is a LaunchError."""
     from pydantic import ValidationError
 
-    from simclr_hpc.config import _format_errors
+    from simclr_hpc.config import format_errors
 
     try:
         return LaunchRequest(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as err:
-        raise LaunchError(_format_errors(err)) from None
+        raise LaunchError(format_errors(err)) from None
 
 
 def render_array(stage: str, cfgs: list[Config], request: LaunchRequest | None = None,

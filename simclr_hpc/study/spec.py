@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from simclr_hpc.config import SAFE_NAME, UserError, _format_errors, check_safe_name, read_yaml
+from simclr_hpc.config import SAFE_NAME, UserError, format_errors, check_safe_name, read_yaml
 
 # Class counts of the fixed-size sources; ``shapes:K`` has K, imagefolder/npz are counted on disk.
 KNOWN_CLASS_COUNTS = {"mnist5k": 10, "cifar10": 10, "cifar100": 100, "stl10": 10}
@@ -323,7 +323,7 @@ def source_num_classes(source: str) -> tuple[int | None, str | None]:
 
 def _collect_schema_errors(err: ValidationError, source: str) -> list[str]:
     lines = []
-    for line in _format_errors(err, f"{source}: "):
+    for line in format_errors(err, f"{source}: "):
         if "unknown key" in line:
             line = line.split(": unknown key")[0] + ": unknown key (check the spelling against configs/studies/demo.yaml)"
         lines.append(line)

@@ -99,7 +99,3 @@ def build_optimizer(model: nn.Module, optim: OptimSection, lr: float) -> torch.o
         return torch.optim.SGD(groups, lr=lr, momentum=optim.momentum)
     return torch.optim.AdamW(groups, lr=lr, betas=(optim.momentum, 0.999))
 
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
