@@ -1,5 +1,5 @@
 """Scaling: pretrain images/s for 1 vs 2 processes on this machine (gloo), and 1 vs 2 nodes on the local Slurm test
-cluster when it is up.
+cluster (started for the measurement when it is down and this is root with Slurm installed, and stopped again).
 
 Processes are started the way a launcher starts them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT in the
 environment, as ``tests/distributed_helpers.py`` does), each running ``simclr-hpc run pretrain``; the per-device batch
@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench._common import REPO, Row, alternate, log, make_imagefolder, make_shards, median
@@ -56,15 +57,79 @@ def _run_world(world: int, shards: Path, out: Path, s: dict, counter: list) -> f
 
 
 def slurm_unavailable_reason() -> str | None:
-    """Why the 2-node measurement cannot run now, or None when the local test cluster is up and healthy."""
-    if not shutil.which("sbatch") or not shutil.which("scontrol"):
-        return "Slurm commands are not installed (bash slurm/testing/install_deps.sh)"
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
-    if ping.returncode != 0:
-        first = (ping.stderr or ping.stdout).strip().splitlines()[-1:] or ["no answer"]
-        return (f"the local Slurm test cluster is not running (scontrol ping: {first[0]}); start it with "
-                f"`sudo bash slurm/testing/setup.sh`, which the benchmark does not do on a machine shared with others")
-    return None
+    """Why the 2-node measurement cannot run, or None when the local test cluster is up (started here if need be)."""
+    if _cluster_healthy():
+        return None
+    if not shutil.which("sbatch") or not shutil.which("slurmd"):
+        return "Slurm is not installed (run `make slurm-deps` as root)"
+    if os.geteuid() != 0:
+        return "the local Slurm test cluster is down and starting it needs root (`sudo make slurm-up`)"
+    return "the local Slurm test cluster could not be started (see `make slurm-up`)"
+
+
+def _cluster_healthy() -> bool:
+    if not shutil.which("scontrol"):
+        return False
+    if subprocess.run(["scontrol", "ping"], capture_output=True, text=True).returncode != 0:
+        return False
+    states = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True).stdout.split()
+    return "node1" in states and "node2" in states and not any(t.rstrip("*") in ("down", "drained") for t in states)
+
+
+def _start_cluster() -> bool:
+    """Start the local test cluster when it is down and this is root with Slurm installed; True if started here."""
+    if _cluster_healthy() or os.geteuid() != 0 or not shutil.which("slurmd"):
+        return False
+    env = {**os.environ, "SLURM_LOCAL_ACCOUNTING": "1", "SLURM_LOCAL_NO_INSTALL": "1"}
+    subprocess.run(["bash", str(REPO / "slurm/testing/setup.sh"), "netns", "2"], env=env, capture_output=True,
+                   text=True, timeout=180)
+    return _cluster_healthy()
+
+
+def _run_nodes(nodes: int, shards: Path, out: Path, s: dict, counter: list) -> float:
+    """One ``simclr-hpc submit pretrain --nodes N`` on the test cluster (one task per node); its training images/s."""
+    counter.append(1)
+    name = f"n{nodes}-{len(counter)}"
+    cmd = [sys.executable, "-m", "simclr_hpc.cli.main", "submit", "pretrain", "--profile", "local",
+           "--nodes", str(nodes), "--gpus-per-node", "1",
+           "--set", f"run.root={out}", "--set", "run.study=bench", "--set", f"run.name={name}",
+           "--set", f"data.shards={shards}", "--set", "data.num_workers=0", "--set", f"model.width={s['width']}",
+           "--set", f"train.global_batch={s['per_device'] * nodes}", "--set", f"train.steps={s['steps']}",
+           "--set", f"train.ckpt_every_steps={s['steps']}", "--set", f"train.log_every_steps={s['steps']}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"submit --nodes {nodes} failed: {proc.stderr.strip()[-2000:]}")
+    result_path = out / "bench" / "pretrain" / name / "result.json"
+    deadline = time.monotonic() + 600
+    while not result_path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"--nodes {nodes}: no result.json after 600 s ({proc.stdout.strip()})")
+        time.sleep(1.0)
+    result = json.loads(result_path.read_text())
+    assert result["world_size"] == nodes, result["world_size"]
+    return float(result["images_per_s"])
+
+
+def _two_nodes_row(shards: Path, out: Path, s: dict, reps: int) -> Row:
+    case = "1 vs 2 nodes, local Slurm test cluster"
+    started = _start_cluster()
+    try:
+        reason = slurm_unavailable_reason()
+        if reason:
+            return Row("scaling", case, "efficiency", None, None, None, None, f"not measured: {reason}")
+        counter: list = []
+        rates = alternate({n: (lambda n=n: _run_nodes(n, shards, out, s, counter)) for n in (1, 2)}, reps, warmup=0)
+    finally:
+        if started:
+            subprocess.run(["bash", str(REPO / "slurm/testing/teardown.sh")], capture_output=True, timeout=120)
+    one, two = median(rates[1]), median(rates[2])
+    eff = two / (2 * one)
+    log(f"scaling: 1 node {one:.1f} img/s, 2 nodes {two:.1f} img/s, efficiency {eff:.2f}")
+    return Row("scaling", case, "images/s (2 nodes) / (2 x images/s (1 node))", two, one, eff, None,
+               f"`submit pretrain --nodes N --gpus-per-node 1`, ResNet-18 w{s['width']}, {s['per_device']}/rank, "
+               f"{s['steps']} steps, gloo over the namespaces' bridge, {reps} job(s) each; both 'nodes' share this "
+               f"machine's {os.cpu_count()} cores, so this is launcher + network overhead, not cluster scaling "
+               f"(no target)")
 
 
 def run(reps: int = 1, n_images: int = 256, **overrides) -> list[Row]:
@@ -75,18 +140,14 @@ def run(reps: int = 1, n_images: int = 256, **overrides) -> list[Row]:
         shards = make_shards(folder, Path(tmp) / "shards", shard_size=64)
         out = Path(tmp) / "runs"
         rates = alternate({w: (lambda w=w: _run_world(w, shards, out, s, counter)) for w in (1, 2)}, reps, warmup=0)
+        nodes_row = _two_nodes_row(shards, out, s, reps)
     one, two = median(rates[1]), median(rates[2])
     eff = two / (2 * one)
     log(f"scaling: 1 process {one:.1f} img/s, 2 processes {two:.1f} img/s, efficiency {eff:.2f}")
-    rows = [Row("scaling", "1 vs 2 processes, this machine (gloo)", "images/s (2) / (2 x images/s (1))", two, one, eff,
+    return [Row("scaling", "1 vs 2 processes, this machine (gloo)", "images/s (2) / (2 x images/s (1))", two, one, eff,
                 None, f"ResNet-18 w{s['width']}, {s['per_device']}/rank, {s['steps']} steps, 1 thread/rank, {reps} run(s) "
-                f"each; {os.cpu_count()} shared cores: 2 ranks cannot scale here (no target)")]
-    reason = slurm_unavailable_reason()
-    rows.append(Row("scaling", "1 vs 2 nodes, local Slurm test cluster", "efficiency", None, None, None, None,
-                    f"not measured: {reason}" if reason else
-                    "not measured: the cluster is up, but its two nodes share this machine's cores, so the number "
-                    "would repeat the 2-process row; run on a real cluster"))
-    return rows
+                f"each; {os.cpu_count()} shared cores: 2 ranks cannot scale here (no target)"),
+            nodes_row]
 
 
 if __name__ == "__main__":

@@ -137,8 +137,10 @@ class Engine:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1):
-        """Move/wrap ``model`` and ``optimizer`` for this engine. Load checkpoint state into them BEFORE this."""
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1,
+                optimizer_state: dict | None = None):
+        """Move/wrap ``model`` and ``optimizer`` for this engine and restore ``optimizer_state`` (torch's own format,
+        from :meth:`optimizer_state`) into them. Load checkpoint weights into ``model`` BEFORE this."""
         if self.cfg.train.sync_bn and self.world_size > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.cuda and self.cfg.train.channels_last:
@@ -146,14 +148,34 @@ class Engine:
         if self.cfg.train.compile:
             model = torch.compile(model)
         if self.kind == "ddp":
+            if optimizer_state is not None:
+                optimizer.load_state_dict(optimizer_state)
             model, optimizer = self.accelerator.prepare(model, optimizer)
             return model, optimizer
         import deepspeed
 
+        # The client optimizer's parameters in group order: the index space of the saved optimizer state.
+        self._param_groups = [list(group["params"]) for group in optimizer.param_groups]
+        # Under bf16 DeepSpeed casts the module and copies its masters from the bf16 weights; keep the fp32 ones.
+        masters = {n: p.detach().clone() for n, p in model.named_parameters()} if self.bf16 else None
         config = deepspeed_config(self.cfg, self.world_size, micro, accumulation, self.bf16)
         engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         self._ds_engine = engine
+        if masters is not None and self._zero_mapped():
+            from deepspeed.utils import safe_set_full_fp32_param
+
+            for name, param in engine.module.named_parameters():
+                safe_set_full_fp32_param(param, masters[name].to(self.device))
+        if optimizer_state is not None:
+            if self._zero_mapped():
+                _set_partitioned_state(ds_optimizer, self._param_groups, optimizer_state)
+            else:
+                ds_optimizer.load_state_dict(optimizer_state)
         return engine, ds_optimizer
+
+    def _zero_mapped(self) -> bool:
+        """DeepSpeed keeps fp32 master weights and optimizer state in flat partitions (ZeRO 1/2, or bf16)."""
+        return any(getattr(p, "_hp_mapping", None) is not None for group in self._param_groups for p in group)
 
     def autocast(self):
         if self.kind == "ddp":
@@ -192,12 +214,30 @@ class Engine:
             return self.accelerator.unwrap_model(model)
         return model.module if hasattr(model, "module") else model
 
-    def optimizer_state(self, optimizer) -> dict | None:
-        """Optimizer state for a checkpoint (the full state: ZeRO 1/2 shards are consolidated by DeepSpeed's API)."""
-        if self.kind == "ddp":
+    def model_state(self, model: nn.Module) -> dict:
+        """The model's state_dict on the CPU, with DeepSpeed's fp32 master weights in place of its bf16 copies.
+
+        Under ZeRO the masters are split over the ranks: every rank must call this (it is a collective)."""
+        module = self.unwrap(model)
+        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        if self.kind == "deepspeed" and self._zero_mapped():
+            from deepspeed.utils import safe_get_full_fp32_param
+
+            for name, param in module.named_parameters():
+                full = safe_get_full_fp32_param(param)
+                if full is not None:
+                    state[name] = full.detach().cpu()
+        return state
+
+    def optimizer_state(self, optimizer) -> dict:
+        """The optimizer state in torch's own format (``state`` keyed by parameter index in param-group order), whatever
+        the engine, so a checkpoint resumes under DDP or DeepSpeed at any world size and loads with weights_only.
+
+        Under ZeRO each rank holds a slice of every state tensor; the whole tensors are assembled here, so every rank
+        must call this (it is a collective)."""
+        if self.kind == "ddp" or not self._zero_mapped():
             return optimizer.state_dict()
-        # DeepSpeed keeps fp32 master weights and (sharded) state itself; saved separately per rank.
-        return None
+        return _gather_partitioned_state(optimizer, self._param_groups)
 
     def barrier(self) -> None:
         D.barrier()
@@ -206,3 +246,66 @@ class Engine:
         if self.kind == "ddp":
             self.accelerator.end_training()
         D.destroy_process_group()
+
+
+def _gather_partitioned_state(ds_optimizer, param_groups: list[list[nn.Parameter]]) -> dict:
+    """torch-format optimizer state assembled from DeepSpeed's flat fp32 partitions (ZeRO 1/2, bf16 optimizer).
+
+    Each parameter's ``_hp_mapping`` says which fragment of it this rank holds (its place in the parameter and in the
+    flat partition); every rank copies its fragments into a zero tensor of the parameter's size, and a sum over the
+    ranks puts the whole tensor together."""
+    base = ds_optimizer.optimizer  # the torch optimizer, stepping this rank's flat partitions
+    state, groups, index = {}, [], 0
+    for group, params in zip(base.param_groups, param_groups):
+        flat = group["params"][0]
+        flat_state = base.state.get(flat, {})
+        # Every rank has the same keys: the flat partitions step together.
+        tensor_keys = sorted(k for k, v in flat_state.items() if torch.is_tensor(v) and v.shape == flat.shape)
+        scalars = {k: (v.clone().cpu() if torch.is_tensor(v) else v) for k, v in flat_state.items()
+                   if k not in tensor_keys}  # e.g. Adam's step: one value for the whole group
+        ids = []
+        for param in params:
+            mapping = getattr(param, "_hp_mapping", None)
+            entry = {}
+            for key in tensor_keys:
+                full = torch.zeros(param.numel(), dtype=torch.float32, device=flat.device)
+                if mapping is not None:  # this rank holds a fragment of the parameter
+                    lp, hp = mapping.lp_fragment_address, mapping.hp_fragment_address
+                    full.narrow(0, lp.start, lp.numel).copy_(flat_state[key].narrow(0, hp.start, hp.numel))
+                entry[key] = D.all_reduce_sum(full).reshape(param.shape).cpu()
+            if entry:
+                state[index] = {**entry, **scalars}
+            ids.append(index)
+            index += 1
+        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+    return {"state": state, "param_groups": groups}
+
+
+def _set_partitioned_state(ds_optimizer, param_groups: list[list[nn.Parameter]], saved: dict) -> None:
+    """Write torch-format optimizer state into this rank's flat partitions (the inverse of the gather above).
+
+    The flat state tensors are created here; the base optimizer finds them at its first step and uses them (torch's
+    optimizers only initialise missing state), and DeepSpeed links its per-parameter views to them then."""
+    base = ds_optimizer.optimizer
+    index = 0
+    for group, params in zip(base.param_groups, param_groups):
+        flat = group["params"][0]
+        flat_state = base.state[flat]
+        for param in params:
+            entry = saved["state"].get(index, {})
+            index += 1
+            mapping = getattr(param, "_hp_mapping", None)
+            for key, value in entry.items():
+                if torch.is_tensor(value) and value.dim() > 0:
+                    if key not in flat_state:
+                        flat_state[key] = torch.zeros_like(flat)
+                    if mapping is not None:  # this rank holds a fragment of the parameter
+                        lp, hp = mapping.lp_fragment_address, mapping.hp_fragment_address
+                        src = value.to(flat.device, flat.dtype).flatten().narrow(0, lp.start, lp.numel)
+                        flat_state[key].narrow(0, hp.start, hp.numel).copy_(src)
+                else:
+                    flat_state[key] = value.clone().to(flat.device) if torch.is_tensor(value) else value
+    for group, saved_group in zip(base.param_groups, saved["param_groups"]):
+        for key, value in saved_group.items():
+            if key not in ("params", "lr"):
+                group[key] = value

@@ -51,25 +51,19 @@ def train(task, ctx) -> dict:
     optimizer = build_optimizer(model, cfg.optim, peak_lr)
 
     ckpt_root = ctx.run_dir / "checkpoints"
-    start, skipped = 0, 0
+    start, skipped, optimizer_state = 0, 0, None
     latest = ckpt.latest_whole(ckpt_root)
     if latest is not None:
         state = ckpt.load_state(latest)
         model.load_state_dict(state["model"])
-        if state.get("optimizer") is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        elif engine.kind == "deepspeed":
-            # Known gap: ZeRO shards the optimizer state per rank and DeepSpeed's own checkpoint loader unpickles
-            # without weights_only, so only weights, step and RNG come back; momentum restarts from zero.
-            log.warning("dist.engine=deepspeed: optimizer state is not restored on resume (weights, step and data "
-                        "position are); the resumed run is close to, not bitwise equal to, an uninterrupted one")
+        optimizer_state = state.get("optimizer")
         _set_rng_state(state["rng"])
         start, skipped = int(state["step"]), int(state.get("skipped", 0))
         log.info("resuming %s from %s (step %d)", ctx.run_dir, latest.name, start)
     metrics_path = ctx.run_dir / "metrics.jsonl"
     if engine.is_main:
         truncate_after(metrics_path, start)
-    model, optimizer = engine.prepare(model, optimizer, ctx.micro, ctx.accumulation)
+    model, optimizer = engine.prepare(model, optimizer, ctx.micro, ctx.accumulation, optimizer_state)
     model.train()
 
     writer = MetricsWriter(metrics_path, total, start, engine.is_main, f"{task.stage} {cfg.run.name}")
@@ -127,15 +121,12 @@ def _sum_over_ranks(count: int) -> int:
 def _save(ctx, task, model, optimizer, step: int, skipped: int, export: bool) -> None:
     """Checkpoint (rank 0 writes; every rank waits so none runs ahead of a checkpoint that may be needed)."""
     engine = ctx.engine
+    # Collectives under ZeRO (each rank holds a slice of the masters and the optimizer state): every rank calls them.
+    model_state, optimizer_state = engine.model_state(model), engine.optimizer_state(optimizer)
     if engine.is_main:
         exported, arch = task.export(model)
-        state = {
-            "step": step,
-            "skipped": skipped,
-            "model": {k: v.detach().cpu() for k, v in engine.unwrap(model).state_dict().items()},
-            "optimizer": engine.optimizer_state(optimizer),
-            "rng": _rng_state(),
-        }
+        state = {"step": step, "skipped": skipped, "model": model_state, "optimizer": optimizer_state,
+                 "rng": _rng_state()}
         if export:
             state["export"] = exported
         meta = {"stage": task.stage, "config_hash": ctx.cfg.hash(), "arch": arch, "world_size": engine.world_size}
