@@ -1,8 +1,10 @@
 """The science works at a small fixed budget: SimCLR pretraining beats a random encoder under the same linear probe.
 
 Pretrain: configs/pretrain/tiny-cpu.yaml on generated `shapes` (10 classes, 32 px), at most about 3 minutes on 2 cores.
-Probe: configs/finetune/linear.yaml (frozen encoder, linear classifier on its features), top-1 on the test split.
-The numbers are printed so the README can record them.
+Probe: configs/finetune/linear.yaml (frozen encoder, linear classifier on its features), top-1 on the 1,000 test images.
+The budget is fixed in steps (300 x 128 images), not in seconds, so a busy machine makes the test slower, not weaker;
+on a quiet 2-core machine the pretrain takes about 170 s. The numbers are printed so the README can record them.
+Seen here (seed 0 / 1): 33.4 / 31.1 % vs 16.3 % for the random encoder.
 """
 
 import json
@@ -18,10 +20,6 @@ PRETRAIN_STEPS = 300
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="target not met yet: at this budget (300 steps x 128, 165 s) the probe gave 20.8% vs 16.3% for a random "
-    "encoder (+4.5 points, one seed); +10 needs a better small-budget recipe or an easier shapes variant (issue 2 note)"
-)
 def test_short_simclr_pretrain_beats_random_encoder_by_10_points(tmp_path):
     from simclr_hpc.data.shards import write_shards
 
