@@ -3,28 +3,55 @@
 Runs our Engine with ``dist.engine=ddp`` (Accelerate; DDP on one GPU) and ``dist.engine=deepspeed`` with ZeRO-2
 (SGD, since LARS needs whole parameters), on a pre-built batch on the GPU; reports images/s per GPU and model FLOP
 utilisation (MFU) = achieved FLOP/s / peak bf16 FLOP/s, the step's FLOPs counted once by
-``torch.utils.flop_counter.FlopCounterMode``. The input path is timed separately: our CPU augmentation (one process)
-vs ``SimCLRViews`` on the GPU is not measured because the package has no batched GPU augmentation path yet (the row
-says so). Without CUDA it prints one line and exits 0. Sized for about 2 minutes (scripts/gpu_check.sh gives it 150 s).
+``torch.utils.flop_counter.FlopCounterMode``. A third run, ``ddp+device_augment``, feeds what the loader workers
+send under ``data.device_augment`` (uint8 crops and each view's colour/blur parameters) and lets the step finish the
+augmentation on the GPU, so its images/s include the GPU augmentation; the workers' side of that split is timed by
+``bench.pipeline``. Sized for about 2 minutes (scripts/gpu_check.sh gives it 150 s).
+
+Without CUDA it prints one line and exits 0; ``--cpu-smoke`` instead runs every code path once on the CPU with a tiny
+model (what ``tests/bench`` checks, so the script a GPU machine runs is known to work before it gets there).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
-BATCH, STEPS, WARMUP, SIZE = 128, 10, 3, 224
+FULL = dict(batch=128, steps=10, warmup=3, size=224, model=["model.backbone=resnet50"])
+SMOKE = dict(batch=8, steps=1, warmup=1, size=32, model=["model.backbone=resnet18", "model.width=0.125"])
 
 
 def _peak_tflops(name: str) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-def _engine_run(kind: str, tmp: str) -> dict:
+def _device_augment_batch(batch: int, size: int, device) -> dict:
+    """What the workers send under data.device_augment: uint8 views, then each view's colour matrix, offset and sigma."""
+    import numpy as np
+    import torch
+
+    from simclr_hpc.data import augment
+
+    rng = random.Random(0)
+    views = [torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device) for _ in range(2)]
+    params = []
+    for _ in range(2):
+        rows = []
+        for _ in range(batch):
+            a, t = augment.colour_matrix(rng, 1.0, np.full(3, 0.5))
+            sigma = rng.uniform(0.1, 2.0) if rng.random() < 0.5 else 0.0
+            rows.append(torch.tensor([*(a / 255.0).flatten(), *t, sigma], dtype=torch.float32))
+        params.append(torch.stack(rows).to(device))
+    return {"views": tuple(views + params)}
+
+
+def _engine_run(kind: str, tmp: str, s: dict) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -33,68 +60,74 @@ def _engine_run(kind: str, tmp: str) -> dict:
     from simclr_hpc.train.optim import build_optimizer, scaled_lr
     from simclr_hpc.train.tasks import PretrainTask, StageContext
 
-    sets = [f"run.root={tmp}", "model.backbone=resnet50", "model.cifar_stem=false", f"data.image_size={SIZE}",
-            f"train.global_batch={BATCH}", "train.precision=bf16", "train.channels_last=true"]
+    batch, size = s["batch"], s["size"]
+    sets = [f"run.root={tmp}", "model.cifar_stem=false", f"data.image_size={size}", "data.augment=imagenet",
+            f"train.global_batch={batch}", "train.precision=bf16", "train.channels_last=true", *s["model"]]
     if kind == "zero2":
         sets += ["dist.engine=deepspeed", "dist.zero_stage=2", "optim.name=sgd"]
+    if kind == "ddp+device_augment":
+        sets += ["data.device_augment=true"]
     cfg = load_config(None, sets)
     engine = Engine(cfg)
+    cuda = engine.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     try:
-        from pathlib import Path
-
-        ctx = StageContext(cfg, engine, Path(tmp), BATCH, BATCH, 1)
+        ctx = StageContext(cfg, engine, Path(tmp), batch, batch, 1)
         task = PretrainTask(ctx)
         model = task.build()
-        optimizer = build_optimizer(model, cfg.optim, scaled_lr(cfg.optim, BATCH))
-        model, optimizer = engine.prepare(model, optimizer, BATCH, 1)
-        views = tuple(torch.randn(BATCH, 3, SIZE, SIZE, device=engine.device) for _ in range(2))
-        batch = {"views": views}
+        optimizer = build_optimizer(model, cfg.optim, scaled_lr(cfg.optim, batch))
+        model, optimizer = engine.prepare(model, optimizer, batch, 1)
+        if cfg.data.device_augment:
+            data = _device_augment_batch(batch, size, engine.device)
+        else:
+            data = {"views": tuple(torch.randn(batch, 3, size, size, device=engine.device) for _ in range(2))}
 
         def step():
-            loss = task.step(model, batch)
+            loss = task.step(model, data)
             engine.optimizer_step(optimizer)
             return loss
 
-        for _ in range(WARMUP):
+        for _ in range(s["warmup"]):
             step()
         with FlopCounterMode(display=False) as counter:
             step()
         flops = counter.get_total_flops()
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
-        for _ in range(STEPS):
+        for _ in range(s["steps"]):
             loss = step()
         float(loss)
-        torch.cuda.synchronize()
-        dt = (time.perf_counter() - t0) / STEPS
+        sync()
+        dt = (time.perf_counter() - t0) / s["steps"]
     finally:
         engine.close()
-    name = torch.cuda.get_device_name()
+    name = torch.cuda.get_device_name() if cuda else "cpu"
     peak = _peak_tflops(name)
-    return {"engine": kind, "device": name, "images_per_s_per_gpu": BATCH / dt, "step_s": dt,
+    return {"engine": kind, "device": name, "images_per_s_per_gpu": batch / dt, "step_s": dt,
             "tflop_per_step": flops / 1e12, "mfu": (flops / dt) / (peak * 1e12) if peak else None}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     import torch
 
-    if not torch.cuda.is_available():
+    smoke = "--cpu-smoke" in (argv if argv is not None else sys.argv[1:])
+    if not smoke and not torch.cuda.is_available():
         print("bench.gpu: skipped: no CUDA device on this machine (run on a GPU machine, e.g. scripts/gpu_check.sh)")
         return 0
+    if smoke:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU path even where a GPU exists
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
-        for kind in ("ddp", "zero2"):
+        for kind in ("ddp", "ddp+device_augment", "zero2"):
             try:
-                rows.append(_engine_run(kind, tmp))
+                rows.append(_engine_run(kind, tmp, SMOKE if smoke else FULL))
             except Exception as exc:  # report and keep going: one engine failing must not hide the other's number
                 rows.append({"engine": kind, "error": f"{type(exc).__name__}: {exc}"})
             print(json.dumps(rows[-1]), flush=True)
-    rows.append({"engine": "gpu-augment", "note": "not measured: simclr_hpc has no batched GPU augmentation path"})
-    print(json.dumps(rows[-1]))
     out = os.environ.get("OUT")
-    if out:
+    if out and not smoke:
         with open(os.path.join(out, "bench_gpu.json"), "w") as f:
             json.dump(rows, f, indent=1)
     return 1 if any("error" in r for r in rows) else 0

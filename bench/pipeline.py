@@ -9,6 +9,9 @@ after the colour ops) run too, and the ratio is taken against whichever torchvis
 DataLoader workers do) and the same batch size. Timing starts after each loader's first batch, so worker start-up
 and our shuffle-buffer fill are excluded from both.
 
+At 224 px the split path of ``data.device_augment`` runs too: the workers' share alone (decode, crop, flip; colour,
+blur and normalisation move to the GPU, where ``bench.gpu`` times them).
+
 Sizes: 32 px from 32x32 PNGs (the CIFAR preset: no blur, colour strength 0.5) and 224 px from 375x500 JPEGs (the
 ImageNet preset: blur p=0.5 with a 23 px kernel, colour strength 1.0), the shards written by
 ``simclr-hpc data shards imagefolder:DIR OUT`` (the JPEGs stored as they are).
@@ -74,7 +77,7 @@ def _rate(loader_factory, batches: int, batch_size: int, workers: int) -> float:
     """Images per second per worker over ``batches`` batches, after the first."""
     it = iter(loader_factory())
     first = next(it)
-    assert len(first["views"] if isinstance(first, dict) else first[0]) == 2
+    assert len(first["views"] if isinstance(first, dict) else first[0]) in (2, 4)  # 4: uint8 views + their params
     t0 = time.perf_counter()
     for _ in range(batches):
         next(it)
@@ -104,8 +107,8 @@ def run(cases=tuple(CASES), reps: int = 3, batches: int | None = None, batch_siz
             folder, shards = prepare(Path(tmp), case, n_images)
             k = batches or (12 if size <= 64 else 4)
 
-            def ours():
-                views = augment.SimCLRViews(size, preset, strength)
+            def ours(on_device=False):
+                views = augment.SimCLRViews(size, preset, strength, on_device=on_device)
                 return pipeline.train_loader(shards, "train", views, batch_size, seed=0, num_workers=workers)
 
             def theirs(make_views):
@@ -113,11 +116,14 @@ def run(cases=tuple(CASES), reps: int = 3, batches: int | None = None, batch_siz
                 return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
                                   persistent_workers=False)
 
-            rates = alternate({
+            runs = {
                 "ours": lambda: _rate(ours, k, batch_size, workers),
                 "v2": lambda: _rate(lambda: theirs(torchvision_views), k, batch_size, workers),
                 "classic": lambda: _rate(lambda: theirs(torchvision_classic_views), k, batch_size, workers),
-            }, reps, warmup=0)
+            }
+            if size >= 224:  # data.device_augment: the workers' share when colour/blur/normalisation run on the GPU
+                runs["device"] = lambda: _rate(lambda: ours(on_device=True), k, batch_size, workers)
+            rates = alternate(runs, reps, warmup=0)
             mine, v2, classic = median(rates["ours"]), median(rates["v2"]), median(rates["classic"])
             base = max(v2, classic)
             target = ">= 2.0" if size >= 224 else None
@@ -127,6 +133,14 @@ def run(cases=tuple(CASES), reps: int = 3, batches: int | None = None, batch_siz
                             f"(v2 uint8 {v2:.1f}, classic PIL {classic:.1f} img/s)"))
             log(f"pipeline {case}: ours {mine:.1f} img/s, torchvision v2 {v2:.1f} classic {classic:.1f}, "
                 f"ratio {mine / base:.2f}")
+            if "device" in rates:
+                split = median(rates["device"])
+                rows.append(Row("pipeline", f"{case}, data.device_augment: worker share vs whole CPU path",
+                                "images/s per worker", split, mine, split / mine, None,
+                                f"workers decode, crop and flip only; colour, blur and normalisation then run batched "
+                                f"on the GPU (timed by bench.gpu when a GPU is present); {reps} reps x {k} batches; "
+                                f"no target"))
+                log(f"pipeline {case}: worker share with device_augment {split:.1f} img/s ({split / mine:.2f}x)")
     return rows
 
 

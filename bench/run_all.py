@@ -66,7 +66,8 @@ def main() -> int:
         log(f"{name}: {time.perf_counter() - t:.0f}s")
     import torch
 
-    rows.append(Row("gpu", "ResNet-50 224px bf16, DDP and ZeRO-2", "images/s per GPU, MFU", None, None, None, None,
+    rows.append(Row("gpu", "ResNet-50 224px bf16, DDP (with and without device augmentation) and ZeRO-2",
+                    "images/s per GPU, MFU", None, None, None, None,
                     "run separately on a GPU machine: `python -m bench.gpu` (scripts/gpu_check.sh); "
                     + ("CUDA present but not run by make bench" if torch.cuda.is_available() else "no CUDA here")))
     total = time.perf_counter() - t0

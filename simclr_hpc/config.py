@@ -86,6 +86,9 @@ class DataSection(Section):
     """Colour-jitter strength s of SimCLR (0.5 for CIFAR, 1.0 for ImageNet)."""
     crop_min_scale: float = Field(0.08, gt=0.0, le=1.0)
     """Smallest area fraction of a random resized crop (SimCLR: 0.08; small images with small objects do better higher)."""
+    device_augment: bool = False
+    """Pretrain: colour jitter, grayscale, blur and normalisation run batched on the training device (the GPU) instead
+    of in the loader workers, which then only decode, crop and flip. Same augmentations; for when the CPUs starve the GPU."""
     num_workers: int = Field(2, ge=0, le=64)
     """DataLoader worker processes per rank."""
     on_error: Literal["raise", "skip"] = "raise"

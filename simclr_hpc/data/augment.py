@@ -190,34 +190,81 @@ class SimCLRViews:
     """Two (or ``n_views``) independently augmented views of one image: a tuple of float [3, size, size] tensors.
 
     ``preset``: ``cifar`` (no blur) or ``imagenet`` (blur p=0.5). ``color_strength``: s (0.5 CIFAR, 1.0 ImageNet).
+
+    ``on_device=True`` splits the work: the loader worker only decodes, crops and flips (uint8), and draws each view's
+    colour affine and blur sigma; :func:`finish_on_device` applies them to the whole batch on the training device.
+    The views are then ``(uint8 view 1, ..., uint8 view n, params 1, ..., params n)``, params being float [13]
+    (:data:`N_PARAMS`). The random draws are the same as in the CPU path, in the same order, so both paths give the
+    same views (to float rounding) but for one detail: the contrast's grey level is taken from the crop before the
+    blur rather than after it.
     """
 
     def __init__(self, size: int, preset: Literal["cifar", "imagenet"] = "cifar", color_strength: float = 0.5,
-                 n_views: int = 2, crop_min_scale: float = 0.08):
+                 n_views: int = 2, crop_min_scale: float = 0.08, on_device: bool = False):
         if preset not in ("cifar", "imagenet"):
             raise ValueError(f"augment preset {preset!r}: use cifar or imagenet")
         self.size, self.preset, self.color_strength, self.n_views = size, preset, color_strength, n_views
         self.scale = (crop_min_scale, 1.0)
-        self.blur_kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
+        self.blur_kernel = blur_kernel_size(size)
+        self.on_device = on_device
 
     def __call__(self, img, rng: random.Random | None = None) -> tuple[torch.Tensor, ...]:
         rng = rng or random
         height, width = _image_hw(img)
         boxes = [random_resized_crop_box(rng, height, width, scale=self.scale) for _ in range(self.n_views)]
         full, boxes = decode_for_boxes(img, boxes, self.size)
-        views = []
+        views, params = [], []
         for top, left, h, w in boxes:
             crop = TF.resized_crop(full, top, left, h, w, [self.size, self.size], antialias=True)
             if rng.random() < 0.5:
                 crop = crop.flip(-1)
+            sigma = rng.uniform(0.1, 2.0) if self.preset == "imagenet" and rng.random() < 0.5 else 0.0
+            if self.on_device:
+                mean = crop.float().mean(dim=(1, 2)) / 255.0
+                a, t = colour_matrix(rng, self.color_strength, mean.double().numpy())
+                views.append(crop)
+                params.append(torch.cat([torch.from_numpy(a / 255.0).flatten(), torch.from_numpy(t),
+                                         torch.tensor([sigma], dtype=torch.float64)]).float())
+                continue
             x = crop.float()
-            if self.preset == "imagenet" and rng.random() < 0.5:
-                sigma = rng.uniform(0.1, 2.0)
+            if sigma:
                 x = gaussian_blur(x, self.blur_kernel, sigma)
             mean = (x.mean(dim=(1, 2)) / 255.0).double().numpy()
             a, t = colour_matrix(rng, self.color_strength, mean)
             views.append(_normalise_affine(torch.from_numpy(a / 255.0).float(), torch.from_numpy(t).float(), x))
-        return tuple(views)
+        return tuple(views + params)
+
+
+N_PARAMS = 13  # per view on the device path: the colour matrix (9, scaled by 1/255), its offset (3), blur sigma (1)
+
+
+def blur_kernel_size(size: int) -> int:
+    """SimCLR's blur kernel: about 10 % of the image side, odd, at least 3."""
+    return max(3, int(0.1 * size) // 2 * 2 + 1)
+
+
+def finish_on_device(views: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """The device half of ``SimCLRViews(on_device=True)`` for a whole batch: blur, colour, clamp and normalisation.
+
+    ``views``: uint8 [B, 3, S, S]; ``params``: float [B, 13] from the workers; both on the device that trains. Returns
+    float [B, 3, S, S]. Per-sample blur is one grouped convolution per direction (sigma 0 = no blur)."""
+    b, c, h, w = views.shape
+    x = views.float()
+    sigma = params[:, 12]
+    if bool((sigma > 0).any()):
+        kernel = blur_kernel_size(h)
+        half = kernel // 2
+        offsets = torch.arange(-half, half + 1, device=x.device, dtype=torch.float32)
+        g = torch.exp(-0.5 * (offsets / sigma.clamp_min(1e-6).unsqueeze(1)) ** 2)
+        g = torch.where(sigma.unsqueeze(1) > 0, g, (offsets == 0).float().expand(b, kernel))  # identity when no blur
+        g = (g / g.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # [B*3, k]: one kernel per channel
+        y = torch.nn.functional.pad(x.reshape(1, b * c, h, w), (half, half, half, half), mode="reflect")
+        y = torch.nn.functional.conv2d(y, g.view(b * c, 1, 1, kernel), groups=b * c)
+        x = torch.nn.functional.conv2d(y, g.view(b * c, 1, kernel, 1), groups=b * c).reshape(b, c, h, w)
+    a, t = params[:, :9].reshape(b, 3, 3), params[:, 9:12]
+    y = torch.baddbmm(t.unsqueeze(2), a, x.reshape(b, c, h * w)).clamp_(0.0, 1.0)
+    mean, inv_std = _MEAN_T.to(y.device), _INV_STD_T.to(y.device)
+    return y.sub_(mean).mul_(inv_std).reshape(b, c, h, w)
 
 
 class SupervisedAugment:

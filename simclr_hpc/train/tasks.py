@@ -136,7 +136,8 @@ class PretrainTask:
     def batches(self, segment: int) -> Iterator[dict]:
         cfg = self.cfg
         transform = augment.SimCLRViews(
-            cfg.data.image_size, cfg.data.augment, cfg.data.color_strength, crop_min_scale=cfg.data.crop_min_scale
+            cfg.data.image_size, cfg.data.augment, cfg.data.color_strength, crop_min_scale=cfg.data.crop_min_scale,
+            on_device=cfg.data.device_augment,
         )
         return pipeline.train_loader(
             cfg.data.shards, cfg.data.train_split, transform, self.ctx.per_device, cfg.run.seed,
@@ -149,7 +150,11 @@ class PretrainTask:
 
     def step(self, model: nn.Module, batch: dict) -> torch.Tensor:
         engine, device = self.ctx.engine, self.ctx.device
-        x_a, x_b = (v.to(device, non_blocking=True) for v in batch["views"])
+        views = [v.to(device, non_blocking=True) for v in batch["views"]]
+        if self.cfg.data.device_augment:  # uint8 crops + per-view colour/blur parameters: finish them here
+            half = len(views) // 2
+            views = [augment.finish_on_device(v, p) for v, p in zip(views[:half], views[half:])]
+        x_a, x_b = views
         if engine.cuda and self.cfg.train.channels_last:
             x_a, x_b = x_a.contiguous(memory_format=torch.channels_last), x_b.contiguous(memory_format=torch.channels_last)
         n, m = x_a.shape[0], self.ctx.micro

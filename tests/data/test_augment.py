@@ -91,3 +91,36 @@ def test_jpeg_is_decoded_at_reduced_size_when_crops_allow():
 def test_supervised_augment_outputs_normalised_tensor():
     out = SupervisedAugment(32)(_image(), random.Random(0))
     assert out.shape == (3, 32, 32) and -3 < float(out.min()) and float(out.max()) < 3
+
+
+def _device_path(transform, images, seed):
+    """Worker half per image (as the loader runs it), then the batched device half, on the CPU here."""
+    parts = [transform(img, random.Random(seed + i)) for i, img in enumerate(images)]
+    n = transform.n_views
+    assert all(p[v].dtype == torch.uint8 and p[n + v].shape == (augment.N_PARAMS,) for p in parts for v in range(n))
+    return [augment.finish_on_device(torch.stack([p[v] for p in parts]), torch.stack([p[n + v] for p in parts]))
+            for v in range(n)]
+
+
+def test_device_path_gives_the_cpu_path_views_cifar_preset():
+    images = [_image(40, 48, seed) for seed in range(16)]
+    cpu = SimCLRViews(32, "cifar", 1.0)
+    dev = _device_path(SimCLRViews(32, "cifar", 1.0, on_device=True), images, seed=100)
+    for v in range(2):
+        ref = torch.stack([cpu(img, random.Random(100 + i))[v] for i, img in enumerate(images)])
+        torch.testing.assert_close(dev[v], ref, rtol=0, atol=1e-5)
+
+
+def test_device_path_blurs_per_sample_like_the_cpu_path_imagenet_preset():
+    images = [_image(64, 64, seed) for seed in range(24)]
+    cpu = SimCLRViews(48, "imagenet", 1.0)
+    dev_t = SimCLRViews(48, "imagenet", 1.0, on_device=True)
+    dev = _device_path(dev_t, images, seed=7)
+    sigmas = torch.stack([dev_t(img, random.Random(7 + i))[2][12] for i, img in enumerate(images)])
+    blurred = sigmas > 0
+    assert 0 < int(blurred.sum()) < len(images)  # both kinds are in the batch: one kernel per sample
+    ref = torch.stack([cpu(img, random.Random(7 + i))[0] for i, img in enumerate(images)])
+    torch.testing.assert_close(dev[0][~blurred], ref[~blurred], rtol=0, atol=1e-5)
+    # Blurred views: the same blur; only the contrast's grey level comes from the crop before the blur, not after.
+    diff = (dev[0][blurred] - ref[blurred]).abs()
+    assert diff.mean() < 2e-3 and diff.max() < 0.05, (diff.mean(), diff.max())

@@ -158,3 +158,18 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_shards, tm
     assert good.name == "step-00000004"
     state = ckpt.load_state(good)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_pretrain_with_augmentation_on_the_device_trains_like_the_worker_path(tiny_shards, tmp_path):
+    """data.device_augment moves colour/blur/normalisation from the loader workers to the training device (the GPU on
+    a cluster, the CPU here): the same views, so the same per-step losses."""
+    losses = {}
+    for name, on_device in (("workers", "false"), ("device", "true")):
+        args = _cli("pretrain", tiny_overrides(tiny_shards, tmp_path, steps=3) + [
+            f"run.name={name}", f"data.device_augment={on_device}", "data.color_strength=1.0"])
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        metrics = (tmp_path / "t" / "pretrain" / name / "metrics.jsonl").read_text().splitlines()
+        losses[name] = [json.loads(line)["loss"] for line in metrics]
+    assert len(losses["device"]) == 3
+    assert losses["device"] == pytest.approx(losses["workers"], rel=1e-4)
