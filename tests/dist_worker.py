@@ -72,7 +72,8 @@ def case_train(args: dict) -> dict:
         sl = slice(engine.rank * per_device, (engine.rank + 1) * per_device)
         engine.set_lr(optimizer, lr_at(step, peak, args["steps"], 1))
         gather = D.all_gather_with_grad if engine.world_size > 1 else None
-        z = model(torch.cat([x_a[sl], x_b[sl]]).to(engine.device))
+        with engine.autocast():  # a no-op on CPU; on a GPU, bf16 (DeepSpeed's bf16 weights need it)
+            z = model(torch.cat([x_a[sl], x_b[sl]]).to(engine.device))
         loss = nt_xent(z[:per_device], z[per_device:], cfg.pretrain.temperature, gather=gather, rank=engine.rank)
         engine.backward(loss, last=True)
         engine.optimizer_step(optimizer)
