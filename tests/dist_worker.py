@@ -83,6 +83,31 @@ def case_train(args: dict) -> dict:
     return {"params": params, "losses": losses, "world": engine.world_size}
 
 
+def case_zero_state(args: dict) -> dict:
+    """ZeRO optimizer state in torch's format: take one AdamW step (or load ``args["load"]``), then gather it."""
+    from simclr_hpc.config import load_config
+    from simclr_hpc.losses import nt_xent
+    from simclr_hpc.train.engine import Engine, derive_batch
+    from simclr_hpc.train.optim import build_optimizer
+    from simclr_hpc.train.tasks import build_simclr
+
+    cfg = load_config(overrides=args["overrides"])
+    engine = Engine(cfg)
+    per_device, micro, accumulation = derive_batch(cfg.train.global_batch, engine.world_size, 0)
+    torch.manual_seed(0)
+    model = build_simclr(cfg.model)
+    loaded = torch.load(args["load"], weights_only=True) if args.get("load") else None
+    model, optimizer = engine.prepare(model, build_optimizer(model, cfg.optim, 0.01), micro, accumulation, loaded)
+    if loaded is None:
+        x = torch.randn(2 * per_device, 3, 16, 16, generator=torch.Generator().manual_seed(engine.rank))
+        z = model(x)
+        engine.backward(nt_xent(z[:per_device], z[per_device:], 0.2), last=True)
+        engine.optimizer_step(optimizer)
+    state = engine.optimizer_state(optimizer)
+    engine.close()
+    return {"state": state, "world": engine.world_size}
+
+
 def case_stage(args: dict) -> dict:
     """A whole stage through run_stage (what a Slurm task runs)."""
     from simclr_hpc.config import load_config
