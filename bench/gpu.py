@@ -6,7 +6,7 @@ utilisation (MFU) = achieved FLOP/s / peak bf16 FLOP/s, the step's FLOPs counted
 ``torch.utils.flop_counter.FlopCounterMode``. A third run, ``ddp+device_augment``, feeds what the loader workers
 send under ``data.device_augment`` (uint8 crops and each view's colour/blur parameters) and lets the step finish the
 augmentation on the GPU, so its images/s include the GPU augmentation; the workers' side of that split is timed by
-``bench.pipeline``. Sized for about 2 minutes (scripts/gpu_check.sh gives it 150 s).
+``bench.pipeline``. Sized for about 2 minutes (scripts/gpu_check.sh gives it 200 s).
 
 Without CUDA it prints one line and exits 0; ``--cpu-smoke`` instead runs every code path once on the CPU with a tiny
 model (what ``tests/bench`` checks, so the script a GPU machine runs is known to work before it gets there).

@@ -43,6 +43,6 @@ nvidia-smi > "$LOG_DIR/nvidia-smi.log" 2>&1 || true
 step doctor 60 "$PY" -m simclr_hpc.cli.main doctor --offline --run-root "$LOG_DIR/runs"
 step pytest-gpu 300 "$PY" -m pytest -m gpu -p no:cacheprovider --timeout=240 -q "--junitxml=$LOG_DIR/pytest-gpu.xml"
 if [ -f bench/gpu.py ] || [ -f bench/gpu/__init__.py ]; then
-    step bench-gpu 150 "$PY" -m bench.gpu
+    step bench-gpu 200 "$PY" -m bench.gpu
 fi
 exit "$status"
