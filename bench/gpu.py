@@ -32,23 +32,17 @@ def _peak_tflops(name: str) -> float | None:
 
 
 def _device_augment_batch(batch: int, size: int, device) -> dict:
-    """What the workers send under data.device_augment: uint8 views, then each view's colour matrix, offset and sigma."""
-    import numpy as np
+    """What the workers send under data.device_augment (uint8 views, then each view's colour/blur parameters), made by
+    the workers' own transform from random images."""
     import torch
 
     from simclr_hpc.data import augment
 
-    rng = random.Random(0)
-    views = [torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device) for _ in range(2)]
-    params = []
-    for _ in range(2):
-        rows = []
-        for _ in range(batch):
-            a, t = augment.colour_matrix(rng, 1.0, np.full(3, 0.5))
-            sigma = rng.uniform(0.1, 2.0) if rng.random() < 0.5 else 0.0
-            rows.append(torch.tensor([*(a / 255.0).flatten(), *t, sigma], dtype=torch.float32))
-        params.append(torch.stack(rows).to(device))
-    return {"views": tuple(views + params)}
+    transform = augment.SimCLRViews(size, "imagenet", 1.0, on_device=True)
+    gen, rng = torch.Generator().manual_seed(0), random.Random(0)
+    samples = [transform(torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen), rng)
+               for _ in range(batch)]
+    return {"views": tuple(torch.stack(parts).to(device) for parts in zip(*samples))}
 
 
 def _engine_run(kind: str, tmp: str, s: dict) -> dict:
