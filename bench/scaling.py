@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,25 +19,37 @@ import time
 from pathlib import Path
 
 from bench._common import REPO, Row, alternate, log, make_imagefolder, make_shards, median
+from tests.distributed_helpers import free_port
 
 SETTINGS = dict(width=0.125, per_device=16, steps=4)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _pretrain_sets(out: Path, name: str, shards: Path, s: dict, world: int) -> list[str]:
+    """``--set`` arguments of one measured run: ``s['per_device']`` images per rank (weak scaling)."""
+    sets = [f"run.root={out}", f"run.name={name}", f"data.shards={shards}", "data.num_workers=0",
+            f"model.width={s['width']}", f"train.global_batch={s['per_device'] * world}", f"train.steps={s['steps']}",
+            f"train.ckpt_every_steps={s['steps']}", f"train.log_every_steps={s['steps']}"]
+    return [arg for value in sets for arg in ("--set", value)]
+
+
+def _images_per_s(result_path: Path, world: int) -> float:
+    result = json.loads(result_path.read_text())
+    assert result["world_size"] == world, result["world_size"]
+    return float(result["images_per_s"])
+
+
+def _efficiency_row(case: str, metric: str, rates: dict, note: str) -> Row:
+    one, two = median(rates[1]), median(rates[2])
+    log(f"scaling {case}: {one:.1f} img/s with 1, {two:.1f} img/s with 2, efficiency {two / (2 * one):.2f}")
+    return Row("scaling", case, metric, two, one, two / (2 * one), None, note)
 
 
 def _run_world(world: int, shards: Path, out: Path, s: dict, counter: list) -> float:
     counter.append(1)
     name = f"w{world}-{len(counter)}"
-    port = _free_port()
+    port = free_port()
     args = ["-c", "from simclr_hpc.cli.main import main; main()", "run", "pretrain",
-            "--set", f"run.root={out}", "--set", f"run.name={name}", "--set", f"data.shards={shards}",
-            "--set", "data.num_workers=0", "--set", f"model.width={s['width']}",
-            "--set", f"train.global_batch={s['per_device'] * world}", "--set", f"train.steps={s['steps']}",
-            "--set", f"train.ckpt_every_steps={s['steps']}", "--set", f"train.log_every_steps={s['steps']}"]
+            *_pretrain_sets(out, name, shards, s, world)]
     procs = []
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
@@ -51,39 +61,7 @@ def _run_world(world: int, shards: Path, out: Path, s: dict, counter: list) -> f
     for rank, (p, text) in enumerate(zip(procs, logs)):
         if p.returncode != 0:
             raise RuntimeError(f"scaling world {world} rank {rank} failed:\n{text[-3000:]}")
-    result = json.loads((out / "adhoc" / "pretrain" / name / "result.json").read_text())
-    assert result["world_size"] == world, result["world_size"]
-    return float(result["images_per_s"])
-
-
-def slurm_unavailable_reason() -> str | None:
-    """Why the 2-node measurement cannot run, or None when the local test cluster is up (started here if need be)."""
-    if _cluster_healthy():
-        return None
-    if not shutil.which("sbatch") or not shutil.which("slurmd"):
-        return "Slurm is not installed (run `make slurm-deps` as root)"
-    if os.geteuid() != 0:
-        return "the local Slurm test cluster is down and starting it needs root (`sudo make slurm-up`)"
-    return "the local Slurm test cluster could not be started (see `make slurm-up`)"
-
-
-def _cluster_healthy() -> bool:
-    if not shutil.which("scontrol"):
-        return False
-    if subprocess.run(["scontrol", "ping"], capture_output=True, text=True).returncode != 0:
-        return False
-    states = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True).stdout.split()
-    return "node1" in states and "node2" in states and not any(t.rstrip("*") in ("down", "drained") for t in states)
-
-
-def _start_cluster() -> bool:
-    """Start the local test cluster when it is down and this is root with Slurm installed; True if started here."""
-    if _cluster_healthy() or os.geteuid() != 0 or not shutil.which("slurmd"):
-        return False
-    env = {**os.environ, "SLURM_LOCAL_ACCOUNTING": "1", "SLURM_LOCAL_NO_INSTALL": "1"}
-    subprocess.run(["bash", str(REPO / "slurm/testing/setup.sh"), "netns", "2"], env=env, capture_output=True,
-                   text=True, timeout=180)
-    return _cluster_healthy()
+    return _images_per_s(out / "adhoc" / "pretrain" / name / "result.json", world)
 
 
 def _run_nodes(nodes: int, shards: Path, out: Path, s: dict, counter: list) -> float:
@@ -91,11 +69,8 @@ def _run_nodes(nodes: int, shards: Path, out: Path, s: dict, counter: list) -> f
     counter.append(1)
     name = f"n{nodes}-{len(counter)}"
     cmd = [sys.executable, "-m", "simclr_hpc.cli.main", "submit", "pretrain", "--profile", "local",
-           "--nodes", str(nodes), "--gpus-per-node", "1",
-           "--set", f"run.root={out}", "--set", "run.study=bench", "--set", f"run.name={name}",
-           "--set", f"data.shards={shards}", "--set", "data.num_workers=0", "--set", f"model.width={s['width']}",
-           "--set", f"train.global_batch={s['per_device'] * nodes}", "--set", f"train.steps={s['steps']}",
-           "--set", f"train.ckpt_every_steps={s['steps']}", "--set", f"train.log_every_steps={s['steps']}"]
+           "--nodes", str(nodes), "--gpus-per-node", "1", "--set", "run.study=bench",
+           *_pretrain_sets(out, name, shards, s, nodes)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f"submit --nodes {nodes} failed: {proc.stderr.strip()[-2000:]}")
@@ -105,31 +80,28 @@ def _run_nodes(nodes: int, shards: Path, out: Path, s: dict, counter: list) -> f
         if time.monotonic() > deadline:
             raise RuntimeError(f"--nodes {nodes}: no result.json after 600 s ({proc.stdout.strip()})")
         time.sleep(1.0)
-    result = json.loads(result_path.read_text())
-    assert result["world_size"] == nodes, result["world_size"]
-    return float(result["images_per_s"])
+    return _images_per_s(result_path, nodes)
 
 
 def _two_nodes_row(shards: Path, out: Path, s: dict, reps: int) -> Row:
+    """1 vs 2 nodes on the local Slurm test cluster, started here (and stopped again) when it is down and can be."""
+    from tests.slurm_cluster import stop_cluster, try_start_cluster
+
     case = "1 vs 2 nodes, local Slurm test cluster"
-    started = _start_cluster()
+    started, reason = try_start_cluster()
+    if reason:
+        return Row("scaling", case, "efficiency", None, None, None, None, f"not measured: {reason.splitlines()[0]}")
     try:
-        reason = slurm_unavailable_reason()
-        if reason:
-            return Row("scaling", case, "efficiency", None, None, None, None, f"not measured: {reason}")
         counter: list = []
         rates = alternate({n: (lambda n=n: _run_nodes(n, shards, out, s, counter)) for n in (1, 2)}, reps, warmup=0)
     finally:
         if started:
-            subprocess.run(["bash", str(REPO / "slurm/testing/teardown.sh")], capture_output=True, timeout=120)
-    one, two = median(rates[1]), median(rates[2])
-    eff = two / (2 * one)
-    log(f"scaling: 1 node {one:.1f} img/s, 2 nodes {two:.1f} img/s, efficiency {eff:.2f}")
-    return Row("scaling", case, "images/s (2 nodes) / (2 x images/s (1 node))", two, one, eff, None,
-               f"`submit pretrain --nodes N --gpus-per-node 1`, ResNet-18 w{s['width']}, {s['per_device']}/rank, "
-               f"{s['steps']} steps, gloo over the namespaces' bridge, {reps} job(s) each; both 'nodes' share this "
-               f"machine's {os.cpu_count()} cores, so this is launcher + network overhead, not cluster scaling "
-               f"(no target)")
+            stop_cluster()
+    return _efficiency_row(
+        case, "images/s (2 nodes) / (2 x images/s (1 node))", rates,
+        f"`submit pretrain --nodes N --gpus-per-node 1`, ResNet-18 w{s['width']}, {s['per_device']}/rank, "
+        f"{s['steps']} steps, gloo over the namespaces' bridge, {reps} job(s) each; both 'nodes' share this "
+        f"machine's {os.cpu_count()} cores, so this is launcher + network overhead, not cluster scaling (no target)")
 
 
 def run(reps: int = 1, n_images: int = 256, **overrides) -> list[Row]:
@@ -141,12 +113,9 @@ def run(reps: int = 1, n_images: int = 256, **overrides) -> list[Row]:
         out = Path(tmp) / "runs"
         rates = alternate({w: (lambda w=w: _run_world(w, shards, out, s, counter)) for w in (1, 2)}, reps, warmup=0)
         nodes_row = _two_nodes_row(shards, out, s, reps)
-    one, two = median(rates[1]), median(rates[2])
-    eff = two / (2 * one)
-    log(f"scaling: 1 process {one:.1f} img/s, 2 processes {two:.1f} img/s, efficiency {eff:.2f}")
-    return [Row("scaling", "1 vs 2 processes, this machine (gloo)", "images/s (2) / (2 x images/s (1))", two, one, eff,
-                None, f"ResNet-18 w{s['width']}, {s['per_device']}/rank, {s['steps']} steps, 1 thread/rank, {reps} run(s) "
-                f"each; {os.cpu_count()} shared cores: 2 ranks cannot scale here (no target)"),
+    return [_efficiency_row("1 vs 2 processes, this machine (gloo)", "images/s (2) / (2 x images/s (1))", rates,
+                            f"ResNet-18 w{s['width']}, {s['per_device']}/rank, {s['steps']} steps, 1 thread/rank, "
+                            f"{reps} run(s) each; {os.cpu_count()} shared cores: 2 ranks cannot scale here (no target)"),
             nodes_row]
 
 

@@ -74,21 +74,29 @@ def _why_not_possible() -> str | None:
     return None
 
 
-def start_cluster() -> bool:
-    """Start the test cluster unless a healthy one is up; return True if this call started it."""
+def try_start_cluster() -> tuple[bool, str | None]:
+    """Start the test cluster unless a healthy one is up: ``(started_here, None)``, or ``(False, why)`` when it is
+    down and cannot be started. Used by the fixture (which fails on a reason) and by ``bench/scaling.py``."""
     if _healthy():
-        return False
+        return False, None
     reason = _why_not_possible()
     if reason:
-        pytest.fail(reason, pytrace=False)
+        return False, reason
     env = dict(os.environ, SLURM_LOCAL_ACCOUNTING="1", SLURM_LOCAL_NO_INSTALL="1")
     proc = subprocess.run(["bash", str(SCRIPTS / "setup.sh"), "netns", str(len(NODES))], env=env,
                           capture_output=True, text=True, timeout=180)
     if proc.returncode != 0 or not _healthy():
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
-        pytest.fail(f"slurm/testing/setup.sh could not start the test cluster (exit {proc.returncode}):\n{tail}",
-                    pytrace=False)
-    return True
+        return False, f"slurm/testing/setup.sh could not start the test cluster (exit {proc.returncode}):\n{tail}"
+    return True, None
+
+
+def start_cluster() -> bool:
+    """Start the test cluster unless a healthy one is up; return True if this call started it. Fails with the reason."""
+    started, reason = try_start_cluster()
+    if reason:
+        pytest.fail(reason, pytrace=False)
+    return started
 
 
 def stop_cluster() -> None:
