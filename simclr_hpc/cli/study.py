@@ -23,10 +23,9 @@ OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Only runs 
 
 
 def _plan(path: Path):
+    """The expanded study; every schema, reference and run-config problem, one line each, before anything is written."""
     from simclr_hpc.study.plan import load_plan
-    from simclr_hpc.study.spec import load_study
 
-    load_study(path)  # every schema, reference and run-config problem, one line each, before anything is written
     return load_plan(path)
 
 

@@ -12,7 +12,7 @@ import csv
 import json
 from pathlib import Path
 
-from simclr_hpc.study.plan import Plan, RunSpec
+from simclr_hpc.study.runs import Plan, RunSpec
 
 COLUMNS = (
     "stage", "name", "status", "section", "kind", "encoder", "base", "seed", "dataset", "label_fraction", "head_layer",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from simclr_hpc.study.aggregate import events_path, read_result
-from simclr_hpc.study.plan import Plan, RunSpec
+from simclr_hpc.study.runs import Plan, RunSpec
 
 RUN_TARGET = "simclr_hpc.train.runner:run_stage"
 

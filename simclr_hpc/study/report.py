@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simclr_hpc.study.aggregate import collect, not_done, summary, write_csv
-from simclr_hpc.study.plan import Plan
+from simclr_hpc.study.runs import Plan
 
 
 @dataclass
