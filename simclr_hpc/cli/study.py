@@ -126,17 +126,13 @@ def submit_cmd(
 def _print_sbatch(plan, only, profile, container, parallelism) -> None:
     """The launcher's exact sbatch script of each array (dependencies shown as placeholders: nothing is submitted)."""
     from simclr_hpc.launch import make_request, render_array
-    from simclr_hpc.study.engine import is_done
+    from simclr_hpc.study.walk import arrays, select
 
     request = make_request(executor="slurm", profile=profile, container=container)
-    for w, wave in enumerate(plan.waves()):
-        for stage in dict.fromkeys(run.stage for run in wave):
-            cfgs = [r.cfg for r in wave if r.stage == stage and (only is None or stage in only) and not is_done(r)]
-            if not cfgs:
-                continue
-            for script in render_array(stage, cfgs, request, parallelism=parallelism or None):
-                print(f"# ---- sbatch script of array {plan.study.name}-{stage}-w{w} ({len(cfgs)} runs) ----")
-                print(script.rstrip())
+    for array in arrays(plan, select(plan, only).todo):
+        for script in render_array(array.stage, [r.cfg for r in array.runs], request, parallelism=parallelism or None):
+            print(f"# ---- sbatch script of array {array.name} ({len(array.runs)} runs) ----")
+            print(script.rstrip())
 
 
 @study_app.command("status")
