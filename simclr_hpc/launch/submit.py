@@ -104,6 +104,12 @@ def _stage_folder(stage: str, cfg: Config) -> Path:
     return cfg.run_dir(stage) / "slurm"
 
 
+def array_stamp() -> str:
+    """The time stamp in a sweep's log folders: one maker for ``render_array`` and ``submit_array``, so the dry run
+    prints the folder naming the submission would use (microseconds: two sweeps of one second do not collide)."""
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+
+
 def _array_folder(stage: str, cfg: Config, stamp: str, chunk: int) -> Path:
     return Path(cfg.run.root) / cfg.run.study / stage / "_arrays" / f"{stamp}-{chunk}"
 
@@ -183,7 +189,7 @@ def render_array(stage: str, cfgs: list[Config], request: LaunchRequest | None =
     if parallelism:
         request = request.model_copy(update={"array_parallelism": parallelism})
     cfgs, plan, dep_ids = _prepare(stage, cfgs, request, dependency, dry_run=True, array=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = array_stamp()
     scripts = []
     for k, idx in enumerate(_chunks(len(cfgs), _max_array(plan))):
         dep = _afterok(dep_ids, f"afterany:<job id of array {k}>" if k else None)
@@ -271,7 +277,7 @@ def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, paralle
         return _local_array(stage, cfgs, plan, dep_ids, target)
     for cfg in cfgs:
         _write_submitted_config(stage, cfg)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    stamp = array_stamp()
     records: list[JobRecord] = []
     previous: str | None = None
     for k, idx in enumerate(_chunks(len(cfgs), _max_array(plan))):
