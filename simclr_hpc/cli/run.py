@@ -9,11 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from simclr_hpc.cli.common import user_errors
+from simclr_hpc.cli.common import ConfigOpt, SetOpt, user_errors
 from simclr_hpc.config import STAGES, ConfigError, dump_config, load_config
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", help="YAML with only what differs from the defaults.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override one field: --set train.steps=200 (repeatable).")]
 
 
 def _stage(stage: str) -> str:

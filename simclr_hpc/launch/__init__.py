@@ -40,9 +40,9 @@ from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.executor import LaunchRequest, Plan, build_plan, render_sbatch
 from simclr_hpc.launch.profile import Profile, list_profiles, load_profile, parse_time_min
 from simclr_hpc.launch.registry import JobRecord, Registry, find_job, registry_path, study_registries
+from simclr_hpc.launch.checks import parse_dependency
 from simclr_hpc.launch.submit import (
     make_request,
-    parse_dependency,
     render_array,
     render_stage,
     submit_array,

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from simclr_hpc.launch import slurm
+from simclr_hpc.launch.task import pid_alive
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -205,15 +206,8 @@ class Registry:
 
 
 def _pid_alive(job_id: str) -> bool:
-    if not job_id.isdigit():
-        return False
-    try:
-        with open(f"/proc/{job_id}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-    except OSError:
-        return True
+    """A local executor's job id is its pid: whether that process still runs."""
+    return job_id.isdigit() and pid_alive(int(job_id))
 
 
 def study_registries(root: str | Path, study: str | None = None) -> list[Registry]:

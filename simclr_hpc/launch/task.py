@@ -54,7 +54,7 @@ def requeue_after_lost_peer(max_requeues: int) -> bool:
 
 
 def resolve_target(target: str):
-    """``"package.module:function"`` -> the function."""
+    """``"package.module:function"`` -> the function (so tests can swap the run function without patching)."""
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -102,18 +102,18 @@ class StageJob(submitit.helpers.Checkpointable):
 
     def _wait_for_dependencies(self) -> None:
         for pid in self.wait_exit:
-            while _alive(pid):
+            while pid_alive(pid):
                 time.sleep(1.0)
         for pid, result_path in self.wait_for:
             while not os.path.exists(result_path):
-                if not _alive(pid):
+                if not pid_alive(pid):
                     if os.path.exists(result_path):
                         break
                     raise RuntimeError(f"dependency job {pid} ended without writing {result_path}")
                 time.sleep(1.0)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """The process exists and is not a zombie (a finished child its parent has not reaped yet)."""
     try:
         with open(f"/proc/{pid}/stat") as f:

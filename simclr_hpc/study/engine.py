@@ -17,7 +17,6 @@ fallback), :class:`LaunchBackend` goes through ``simclr_hpc.launch`` (submitit's
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
@@ -27,18 +26,10 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from simclr_hpc.data.index import has_index
+from simclr_hpc.launch.task import RUN_TARGET, resolve_target
 from simclr_hpc.study.aggregate import events_path, read_result
 from simclr_hpc.study.runs import Plan, RunSpec
 from simclr_hpc.study.walk import arrays, is_done, select
-
-RUN_TARGET = "simclr_hpc.train.runner:run_stage"
-
-
-def resolve(target: str) -> Callable:
-    """``"package.module:function"`` -> the function (so tests can swap the run function without patching)."""
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
 
 @dataclass
 class Outcome:
@@ -73,7 +64,7 @@ class InProcessBackend:
         self.total = 0
 
     def submit(self, stage: str, runs: list[RunSpec], after: list[str]) -> list[Outcome]:
-        fn = resolve(self.target)
+        fn = resolve_target(self.target)
         outcomes = []
         for run in runs:
             start = time.monotonic()
