@@ -22,7 +22,6 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Protocol
 
 from simclr_hpc.data.index import has_index
