@@ -12,6 +12,7 @@ import csv
 import json
 from pathlib import Path
 
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.study.plan import Plan, RunSpec
 
 COLUMNS = (
@@ -46,11 +47,7 @@ def read_events(plan: Plan) -> dict[str, dict]:
 
 def read_result(path: Path) -> dict | None:
     """A run's result.json, or None when absent or unreadable (it is written atomically, so unreadable = corrupt)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return rundir.read_result_json(path)
 
 
 def read_jobs(plan: Plan, refresh: bool = False) -> dict[str, dict]:
@@ -110,7 +107,7 @@ def collect(plan: Plan, refresh_jobs: bool = False) -> list[dict]:
                 row[key] = result.get(key)
             if row["k"] is None and row["section"] == "transfer":
                 row["k"] = row["num_classes"]
-            row["stale"] = bool(result.get("config_hash")) and result.get("config_hash") != run.cfg.hash()
+            row["stale"] = bool(result.get("config_hash")) and result.get("config_hash") != run.cfg.hash(run.stage)
         rows.append(row)
     return rows
 
@@ -123,13 +120,11 @@ def not_done(rows: list[dict]) -> list[dict]:
 def write_csv(rows: list[dict], path: Path) -> Path:
     """Write ``results.csv`` (every planned run, one row each) atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
+    with fsutil.atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in COLUMNS})
-    tmp.replace(path)
     return path
 
 

@@ -23,6 +23,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simclr_hpc import rundir
 from simclr_hpc.config import Config, ConfigError, build_config, check_safe_name
 from simclr_hpc.study.spec import Study, StudyError, _nest, index_num_classes, source_num_classes
 
@@ -53,7 +54,7 @@ class RunSpec:
 
     @property
     def result_path(self) -> Path:
-        return self.run_dir / "result.json"
+        return rundir.result_path(self.run_dir)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simclr_hpc import fsutil
 from simclr_hpc.study.aggregate import collect, not_done, summary, write_csv
 from simclr_hpc.study.plan import Plan
 
@@ -469,7 +470,5 @@ def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
     if findings:
         lines[2:2] = ["## Headline findings", "", *[f"- {f}" for f in findings], ""]
     path = out / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    fsutil.write_text_atomic(path, "\n".join(lines))
     return Report(path, csv_path, plots, findings, counts)
