@@ -33,13 +33,14 @@ def run(
 def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     cfg = load_config(config, overrides)
     _stage(stage)
+    from simclr_hpc.fsutil import AtomicWriteError
     from simclr_hpc.train.loop import NonFiniteLoss
     from simclr_hpc.train.checkpoint import CheckpointError
     from simclr_hpc.train.runner import run_stage
 
     try:
         result = run_stage(stage, cfg)
-    except (NonFiniteLoss, CheckpointError) as err:
+    except (NonFiniteLoss, CheckpointError, AtomicWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1)
     print(json.dumps({"run_dir": result["run_dir"], "metrics": result["metrics"]}))

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from simclr_hpc import rundir
 from simclr_hpc.cli.common import ConfigOpt, SetOpt, user_errors
 from simclr_hpc.config import load_config
 
@@ -92,7 +93,7 @@ def _sweep(stage: str, study: Path, manifest: Path | None, dry_run: bool, parall
         raise LaunchError(f"sweep {stage}: use one of {', '.join(SWEEP_STAGES)} (pretrain runs are `submit pretrain`)")
     cfgs = _sweep_configs(study, stage)
     if not include_done:
-        done = [c for c in cfgs if (c.run_dir(stage) / "result.json").exists()]
+        done = [c for c in cfgs if rundir.is_finished(c.run_dir(stage))]
         if done:
             print(f"skipping {len(done)} finished run(s) (result.json present); --include-done to rerun them")
         cfgs = [c for c in cfgs if c not in done]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +30,7 @@ import numpy as np
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
+from simclr_hpc import fsutil
 from simclr_hpc.data.index import FORMAT, INDEX, DatasetIndex, read_index
 from simclr_hpc.data.sources import DataError, Source, Split, encode_image, open_source
 
@@ -39,12 +39,6 @@ IMAGE_EXTS = ("png", "jpg")
 CONTACT_SHEET = "contact_sheet.png"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -138,14 +132,12 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
                         data, ext = encode_image(image, image_format), image_format
                     tar.write({"__key__": key, ext: data, "cls": str(int(split.labels[pos])).encode()})
                     keys.append(key)
-            shards.append({"name": shard_name, "count": len(positions), "sha256": _sha256(out / shard_name)})
+            shards.append({"name": shard_name, "count": len(positions), "sha256": fsutil.sha256_file(out / shard_name)})
         doc["splits"][name] = {"keys": keys, "labels": [int(v) for v in split.labels], "shards": shards}
     doc["image_size"] = list(next(iter(sizes))) if len(sizes) == 1 else None
     doc["channels"] = int(channels)
     doc["content_hash"] = _content_hash(doc)
-    tmp = out / f".{INDEX}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, out / INDEX)
+    fsutil.write_text_atomic(out / INDEX, json.dumps(doc, indent=1))
     return read_index(out)
 
 
@@ -272,7 +264,7 @@ def verify(shards_dir: str | Path) -> list[str]:
             if not path.is_file():
                 problems.append(f"{shard.name}: shard file missing ({stop - start} samples of split {split_name})")
                 continue
-            if _sha256(path) != shard.sha256:
+            if fsutil.sha256_file(path) != shard.sha256:
                 problems.append(f"{shard.name}: sha256 differs from index.json (the file changed after it was written)")
             expected = dict(zip(split.keys[start:stop], split.labels[start:stop].tolist()))
             seen = 0

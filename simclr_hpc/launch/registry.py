@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import os
 import sqlite3
 import time
 from pathlib import Path
 
+from simclr_hpc import rundir
+from simclr_hpc.fsutil import pid_alive, sha256_file
 from simclr_hpc.launch import slurm
-from simclr_hpc.launch.task import pid_alive
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -78,7 +78,7 @@ class JobRecord:
 
     @property
     def result_path(self) -> Path:
-        return Path(self.run_dir) / "result.json"
+        return rundir.result_path(self.run_dir)
 
     @property
     def finished(self) -> bool:
@@ -181,12 +181,12 @@ class Registry:
                     # Slurm has forgotten the job and accounting is off: result.json decides.
                     state = "COMPLETED" if rec.result_path.exists() else "ENDED"
             else:
-                if _pid_alive(rec.job_id):
+                if pid_alive(rec.job_id):
                     state = "RUNNING"
                 else:
                     state = "COMPLETED" if rec.result_path.exists() else "FAILED"
             if state == "COMPLETED" and rec.result_path.exists():
-                rec.result_hash = hashlib.sha256(rec.result_path.read_bytes()).hexdigest()[:16]
+                rec.result_hash = sha256_file(rec.result_path)[:16]
             if state != rec.state or rec.result_hash:
                 rec.state = state
                 rec.updated_at = _now()
@@ -203,11 +203,6 @@ class Registry:
                     f"({', '.join('?' for _ in slurm.TERMINAL_STATES)})",
                     (state, _now(), jid, jid, *sorted(slurm.TERMINAL_STATES)),
                 )
-
-
-def _pid_alive(job_id: str) -> bool:
-    """A local executor's job id is its pid: whether that process still runs."""
-    return job_id.isdigit() and pid_alive(int(job_id))
 
 
 def study_registries(root: str | Path, study: str | None = None) -> list[Registry]:
@@ -241,7 +236,7 @@ def cancel_records(pairs: list[tuple[Registry, JobRecord]]) -> list[str]:
             proc = slurm.scancel([rec.job_id])
             if proc is None or proc.returncode != 0:
                 continue
-        elif _pid_alive(rec.job_id):
+        elif pid_alive(rec.job_id):
             try:
                 os.kill(int(rec.job_id), signal.SIGTERM)
             except ProcessLookupError:

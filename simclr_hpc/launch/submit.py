@@ -10,6 +10,7 @@ import datetime as dt
 
 from pathlib import Path
 
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.config import STAGES, Config, dump_config
 from simclr_hpc.launch import slurm
 from simclr_hpc.launch.checks import check_slurm, check_unique, parse_dependency, resolved
@@ -120,11 +121,11 @@ def _record(stage: str, cfg: Config, plan: Plan, job, folder: Path, dep: str | N
     out, err = log_paths(folder, job.job_id)
     state = "SUBMITTED"
     if plan.executor == "debug":
-        state = "COMPLETED" if (cfg.run_dir(stage) / "result.json").exists() else "FAILED"
+        state = "COMPLETED" if rundir.is_finished(cfg.run_dir(stage)) else "FAILED"
     return JobRecord(
         study=cfg.run.study, stage=stage, run_name=cfg.run.name, job_id=str(job.job_id), executor=plan.executor,
         state=state, run_dir=str(cfg.run_dir(stage)), log_dir=str(folder), stdout=str(out), stderr=str(err),
-        config_hash=cfg.hash(), array_job_id=array_job_id, array_index=array_index, dependency=dep or "",
+        config_hash=cfg.hash(stage), array_job_id=array_job_id, array_index=array_index, dependency=dep or "",
         nodes=plan.nodes, tasks=plan.nodes * plan.tasks_per_node,
     )
 
@@ -132,7 +133,7 @@ def _record(stage: str, cfg: Config, plan: Plan, job, folder: Path, dep: str | N
 def _write_submitted_config(stage: str, cfg: Config) -> None:
     run_dir = cfg.run_dir(stage)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.submitted.yaml").write_text(dump_config(cfg))
+    fsutil.write_text_atomic(rundir.submitted_config_path(run_dir), dump_config(cfg))
 
 
 def _local_waits(cfg: Config, dep_ids: list[str]) -> list[tuple[int, str]]:
@@ -253,12 +254,10 @@ def write_manifest(stage: str, cfgs: list[Config], path: str | Path) -> Path:
     lines = []
     for cfg in cfgs:
         _write_submitted_config(stage, cfg)
-        config_path = cfg.run_dir(stage) / "config.submitted.yaml"
+        config_path = rundir.submitted_config_path(cfg.run_dir(stage))
         lines.append(f"{stage}\t{config_path}\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines))
-    tmp.replace(path)
+    fsutil.write_text_atomic(path, "".join(lines))
     return path
 
 

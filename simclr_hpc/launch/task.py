@@ -10,6 +10,8 @@ import time
 
 import submitit
 
+from simclr_hpc.fsutil import pid_alive
+
 RUN_TARGET = "simclr_hpc.train.runner:run_stage"
 """The function a job calls: ``run_stage(stage: str, cfg: Config) -> dict`` (resumes from its latest checkpoint)."""
 
@@ -111,14 +113,3 @@ class StageJob(submitit.helpers.Checkpointable):
                         break
                     raise RuntimeError(f"dependency job {pid} ended without writing {result_path}")
                 time.sleep(1.0)
-
-
-def pid_alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a finished child its parent has not reaped yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-    except OSError:
-        return True

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.study.runs import Plan, RunSpec
 
 @dataclass
@@ -100,11 +101,7 @@ def read_events(plan: Plan) -> dict[str, dict]:
 
 def read_result(path: Path) -> dict | None:
     """A run's result.json, or None when absent or unreadable (it is written atomically, so unreadable = corrupt)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return rundir.read_result_json(path)
 
 
 def read_jobs(plan: Plan, refresh: bool = False) -> dict[str, dict]:
@@ -163,7 +160,7 @@ def _row(run: RunSpec, status: str, result: dict | None, error: str) -> Row:
                   **{key: result.get(key) for key in RESULT_FACTS})
     if row.k is None and row.section == "transfer":
         row.k = row.num_classes
-    row.stale = bool(result.get("config_hash")) and result.get("config_hash") != run.cfg.hash()
+    row.stale = bool(result.get("config_hash")) and result.get("config_hash") != run.cfg.hash(run.stage)
     return row
 
 
@@ -175,13 +172,11 @@ def not_done(rows: list[Row]) -> list[Row]:
 def write_csv(rows: list[Row], path: Path) -> Path:
     """Write ``results.csv`` (every planned run, one row each) atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
+    with fsutil.atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({key: "" if value is None else value for key, value in asdict(row).items()})
-    tmp.replace(path)
     return path
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from simclr_hpc import fsutil
 from simclr_hpc.study import render, summaries
 from simclr_hpc.study.aggregate import Row, collect, summary, write_csv
 from simclr_hpc.study.runs import Plan
@@ -72,7 +73,5 @@ def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
         lines += section.lines
     lines += render.render_missing(rows, out)
     path = out / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    fsutil.write_text_atomic(path, "\n".join(lines))
     return Report(path, csv_path, [p for s in sections for p in s.plots], findings, counts)

@@ -9,6 +9,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simclr_hpc import rundir
 from simclr_hpc.config import Config, check_safe_name
 from simclr_hpc.study.schema import Study
 
@@ -38,7 +39,7 @@ class RunSpec:
 
     @property
     def result_path(self) -> Path:
-        return self.run_dir / "result.json"
+        return rundir.result_path(self.run_dir)
 
 
 @dataclass

@@ -23,7 +23,7 @@ def _write_result(run, top1: float, k: int = 4, **metrics) -> None:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     m = {"top1": top1, "num_classes": k, "chance_norm_top1": (top1 - 1 / k) / (1 - 1 / k), "loss": 0.5, **metrics}
     (run.run_dir / "result.json").write_text(json.dumps({"stage": run.stage, "run": run.name, "metrics": m,
-                                                         "config_hash": run.cfg.hash(), "steps": 2}))
+                                                         "config_hash": run.cfg.hash(run.stage), "steps": 2}))
 
 
 def test_t_interval_matches_a_hand_computation():
