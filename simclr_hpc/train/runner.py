@@ -15,6 +15,7 @@ from simclr_hpc import fsutil, rundir
 from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_config
 from simclr_hpc.rundir import Result
 from simclr_hpc.train import checkpoint as ckpt
+from simclr_hpc.train.backends import create_engine
 from simclr_hpc.train.engine import Engine, derive_batch
 from simclr_hpc.train.loop import train
 from simclr_hpc.train.metrics import log, setup_logging
@@ -97,7 +98,7 @@ def run_stage(stage: str, cfg: Config) -> dict:
     if env.rank == 0:
         prepare_run_dir(stage, cfg)
     t0 = time.time()
-    engine = Engine(cfg, env)
+    engine = create_engine(cfg, env)
     setup_logging(engine.rank)
     try:
         ctx = StageContext(cfg, engine, run_dir, per_device, micro, accumulation)
