@@ -3,15 +3,20 @@ interrupted one resumes from its latest whole checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
 
 import torch
 
 from simclr_hpc import distributed as D
 from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_config
+from simclr_hpc.outputs import check_output_dir
+from simclr_hpc.readers import read_json
+from simclr_hpc.runlock import RunLock
 from simclr_hpc.train import checkpoint as ckpt
 from simclr_hpc.train.engine import Engine, derive_batch
 from simclr_hpc.train.loop import train
@@ -59,39 +64,72 @@ def check_inputs(stage: str, cfg: Config) -> None:
             _require_finished(cfg.distill.student_init, "distill.student_init")
 
 
-def prepare_run_dir(stage: str, cfg: Config) -> None:
-    """Create the run directory and write ``config.yaml`` before the first step (rank 0 only).
-
-    A directory that already holds a different config is refused: resuming it would mix two experiments.
-    """
+def check_same_config(stage: str, cfg: Config) -> bool:
+    """True if the run directory was started with this config, False if it was never started; a directory that holds
+    a different config is refused: resuming it would mix two experiments, returning its result would answer another
+    question."""
     run_dir = cfg.run_dir(stage)
     path = run_dir / "config.yaml"
-    if path.exists():
-        previous = load_config(path)
-        if previous.hash() != cfg.hash():
-            raise ConfigError(
-                f"run.name: {run_dir} was started with a different config (hash {previous.hash()} != {cfg.hash()}); "
-                "choose another run.name or delete that directory"
-            )
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.write_bytes_atomic(path, dump_config(cfg).encode())
+    if not path.exists():
+        return False
+    previous = load_config(path)
+    if previous.hash() != cfg.hash():
+        raise ConfigError(
+            f"run.name: {run_dir} was started with a different config (hash {previous.hash()} != {cfg.hash()}); "
+            "choose another run.name or delete that directory"
+        )
+    return True
 
 
-def run_stage(stage: str, cfg: Config) -> dict:
-    """Run one stage to completion in this process (one rank of a job) and return its result.json content."""
+def prepare_run_dir(stage: str, cfg: Config) -> None:
+    """Create the run directory and write ``config.yaml`` before the first step (rank 0 only)."""
+    if not check_same_config(stage, cfg):
+        cfg.run_dir(stage).mkdir(parents=True, exist_ok=True)
+        ckpt.write_bytes_atomic(cfg.run_dir(stage) / "config.yaml", dump_config(cfg).encode())
+
+
+def finished_result(stage: str, cfg: Config) -> dict | None:
+    """The result of a finished run of exactly this config, None if it has not finished; another config's is refused."""
+    path = cfg.run_dir(stage) / RESULT_FILE
+    if not path.exists():
+        return None
+    check_same_config(stage, cfg)
+    result = read_json(path, "result.json")
+    if not isinstance(result, dict) or result.get("config_hash") != cfg.hash():
+        raise ConfigError(f"run.name: {path} was written by a different config (config_hash "
+                          f"{result.get('config_hash') if isinstance(result, dict) else '?'} != {cfg.hash()}); "
+                          "choose another run.name or delete that directory")
+    return result
+
+
+def run_stage(stage: str, cfg: Config, job_alive: Callable[[str], bool | None] | None = None) -> dict:
+    """Run one stage to completion in this process (one rank of a job) and return its result.json content.
+
+    Rank 0 holds the run directory's lock (``simclr_hpc.runlock``) from before its first write to the end;
+    ``job_alive(slurm_job_id)`` lets it take over the lock of a job that Slurm says has ended.
+    """
     if stage not in STAGES:
         raise ConfigError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
     env = D.DistEnv.from_env()
     # Checked before any process group starts: a bad split must not hang N ranks.
     per_device, micro, accumulation = derive_batch(cfg.train.global_batch, env.world_size, cfg.train.max_batch_per_device)
+    done = finished_result(stage, cfg)
+    if done is not None:
+        return done
+    check_inputs(stage, cfg)
+    check_output_dir(cfg.run.root, "run.root")
+    with RunLock(cfg.run_dir(stage), job_alive) if env.rank == 0 else contextlib.nullcontext():
+        done = finished_result(stage, cfg)  # finished while we waited for the lock
+        if done is not None:
+            return done
+        if env.rank == 0:
+            prepare_run_dir(stage, cfg)
+        return _train(stage, cfg, env, per_device, micro, accumulation)
+
+
+def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int, accumulation: int) -> dict:
     run_dir = cfg.run_dir(stage)
     result_path = run_dir / RESULT_FILE
-    if result_path.exists():
-        return json.loads(result_path.read_text())
-    check_inputs(stage, cfg)
-    if env.rank == 0:
-        prepare_run_dir(stage, cfg)
     t0 = time.time()
     engine = Engine(cfg, env)
     setup_logging(engine.rank)

@@ -1,0 +1,73 @@
+"""Output paths a user names (``run.root``, ``data shards OUT_DIR``, ``study report --out``, ``sweep --manifest``),
+checked before anything is written: a directory must be (or become) a writable directory, a file must not be a
+directory, must not replace an existing file unless asked (``--force``), and its parent must already exist: nothing
+creates directories the user did not name. Each problem is one UserError line naming the path and the fix.
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from simclr_hpc.readers import UserError
+
+
+class OutputError(UserError):
+    """An output path that cannot or must not be written."""
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in [path, *path.parents]:
+        if candidate.exists() or candidate.is_symlink():
+            return candidate
+    return Path(".")
+
+
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """``path`` is a writable directory, or can be created as one (its nearest existing ancestor is a writable dir)."""
+    path = Path(path).expanduser()
+    base = _nearest_existing(path.absolute())
+    if base.is_symlink() and not base.exists():
+        raise OutputError(f"{what} {path}: {base} is a dangling symbolic link; fix or remove it")
+    if not base.is_dir():
+        where = "" if base == path.absolute() else f" ({base} is in its way)"
+        raise OutputError(f"{what} {path}: is a file, not a directory{where}; choose a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: {base} is not writable by you; choose a directory you can write")
+    return path
+
+
+def check_output_file(path: str | Path, what: str, force: bool = False) -> Path:
+    """``path`` may be written as a file: not a directory, not an existing file unless ``force``, parent exists."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputError(f"{what} {path}: is a directory; give a file name")
+    if path.exists() and not force:
+        raise OutputError(f"{what} {path}: already exists; choose another name, or add --force to replace it")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise OutputError(f"{what} {path}: directory {parent} does not exist; create it first (nothing is created "
+                          "for you)")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"{what} {path}: not writable by you; choose another path")
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a unique temporary file beside it and one rename: a reader sees the old file
+    or the new one, never half; the temporary file never outlives a failure."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise OutputError(f"{path}: could not write ({err.strerror or err}); nothing was changed") from None
+    finally:
+        tmp.unlink(missing_ok=True)
