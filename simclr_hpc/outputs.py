@@ -40,6 +40,17 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     return path
 
 
+def make_dir(path: str | Path, what: str) -> Path:
+    """``mkdir -p path`` after :func:`check_output_dir`; a file system that still refuses is one OutputError line."""
+    path = check_output_dir(path, what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{what} {path}: cannot create it ({err.strerror or err}); choose a directory you can "
+                          "write") from None
+    return path
+
+
 def check_output_file(path: str | Path, what: str, force: bool = False) -> Path:
     """``path`` may be written as a file: not a directory, not an existing file unless ``force``, parent exists."""
     path = Path(path).expanduser()

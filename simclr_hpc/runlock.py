@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from simclr_hpc.outputs import make_dir
 from simclr_hpc.readers import UserError
 
 LOCK_FILE = ".lock"
@@ -121,7 +122,7 @@ class RunLock:
 
     def _mkdirs(self) -> None:
         missing = [p for p in [self.run_dir, *self.run_dir.parents] if not p.exists()]
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(self.run_dir, "run directory")
         self.created = missing  # deepest first
 
     def acquire(self) -> None:

@@ -40,11 +40,21 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     from simclr_hpc.train.runner import run_stage
 
     try:
-        result = run_stage(stage, cfg)
+        result = run_stage(stage, cfg, job_alive=_slurm_job_alive)
     except (NonFiniteLoss, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1)
     print(json.dumps({"run_dir": result["run_dir"], "metrics": result["metrics"]}))
+
+
+def _slurm_job_alive(job_id: str) -> bool | None:
+    """For the run lock: is Slurm job ``job_id`` still pending or running? None when Slurm cannot tell."""
+    from simclr_hpc.launch import slurm
+
+    if not slurm.installed():
+        return None
+    state = slurm.job_state(job_id)
+    return None if state is None else state not in slurm.TERMINAL_STATES
 
 
 config_app = typer.Typer(help="Show or validate a run configuration.", no_args_is_help=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,6 +10,7 @@ import typer
 
 from simclr_hpc.cli.common import user_errors
 from simclr_hpc.config import load_config
+from simclr_hpc.references import check_references
 
 SWEEP_STAGES = ("finetune", "distill", "transfer")
 
@@ -40,6 +42,9 @@ def _submit(stage: str, config: Path | None, overrides: list[str], dry_run: bool
 
     cfg = load_config(config, overrides)
     request = _request(**request_fields)
+    if not dry_run:
+        # A job that would fail in its log on a missing encoder or shards is refused here, before anything is queued.
+        check_references(stage, cfg, runs_may_be_pending=bool(dependency))
     if dry_run:
         print(render_stage(stage, cfg, request, dependency), end="")
         return
@@ -86,7 +91,7 @@ def _sweep_configs(study: Path, stage: str) -> list:
 
 
 @user_errors
-def _sweep(stage: str, study: Path, manifest: Path | None, dry_run: bool, parallelism: int | None,
+def _sweep(stage: str, study: Path, manifest: Path | None, force: bool, dry_run: bool, parallelism: int | None,
            dependency: list[str] | None, include_done: bool, **request_fields) -> None:
     from simclr_hpc.launch import LaunchError, render_array, submit_array, write_manifest
 
@@ -102,11 +107,14 @@ def _sweep(stage: str, study: Path, manifest: Path | None, dry_run: bool, parall
         print(f"nothing to do: every {stage} run of {study} is finished")
         return
     if manifest is not None:
-        path = write_manifest(stage, cfgs, manifest)
+        path = write_manifest(stage, cfgs, manifest, force)
         print(f"wrote {path}: {len(cfgs)} line(s); submit with "
-              f"sbatch --array=0-{len(cfgs) - 1}%{parallelism or 8} slurm/array.sbatch {path}")
+              f"sbatch --array=0-{len(cfgs) - 1}%{parallelism or 8} slurm/array.sbatch {shlex.quote(str(path))}")
         return
     request = _request(**request_fields)
+    if not dry_run:
+        for cfg in cfgs:
+            check_references(stage, cfg, runs_may_be_pending=bool(dependency))
     if dry_run:
         print("\n".join(render_array(stage, cfgs, request, parallelism, dependency)), end="")
         return
@@ -135,9 +143,10 @@ def sweep(
     dry_run: DryRunOpt = False,
     executor: ExecutorOpt = "slurm",
     include_done: Annotated[bool, typer.Option("--include-done", help="Also resubmit runs that already have result.json.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --manifest file.")] = False,
 ) -> None:
     """Submit one Slurm array for every run of a study's sweep (or write a manifest for slurm/array.sbatch)."""
-    _sweep(stage, study, manifest, dry_run, parallelism, dependency, include_done, nodes=nodes,
+    _sweep(stage, study, manifest, force, dry_run, parallelism, dependency, include_done, nodes=nodes,
            gpus_per_node=gpus_per_node, time=time, partition=partition, account=account, qos=qos,
            constraint=constraint, profile=profile, container=container, executor=executor)
 

@@ -33,6 +33,7 @@ import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
 from simclr_hpc.data.sources import DataError, Source, Split, encode_image, open_source
+from simclr_hpc.outputs import check_output_dir, make_dir
 
 INDEX = "index.json"
 FORMAT = "simclr-hpc-shards/1"
@@ -140,11 +141,28 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
         raise DataError(f"--shard-size {shard_size}: must be >= 1")
     if image_format not in ("auto", *IMAGE_EXTS):
         raise DataError(f"--image-format {image_format!r}: use png, jpg or auto")
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, "OUT_DIR")
     if (out / INDEX).exists() or any(out.glob("*.tar")):
         raise DataError(f"{out}: already holds shards; remove it or choose another output directory")
     if isinstance(source, str):
         source = open_source(source, seed=seed)
+    created = [p for p in [out, *out.parents] if not p.exists()]
+    try:
+        return _write(source, out, val_fraction, shard_size, seed, image_format, test_fraction)
+    except BaseException:
+        # Nothing half-written stays behind (a bad image found halfway, an interrupt): the corrected retry starts clean.
+        for part in out.glob("*.tar"):
+            part.unlink()
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _write(source: Source, out: Path, val_fraction: float, shard_size: int, seed: int, image_format: str,
+           test_fraction: float) -> DatasetIndex:
 
     rng = np.random.default_rng([seed, 2108])
     splits: dict[str, Split] = dict(source.splits)
@@ -165,7 +183,7 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
     if image_format == "auto":
         image_format = "png" if max(first.shape[:2]) <= 128 else "jpg"
 
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "OUT_DIR")
     doc: dict = {"format": FORMAT, "source": source.spec, "classes": source.classes, "image_format": image_format,
                  "seed": seed, "val_fraction": val_fraction, "splits": {}}
     for name in SPLITS:

@@ -34,6 +34,9 @@ from simclr_hpc.config import UserError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 SPECS = "cifar10:ROOT cifar100:ROOT stl10:ROOT imagefolder:DIR npz:FILE mnist5k shapes[:K[:N[:SIZE[:SEED]]]]"
 
+# A generated dataset lives in memory while it is written: bounded so that a typo cannot try to allocate petabytes.
+MAX_GENERATED_BYTES = 8 * 2**30
+
 
 class DataError(UserError):
     """A dataset, shard or index is missing, malformed or corrupt. Each line names the path, shard or key and the fix."""
@@ -59,9 +62,12 @@ class Split:
             return self.array[i]
         from PIL import Image
 
-        with Image.open(self.files[i]) as img:
-            img = img.convert("L" if img.mode in ("1", "L", "I;16", "I", "F") else "RGB")
-            arr = np.asarray(img)
+        try:
+            with Image.open(self.files[i]) as img:
+                img = img.convert("L" if img.mode in ("1", "L", "I;16", "I", "F") else "RGB")
+                arr = np.asarray(img)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL: UnidentifiedImageError, truncated file, bad header
+            raise bad_image(self.files[i], exc) from None
         return arr[..., None] if arr.ndim == 2 else arr
 
     def encoded(self, i: int) -> tuple[bytes, str] | None:
@@ -70,7 +76,17 @@ class Split:
             return None
         suffix = self.files[i].suffix.lower()
         ext = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png"}.get(suffix)
-        return (self.files[i].read_bytes(), ext) if ext else None
+        if not ext:
+            return None
+        data = self.files[i].read_bytes()
+        from PIL import Image
+
+        try:  # stored as they are, so decode them once here: a truncated file must not reach a training job
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise bad_image(self.files[i], exc) from None
+        return data, ext
 
     def subset(self, idx: np.ndarray) -> "Split":
         """The samples at positions ``idx`` (in that order)."""
@@ -89,6 +105,12 @@ class Source:
     spec: str
     classes: list[str]
     splits: dict[str, Split] = field(default_factory=dict)
+
+
+def bad_image(path: Path, exc: BaseException) -> DataError:
+    """A source image that does not decode: one line naming the file."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DataError(f"{path}: not a readable image ({reason}); remove or replace that file")
 
 
 def _missing(path: Path, what: str) -> DataError:
@@ -219,10 +241,17 @@ def open_npz(path: str) -> Source:
     for key in ("x", "y"):
         if key not in arrays:
             raise DataError(f"{file}: no array '{key}' (found {', '.join(arrays.files)})")
+    try:
+        arrays = {key: arrays[key] for key in arrays.files}
+    except ValueError as exc:  # an object (pickled) array: refused, loading it could run code
+        raise DataError(f"{file}: holds an object array ({str(exc).splitlines()[0]}); save plain uint8 images and "
+                        "integer labels") from None
     splits = {}
     for split, xk, yk in (("train", "x", "y"), ("test", "x_test", "y_test")):
         if xk not in arrays:
             continue
+        if yk in arrays and not np.issubdtype(arrays[yk].dtype, np.integer):
+            raise DataError(f"{file}: '{yk}' is {arrays[yk].dtype}; labels must be integers 0..K-1")
         x, y = _npz_images(arrays[xk], f"{file}:{xk}"), arrays[yk].astype(np.int64).reshape(-1) if yk in arrays else None
         if y is None or len(y) != len(x):
             raise DataError(f"{file}: '{yk}' must hold one integer label per image of '{xk}' ({len(x)})")
@@ -271,9 +300,13 @@ def open_shapes(fields: list[str], seed: int) -> Source:
     if len(nums) > 4:
         raise DataError(f"shapes:{':'.join(fields)}: too many fields; {usage}")
     k, per_class, size, seed = nums + [10, 500, 32, seed][len(nums):]
-    if not 2 <= k <= generated.MAX_CLASSES or per_class < 1 or not 8 <= size <= 1024 or seed < 0:
+    if not 2 <= k <= generated.MAX_CLASSES or per_class < 1 or not 8 <= size <= 1024 or not 0 <= seed < 2**32:
         raise DataError(f"shapes:{':'.join(fields)}: need 2 <= K <= {generated.MAX_CLASSES}, N >= 1, 8 <= SIZE <= 1024, "
-                        f"SEED >= 0; {usage}")
+                        f"0 <= SEED < 2^32; {usage}")
+    total = k * (per_class + max(20, per_class // 5)) * size * size * 3
+    if total > MAX_GENERATED_BYTES:
+        raise DataError(f"shapes:{':'.join(fields)}: {k} x {per_class} images of {size} px would take {total / 2**30:.0f} "
+                        f"GiB of memory (at most {MAX_GENERATED_BYTES // 2**30} GiB); lower N_PER_CLASS or SIZE")
     x, y = generated.generate_shapes(k, per_class, size, seed, "train")
     xt, yt = generated.generate_shapes(k, max(20, per_class // 5), size, seed, "test")
     spec = f"shapes:{k}:{per_class}:{size}:{seed}"

@@ -17,6 +17,7 @@ from simclr_hpc.launch.executor import LaunchRequest, Plan, build_plan, make_exe
 from simclr_hpc.launch.profile import check_plain_text
 from simclr_hpc.launch.registry import JobRecord, Registry, log_paths, registry_path
 from simclr_hpc.launch.task import RUN_TARGET, StageJob
+from simclr_hpc.outputs import check_output_dir, check_output_file, write_text_atomic
 
 # Failed ends: an afterok on them can never be satisfied.
 _FAILED_ENDS = slurm.TERMINAL_STATES - {"COMPLETED"}
@@ -312,32 +313,32 @@ def _local_array(stage: str, cfgs: list[Config], plan: Plan, dep_ids: list[str],
     return records
 
 
-def write_manifest(stage: str, cfgs: list[Config], path: str | Path) -> Path:
+def write_manifest(stage: str, cfgs: list[Config], path: str | Path, force: bool = False) -> Path:
     """Manifest for ``slurm/array.sbatch``: line i (1-based) = array index i-1, ``STAGE<TAB>/abs/config.yaml``.
 
     Each resolved config is written to ``<run_dir>/config.submitted.yaml``; the template runs
     ``simclr-hpc run STAGE -c CONFIG`` for line ``SLURM_ARRAY_TASK_ID + 1``. Returns the manifest's absolute path.
+    Every check comes first: an existing manifest is replaced only with ``force``, a missing parent directory is an
+    error (none is created), and the manifest is written through a temporary file that never outlives a failure.
     """
     if stage not in STAGES:
         raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
     if not cfgs:
         raise LaunchError("nothing to write: the sweep is empty")
-    cfgs = [_resolved(c) for c in cfgs]
-    _check_unique(stage, cfgs)
     path = Path(path).expanduser().absolute()
     try:
         check_plain_text(str(path), "--manifest")
     except ValueError as err:
         raise LaunchError(str(err)) from None
+    check_output_file(path, "--manifest", force)
+    cfgs = [_resolved(c) for c in cfgs]
+    _check_unique(stage, cfgs)
+    for root in dict.fromkeys(c.run.root for c in cfgs):
+        check_output_dir(root, "run.root")
     lines = []
     for cfg in cfgs:
         _write_submitted_config(stage, cfg)
         config_path = cfg.run_dir(stage) / "config.submitted.yaml"
         lines.append(f"{stage}\t{config_path}\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(lines))
     return path
-
-

@@ -18,7 +18,6 @@ fallback), :class:`LaunchBackend` goes through ``simclr_hpc.launch`` (submitit's
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 import time
 import traceback
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+from simclr_hpc.readers import dumps_json
 from simclr_hpc.study.aggregate import events_path, read_result
 from simclr_hpc.study.plan import Plan, RunSpec
 
@@ -171,7 +171,7 @@ def record_event(plan: Plan, key: str, event: str, **extra) -> None:
     """Append one line to the study's event log (read by ``status`` and the report to tell failed from missing)."""
     path = events_path(plan)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"key": key, "event": event, "time": time.time(), **extra})
+    line = dumps_json({"key": key, "event": event, "time": time.time(), **extra})
     with path.open("a") as fh:
         fh.write(line + "\n")
 

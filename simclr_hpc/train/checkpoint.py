@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from simclr_hpc.readers import dumps_json
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
@@ -64,7 +66,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(path, (dumps_json(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def step_dir_name(step: int) -> str:
@@ -84,7 +86,7 @@ def save_checkpoint(root: Path, step: int, state: dict, meta: dict, keep: int = 
         with open(tmp / STATE_FILE, "rb+") as f:
             os.fsync(f.fileno())
         meta = {**meta, "step": step, "sha256": sha256_file(tmp / STATE_FILE)}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        (tmp / META_FILE).write_text(dumps_json(meta, indent=2, sort_keys=True))
         (tmp / COMPLETE_FILE).write_text("")
         _fsync_dir(tmp)
         if final.exists():

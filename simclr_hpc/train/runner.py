@@ -7,7 +7,6 @@ import contextlib
 import json
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -16,6 +15,7 @@ from simclr_hpc import distributed as D
 from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_config
 from simclr_hpc.outputs import check_output_dir
 from simclr_hpc.readers import read_json
+from simclr_hpc.references import check_references
 from simclr_hpc.runlock import RunLock
 from simclr_hpc.train import checkpoint as ckpt
 from simclr_hpc.train.engine import Engine, derive_batch
@@ -30,38 +30,17 @@ def _device_name(engine: Engine) -> str:
     return "cpu"
 
 
-def _require_finished(ref: str, field: str, allow_random: bool = False) -> None:
-    if allow_random and ref == "random":
-        return
-    if not ref:
-        raise ConfigError(f"{field}: empty; set it to the run directory of a finished run")
-    if not (Path(ref) / RESULT_FILE).is_file():
-        what = "no such run directory" if not Path(ref).is_dir() else f"no {RESULT_FILE}: that run has not finished"
-        raise ConfigError(f"{field}: {ref}: {what}; run it first or fix the path")
-
-
 def check_inputs(stage: str, cfg: Config) -> None:
     """Everything a user can get wrong about a run's inputs, checked before anything is written or any group starts."""
     from simclr_hpc.data.shards import read_index
 
     index = read_index(cfg.data.shards)
-    index.split(cfg.data.train_split)
-    if stage != "pretrain":
-        index.split(cfg.data.eval_split)
-    if stage == "finetune":
-        _require_finished(cfg.finetune.encoder, "finetune.encoder", allow_random=True)
-    elif stage == "transfer":
-        _require_finished(cfg.transfer.encoder, "transfer.encoder", allow_random=True)
-        if cfg.transfer.num_classes > index.num_classes:
-            raise ConfigError(
-                f"transfer.num_classes: {cfg.transfer.num_classes} but {cfg.data.shards} has {index.num_classes} "
-                f"classes; use 0 (all) or 1..{index.num_classes}"
-            )
-    elif stage == "distill":
-        if cfg.distill.teacher:
-            _require_finished(cfg.distill.teacher, "distill.teacher")
-        if cfg.distill.student_init:
-            _require_finished(cfg.distill.student_init, "distill.student_init")
+    check_references(stage, cfg)
+    if stage == "transfer" and cfg.transfer.num_classes > index.num_classes:
+        raise ConfigError(
+            f"transfer.num_classes: {cfg.transfer.num_classes} but {cfg.data.shards} has {index.num_classes} "
+            f"classes; use 0 (all) or 1..{index.num_classes}"
+        )
 
 
 def check_same_config(stage: str, cfg: Config) -> bool:
