@@ -12,7 +12,6 @@ with ``offline``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -23,6 +22,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
+
+from simclr_hpc.data.tarcheck import end_marker_missing
+from simclr_hpc.readers import FileError, read_json
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -209,13 +211,13 @@ def check_data_root(root: Path) -> list[Check]:
     if not index_path.is_file():
         return [Check(name, "fail", f"data root {root}: no index.json", make)]
     try:
-        index = json.loads(index_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return [Check(name, "fail", f"data root {root}: index.json unreadable ({err})", make)]
+        index = read_json(index_path, "shard index")
+    except FileError as err:
+        return [Check(name, "fail", f"data root {root}: index.json unreadable ({err.lines[0]})", make)]
     shards = _shard_names(index)
     if not shards:
         return [Check(name, "fail", f"data root {root}: index.json lists no shards", make)]
-    missing, empty, total_bytes = [], [], 0
+    missing, empty, cut, total_bytes = [], [], [], 0
     for shard in shards:
         path = root / shard
         if not path.is_file():
@@ -224,11 +226,10 @@ def check_data_root(root: Path) -> list[Check]:
             empty.append(shard)
         else:
             total_bytes += path.stat().st_size
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
-    if empty:
-        problems.append(f"{len(empty)} empty ({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''})")
+            if end_marker_missing(path):  # a copy or download that stopped early: reading it would fail mid-run
+                cut.append(shard)
+    problems = [f"{len(names)} {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                for names, what in ((missing, "missing"), (empty, "empty"), (cut, "cut short")) if names]
     if problems:
         return [Check(name, "fail", f"data root {root}: of {len(shards)} shards, " + "; ".join(problems),
                       f"copy the shards again or rebuild them; `simclr-hpc data verify {root}` checks every sample")]

@@ -33,7 +33,9 @@ import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
 from simclr_hpc.data.sources import DataError, Source, Split, encode_image, open_source
+from simclr_hpc.data.tarcheck import end_marker_missing
 from simclr_hpc.outputs import check_output_dir, make_dir
+from simclr_hpc.readers import FileError, read_json
 
 INDEX = "index.json"
 FORMAT = "simclr-hpc-shards/1"
@@ -232,7 +234,12 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
     if not path.is_file():
         raise DataError(f"{path}: not found (no shards here, or an interrupted write); {build}")
     try:
-        doc = json.loads(path.read_text())
+        doc = read_json(path, "shard index")
+    except FileError as err:
+        raise DataError(f"{err.lines[0]}; {build}") from None
+    try:
+        if not isinstance(doc, dict):
+            raise ValueError(f"a JSON {type(doc).__name__}, not an object")
         if doc.get("format") != FORMAT:
             raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
         splits = {}
@@ -276,21 +283,6 @@ def _read_error(exn: BaseException) -> str:
     return text or type(exn).__name__
 
 
-def _end_marker_missing(path: Path) -> str | None:
-    """Why ``path`` is not a whole tar (see the module docstring), or None when it ends with the end-of-archive marker.
-
-    A whole tar ends with two zero blocks after its last member, then zero padding; a file cut inside that padding is
-    still whole, so the zeros must start at a block boundary and run to the end of the file.
-    """
-    size = path.stat().st_size
-    tail = 2 * tarfile.BLOCKSIZE + size % tarfile.BLOCKSIZE
-    with open(path, "rb") as f:
-        f.seek(max(0, size - tail))
-        if size < tail or f.read() != bytes(tail):
-            return "no end-of-archive marker: the file is cut short"
-    return None
-
-
 def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     """``(key, {ext: bytes})`` per sample, in file order. A broken tar raises TruncatedShard after the whole samples.
 
@@ -328,7 +320,7 @@ def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
         last_whole = sample["__key__"]
     if not errors:
         try:
-            reason = _end_marker_missing(path)
+            reason = end_marker_missing(path)
         except OSError as exc:
             reason = str(exc) or type(exc).__name__
         if reason is not None:
