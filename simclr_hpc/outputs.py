@@ -26,9 +26,14 @@ def _nearest_existing(path: Path) -> Path:
     return Path(".")
 
 
-def check_output_dir(path: str | Path, what: str) -> Path:
-    """``path`` is a writable directory, or can be created as one (its nearest existing ancestor is a writable dir)."""
+def check_output_dir(path: str | Path, what: str, files: tuple[str, ...] = ()) -> Path:
+    """``path`` is a writable directory, or can be created as one (its nearest existing ancestor is a writable dir);
+    none of the ``files`` it will write there is a directory."""
     path = Path(path).expanduser()
+    for name in files:
+        if (path / name).is_dir():
+            raise OutputError(f"{what} {path}: {path / name} is a directory, so it cannot be written; remove it or "
+                              "choose another directory")
     base = _nearest_existing(path.absolute())
     if base.is_symlink() and not base.exists():
         raise OutputError(f"{what} {path}: {base} is a dangling symbolic link; fix or remove it")

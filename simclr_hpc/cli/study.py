@@ -169,9 +169,12 @@ def report_cmd(
     out: Annotated[Optional[Path], typer.Option(help="Output directory (default <root>/<study>/report).")] = None,
 ) -> None:
     """Aggregate every result.json into results.csv and write report.md with plots and confidence intervals."""
+    from simclr_hpc.outputs import check_output_dir
     from simclr_hpc.study.report import write_report
 
-    rep = write_report(_plan(study), out)
+    plan = _plan(study)
+    check_output_dir(out or plan.study_dir / "report", "--out", files=("report.md", "results.csv"))
+    rep = write_report(plan, out)
     print(f"report: {rep.path}")
     for line in rep.findings:
         print(f"- {line}")
