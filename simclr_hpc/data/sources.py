@@ -109,7 +109,10 @@ class Source:
 
 def bad_image(path: Path, exc: BaseException) -> DataError:
     """A source image that does not decode: one line naming the file."""
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if type(exc).__name__ == "UnidentifiedImageError":
+        reason = "not an image in any format PIL knows"
+    else:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return DataError(f"{path}: not a readable image ({reason}); remove or replace that file")
 
 

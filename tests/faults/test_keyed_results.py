@@ -14,20 +14,8 @@ import shlex
 
 import pytest
 
-from tests.conftest import tiny_overrides
 from tests.faults.helpers import cli_inprocess, sets, tree
 from tests.study.helpers import write_study
-
-
-@pytest.fixture(scope="module")
-def finished_pretrain(tmp_path_factory, tiny_shards):
-    from simclr_hpc.config import load_config
-    from simclr_hpc.train.runner import run_stage
-
-    root = tmp_path_factory.mktemp("keyed") / "runs"
-    overrides = tiny_overrides(tiny_shards, root, steps=2) + ["run.name=r"]
-    result = run_stage("pretrain", load_config(None, overrides))
-    return root, overrides, result
 
 
 def test_finished_run_started_again_with_another_config_is_refused_and_keeps_its_result(finished_pretrain):
