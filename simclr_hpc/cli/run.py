@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,6 +10,7 @@ import typer
 
 from simclr_hpc.cli.common import user_errors
 from simclr_hpc.config import STAGES, ConfigError, dump_config, load_config
+from simclr_hpc.readers import dumps_json
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", help="YAML with only what differs from the defaults.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override one field: --set train.steps=200 (repeatable).")]
@@ -44,7 +44,12 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     except (NonFiniteLoss, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1)
-    print(json.dumps({"run_dir": result["run_dir"], "metrics": result["metrics"]}))
+    skipped = result.get("skipped_samples") or 0
+    if skipped:
+        seen = skipped + result.get("steps", 0) * result.get("global_batch", 0)
+        print(f"warning: {skipped} corrupt sample reads were skipped (data.on_error=skip), {100 * skipped / seen:.1f}% "
+              f"of all reads; `simclr-hpc data verify {cfg.data.shards}` names them", file=sys.stderr)
+    print(dumps_json({"run_dir": result["run_dir"], "metrics": result["metrics"]}))
 
 
 def _slurm_job_alive(job_id: str) -> bool | None:

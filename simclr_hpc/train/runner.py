@@ -30,8 +30,9 @@ def _device_name(engine: Engine) -> str:
     return "cpu"
 
 
-def check_inputs(stage: str, cfg: Config) -> None:
-    """Everything a user can get wrong about a run's inputs, checked before anything is written or any group starts."""
+def check_inputs(stage: str, cfg: Config):
+    """Everything a user can get wrong about a run's inputs, checked before anything is written or any group starts.
+    Returns the shards' index."""
     from simclr_hpc.data.shards import read_index
 
     index = read_index(cfg.data.shards)
@@ -41,6 +42,7 @@ def check_inputs(stage: str, cfg: Config) -> None:
             f"transfer.num_classes: {cfg.transfer.num_classes} but {cfg.data.shards} has {index.num_classes} "
             f"classes; use 0 (all) or 1..{index.num_classes}"
         )
+    return index
 
 
 def check_same_config(stage: str, cfg: Config) -> bool:
@@ -95,7 +97,7 @@ def run_stage(stage: str, cfg: Config, job_alive: Callable[[str], bool | None] |
     done = finished_result(stage, cfg)
     if done is not None:
         return done
-    check_inputs(stage, cfg)
+    data_hash = check_inputs(stage, cfg).content_hash
     check_output_dir(cfg.run.root, "run.root")
     with RunLock(cfg.run_dir(stage), job_alive) if env.rank == 0 else contextlib.nullcontext():
         done = finished_result(stage, cfg)  # finished while we waited for the lock
@@ -103,10 +105,11 @@ def run_stage(stage: str, cfg: Config, job_alive: Callable[[str], bool | None] |
             return done
         if env.rank == 0:
             prepare_run_dir(stage, cfg)
-        return _train(stage, cfg, env, per_device, micro, accumulation)
+        return _train(stage, cfg, env, per_device, micro, accumulation, data_hash)
 
 
-def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int, accumulation: int) -> dict:
+def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int, accumulation: int,
+           data_hash: str) -> dict:
     run_dir = cfg.run_dir(stage)
     result_path = run_dir / RESULT_FILE
     t0 = time.time()
@@ -132,6 +135,7 @@ def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int,
             "run": cfg.run.name,
             "run_dir": str(run_dir),
             "config_hash": cfg.hash(),
+            "data_hash": data_hash,  # the shards' content hash: a study tells results of replaced data by it
             "seed": cfg.run.seed,
             "steps": cfg.train.steps,
             "global_batch": cfg.train.global_batch,
