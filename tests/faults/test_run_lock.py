@@ -182,3 +182,11 @@ def test_after_the_holder_is_sigkilled_the_next_run_takes_the_lock_over_and_resu
     steps = _steps(run_dir)
     assert steps == list(range(1, 7)), steps
     assert (run_dir / "result.json").is_file() and not (run_dir / LOCK_FILE).exists()
+
+
+def test_lock_reader_references_and_output_checks_import_no_torch():
+    code = ("import sys, simclr_hpc.runlock, simclr_hpc.readers, simclr_hpc.references, simclr_hpc.outputs, "
+            "simclr_hpc.data.tarcheck, simclr_hpc.doctor; assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
