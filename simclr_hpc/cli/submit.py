@@ -10,7 +10,6 @@ import typer
 
 from simclr_hpc.cli.common import user_errors
 from simclr_hpc.config import load_config
-from simclr_hpc.references import check_references
 
 SWEEP_STAGES = ("finetune", "distill", "transfer")
 
@@ -42,9 +41,6 @@ def _submit(stage: str, config: Path | None, overrides: list[str], dry_run: bool
 
     cfg = load_config(config, overrides)
     request = _request(**request_fields)
-    if not dry_run:
-        # A job that would fail in its log on a missing encoder or shards is refused here, before anything is queued.
-        check_references(stage, cfg, runs_may_be_pending=bool(dependency))
     if dry_run:
         print(render_stage(stage, cfg, request, dependency), end="")
         return
@@ -112,9 +108,6 @@ def _sweep(stage: str, study: Path, manifest: Path | None, force: bool, dry_run:
               f"sbatch --array=0-{len(cfgs) - 1}%{parallelism or 8} slurm/array.sbatch {shlex.quote(str(path))}")
         return
     request = _request(**request_fields)
-    if not dry_run:
-        for cfg in cfgs:
-            check_references(stage, cfg, runs_may_be_pending=bool(dependency))
     if dry_run:
         print("\n".join(render_array(stage, cfgs, request, parallelism, dependency)), end="")
         return

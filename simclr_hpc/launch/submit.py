@@ -18,6 +18,7 @@ from simclr_hpc.launch.profile import check_plain_text
 from simclr_hpc.launch.registry import JobRecord, Registry, log_paths, registry_path
 from simclr_hpc.launch.task import RUN_TARGET, StageJob
 from simclr_hpc.outputs import check_output_dir, check_output_file, write_text_atomic
+from simclr_hpc.references import check_references
 
 # Failed ends: an afterok on them can never be satisfied.
 _FAILED_ENDS = slurm.TERMINAL_STATES - {"COMPLETED"}
@@ -119,7 +120,7 @@ def _check_unique(stage: str, cfgs: list[Config]) -> None:
 
 
 def _prepare(stage: str, cfgs: list[Config], request: LaunchRequest, dependency, dry_run: bool,
-             array: bool) -> tuple[list[Config], Plan, list[str]]:
+             array: bool, target: str = RUN_TARGET) -> tuple[list[Config], Plan, list[str]]:
     if stage not in STAGES:
         raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
     if not cfgs:
@@ -131,6 +132,11 @@ def _prepare(stage: str, cfgs: list[Config], request: LaunchRequest, dependency,
     plan = build_plan(stage, request, root, _job_name(stage, cfgs[0], array), None)
     if request.executor == "slurm":
         dep_ids = _check_slurm(plan, dep_ids, dry_run)
+    if not dry_run and target == RUN_TARGET:
+        # What the runner would find missing only in the job's log (no encoder, no shards) is refused before queueing;
+        # runs this one waits for (afterok) may still be to come.
+        for cfg in cfgs:
+            check_references(stage, cfg, runs_may_be_pending=bool(dependency))
     return cfgs, plan, dep_ids
 
 
@@ -238,7 +244,7 @@ def submit_stage(stage: str, cfg: Config, request: LaunchRequest, dependency: li
 
     ``dependency``: job ids (or ``afterok:ID`` strings) that must complete successfully first. Returns at once.
     """
-    cfgs, plan, dep_ids = _prepare(stage, [cfg], request, dependency, dry_run=False, array=False)
+    cfgs, plan, dep_ids = _prepare(stage, [cfg], request, dependency, dry_run=False, array=False, target=target)
     cfg = cfgs[0]
     dep = _afterok(dep_ids)
     if dep and plan.executor == "slurm":
@@ -267,7 +273,7 @@ def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, paralle
     """
     if parallelism:
         request = request.model_copy(update={"array_parallelism": parallelism})
-    cfgs, plan, dep_ids = _prepare(stage, cfgs, request, dependency, dry_run=False, array=True)
+    cfgs, plan, dep_ids = _prepare(stage, cfgs, request, dependency, dry_run=False, array=True, target=target)
     if plan.executor != "slurm":
         return _local_array(stage, cfgs, plan, dep_ids, target)
     for cfg in cfgs:

@@ -38,8 +38,10 @@ def run(stage, *sets, root="{w}/runs", shards="{sh}"):
 
 
 def submit(stage, *extra, dry=True):
+    """``submit STAGE`` with ``--dry-run``, or for real on the local executor (no row may depend on Slurm being here;
+    the checks are the launcher's, before any executor is asked)."""
     return ["submit", stage, "--set", "run.root={w}/runs", "--set", "data.shards={sh}", *extra] + (
-        ["--dry-run"] if dry else [])
+        ["--dry-run"] if dry else ["--executor", "local"])
 
 
 # (id, argv, key words of the one error line, options: lines=N (expected error lines), usage=True (click's own usage
@@ -180,7 +182,8 @@ ROWS = [
     ("distill_student_init_other_arch", run("distill", "distill.student_init={pre}", "distill.label_weight=1.0",
                                             "model.backbone=resnet34"), ["distill.student_init", "resnet18"], {}),
     ("submit_finetune_no_encoder", submit("finetune", dry=False), ["finetune.encoder", "empty"], {}),  # issue
-    ("submit_missing_shards", ["submit", "pretrain", "--set", "run.root={w}/runs", "--set", "data.shards={w}/typo"],
+    ("submit_missing_shards", ["submit", "pretrain", "--set", "run.root={w}/runs", "--set", "data.shards={w}/typo",
+                               "--executor", "local"],
      ["shard directory not found"], {}),  # issue
     ("submit_teacher_is_pretrain", submit("distill", "--set", "distill.teacher={pre}", dry=False),
      ["must be a fine-tune run"], {}),
