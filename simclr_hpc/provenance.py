@@ -79,3 +79,47 @@ def move_aside(path: Path, stamp: str | None = None) -> Path:
         target, n = path.with_name(f"{path.name}.stale-{stamp}-{n}"), n + 1
     path.rename(target)
     return target
+
+
+def stale_in_plan(plan) -> list[Stale]:
+    """Every stale dataset and finished run of a study plan (``simclr_hpc.study.plan.Plan``), datasets first.
+
+    A run is stale when its own result is (another config, replaced shards), when its dataset's shards are stale, or
+    when a run it depends on is stale (an encoder pretrained on the old data makes every downstream result old too).
+    """
+    out: list[Stale] = []
+    stale_dirs: set[Path] = set()
+    for ds in plan.datasets:
+        reason = stale_shards(ds.shards, ds.source)
+        if reason:
+            out.append(Stale(f"dataset {ds.name}", Path(ds.shards), reason))
+            stale_dirs.add(Path(ds.shards).absolute())
+    stale_keys: dict[str, str] = {}
+    for run in plan.runs:  # plan order: every run comes after the runs it depends on
+        if not run.result_path.is_file():
+            continue
+        try:
+            result = read_json(run.result_path, "result.json")
+        except FileError:
+            continue  # unreadable: not done, run again anyway
+        reason = next((f"depends on {dep}, which is stale" for dep in run.depends_on if dep in stale_keys), None)
+        if reason is None and Path(run.cfg.data.shards).absolute() in stale_dirs:
+            reason = "its dataset's shards are stale"
+        if reason is None and isinstance(result, dict):
+            reason = stale_result(result, run.cfg.hash(), Path(run.cfg.data.shards))
+        if reason:
+            stale_keys[run.key] = reason
+            out.append(Stale(f"run {run.key}", run.run_dir, reason))
+    return out
+
+
+def stale_lines(stale: list[Stale], where: str) -> list[str]:
+    """The refusal: one line per stale dataset, one line for all stale runs (there may be thousands)."""
+    lines = [f"{where}: {s.what} in {s.path}: {s.reason}; rerun with --rerun-stale to rebuild it (the old shards are "
+             "kept aside as *.stale-<time>)" for s in stale if s.what.startswith("dataset")]
+    runs = [s for s in stale if s.what.startswith("run")]
+    if runs:
+        first = runs[0].what.removeprefix("run ")
+        lines.append(f"{where}: {len(runs)} finished run(s) no longer match the study (first: {first}: "
+                     f"{runs[0].reason}); rerun with --rerun-stale to run them again (old results are kept aside)")
+    return lines

@@ -236,7 +236,8 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
     try:
         doc = read_json(path, "shard index")
     except FileError as err:
-        raise DataError(f"{err.lines[0]}; {build}") from None
+        detail = err.lines[0].removeprefix(f"{path}: ")
+        raise DataError(f"{path}: not a valid shard index ({detail}); {build}") from None
     try:
         if not isinstance(doc, dict):
             raise ValueError(f"a JSON {type(doc).__name__}, not an object")
