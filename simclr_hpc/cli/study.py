@@ -20,6 +20,9 @@ study_app = typer.Typer(help="A whole study (pretrain -> finetune/distill arrays
 
 StudyArg = Annotated[Path, typer.Argument(help="Study file, e.g. configs/studies/demo.yaml.")]
 OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Only runs of this stage (repeatable).")]
+RerunStaleOpt = Annotated[bool, typer.Option(
+    "--rerun-stale", help="Rebuild shards and rerun finished runs that no longer match the study file (changed dataset "
+                          "source or run settings); the old ones are moved aside as *.stale-<time>, never deleted.")]
 
 
 def _plan(path: Path):
@@ -28,6 +31,19 @@ def _plan(path: Path):
 
     load_study(path)  # every schema, reference and run-config problem, one line each, before anything is written
     return load_plan(path)
+
+
+def _stale(plan, path: Path, rerun_stale: bool) -> None:
+    """Refuse a study whose shards or finished results were made from something else than it now says (one line per
+    dataset, one for the runs); with ``rerun_stale`` move them aside so that they are built and run again."""
+    from simclr_hpc.provenance import move_aside, stale_in_plan, stale_lines
+    from simclr_hpc.study.spec import StudyError
+
+    stale = stale_in_plan(plan)
+    if stale and not rerun_stale:
+        raise StudyError(stale_lines(stale, str(path)))
+    for item in stale:
+        print(f"stale {item.what}: {item.reason}; moved aside to {move_aside(item.path)}")
 
 
 def _only(values: list[str] | None) -> set[str] | None:
@@ -61,12 +77,13 @@ def _backend(executor: str, profile: str | None = None, container: str | None = 
 
 
 def run_study(path: Path, executor: str = "local", only: set[str] | None = None, report: bool = True,
-              parallelism: int = 0):
+              parallelism: int = 0, rerun_stale: bool = False):
     """Build data, run every unfinished run in order, write the report. Returns (plan, engine report, report)."""
     from simclr_hpc.study.engine import prepare_data, run_plan
     from simclr_hpc.study.report import write_report
 
     plan = _plan(path)
+    _stale(plan, path, rerun_stale)
     prepare_data(plan)
     result = run_plan(plan, _backend(executor, parallelism=parallelism), only=only)
     print(f"ran {len(result.done)}, skipped {len(result.skipped)} finished, failed {len(result.failed)}, "
@@ -83,13 +100,14 @@ def run_cmd(
     only: OnlyOpt = None,
     report: Annotated[bool, typer.Option(help="Write the report at the end.")] = True,
     parallelism: Annotated[int, typer.Option(help="Local jobs running at once (default 1).")] = 0,
+    rerun_stale: RerunStaleOpt = False,
 ) -> None:
     """Run the study on this machine, in dependency order; finished runs are skipped, failed ones run again."""
     from simclr_hpc.study.spec import StudyError
 
     if executor not in ("local", "inprocess"):
         raise StudyError(f"--executor {executor}: use local or inprocess (study submit is for Slurm)")
-    _, result, rep = run_study(study, executor, _only(only), report, parallelism)
+    _, result, rep = run_study(study, executor, _only(only), report, parallelism, rerun_stale)
     if rep:
         print(f"report: {rep.path}")
     if result.failed or result.blocked:
@@ -105,12 +123,15 @@ def submit_cmd(
     container: Annotated[Optional[str], typer.Option(help="Apptainer image (.sif) every task runs in.")] = None,
     parallelism: Annotated[int, typer.Option(help="Array parallelism cap (0 = the profile's or unlimited).")] = 0,
     only: OnlyOpt = None,
+    rerun_stale: RerunStaleOpt = False,
 ) -> None:
     """Submit the whole study to Slurm at once: arrays chained with afterok; finished runs are skipped. Never waits."""
     from simclr_hpc.study.engine import dry_run_lines, prepare_data, run_plan
 
     plan = _plan(study)
     selected = _only(only)
+    if not dry_run:
+        _stale(plan, study, rerun_stale)
     if dry_run:
         for line in dry_run_lines(plan, selected):
             print(line)
