@@ -12,6 +12,7 @@ import csv
 import json
 from pathlib import Path
 
+from simclr_hpc.readers import FileError, read_json
 from simclr_hpc.study.plan import Plan, RunSpec
 
 COLUMNS = (
@@ -47,8 +48,8 @@ def read_events(plan: Plan) -> dict[str, dict]:
 def read_result(path: Path) -> dict | None:
     """A run's result.json, or None when absent or unreadable (it is written atomically, so unreadable = corrupt)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_json(path, "result.json")
+    except FileError:
         return None
     return data if isinstance(data, dict) else None
 

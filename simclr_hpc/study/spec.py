@@ -20,7 +20,6 @@ This module imports no torch: ``study submit --dry-run`` runs on a login node.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -28,6 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from simclr_hpc.config import SAFE_NAME, UserError, format_errors, check_safe_name, read_yaml
+from simclr_hpc.readers import FileError, read_json
 
 # Class counts of the fixed-size sources; ``shapes:K`` has K, imagefolder/npz are counted on disk.
 KNOWN_CLASS_COUNTS = {"mnist5k": 10, "cifar10": 10, "cifar100": 100, "stl10": 10}
@@ -283,8 +283,10 @@ def index_num_classes(shards: Path) -> int | None:
     if not path.is_file():
         return None
     try:
-        index = json.loads(path.read_text())
-    except (OSError, ValueError):
+        index = read_json(path, "shard index")
+    except FileError:
+        return None
+    if not isinstance(index, dict):
         return None
     if isinstance(index.get("num_classes"), int):
         return index["num_classes"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from simclr_hpc.readers import dumps_json
+from simclr_hpc.readers import FileError, dumps_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,11 @@ def verify_checkpoint(path: Path) -> str | None:
     if not (path / COMPLETE_FILE).exists():
         return "incomplete (no COMPLETE marker)"
     try:
-        meta = json.loads((path / META_FILE).read_text())
-    except (OSError, ValueError):
+        meta = read_json(path / META_FILE, "checkpoint meta.json")
+    except FileError:
         return "meta.json missing or unreadable"
+    if not isinstance(meta, dict):
+        return "meta.json is not a JSON object"
     if not (path / STATE_FILE).is_file():
         return "state.pt missing"
     if sha256_file(path / STATE_FILE) != meta.get("sha256"):
