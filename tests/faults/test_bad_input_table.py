@@ -193,6 +193,10 @@ ROWS = [
      ["different config"], {}),  # issue
     ("run_dir_locked", run("pretrain", "run.root={w}/locked", "run.study=s", "run.name=r"),
      ["another run is writing here", "pid"], {}),  # issue: two writers
+    ("study_run_stale_source", ["study", "run", "{w}/stale.yaml", "--executor", "inprocess"],
+     ["dataset sh", "shapes:9", "--rerun-stale"], {}),  # issue: dataset source changed under the same name
+    ("study_submit_stale_source", ["study", "submit", "{w}/stale.yaml"], ["dataset sh", "--rerun-stale"], {}),
+    ("shards_is_a_file", run("pretrain", shards="{w}/afile"), ["afile", "shard directory not found"], {}),
     # ---- hostile names ----------------------------------------------------------------------------------------------
     ("run_name_subshell", run("pretrain", "run.name=$(touch CANARY)"), ["run.name"], {}),
     ("run_study_traversal", run("pretrain", "run.study=../../escape"), ["run.study"], {}),
@@ -258,6 +262,14 @@ def _build_world(w: Path, sh: Path, pre: Path) -> None:
     from simclr_hpc.runlock import LOCK_FILE, holder_record
 
     (lock_dir / LOCK_FILE).write_text(json.dumps(holder_record()))  # held by this live test process
+    shutil.copytree(sh, w / "stale_shards")  # shards whose index says they were built from another source
+    index = json.loads((w / "stale_shards" / "index.json").read_text())
+    (w / "stale_shards" / "index.json").write_text(json.dumps({**index, "source": "shapes:9"}))
+    (w / "stale.yaml").write_text(yaml.safe_dump({
+        "name": "stale", "root": str(w / "sroot"), "datasets": {"sh": {"source": "shapes:4:40:16", "shards": str(
+            w / "stale_shards")}}, "encoders": {"ra": {"dataset": "sh"}},
+        "finetune": {"encoders": ["ra"], "label_fractions": [1.0], "head_layers": [0], "protocols": ["linear"]}},
+        sort_keys=False))
     study = {**TINY, "root": str(w / "sroot")}
     (w / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     _job_registry(w / "jobroot")
@@ -320,6 +332,6 @@ def test_the_table_holds_at_least_80_inputs_and_every_example_of_the_issue():
         "manifest_existing_file", "manifest_is_directory", "manifest_missing_parent", "finished_run_other_config",
         "submit_finetune_no_encoder", "submit_missing_shards", "steps_true", "batch_1e20", "time_99999_days",
         "sif_empty", "logs_task_negative", "finetune_head_beyond_encoder", "finetune_tampered_checkpoint",
-        "distill_teacher_is_pretrain", "run_dir_locked",
+        "distill_teacher_is_pretrain", "run_dir_locked", "study_run_stale_source",
     }
     assert issue_examples <= ids, issue_examples - ids
