@@ -37,10 +37,11 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     _stage(stage)
     from simclr_hpc.train.loop import NonFiniteLoss
     from simclr_hpc.train.checkpoint import CheckpointError
+    from simclr_hpc.launch.slurm import job_active
     from simclr_hpc.train.runner import run_stage
 
     try:
-        result = run_stage(stage, cfg, job_alive=_slurm_job_alive)
+        result = run_stage(stage, cfg, job_alive=job_active)
     except (NonFiniteLoss, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1)
@@ -50,16 +51,6 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
         print(f"warning: {skipped} corrupt sample reads were skipped (data.on_error=skip), {100 * skipped / seen:.1f}% "
               f"of all reads; `simclr-hpc data verify {cfg.data.shards}` names them", file=sys.stderr)
     print(dumps_json({"run_dir": result["run_dir"], "metrics": result["metrics"]}))
-
-
-def _slurm_job_alive(job_id: str) -> bool | None:
-    """For the run lock: is Slurm job ``job_id`` still pending or running? None when Slurm cannot tell."""
-    from simclr_hpc.launch import slurm
-
-    if not slurm.installed():
-        return None
-    state = slurm.job_state(job_id)
-    return None if state is None else state not in slurm.TERMINAL_STATES
 
 
 config_app = typer.Typer(help="Show or validate a run configuration.", no_args_is_help=True)

@@ -190,3 +190,17 @@ def test_lock_reader_references_and_output_checks_import_no_torch():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def lock_aware_target(stage, cfg, job_alive=None):
+    """A job target that takes the run lock's Slurm query, like ``run_stage``."""
+    return {"job_alive": job_alive}
+
+
+def test_jobs_hand_the_slurm_query_to_the_run_lock():
+    from simclr_hpc.config import Config
+    from simclr_hpc.launch import slurm
+    from simclr_hpc.launch.task import StageJob
+
+    out = StageJob("tests.faults.test_run_lock:lock_aware_target")("pretrain", Config().model_dump(mode="json"))
+    assert out["job_alive"] is slurm.job_active
