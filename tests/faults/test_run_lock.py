@@ -197,8 +197,11 @@ def lock_aware_target(stage, cfg, job_alive=None):
     return {"job_alive": job_alive}
 
 
-def test_jobs_hand_the_slurm_query_to_the_run_lock():
+def test_jobs_hand_the_slurm_query_to_the_run_lock(monkeypatch):
     from simclr_hpc.config import Config
+
+    # Outside a job there is no submitit environment to export; the argument passing is what is tested here.
+    monkeypatch.setattr("simclr_hpc.launch.environment.export_torch_env", lambda: None)
     from simclr_hpc.launch import slurm
     from simclr_hpc.launch.task import StageJob
 
