@@ -108,7 +108,8 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise FileError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); rewrite or remove the {what}") from None
+        raise FileError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); rewrite or remove the "
+                        f"{what}") from None
     except RecursionError:
         raise FileError(f"{path}: nested too deeply to be a {what}") from None
 

@@ -48,7 +48,8 @@ def finished_run_arch(ref: str, field: str) -> dict:
         raise ConfigError(f"{field}: {ref}: result.json or the checkpoint's meta.json is not what a run writes")
     if not (latest / "COMPLETE").exists() or not (latest / "state.pt").is_file():
         raise ConfigError(f"{field}: {ref}: its last checkpoint {latest} is incomplete; run that stage again")
-    if _sha256(latest / "state.pt") != meta.get("sha256") or result.get("checkpoint_sha256") not in (None, meta.get("sha256")):
+    recorded = meta.get("sha256")
+    if _sha256(latest / "state.pt") != recorded or result.get("checkpoint_sha256") not in (None, recorded):
         raise ConfigError(f"{field}: {ref}: checkpoint {latest} does not match the sha256 recorded when it was written "
                           "(modified or corrupt); restore it or run that stage again")
     return meta["arch"]
@@ -64,7 +65,7 @@ def _index(cfg: Config) -> dict:
         index = read_json(root / "index.json", "shard index")
     except FileError as err:
         raise ConfigError(f"data.shards: {err.lines[0]}; {build}") from None
-    if not isinstance(index, dict) or not isinstance(index.get("splits"), dict) or not isinstance(index.get("classes"), list):
+    if not (isinstance(index, dict) and isinstance(index.get("splits"), dict) and isinstance(index.get("classes"), list)):
         raise ConfigError(f"data.shards: {root / 'index.json'}: not a shard index; {build}")
     return index
 

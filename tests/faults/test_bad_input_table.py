@@ -49,7 +49,8 @@ def submit(stage, *extra, dry=True):
 ROWS = [
     # ---- every file the CLI reads goes through one reader ----------------------------------------------------------
     ("config_binary", ["run", "pretrain", "-c", "{w}/binary.yaml"], ["binary.yaml", "not UTF-8"], {}),  # issue
-    ("config_alias_cycle", ["run", "pretrain", "-c", "{w}/cycle.yaml"], ["cycle.yaml", "refers to itself"], {}),  # issue
+    ("config_alias_cycle", ["run", "pretrain", "-c", "{w}/cycle.yaml"], ["cycle.yaml", "refers to itself"],
+     {}),  # issue
     ("config_alias_bomb", ["run", "pretrain", "-c", "{w}/bomb.yaml"], ["bomb.yaml", "expands to more than"], {}),
     ("config_is_directory", ["run", "pretrain", "-c", "{w}/adir"], ["adir", "is a directory"], {}),
     ("config_list_top", ["run", "pretrain", "-c", "{w}/list.yaml"], ["list.yaml", "expected a mapping"], {}),
