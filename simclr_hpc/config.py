@@ -329,7 +329,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping through the one reader (``readers.read_yaml``); a problem is a ConfigError naming the file."""
+    """Read a YAML mapping through the one reader (``readers.read_yaml``); a problem is a ConfigError naming it."""
     try:
         return _read_mapping(path, "config file")
     except FileError as err:

@@ -65,7 +65,8 @@ def _index(cfg: Config) -> dict:
         index = read_json(root / "index.json", "shard index")
     except FileError as err:
         raise ConfigError(f"data.shards: {err.lines[0]}; {build}") from None
-    if not (isinstance(index, dict) and isinstance(index.get("splits"), dict) and isinstance(index.get("classes"), list)):
+    if not isinstance(index, dict) or not isinstance(index.get("splits"), dict) or \
+            not isinstance(index.get("classes"), list):
         raise ConfigError(f"data.shards: {root / 'index.json'}: not a shard index; {build}")
     return index
 

@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator

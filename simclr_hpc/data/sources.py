@@ -309,7 +309,8 @@ def open_shapes(fields: list[str], seed: int) -> Source:
     total = k * (per_class + max(20, per_class // 5)) * size * size * 3
     if total > MAX_GENERATED_BYTES:
         raise DataError(f"shapes:{':'.join(fields)}: {k} x {per_class} images of {size} px would take "
-                        f"{total / 2**30:.0f} GiB of memory (at most {MAX_GENERATED_BYTES // 2**30} GiB); lower N_PER_CLASS or SIZE")
+                        f"{total / 2**30:.0f} GiB of memory (at most {MAX_GENERATED_BYTES // 2**30} GiB); lower "
+                        "N_PER_CLASS or SIZE")
     x, y = generated.generate_shapes(k, per_class, size, seed, "train")
     xt, yt = generated.generate_shapes(k, max(20, per_class // 5), size, seed, "test")
     spec = f"shapes:{k}:{per_class}:{size}:{seed}"
