@@ -106,7 +106,7 @@ def stale_in_plan(plan) -> list[Stale]:
         if reason is None and Path(run.cfg.data.shards).absolute() in stale_dirs:
             reason = "its dataset's shards are stale"
         if reason is None and isinstance(result, dict):
-            reason = stale_result(result, run.cfg.hash(), Path(run.cfg.data.shards))
+            reason = stale_result(result, run.cfg.hash(run.stage), Path(run.cfg.data.shards))
         if reason:
             stale_keys[run.key] = reason
             out.append(Stale(f"run {run.key}", run.run_dir, reason))

@@ -1,4 +1,4 @@
-"""One reader for every file the CLI reads, and one strict JSON encoder for every JSON file it writes.
+"""One reader for every file the CLI reads.
 
 Whatever a user points a command at (a config, a site profile, a study file, an ``index.json``, a ``result.json``) is
 read by :func:`read_text`, :func:`read_yaml` or :func:`read_json`. Every way such a file can be wrong (missing, a
@@ -6,9 +6,7 @@ directory, unreadable, binary instead of UTF-8 text, bad YAML or JSON syntax, an
 nested aliases, a top level that is not a mapping) becomes one :class:`FileError` line naming the file and the fix,
 never a traceback.
 
-:func:`dumps_json` writes strict JSON (``allow_nan=False``): ``NaN`` and ``Infinity`` are not JSON, and strict readers
-(``jq``, browsers, most JSON libraries outside Python) refuse files holding them. A non-finite number is written as
-``null`` and its dotted path is listed, with the reason, under ``non_finite``.
+(The strict JSON *writer* is ``fsutil.dumps_json``.)
 
 No torch import here; ``config`` (and so everything else) builds on this module.
 """
@@ -16,7 +14,6 @@ No torch import here; ``config`` (and so everything else) builds on this module.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -112,27 +109,3 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
                         f"{what}") from None
     except RecursionError:
         raise FileError(f"{path}: nested too deeply to be a {what}") from None
-
-
-def finite(obj: Any, path: str = "", reasons: dict | None = None) -> tuple[Any, dict[str, str]]:
-    """``obj`` with every non-finite float replaced by None, and {dotted path: "nan"|"inf"|"-inf"} of each one."""
-    reasons = {} if reasons is None else reasons
-    if isinstance(obj, float) and not math.isfinite(obj):
-        reasons[path or "value"] = "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-        return None, reasons
-    if isinstance(obj, dict):
-        return {k: finite(v, f"{path}.{k}" if path else str(k), reasons)[0] for k, v in obj.items()}, reasons
-    if isinstance(obj, (list, tuple)):
-        return [finite(v, f"{path}[{i}]", reasons)[0] for i, v in enumerate(obj)], reasons
-    return obj, reasons
-
-
-def dumps_json(obj: Any, **kwargs) -> str:
-    """Strict JSON text of ``obj``: non-finite numbers become null, listed under ``non_finite`` (dicts only)."""
-    clean, reasons = finite(obj)
-    if reasons:
-        if not isinstance(clean, dict):
-            raise ValueError(f"non-finite value(s) at {', '.join(reasons)} outside a JSON object")
-        clean["non_finite"] = {key: f"{value}: not representable in JSON, written as null" for key, value in
-                               reasons.items()}
-    return json.dumps(clean, allow_nan=False, **kwargs)

@@ -7,7 +7,7 @@ whose bytes no longer match its recorded sha256, a teacher trained for another n
 the files alone: ``result.json``, the last checkpoint's ``meta.json`` and ``state.pt`` hash, and ``index.json``.
 
 No torch here: ``submit`` calls it on a login node. The checkpoint layout (``checkpoints/latest -> step-N/`` with
-``state.pt``, ``meta.json``, ``COMPLETE``) is the one ``simclr_hpc.train.checkpoint`` writes.
+``state.pt``, ``meta.json``, ``COMPLETE``) is the one ``simclr_hpc.train.checkpoint`` writes (names from ``rundir``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from simclr_hpc import rundir
 from simclr_hpc.config import Config, ConfigError
 from simclr_hpc.readers import FileError, read_json
-
-RESULT_FILE = "result.json"
 
 
 def _sha256(path: Path) -> str:
@@ -38,11 +37,11 @@ def finished_run_arch(ref: str, field: str) -> dict:
     if not run.is_dir():
         raise ConfigError(f"{field}: {ref}: no such run directory; run it first or fix the path")
     try:
-        result = read_json(run / RESULT_FILE, RESULT_FILE)
-        latest = (run / "checkpoints" / "latest").resolve()
+        result = read_json(rundir.result_path(run), rundir.RESULT)
+        latest = (rundir.checkpoints_dir(run) / rundir.LATEST).resolve()
         meta = read_json(latest / "meta.json", "checkpoint meta.json")
     except FileError as err:
-        what = "that run has not finished" if not (run / RESULT_FILE).exists() else err.lines[0]
+        what = "that run has not finished" if not rundir.is_finished(run) else err.lines[0]
         raise ConfigError(f"{field}: {ref}: {what}; run it (again) first or fix the path") from None
     if not isinstance(result, dict) or not isinstance(meta, dict) or not isinstance(meta.get("arch"), dict):
         raise ConfigError(f"{field}: {ref}: result.json or the checkpoint's meta.json is not what a run writes")

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from simclr_hpc.cli.common import user_errors
+from simclr_hpc.data.source_spec import GRAMMAR
 
 data_app = typer.Typer(help="Build, inspect and verify WebDataset shard directories.", no_args_is_help=True)
 
@@ -19,12 +20,12 @@ data_app = typer.Typer(help="Build, inspect and verify WebDataset shard director
 @data_app.command("shards")
 @user_errors
 def shards(
-    source: Annotated[str, typer.Argument(help="cifar10:ROOT cifar100:ROOT stl10:ROOT imagefolder:DIR npz:FILE mnist5k "
-                                               "shapes[:K[:N_PER_CLASS[:SIZE[:SEED]]]]")],
+    source: Annotated[str, typer.Argument(help=f"Dataset source: one of {GRAMMAR}.")],
     out_dir: Annotated[Path, typer.Argument(help="Directory to create (must not already hold shards).")],
     val_fraction: Annotated[float, typer.Option(help="Fraction of train carved out as a stratified val split.")] = 0.0,
     shard_size: Annotated[int, typer.Option(help="Samples per tar file.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the split carving and shuffling (and of generated datasets).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1,
+                                      help="Seed of the split carving and shuffling (and of generated datasets).")] = 0,
     image_format: Annotated[str, typer.Option(help="png, jpg, or auto (png up to 128 px, jpg above).")] = "auto",
 ) -> None:
     """Write SOURCE as train/val/test WebDataset shards plus index.json into OUT_DIR."""

@@ -8,12 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from simclr_hpc.cli.common import user_errors
+from simclr_hpc.cli.common import ConfigOpt, SetOpt, user_errors
 from simclr_hpc.config import STAGES, ConfigError, dump_config, load_config
-from simclr_hpc.readers import dumps_json
+from simclr_hpc.fsutil import dumps_json
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", help="YAML with only what differs from the defaults.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override one field: --set train.steps=200 (repeatable).")]
 
 
 def _stage(stage: str) -> str:
@@ -35,6 +33,7 @@ def run(
 def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     cfg = load_config(config, overrides)
     _stage(stage)
+    from simclr_hpc.fsutil import AtomicWriteError
     from simclr_hpc.train.loop import NonFiniteLoss
     from simclr_hpc.train.checkpoint import CheckpointError
     from simclr_hpc.launch.slurm import job_active
@@ -42,7 +41,7 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
 
     try:
         result = run_stage(stage, cfg, job_alive=job_active)
-    except (NonFiniteLoss, CheckpointError) as err:
+    except (NonFiniteLoss, CheckpointError, AtomicWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1)
     skipped = result.get("skipped_samples") or 0

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from simclr_hpc.readers import dumps_json
+from simclr_hpc.fsutil import dumps_json
 
 log = logging.getLogger("simclr_hpc")
 

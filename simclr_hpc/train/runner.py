@@ -4,7 +4,6 @@ interrupted one resumes from its latest whole checkpoint."""
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -12,16 +11,19 @@ from typing import Callable
 import torch
 
 from simclr_hpc import distributed as D
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_config
 from simclr_hpc.outputs import check_output_dir
 from simclr_hpc.readers import read_json
 from simclr_hpc.references import check_references
-from simclr_hpc.runlock import RunLock
+from simclr_hpc.rundir import Result
 from simclr_hpc.train import checkpoint as ckpt
+from simclr_hpc.train.backends import create_engine
 from simclr_hpc.train.engine import Engine, derive_batch
 from simclr_hpc.train.loop import train
 from simclr_hpc.train.metrics import log, setup_logging
-from simclr_hpc.train.tasks import RESULT_FILE, TASKS, StageContext
+from simclr_hpc.train.stages import TASKS
+from simclr_hpc.train.task import StageContext, Task, TrainOutcome
 
 
 def _device_name(engine: Engine) -> str:
@@ -50,13 +52,13 @@ def check_same_config(stage: str, cfg: Config) -> bool:
     a different config is refused: resuming it would mix two experiments, returning its result would answer another
     question."""
     run_dir = cfg.run_dir(stage)
-    path = run_dir / "config.yaml"
+    path = rundir.config_path(run_dir)
     if not path.exists():
         return False
-    previous = load_config(path)
-    if previous.hash() != cfg.hash():
+    before, now = load_config(path).hash(stage), cfg.hash(stage)
+    if before != now:
         raise ConfigError(
-            f"run.name: {run_dir} was started with a different config (hash {previous.hash()} != {cfg.hash()}); "
+            f"run.name: {run_dir} was started with a different config (hash {before} != {now}); "
             "choose another run.name or delete that directory"
         )
     return True
@@ -66,20 +68,20 @@ def prepare_run_dir(stage: str, cfg: Config) -> None:
     """Create the run directory and write ``config.yaml`` before the first step (rank 0 only)."""
     if not check_same_config(stage, cfg):
         cfg.run_dir(stage).mkdir(parents=True, exist_ok=True)
-        ckpt.write_bytes_atomic(cfg.run_dir(stage) / "config.yaml", dump_config(cfg).encode())
+        fsutil.write_text_atomic(rundir.config_path(cfg.run_dir(stage)), dump_config(cfg))
 
 
 def finished_result(stage: str, cfg: Config) -> dict | None:
     """The result of a finished run of exactly this config, None if it has not finished; another config's is refused."""
-    path = cfg.run_dir(stage) / RESULT_FILE
+    path = rundir.result_path(cfg.run_dir(stage))
     if not path.exists():
         return None
     check_same_config(stage, cfg)
     result = read_json(path, "result.json")
-    if not isinstance(result, dict) or result.get("config_hash") != cfg.hash():
-        raise ConfigError(f"run.name: {path} was written by a different config (config_hash "
-                          f"{result.get('config_hash') if isinstance(result, dict) else '?'} != {cfg.hash()}); "
-                          "choose another run.name or delete that directory")
+    recorded = result.get("config_hash") if isinstance(result, dict) else "?"
+    if recorded != cfg.hash(stage):
+        raise ConfigError(f"run.name: {path} was written by a different config (config_hash {recorded} != "
+                          f"{cfg.hash(stage)}); choose another run.name or delete that directory")
     return result
 
 
@@ -111,9 +113,8 @@ def run_stage(stage: str, cfg: Config, job_alive: Callable[[str], bool | None] |
 def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int, accumulation: int,
            data_hash: str) -> dict:
     run_dir = cfg.run_dir(stage)
-    result_path = run_dir / RESULT_FILE
     t0 = time.time()
-    engine = Engine(cfg, env)
+    engine = create_engine(cfg, env)
     setup_logging(engine.rank)
     try:
         ctx = StageContext(cfg, engine, run_dir, per_device, micro, accumulation)
@@ -123,39 +124,31 @@ def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int,
             accumulation, micro, _device_name(engine),
         )
         task = TASKS[stage](ctx)
-        metrics = train(task, ctx)
-        extra = dict(ctx.extra)
-        for key in ("teacher_top1", "teacher_backbone", "loss"):
-            if key in extra:
-                metrics[key] = extra.pop(key)
-        latest = ckpt.latest_whole(run_dir / "checkpoints")
-        result = {
-            "stage": stage,
-            "study": cfg.run.study,
-            "run": cfg.run.name,
-            "run_dir": str(run_dir),
-            "config_hash": cfg.hash(),
-            "data_hash": data_hash,  # the shards' content hash: a study tells results of replaced data by it
-            "seed": cfg.run.seed,
-            "steps": cfg.train.steps,
-            "global_batch": cfg.train.global_batch,
-            "per_device_batch": per_device,
-            "accumulation": accumulation,
-            "metrics": metrics,
-            "wall_s": time.time() - t0,
-            "images_per_s": extra.pop("images_per_s"),
-            "skipped_samples": extra.pop("skipped_samples"),
-            "device": _device_name(engine),
-            "world_size": engine.world_size,
-            "hostnames": engine.hostnames,
-            "checkpoint_sha256": ckpt.read_meta(latest)["sha256"] if latest else None,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **extra,
-        }
+        if engine.is_main and task.subset() is not None:
+            fsutil.write_json_atomic(rundir.subset_path(run_dir), task.subset())
+        outcome = train(task, ctx)
+        result = _result(stage, ctx, task, outcome, time.time() - t0, data_hash)
         if engine.is_main:
-            ckpt.write_json_atomic(result_path, result)
-            log.info("%s done: %s", run_dir, json.dumps(metrics))
+            result.write(run_dir)
+            log.info("%s done: %s", run_dir, fsutil.dumps_json(result.metrics))
         engine.barrier()
     finally:
         engine.close()
-    return result
+    return result.to_json()
+
+
+def _result(stage: str, ctx: StageContext, task: Task, outcome: TrainOutcome, wall_s: float,
+            data_hash: str) -> Result:
+    """The run's result.json: its config's coordinates, the outcome, the runtime facts and the task's facts."""
+    cfg, engine = ctx.cfg, ctx.engine
+    latest = ckpt.latest_whole(rundir.checkpoints_dir(ctx.run_dir))
+    return Result(
+        stage=stage, study=cfg.run.study, run=cfg.run.name, run_dir=str(ctx.run_dir), config_hash=cfg.hash(stage),
+        data_hash=data_hash,
+        seed=cfg.run.seed, steps=cfg.train.steps, global_batch=cfg.train.global_batch, per_device_batch=ctx.per_device,
+        accumulation=ctx.accumulation, metrics={**outcome.metrics, "loss": outcome.loss}, wall_s=wall_s,
+        images_per_s=outcome.images_per_s, skipped_samples=outcome.skipped_samples, device=_device_name(engine),
+        world_size=engine.world_size, hostnames=engine.hostnames,
+        checkpoint_sha256=ckpt.read_meta(latest)["sha256"] if latest else None,
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **task.facts(),
+    )

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from simclr_hpc.readers import dumps_json
+from simclr_hpc.fsutil import dumps_json
 
 
 def _strict_load(text: str):
