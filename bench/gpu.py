@@ -50,7 +50,7 @@ def _engine_run(kind: str, tmp: str, s: dict) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.engine import Engine
+    from simclr_hpc.train.backends import create_engine
     from simclr_hpc.train.optim import build_optimizer, scaled_lr
     from simclr_hpc.train.stages import PretrainTask
     from simclr_hpc.train.task import StageContext
@@ -63,7 +63,7 @@ def _engine_run(kind: str, tmp: str, s: dict) -> dict:
     if kind == "ddp+device_augment":
         sets += ["data.device_augment=true"]
     cfg = load_config(None, sets)
-    engine = Engine(cfg)
+    engine = create_engine(cfg)
     cuda = engine.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     try:

@@ -24,13 +24,13 @@ def _child(chunk: int) -> None:
     import torch
 
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.engine import Engine
+    from simclr_hpc.train.backends import create_engine
     from simclr_hpc.train.stages import PretrainTask
     from simclr_hpc.train.task import StageContext
 
     torch.set_num_threads(1)
     cfg = load_config(overrides=["model.width=0.25", f"train.global_batch={BATCH}"])
-    engine = Engine(cfg)
+    engine = create_engine(cfg)
     torch.manual_seed(0)
     task = PretrainTask(StageContext(cfg, engine, Path(tempfile.mkdtemp()), BATCH, chunk, BATCH // chunk))
     model = task.build().eval()  # BN on running statistics, so every chunk size computes the same loss

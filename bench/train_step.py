@@ -41,13 +41,13 @@ class Ours:
     def __init__(self, cfg, batch: dict):
         from pathlib import Path
 
-        from simclr_hpc.train.engine import Engine
+        from simclr_hpc.train.backends import create_engine
         from simclr_hpc.train.optim import build_optimizer, scaled_lr
         from simclr_hpc.train.stages import PretrainTask
         from simclr_hpc.train.task import StageContext
 
         self.cfg, self.batch = cfg, batch
-        self.engine = Engine(cfg)
+        self.engine = create_engine(cfg)
         n = cfg.train.global_batch
         ctx = StageContext(cfg, self.engine, Path(cfg.run.root), n, n, 1)
         self.task = PretrainTask(ctx)

@@ -6,7 +6,6 @@ size through :class:`DistEnv`, so losses and models stay pure and testable in on
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 from dataclasses import dataclass
@@ -39,10 +38,6 @@ class DistEnv:
             master_port=int(env.get("MASTER_PORT", 29500)),
         )
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
 
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -54,20 +49,6 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_initialized() else 1
-
-
-def init_process_group(env: DistEnv, backend: str, timeout_s: int) -> None:
-    """Join the job's process group (no-op for a single process). ``timeout_s`` bounds every collective."""
-    if env.world_size <= 1 or is_initialized():
-        return
-    os.environ.setdefault("MASTER_ADDR", env.master_addr)
-    os.environ.setdefault("MASTER_PORT", str(env.master_port))
-    dist.init_process_group(
-        backend=backend,
-        rank=env.rank,
-        world_size=env.world_size,
-        timeout=datetime.timedelta(seconds=timeout_s),
-    )
 
 
 def destroy_process_group() -> None:
@@ -101,15 +82,6 @@ def all_gather_objects(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate equal-shaped ``tensor`` from every rank along dim 0, without gradient."""
-    if not is_initialized():
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -13,9 +13,9 @@ import torch
 
 def case_world(args: dict) -> dict:
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.engine import Engine
+    from simclr_hpc.train.backends import create_engine
 
-    engine = Engine(load_config(overrides=args.get("overrides", [])))
+    engine = create_engine(load_config(overrides=args.get("overrides", [])))
     out = {"rank": engine.rank, "world_size": engine.world_size, "hostnames": engine.hostnames}
     t = torch.tensor([float(engine.rank + 1)])
     from simclr_hpc import distributed as D
@@ -29,9 +29,9 @@ def case_ntxent(args: dict) -> dict:
     from simclr_hpc import distributed as D
     from simclr_hpc.config import load_config
     from simclr_hpc.losses import nt_xent
-    from simclr_hpc.train.engine import Engine
+    from simclr_hpc.train.backends import create_engine
 
-    engine = Engine(load_config())
+    engine = create_engine(load_config())
     n_global, dim, tau = args["n"], args["d"], args["tau"]
     gen = torch.Generator().manual_seed(0)
     z_a_all, z_b_all = torch.randn(n_global, dim, generator=gen), torch.randn(n_global, dim, generator=gen)
@@ -51,12 +51,13 @@ def case_train(args: dict) -> dict:
     from simclr_hpc import distributed as D
     from simclr_hpc.config import load_config
     from simclr_hpc.losses import nt_xent
-    from simclr_hpc.train.engine import Engine, derive_batch
+    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engine import derive_batch
     from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
     from simclr_hpc.models import build_simclr
 
     cfg = load_config(overrides=args["overrides"])
-    engine = Engine(cfg)
+    engine = create_engine(cfg)
     per_device, micro, accumulation = derive_batch(cfg.train.global_batch, engine.world_size, cfg.train.max_batch_per_device)
     torch.manual_seed(0)
     model = build_simclr(cfg.model)
@@ -75,7 +76,7 @@ def case_train(args: dict) -> dict:
         with engine.autocast():  # a no-op on CPU; on a GPU, bf16 (DeepSpeed's bf16 weights need it)
             z = model(torch.cat([x_a[sl], x_b[sl]]).to(engine.device))
         loss = nt_xent(z[:per_device], z[per_device:], cfg.pretrain.temperature, gather=gather, rank=engine.rank)
-        engine.backward(loss, last=True)
+        engine.backward(loss)
         engine.optimizer_step(optimizer)
         losses.append(float(D.all_reduce_sum(loss.detach().clone()).item()) / engine.world_size)
     params = {k: v.detach().clone() for k, v in engine.unwrap(model).state_dict().items()}
@@ -87,12 +88,13 @@ def case_zero_state(args: dict) -> dict:
     """ZeRO optimizer state in torch's format: take one AdamW step (or load ``args["load"]``), then gather it."""
     from simclr_hpc.config import load_config
     from simclr_hpc.losses import nt_xent
-    from simclr_hpc.train.engine import Engine, derive_batch
+    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engine import derive_batch
     from simclr_hpc.train.optim import build_optimizer
     from simclr_hpc.models import build_simclr
 
     cfg = load_config(overrides=args["overrides"])
-    engine = Engine(cfg)
+    engine = create_engine(cfg)
     per_device, micro, accumulation = derive_batch(cfg.train.global_batch, engine.world_size, 0)
     torch.manual_seed(0)
     model = build_simclr(cfg.model)
@@ -101,11 +103,41 @@ def case_zero_state(args: dict) -> dict:
     if loaded is None:
         x = torch.randn(2 * per_device, 3, 16, 16, generator=torch.Generator().manual_seed(engine.rank))
         z = model(x)
-        engine.backward(nt_xent(z[:per_device], z[per_device:], 0.2), last=True)
+        engine.backward(nt_xent(z[:per_device], z[per_device:], 0.2))
         engine.optimizer_step(optimizer)
     state = engine.optimizer_state(optimizer)
     engine.close()
     return {"state": state, "world": engine.world_size}
+
+
+def case_engine_protocol(args: dict) -> dict:
+    """Two half-batch micro-steps of a linear model through the engine's interface, recording the weights after each
+    ``backward`` and after ``optimizer_step`` (for tests/train/test_engine.py)."""
+    from torch import nn
+
+    from simclr_hpc.config import load_config
+    from simclr_hpc.train.backends import create_engine
+
+    engine = create_engine(load_config(overrides=args["overrides"]))
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2, bias=False)
+    start = model.weight.detach().clone()
+    model, optimizer = engine.prepare(model, torch.optim.SGD(model.parameters(), lr=1.0), micro=2, accumulation=2)
+    engine.set_lr(optimizer, args["lr"])
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    x, y = torch.tensor(args["x"]), torch.tensor(args["y"])
+    seen = []
+    for part in (slice(0, 2), slice(2, 4)):
+        with engine.no_sync(model, last=part.start == 2):
+            engine.backward(nn.functional.mse_loss(model(x[part].to(engine.device)), y[part]) * 0.5)
+        seen.append(engine.unwrap(model).weight.detach().clone())
+    grad = engine.unwrap(model).weight.grad.detach().clone()
+    engine.optimizer_step(optimizer)
+    after = engine.unwrap(model).weight
+    cleared = after.grad is None or not bool(after.grad.any())
+    out = {"start": start, "seen": seen, "grad": grad, "after": after.detach().clone(), "lrs": lrs, "cleared": cleared}
+    engine.close()
+    return out
 
 
 def case_stage(args: dict) -> dict:

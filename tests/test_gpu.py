@@ -16,12 +16,12 @@ pytestmark = pytest.mark.gpu
 
 def test_engine_uses_bf16_and_channels_last_on_gpu(tmp_path):
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.engine import Engine
+    from simclr_hpc.train.backends import create_engine
     from simclr_hpc.train.stages import PretrainTask
     from simclr_hpc.train.task import StageContext
 
     cfg = load_config(overrides=["model.width=0.25", "train.global_batch=32"])
-    engine = Engine(cfg)
+    engine = create_engine(cfg)
     assert engine.cuda and engine.bf16
     task = PretrainTask(StageContext(cfg, engine, tmp_path, 32, 32, 1))
     model = task.build()
@@ -48,7 +48,7 @@ def test_deepspeed_zero2_bf16_one_gpu_trains(tmp_path):
 
 def test_resnet50_224px_bf16_step_throughput_and_memory(tmp_path):
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.engine import Engine
+    from simclr_hpc.train.backends import create_engine
     from simclr_hpc.train.optim import build_optimizer
     from simclr_hpc.train.stages import PretrainTask
     from simclr_hpc.train.task import StageContext
@@ -56,7 +56,7 @@ def test_resnet50_224px_bf16_step_throughput_and_memory(tmp_path):
     batch = 128
     cfg = load_config(overrides=["model.backbone=resnet50", "model.cifar_stem=false", f"train.global_batch={batch}",
                                  "data.image_size=224", "model.proj_layers=3"])
-    engine = Engine(cfg)
+    engine = create_engine(cfg)
     task = PretrainTask(StageContext(cfg, engine, tmp_path, batch, batch, 1))
     model = task.build()
     model, opt = engine.prepare(model, build_optimizer(model, cfg.optim, 0.1))

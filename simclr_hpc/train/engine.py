@@ -1,19 +1,18 @@
-"""The distributed engine: the only module that knows Accelerate and DeepSpeed.
+"""The distributed engine: one small interface the loop and the tasks step a model through, whatever runs underneath.
 
-``Engine`` gives the loop one small surface whatever runs underneath: ``prepare``, ``autocast``, ``backward``,
-``optimizer_step``, ``no_sync``, ``unwrap`` and model/optimizer state for checkpoints.
+- ``dist.engine=ddp``: :class:`~simclr_hpc.train.engine_ddp.DDPEngine` (Accelerate).
+- ``dist.engine=deepspeed``: :class:`~simclr_hpc.train.engine_deepspeed.DeepSpeedEngine` (ZeRO 0-2, bf16, offload).
 
-- ``dist.engine=ddp``: Accelerate. On a machine without CUDA it is forced onto its CPU backend (gloo, MULTI_CPU):
-  without ``cpu=True`` Accelerate starts N processes that each train alone.
-- ``dist.engine=deepspeed``: ``deepspeed.initialize`` with a JSON config derived from ours (micro batch, accumulation,
-  world size, ZeRO stage, bf16, offload), so the two never disagree.
+Every method means the same on both: ``backward`` accumulates one micro-batch's gradients and nothing else;
+``optimizer_step`` applies the step's gradients and clears them. Only the two engine modules import Accelerate or
+DeepSpeed; ``train/backends.create_engine`` imports the one a config asks for.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
+from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
@@ -24,10 +23,6 @@ from simclr_hpc.config import Config, ConfigError
 
 class WorldSizeMismatch(RuntimeError):
     """Ranks disagree on the job's shape: some processes would train alone."""
-
-
-def _want_cuda() -> bool:
-    return torch.cuda.is_available()
 
 
 def derive_batch(global_batch: int, world_size: int, max_batch_per_device: int) -> tuple[int, int, int]:
@@ -50,69 +45,27 @@ def derive_batch(global_batch: int, world_size: int, max_batch_per_device: int) 
     return per_device, micro, per_device // micro
 
 
-def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int, bf16: bool) -> dict:
-    """DeepSpeed's JSON, derived from our config so batch sizes and precision cannot contradict it."""
-    zero: dict = {"stage": cfg.dist.zero_stage}
-    if cfg.dist.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu"}
-    return {
-        "train_batch_size": micro * accumulation * world_size,
-        "train_micro_batch_size_per_gpu": micro,
-        "gradient_accumulation_steps": accumulation,
-        "zero_optimization": zero,
-        "bf16": {"enabled": bf16},
-        "gradient_clipping": 0.0,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-        "zero_allow_untested_optimizer": True,
-    }
+class Engine(ABC):
+    """One process's view of the job: device, rank, world size, and how to step a model.
 
+    A subclass joins the process group in its constructor (setting ``device``) and then calls :meth:`_joined`.
+    """
 
-class Engine:
-    """One process's view of the job: device, rank, world size, and how to step a model."""
+    device: torch.device
 
     def __init__(self, cfg: Config, env: D.DistEnv | None = None):
         self.cfg = cfg
         self.env = env or D.DistEnv.from_env()
-        self.cuda = _want_cuda()
+        self.cuda = torch.cuda.is_available()
+        # bf16 autocast on CPU is slow and changes numerics: CPU runs stay fp32 whatever train.precision says.
         self.bf16 = self.cuda and cfg.train.precision in ("auto", "bf16")
-        if cfg.train.precision == "bf16" and not self.cuda:
-            # bf16 autocast on CPU is slow and changes numerics; keep CPU runs in fp32 and say so.
-            self.bf16 = False
-        self.kind = cfg.dist.engine
-        timeout = datetime.timedelta(seconds=cfg.train.collective_timeout_s)
-        backend = "nccl" if self.cuda else "gloo"
-        if self.kind == "ddp":
-            from accelerate import Accelerator
-            from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+        self.backend = "nccl" if self.cuda else "gloo"
 
-            handlers = [DistributedDataParallelKwargs(broadcast_buffers=True)]
-            if self.env.world_size > 1:
-                # With a backend named, Accelerate skips creating a group for one process and then asks it for its size.
-                handlers.append(InitProcessGroupKwargs(backend=backend, timeout=timeout))
-            self.accelerator = Accelerator(
-                cpu=not self.cuda, mixed_precision="bf16" if self.bf16 else "no", kwargs_handlers=handlers
-            )
-            self.device = self.accelerator.device
-        else:
-            if not self.cuda:
-                os.environ.setdefault("DS_ACCELERATOR", "cpu")
-            import deepspeed
-
-            if not D.is_initialized():
-                # DeepSpeed wants a process group even for one rank; give it the torchrun variables it reads.
-                for key, value in (("RANK", self.env.rank), ("WORLD_SIZE", self.env.world_size),
-                                   ("LOCAL_RANK", self.env.local_rank), ("MASTER_ADDR", self.env.master_addr),
-                                   ("MASTER_PORT", self.env.master_port)):
-                    os.environ.setdefault(key, str(value))
-                deepspeed.init_distributed(dist_backend=backend, timeout=timeout, auto_mpi_discovery=False)
-            self.device = torch.device("cuda", self.env.local_rank) if self.cuda else torch.device("cpu")
-            if self.cuda:
-                torch.cuda.set_device(self.device)
+    def _joined(self) -> None:
+        """Read rank and world size from the process group and check that every rank agrees on them."""
         self.rank = D.rank()
         self.world_size = D.world_size()
         self._check_world()
-        self._ds_engine = None
 
     def _check_world(self) -> None:
         """Every rank must agree on the world size, and it must be the one the launcher asked for."""
@@ -137,175 +90,62 @@ class Engine:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1,
-                optimizer_state: dict | None = None):
-        """Move/wrap ``model`` and ``optimizer`` for this engine and restore ``optimizer_state`` (torch's own format,
-        from :meth:`optimizer_state`) into them. Load checkpoint weights into ``model`` BEFORE this."""
+    def _common_wrap(self, model: nn.Module) -> nn.Module:
+        """SyncBN, channels_last and torch.compile, as the config asks (before the engine wraps the model)."""
         if self.cfg.train.sync_bn and self.world_size > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.cuda and self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.cfg.train.compile:
             model = torch.compile(model)
-        if self.kind == "ddp":
-            if optimizer_state is not None:
-                optimizer.load_state_dict(optimizer_state)
-            model, optimizer = self.accelerator.prepare(model, optimizer)
-            return model, optimizer
-        import deepspeed
+        return model
 
-        # The client optimizer's parameters in group order: the index space of the saved optimizer state.
-        self._param_groups = [list(group["params"]) for group in optimizer.param_groups]
-        # Under bf16 DeepSpeed casts the module and copies its masters from the bf16 weights; keep the fp32 ones.
-        masters = {n: p.detach().clone() for n, p in model.named_parameters()} if self.bf16 else None
-        config = deepspeed_config(self.cfg, self.world_size, micro, accumulation, self.bf16)
-        engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-        self._ds_engine = engine
-        if masters is not None and self._zero_mapped():
-            from deepspeed.utils import safe_set_full_fp32_param
+    @abstractmethod
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1,
+                optimizer_state: dict | None = None):
+        """Move/wrap ``model`` and ``optimizer`` for this engine and restore ``optimizer_state`` (torch's own format,
+        from :meth:`optimizer_state`) into them; returns the ``(model, optimizer)`` to train with. Load checkpoint
+        weights into ``model`` BEFORE this. ``micro`` and ``accumulation`` are the step's micro-batching."""
 
-            for name, param in engine.module.named_parameters():
-                safe_set_full_fp32_param(param, masters[name].to(self.device))
-        if optimizer_state is not None:
-            if self._zero_mapped():
-                _set_partitioned_state(ds_optimizer, self._param_groups, optimizer_state)
-            else:
-                ds_optimizer.load_state_dict(optimizer_state)
-        return engine, ds_optimizer
+    @abstractmethod
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The mixed-precision context of forward passes (bf16 on a GPU, nothing on a CPU)."""
 
-    def _zero_mapped(self) -> bool:
-        """DeepSpeed keeps fp32 master weights and optimizer state in flat partitions (ZeRO 1/2, or bf16)."""
-        return any(getattr(p, "_hp_mapping", None) is not None for group in self._param_groups for p in group)
+    @abstractmethod
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate the gradients of one micro-batch's ``loss`` (already scaled by its share of the step; no further
+        scaling). Never updates the weights."""
 
-    def autocast(self):
-        if self.kind == "ddp":
-            return self.accelerator.autocast()
-        if self.bf16:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
-        """Backpropagate one micro-batch's loss (already scaled by its share of the step; no further scaling)."""
-        if self.kind == "ddp":
-            self.accelerator.backward(loss)
-        else:
-            self._ds_engine.backward(loss, scale_wrt_gas=False)
-            # DeepSpeed counts micro-batches and only updates at the accumulation boundary.
-            self._ds_engine.step()
-
+    @abstractmethod
     def optimizer_step(self, optimizer) -> None:
-        """Apply the step's gradients (DeepSpeed already did at its accumulation boundary)."""
-        if self.kind == "ddp":
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        """Apply the gradients accumulated since the last step to the weights, then clear them."""
+
+    @abstractmethod
+    def no_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        """Context of one micro-batch's forward and backward: skips the gradient all-reduce unless ``last``."""
+
+    @abstractmethod
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        """The user's module inside what :meth:`prepare` returned."""
+
+    @abstractmethod
+    def model_state(self, model: nn.Module) -> dict:
+        """The model's state_dict on the CPU in fp32 master precision. A collective: every rank calls it."""
+
+    @abstractmethod
+    def optimizer_state(self, optimizer) -> dict:
+        """The optimizer state in torch's own format (``state`` keyed by parameter index in param-group order), so a
+        checkpoint resumes under either engine at any world size and loads with weights_only. A collective."""
 
     def set_lr(self, optimizer, lr: float) -> None:
+        """Set the learning rate of every parameter group for the next :meth:`optimizer_step`."""
         for group in optimizer.param_groups:
             group["lr"] = lr
-
-    def no_sync(self, model, last: bool):
-        """Skip the gradient all-reduce for all but the last micro-batch of a step (DeepSpeed decides this itself)."""
-        if self.kind == "ddp" and self.world_size > 1 and not last:
-            return self.accelerator.no_sync(model)
-        return contextlib.nullcontext()
-
-    def unwrap(self, model: nn.Module) -> nn.Module:
-        if self.kind == "ddp":
-            return self.accelerator.unwrap_model(model)
-        return model.module if hasattr(model, "module") else model
-
-    def model_state(self, model: nn.Module) -> dict:
-        """The model's state_dict on the CPU, with DeepSpeed's fp32 master weights in place of its bf16 copies.
-
-        Under ZeRO the masters are split over the ranks: every rank must call this (it is a collective)."""
-        module = self.unwrap(model)
-        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        if self.kind == "deepspeed" and self._zero_mapped():
-            from deepspeed.utils import safe_get_full_fp32_param
-
-            for name, param in module.named_parameters():
-                full = safe_get_full_fp32_param(param)
-                if full is not None:
-                    state[name] = full.detach().cpu()
-        return state
-
-    def optimizer_state(self, optimizer) -> dict:
-        """The optimizer state in torch's own format (``state`` keyed by parameter index in param-group order), whatever
-        the engine, so a checkpoint resumes under DDP or DeepSpeed at any world size and loads with weights_only.
-
-        Under ZeRO each rank holds a slice of every state tensor; the whole tensors are assembled here, so every rank
-        must call this (it is a collective)."""
-        if self.kind == "ddp" or not self._zero_mapped():
-            return optimizer.state_dict()
-        return _gather_partitioned_state(optimizer, self._param_groups)
 
     def barrier(self) -> None:
         D.barrier()
 
     def close(self) -> None:
-        if self.kind == "ddp":
-            self.accelerator.end_training()
+        """Leave the process group (the engine is unusable afterwards)."""
         D.destroy_process_group()
 
-
-def _gather_partitioned_state(ds_optimizer, param_groups: list[list[nn.Parameter]]) -> dict:
-    """torch-format optimizer state assembled from DeepSpeed's flat fp32 partitions (ZeRO 1/2, bf16 optimizer).
-
-    Each parameter's ``_hp_mapping`` says which fragment of it this rank holds (its place in the parameter and in the
-    flat partition); every rank copies its fragments into a zero tensor of the parameter's size, and a sum over the
-    ranks puts the whole tensor together."""
-    base = ds_optimizer.optimizer  # the torch optimizer, stepping this rank's flat partitions
-    state, groups, index = {}, [], 0
-    for group, params in zip(base.param_groups, param_groups):
-        flat = group["params"][0]
-        flat_state = base.state.get(flat, {})
-        # Every rank has the same keys: the flat partitions step together.
-        tensor_keys = sorted(k for k, v in flat_state.items() if torch.is_tensor(v) and v.shape == flat.shape)
-        scalars = {k: (v.clone().cpu() if torch.is_tensor(v) else v) for k, v in flat_state.items()
-                   if k not in tensor_keys}  # e.g. Adam's step: one value for the whole group
-        ids = []
-        for param in params:
-            mapping = getattr(param, "_hp_mapping", None)
-            entry = {}
-            for key in tensor_keys:
-                full = torch.zeros(param.numel(), dtype=torch.float32, device=flat.device)
-                if mapping is not None:  # this rank holds a fragment of the parameter
-                    lp, hp = mapping.lp_fragment_address, mapping.hp_fragment_address
-                    full.narrow(0, lp.start, lp.numel).copy_(flat_state[key].narrow(0, hp.start, hp.numel))
-                entry[key] = D.all_reduce_sum(full).reshape(param.shape).cpu()
-            if entry:
-                state[index] = {**entry, **scalars}
-            ids.append(index)
-            index += 1
-        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
-    return {"state": state, "param_groups": groups}
-
-
-def _set_partitioned_state(ds_optimizer, param_groups: list[list[nn.Parameter]], saved: dict) -> None:
-    """Write torch-format optimizer state into this rank's flat partitions (the inverse of the gather above).
-
-    The flat state tensors are created here; the base optimizer finds them at its first step and uses them (torch's
-    optimizers only initialise missing state), and DeepSpeed links its per-parameter views to them then."""
-    base = ds_optimizer.optimizer
-    index = 0
-    for group, params in zip(base.param_groups, param_groups):
-        flat = group["params"][0]
-        flat_state = base.state[flat]
-        for param in params:
-            entry = saved["state"].get(index, {})
-            index += 1
-            mapping = getattr(param, "_hp_mapping", None)
-            for key, value in entry.items():
-                if torch.is_tensor(value) and value.dim() > 0:
-                    if key not in flat_state:
-                        flat_state[key] = torch.zeros_like(flat)
-                    if mapping is not None:  # this rank holds a fragment of the parameter
-                        lp, hp = mapping.lp_fragment_address, mapping.hp_fragment_address
-                        src = value.to(flat.device, flat.dtype).flatten().narrow(0, lp.start, lp.numel)
-                        flat_state[key].narrow(0, hp.start, hp.numel).copy_(src)
-                else:
-                    flat_state[key] = value.clone().to(flat.device) if torch.is_tensor(value) else value
-    for group, saved_group in zip(base.param_groups, saved["param_groups"]):
-        for key, value in saved_group.items():
-            if key not in ("params", "lr"):
-                group[key] = value

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -39,6 +39,7 @@ class StageContext:
         return self.engine.device
 
 
+@runtime_checkable
 class Task(Protocol):
     """One stage's part of training; the loop (``loop.train``) is the same for every stage."""
 

@@ -6,14 +6,15 @@ import pytest
 import torch
 
 from simclr_hpc.config import ConfigError, load_config
-from simclr_hpc.train.engine import Engine, derive_batch
+from simclr_hpc.train.backends import create_engine
+from simclr_hpc.train.engine import derive_batch
 from simclr_hpc.train.stages import PretrainTask
 from simclr_hpc.train.task import StageContext
 
 
 def _grads(micro: int, tmp_path: Path):
     cfg = load_config(overrides=["model.width=0.125", "train.global_batch=16", "pretrain.temperature=0.2"])
-    engine = Engine(cfg)
+    engine = create_engine(cfg)
     torch.manual_seed(0)
     task = PretrainTask(StageContext(cfg, engine, tmp_path, 16, micro, 16 // micro))
     model = task.build().eval()  # BN on running statistics: chunking must not change the function being trained

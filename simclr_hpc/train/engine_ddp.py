@@ -1,0 +1,71 @@
+"""The DDP engine: Accelerate's ``Accelerator`` (the only module that imports Accelerate).
+
+On a machine without CUDA it is forced onto its CPU backend (gloo, MULTI_CPU): without ``cpu=True`` Accelerate starts
+N processes that each train alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+from torch import nn
+
+from simclr_hpc import distributed as D
+from simclr_hpc.config import Config
+from simclr_hpc.train.engine import Engine
+
+
+class DDPEngine(Engine):
+    """Data parallel with every rank holding the whole model and optimizer state."""
+
+    def __init__(self, cfg: Config, env: D.DistEnv | None = None):
+        super().__init__(cfg, env)
+        handlers = [DistributedDataParallelKwargs(broadcast_buffers=True)]
+        if self.env.world_size > 1:
+            # With a backend named, Accelerate skips creating a group for one process and then asks it for its size.
+            timeout = datetime.timedelta(seconds=cfg.train.collective_timeout_s)
+            handlers.append(InitProcessGroupKwargs(backend=self.backend, timeout=timeout))
+        self.accelerator = Accelerator(
+            cpu=not self.cuda, mixed_precision="bf16" if self.bf16 else "no", kwargs_handlers=handlers
+        )
+        self.device = self.accelerator.device
+        self._joined()
+
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1,
+                optimizer_state: dict | None = None):
+        model = self._common_wrap(model)
+        if optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        return self.accelerator.prepare(model, optimizer)
+
+    def autocast(self):
+        return self.accelerator.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+
+    def optimizer_step(self, optimizer) -> None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def no_sync(self, model: nn.Module, last: bool):
+        if self.world_size > 1 and not last:
+            return self.accelerator.no_sync(model)
+        return contextlib.nullcontext()
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        return self.accelerator.unwrap_model(model)
+
+    def model_state(self, model: nn.Module) -> dict:
+        return {k: v.detach().cpu() for k, v in self.unwrap(model).state_dict().items()}
+
+    def optimizer_state(self, optimizer) -> dict:
+        return optimizer.state_dict()
+
+    def close(self) -> None:
+        self.accelerator.end_training()
+        super().close()

@@ -1,0 +1,127 @@
+"""The DeepSpeed engine: ``deepspeed.initialize`` with a JSON config derived from ours (micro batch, accumulation,
+world size, ZeRO stage, bf16, offload), so the two never disagree. The only module that imports DeepSpeed.
+
+DeepSpeed counts micro-batches itself and updates the weights inside its ``step()`` at its accumulation boundary; a
+``step()`` between boundaries only advances that count. So :meth:`DeepSpeedEngine.backward` calls ``step()`` after
+every micro-batch but the last (counting only), and :meth:`DeepSpeedEngine.optimizer_step` makes the boundary call
+that updates: DeepSpeed sees the same call sequence as ever, and the two methods mean what they do under DDP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+
+import torch
+from torch import nn
+
+from simclr_hpc import distributed as D
+from simclr_hpc.config import Config
+from simclr_hpc.train import zero_state
+from simclr_hpc.train.engine import Engine
+
+
+def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int, bf16: bool) -> dict:
+    """DeepSpeed's JSON, derived from our config so batch sizes and precision cannot contradict it."""
+    zero: dict = {"stage": cfg.dist.zero_stage}
+    if cfg.dist.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    return {
+        "train_batch_size": micro * accumulation * world_size,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accumulation,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bf16},
+        "gradient_clipping": 0.0,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+class DeepSpeedEngine(Engine):
+    """ZeRO data parallel: optimizer state (stage 1) and gradients (stage 2) partitioned over the ranks."""
+
+    def __init__(self, cfg: Config, env: D.DistEnv | None = None):
+        super().__init__(cfg, env)
+        if not self.cuda:
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed  # after DS_ACCELERATOR: DeepSpeed picks its accelerator at import
+
+        if not D.is_initialized():
+            # DeepSpeed wants a process group even for one rank; give it the torchrun variables it reads.
+            for key, value in (("RANK", self.env.rank), ("WORLD_SIZE", self.env.world_size),
+                               ("LOCAL_RANK", self.env.local_rank), ("MASTER_ADDR", self.env.master_addr),
+                               ("MASTER_PORT", self.env.master_port)):
+                os.environ.setdefault(key, str(value))
+            timeout = datetime.timedelta(seconds=cfg.train.collective_timeout_s)
+            deepspeed.init_distributed(dist_backend=self.backend, timeout=timeout, auto_mpi_discovery=False)
+        self.device = torch.device("cuda", self.env.local_rank) if self.cuda else torch.device("cpu")
+        if self.cuda:
+            torch.cuda.set_device(self.device)
+        self._ds = None  # the DeepSpeed engine, from prepare()
+        self._param_groups: list[list[nn.Parameter]] = []
+        self._joined()
+
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1,
+                optimizer_state: dict | None = None):
+        import deepspeed
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        model = self._common_wrap(model)
+        # The client optimizer's parameters in group order: the index space of the saved optimizer state.
+        self._param_groups = [list(group["params"]) for group in optimizer.param_groups]
+        # Under bf16 DeepSpeed casts the module and copies its masters from the bf16 weights; keep the fp32 ones.
+        masters = {n: p.detach().clone() for n, p in model.named_parameters()} if self.bf16 else None
+        config = deepspeed_config(self.cfg, self.world_size, micro, accumulation, self.bf16)
+        self._ds, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        mapped = zero_state.zero_mapped(self._param_groups)
+        if masters is not None and mapped:
+            for name, param in self._ds.module.named_parameters():
+                safe_set_full_fp32_param(param, masters[name].to(self.device))
+        if optimizer_state is not None:
+            if mapped:
+                zero_state.scatter_state(ds_optimizer, self._param_groups, optimizer_state)
+            else:
+                ds_optimizer.load_state_dict(optimizer_state)
+        return self._ds, ds_optimizer
+
+    def autocast(self):
+        if self.bf16:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self._ds.backward(loss, scale_wrt_gas=False)
+        if not self._ds.is_gradient_accumulation_boundary():
+            self._ds.step()  # not the step's last micro-batch: DeepSpeed only counts it (see the module doc)
+
+    def optimizer_step(self, optimizer) -> None:
+        # The boundary call: DeepSpeed steps its optimizer and clears the gradients.
+        self._ds.step()
+
+    def no_sync(self, model: nn.Module, last: bool):
+        return contextlib.nullcontext()  # DeepSpeed reduces gradients at its accumulation boundary by itself
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        return model.module if hasattr(model, "module") else model
+
+    def model_state(self, model: nn.Module) -> dict:
+        """The state_dict on the CPU, with DeepSpeed's fp32 master weights in place of its bf16 copies (split over
+        the ranks under ZeRO, hence a collective)."""
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        module = self.unwrap(model)
+        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        if zero_state.zero_mapped(self._param_groups):
+            for name, param in module.named_parameters():
+                full = safe_get_full_fp32_param(param)
+                if full is not None:
+                    state[name] = full.detach().cpu()
+        return state
+
+    def optimizer_state(self, optimizer) -> dict:
+        if not zero_state.zero_mapped(self._param_groups):
+            return optimizer.state_dict()
+        return zero_state.gather_state(optimizer, self._param_groups)
