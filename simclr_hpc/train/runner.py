@@ -16,6 +16,7 @@ from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_con
 from simclr_hpc.outputs import check_output_dir
 from simclr_hpc.readers import read_json
 from simclr_hpc.references import check_references
+from simclr_hpc.runlock import RunLock
 from simclr_hpc.rundir import Result
 from simclr_hpc.train import checkpoint as ckpt
 from simclr_hpc.train.backends import create_engine

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-
 from simclr_hpc.fsutil import dumps_json
 
 
@@ -31,13 +29,16 @@ def test_finite_documents_are_unchanged():
     assert json.loads(dumps_json(doc)) == doc and "non_finite" not in dumps_json(doc)
 
 
-def test_result_and_checkpoint_json_writers_are_strict(tmp_path):
-    pytest.importorskip("torch")
-    from simclr_hpc.train.checkpoint import write_json_atomic
+def test_result_and_every_atomic_json_file_are_strict(tmp_path):
+    from simclr_hpc.fsutil import write_json_atomic
+    from simclr_hpc.rundir import Result
 
-    write_json_atomic(tmp_path / "result.json", {"metrics": {"top1": math.nan}})
-    doc = _strict_load((tmp_path / "result.json").read_text())
+    write_json_atomic(tmp_path / "any.json", {"metrics": {"top1": math.nan}})
+    doc = _strict_load((tmp_path / "any.json").read_text())
     assert doc["metrics"]["top1"] is None and "metrics.top1" in doc["non_finite"]
+    Result(stage="pretrain", run="r", metrics={"loss": math.inf}).write(tmp_path)
+    result = _strict_load((tmp_path / "result.json").read_text())
+    assert result["metrics"]["loss"] is None and result["non_finite"]["metrics.loss"].startswith("inf")
 
 
 def test_metrics_lines_are_strict(tmp_path):
