@@ -13,6 +13,7 @@ with ``offline``.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -204,7 +205,7 @@ def _shard_names(index: object) -> list[str]:
 def check_data_root(root: Path) -> list[Check]:
     """A shard directory: it exists, has a readable ``index.json``, and every shard it lists exists and is non-empty."""
     name = "data"
-    make = f"make it with `simclr-hpc data shards SOURCE {root}` or pass the right --data-root"
+    make = f"make it with `simclr-hpc data shards SOURCE {shlex.quote(str(root))}` or pass the right --data-root"
     if not root.is_dir():
         return [Check(name, "fail", f"data root {root}: no such directory", make)]
     index_path = root / "index.json"
@@ -232,7 +233,7 @@ def check_data_root(root: Path) -> list[Check]:
                 for names, what in ((missing, "missing"), (empty, "empty"), (cut, "cut short")) if names]
     if problems:
         return [Check(name, "fail", f"data root {root}: of {len(shards)} shards, " + "; ".join(problems),
-                      f"copy the shards again or rebuild them; `simclr-hpc data verify {root}` checks every sample")]
+                      f"copy the shards again or rebuild them; `simclr-hpc data verify {shlex.quote(str(root))}` checks every sample")]
     return [Check(name, "ok", f"data root {root}: {len(shards)} shards, {total_bytes / 2**20:.1f} MiB")]
 
 

@@ -9,7 +9,6 @@ No torch here.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 from simclr_hpc.readers import UserError
@@ -70,20 +69,3 @@ def check_output_file(path: str | Path, what: str, force: bool = False) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise OutputError(f"{what} {path}: not writable by you; choose another path")
     return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a unique temporary file beside it and one rename: a reader sees the old file
-    or the new one, never half; the temporary file never outlives a failure."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OutputError(f"{path}: could not write ({err.strerror or err}); nothing was changed") from None
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ No torch here: ``submit`` calls it on a login node. The checkpoint layout (``che
 from __future__ import annotations
 
 import hashlib
+import shlex
 from pathlib import Path
 
 from simclr_hpc import rundir
@@ -57,7 +58,7 @@ def finished_run_arch(ref: str, field: str) -> dict:
 def _index(cfg: Config) -> dict:
     """``index.json`` of the config's shards, with the splits the run reads; a problem is one ConfigError line."""
     root = Path(cfg.data.shards)
-    build = f"build it with `simclr-hpc data shards SOURCE {root}`"
+    build = f"build it with `simclr-hpc data shards SOURCE {shlex.quote(str(root))}`"
     if not root.is_dir():
         raise ConfigError(f"data.shards: {root}: shard directory not found; {build}")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -48,7 +49,7 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     if skipped:
         seen = skipped + result.get("steps", 0) * result.get("global_batch", 0)
         print(f"warning: {skipped} corrupt sample reads were skipped (data.on_error=skip), {100 * skipped / seen:.1f}% "
-              f"of all reads; `simclr-hpc data verify {cfg.data.shards}` names them", file=sys.stderr)
+              f"of all reads; `simclr-hpc data verify {shlex.quote(cfg.data.shards)}` names them", file=sys.stderr)
     print(dumps_json({"run_dir": result["run_dir"], "metrics": result["metrics"]}))
 
 

@@ -7,6 +7,7 @@ for a study's class-count check before any shard exists.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class DatasetIndex:
 def read_index(shards_dir: str | Path) -> DatasetIndex:
     """Read ``index.json`` of ``shards_dir``; a missing or malformed one is a DataError saying how to build it."""
     root = Path(shards_dir)
-    build = f"build it with `simclr-hpc data shards SOURCE {root}`"
+    build = f"build it with `simclr-hpc data shards SOURCE {shlex.quote(str(root))}`"
     if not root.is_dir():
         raise DataError(f"{root}: shard directory not found; {build}")
     path = root / INDEX
