@@ -12,10 +12,13 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator,
+                      model_validator)
+
+from simclr_hpc.readers import FileError, UserError, check_tree, read_yaml as _read_mapping
 
 STAGES = ("pretrain", "finetune", "distill", "transfer")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -24,18 +27,23 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-class UserError(ValueError):
-    """Bad user input (config, data, study, cluster request). The CLI prints ``lines`` and exits with code 2.
 
-    ``lines`` holds one message per problem, each naming the field, file, shard or job and how to fix it.
-    Every module raises a subclass of this for input a user can correct; anything else is a bug and keeps its traceback.
-    """
-
-    def __init__(self, lines: list[str] | str):
-        self.lines = [lines] if isinstance(lines, str) else list(lines)
-        super().__init__("\n".join(self.lines))
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean (true/false)")
+    return value
 
 
+# Strict field types: ``--set train.steps=true`` must not run 1 step, ``steps: 2.5`` must not run 2, ``sync_bn: 1``
+# is not a yes/no. Floats still take integers (``base_lr: 1``) and YAML 1.1's quoted-looking ``1e-6``.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+Bool = Annotated[bool, Strict()]
+# Upper bounds a user can hit by a typo (an extra zero, 1e20): far above any real run, low enough that nothing is
+# allocated, scheduled or waited for on a value no machine could serve.
+MAX_BATCH = 1 << 20
+MAX_STEPS = 100_000_000
+MAX_SEED = 2**32 - 1  # numpy's seed range
 class ConfigError(UserError):
     """A config file, override or value is wrong."""
 
@@ -62,7 +70,7 @@ class RunSection(Section):
     """Study name: groups runs under ``<root>/<study>/``."""
     root: str = "runs"
     """Directory that holds every study's runs (relative to the working directory, or absolute)."""
-    seed: int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
     """Seed for initialisation, data order, augmentation and subset selection."""
 
     @field_validator("name", "study")
@@ -78,18 +86,18 @@ class DataSection(Section):
     """Split that training reads."""
     eval_split: str = "test"
     """Held-out split on which top-1 is reported."""
-    image_size: int = Field(32, ge=8, le=1024)
+    image_size: Int = Field(32, ge=8, le=1024)
     """Side of the square crop the model sees, in pixels. 32 for CIFAR-like data, 224 for ImageNet-like."""
     augment: Literal["cifar", "imagenet"] = "cifar"
     """SimCLR augmentation preset: ``cifar`` (no blur, as in the paper's CIFAR runs) or ``imagenet`` (with blur)."""
-    color_strength: float = Field(0.5, ge=0.0, le=2.0)
+    color_strength: Float = Field(0.5, ge=0.0, le=2.0)
     """Colour-jitter strength s of SimCLR (0.5 for CIFAR, 1.0 for ImageNet)."""
-    crop_min_scale: float = Field(0.08, gt=0.0, le=1.0)
+    crop_min_scale: Float = Field(0.08, gt=0.0, le=1.0)
     """Smallest area fraction of a random resized crop (SimCLR: 0.08; small images with small objects do better higher)."""
-    device_augment: bool = False
+    device_augment: Bool = False
     """Pretrain: colour jitter, grayscale, blur and normalisation run batched on the training device (the GPU) instead
     of in the loader workers, which then only decode, crop and flip. Same augmentations; for when the CPUs starve the GPU."""
-    num_workers: int = Field(2, ge=0, le=64)
+    num_workers: Int = Field(2, ge=0, le=64)
     """DataLoader worker processes per rank."""
     on_error: Literal["raise", "skip"] = "raise"
     """What a corrupt sample does: ``raise`` stops naming shard and key; ``skip`` drops it and counts it."""
@@ -98,15 +106,15 @@ class DataSection(Section):
 class ModelSection(Section):
     backbone: str = "resnet18"
     """torchvision ResNet depth: one of resnet18, resnet34, resnet50, resnet101, resnet152."""
-    cifar_stem: bool = True
+    cifar_stem: Bool = True
     """3x3 stride-1 first convolution and no max-pool, for 32 px images."""
-    width: float = Field(1.0, gt=0.0, le=4.0)
+    width: Float = Field(1.0, gt=0.0, le=4.0)
     """Channel multiplier of every stage (1.0 = torchvision's widths)."""
-    proj_layers: int = Field(2, ge=1, le=4)
+    proj_layers: Int = Field(2, ge=1, le=4)
     """Depth of the projection head (SimCLRv1: 2, SimCLRv2: 3)."""
-    proj_hidden_dim: int = Field(0, ge=0)
+    proj_hidden_dim: Int = Field(0, ge=0, le=65536)
     """Width of the head's hidden layers; 0 means the encoder's feature width."""
-    proj_dim: int = Field(128, ge=1)
+    proj_dim: Int = Field(128, ge=1, le=65536)
     """Output width of the projection head (z)."""
 
     @field_validator("backbone")
@@ -120,71 +128,71 @@ class ModelSection(Section):
 class OptimSection(Section):
     name: Literal["lars", "sgd", "adamw"] = "lars"
     """Optimizer. LARS excludes BN and bias from weight decay and trust-ratio adaptation."""
-    base_lr: float = Field(0.3, gt=0.0, le=100.0)
+    base_lr: Float = Field(0.3, gt=0.0, le=100.0)
     """Learning rate at ``base_batch``; the run's LR is derived by ``lr_scaling``."""
     lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
     """LR rule: linear = base_lr * B/base_batch; sqrt = base_lr * sqrt(B/base_batch); none = base_lr."""
-    base_batch: int = Field(256, ge=1)
+    base_batch: Int = Field(256, ge=1, le=MAX_BATCH)
     """Reference global batch of ``base_lr``."""
-    weight_decay: float = Field(1e-6, ge=0.0, le=1.0)
+    weight_decay: Float = Field(1e-6, ge=0.0, le=1.0)
     """Weight decay (not applied to BN and bias parameters)."""
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    momentum: Float = Field(0.9, ge=0.0, lt=1.0)
     """Momentum for LARS/SGD; beta1 for AdamW."""
-    warmup_steps: int = Field(10, ge=0)
+    warmup_steps: Int = Field(10, ge=0, le=MAX_STEPS)
     """Linear warmup from 0 to the scaled LR, then cosine decay to ``min_lr_ratio`` times it."""
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    min_lr_ratio: Float = Field(0.0, ge=0.0, le=1.0)
     """Final LR as a fraction of the scaled LR."""
-    lars_eta: float = Field(0.001, gt=0.0, le=1.0)
+    lars_eta: Float = Field(0.001, gt=0.0, le=1.0)
     """LARS trust coefficient."""
 
 
 class TrainSection(Section):
-    steps: int = Field(100, ge=1)
+    steps: Int = Field(100, ge=1, le=MAX_STEPS)
     """Optimizer steps of the run."""
-    global_batch: int = Field(256, ge=1)
+    global_batch: Int = Field(256, ge=1, le=MAX_BATCH)
     """Images per optimizer step over all ranks: the one batch number a user sets."""
-    max_batch_per_device: int = Field(0, ge=0)
+    max_batch_per_device: Int = Field(0, ge=0, le=MAX_BATCH)
     """Largest micro-batch one device may hold; 0 = no limit. Above it, gradient caching (pretrain) or accumulation."""
-    ckpt_every_steps: int = Field(50, ge=1)
+    ckpt_every_steps: Int = Field(50, ge=1, le=MAX_STEPS)
     """Checkpoint interval in steps (a checkpoint is also written at the end)."""
-    log_every_steps: int = Field(10, ge=1)
+    log_every_steps: Int = Field(10, ge=1, le=MAX_STEPS)
     """Interval of ``metrics.jsonl`` lines and log lines."""
-    eval_batch_per_device: int = Field(256, ge=1)
+    eval_batch_per_device: Int = Field(256, ge=1, le=MAX_BATCH)
     """Batch size of evaluation and feature extraction, per device."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """``auto``: bf16 autocast on GPU, fp32 on CPU."""
-    channels_last: bool = True
+    channels_last: Bool = True
     """Use channels_last memory format on GPU (ignored on CPU)."""
-    sync_bn: bool = False
+    sync_bn: Bool = False
     """Convert BatchNorm to SyncBatchNorm so BN statistics span the global batch."""
-    compile: bool = False
+    compile: Bool = False
     """Wrap the model in torch.compile."""
-    collective_timeout_s: int = Field(600, ge=10)
+    collective_timeout_s: Int = Field(600, ge=10, le=7 * 24 * 3600)
     """A collective that waits longer than this ends the job instead of hanging the allocation."""
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: Int = Field(2, ge=1, le=1000)
     """How many whole checkpoints to keep on disk."""
 
 
 class DistSection(Section):
     engine: Literal["ddp", "deepspeed"] = "ddp"
     """Distributed engine: ``ddp`` (Accelerate) or ``deepspeed`` (ZeRO)."""
-    zero_stage: int = Field(0, ge=0, le=3)
+    zero_stage: Int = Field(0, ge=0, le=3)
     """DeepSpeed ZeRO stage (engine=deepspeed only)."""
-    offload_optimizer: bool = False
+    offload_optimizer: Bool = False
     """DeepSpeed: keep optimizer state in CPU memory (ZeRO 2/3)."""
 
 
 class PretrainSection(Section):
-    temperature: float = Field(0.5, gt=0.0, le=10.0)
+    temperature: Float = Field(0.5, gt=0.0, le=10.0)
     """NT-Xent temperature tau (0.5 for CIFAR, 0.1 for ImageNet at large batch)."""
 
 
 class FinetuneSection(Section):
     encoder: str = ""
     """Pretrain run directory (or checkpoint directory) whose encoder is fine-tuned."""
-    label_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    label_fraction: Float = Field(1.0, gt=0.0, le=1.0)
     """Fraction of labelled training images, drawn class-balanced with ``run.seed``."""
-    from_head_layer: int = Field(0, ge=0, le=4)
+    from_head_layer: Int = Field(0, ge=0, le=4)
     """Projection-head layers kept under the classifier (0 = encoder output, as in SimCLRv2)."""
     protocol: Literal["linear", "full"] = "linear"
     """``linear``: frozen encoder, classifier on features; ``full``: every layer trained."""
@@ -195,22 +203,22 @@ class DistillSection(Section):
     """Fine-tune run directory of the frozen teacher classifier."""
     student_init: str = ""
     """Empty: random student; otherwise a pretrain run directory of the student's own SimCLR encoder."""
-    temperature: float = Field(1.0, gt=0.0, le=100.0)
+    temperature: Float = Field(1.0, gt=0.0, le=100.0)
     """Distillation temperature tau; the KL term is scaled by tau^2."""
-    label_weight: float = Field(0.0, ge=0.0, le=1.0)
+    label_weight: Float = Field(0.0, ge=0.0, le=1.0)
     """Weight alpha of the cross-entropy on labels; the KL term gets 1 - alpha."""
-    label_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    label_fraction: Float = Field(1.0, gt=0.0, le=1.0)
     """Fraction of labels the label loss may see (class-balanced, seeded); the KL term uses every image."""
 
 
 class TransferSection(Section):
     encoder: str = ""
     """Pretrain (or fine-tune) run directory whose encoder is transferred."""
-    num_classes: int = Field(0, ge=0)
+    num_classes: Int = Field(0, ge=0, le=1_000_000)
     """Restrict the target dataset to k classes chosen with ``class_seed``; 0 = every class."""
-    class_seed: int = Field(0, ge=0)
+    class_seed: Int = Field(0, ge=0, le=MAX_SEED)
     """Seed of the class subset (several subsets per k give a spread)."""
-    images_per_class: int = Field(0, ge=0)
+    images_per_class: Int = Field(0, ge=0, le=100_000_000)
     """Training images per class (0 = all), so class counts are compared at equal data per class."""
     protocol: Literal["linear", "full"] = "linear"
     """``linear``: frozen encoder; ``full``: every layer trained."""
@@ -311,8 +319,11 @@ def parse_overrides(items: list[str]) -> dict:
             raise ConfigError(f"--set {item!r}: empty part in key {key!r}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
+            check_tree(value, f"--set {key}")
         except yaml.YAMLError:
             value = raw
+        except FileError as err:
+            raise ConfigError(err.lines) from None
         if isinstance(value, str):
             # YAML 1.1 reads "1e-6" as a string; a user typing it on a command line means the number.
             try:
@@ -329,21 +340,11 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a missing file or bad syntax is a ConfigError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    """Read a YAML mapping through the one reader (``readers.read_yaml``); a problem is a ConfigError naming it."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
-    return data
+        return _read_mapping(path, "config file")
+    except FileError as err:
+        raise ConfigError(err.lines) from None
 
 
 def build_config(layers: list[dict], source: str = "") -> Config:

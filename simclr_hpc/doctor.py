@@ -12,8 +12,8 @@ with ``offline``.
 
 from __future__ import annotations
 
-import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
+
+from simclr_hpc.data.tarcheck import end_marker_missing
+from simclr_hpc.readers import FileError, read_json
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -202,20 +205,20 @@ def _shard_names(index: object) -> list[str]:
 def check_data_root(root: Path) -> list[Check]:
     """A shard directory: it exists, has a readable ``index.json``, and every shard it lists exists and is non-empty."""
     name = "data"
-    make = f"make it with `simclr-hpc data shards SOURCE {root}` or pass the right --data-root"
+    make = f"make it with `simclr-hpc data shards SOURCE {shlex.quote(str(root))}` or pass the right --data-root"
     if not root.is_dir():
         return [Check(name, "fail", f"data root {root}: no such directory", make)]
     index_path = root / "index.json"
     if not index_path.is_file():
         return [Check(name, "fail", f"data root {root}: no index.json", make)]
     try:
-        index = json.loads(index_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return [Check(name, "fail", f"data root {root}: index.json unreadable ({err})", make)]
+        index = read_json(index_path, "shard index")
+    except FileError as err:
+        return [Check(name, "fail", f"data root {root}: index.json unreadable ({err.lines[0]})", make)]
     shards = _shard_names(index)
     if not shards:
         return [Check(name, "fail", f"data root {root}: index.json lists no shards", make)]
-    missing, empty, total_bytes = [], [], 0
+    missing, empty, cut, total_bytes = [], [], [], 0
     for shard in shards:
         path = root / shard
         if not path.is_file():
@@ -224,14 +227,13 @@ def check_data_root(root: Path) -> list[Check]:
             empty.append(shard)
         else:
             total_bytes += path.stat().st_size
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
-    if empty:
-        problems.append(f"{len(empty)} empty ({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''})")
+            if end_marker_missing(path):  # a copy or download that stopped early: reading it would fail mid-run
+                cut.append(shard)
+    problems = [f"{len(names)} {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                for names, what in ((missing, "missing"), (empty, "empty"), (cut, "cut short")) if names]
     if problems:
         return [Check(name, "fail", f"data root {root}: of {len(shards)} shards, " + "; ".join(problems),
-                      f"copy the shards again or rebuild them; `simclr-hpc data verify {root}` checks every sample")]
+                      f"copy the shards again or rebuild them; `simclr-hpc data verify {shlex.quote(str(root))}` checks every sample")]
     return [Check(name, "ok", f"data root {root}: {len(shards)} shards, {total_bytes / 2**20:.1f} MiB")]
 
 

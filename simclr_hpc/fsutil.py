@@ -1,14 +1,20 @@
-"""Atomic file writes and file hashing: the bottom layer every writer uses (imports nothing from the package).
+"""Atomic file writes, strict JSON and file hashing: the bottom layer every writer uses (imports nothing from the
+package).
 
 A reader (another rank, a study aggregation, a requeued job) sees either the old file or the whole new one, never a
 part, and after a crash the new file is on disk once the call returned: the data is written to a temporary file in the
 same directory, fsynced, renamed over the target, and the directory is fsynced so the rename itself survives.
+
+JSON is written strictly (``allow_nan=False``): ``NaN`` and ``Infinity`` are not JSON, and strict readers (``jq``,
+browsers, most JSON libraries outside Python) refuse files holding them. A non-finite number is written as ``null``
+and its dotted path is listed, with the reason, under ``non_finite`` (:func:`dumps_json`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,8 +81,33 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2, sort_keys: bool = True) -> None:
-    """Write ``obj`` as JSON (with a final newline) to ``path`` atomically and durably."""
-    write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
+    """Write ``obj`` as strict JSON (:func:`dumps_json`, with a final newline) to ``path`` atomically and durably."""
+    write_text_atomic(path, dumps_json(obj, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def finite(obj: Any, path: str = "", reasons: dict | None = None) -> tuple[Any, dict[str, str]]:
+    """``obj`` with every non-finite float replaced by None, and {dotted path: "nan"|"inf"|"-inf"} of each one."""
+    reasons = {} if reasons is None else reasons
+    if isinstance(obj, float) and not math.isfinite(obj):
+        reasons[path or "value"] = "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+        return None, reasons
+    if isinstance(obj, dict):
+        return {k: finite(v, f"{path}.{k}" if path else str(k), reasons)[0] for k, v in obj.items()}, reasons
+    if isinstance(obj, (list, tuple)):
+        return [finite(v, f"{path}[{i}]", reasons)[0] for i, v in enumerate(obj)], reasons
+    return obj, reasons
+
+
+def dumps_json(obj: Any, **kwargs) -> str:
+    """Strict JSON text of ``obj``: non-finite numbers become null, listed under ``non_finite`` (dicts only)."""
+    clean, reasons = finite(obj)
+    if reasons:
+        if not isinstance(clean, dict):
+            raise ValueError(f"non-finite value(s) at {', '.join(reasons)} outside a JSON object")
+        clean["non_finite"] = {key: f"{value}: not representable in JSON, written as null" for key, value in
+                               reasons.items()}
+    return json.dumps(clean, allow_nan=False, **kwargs)
+
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -15,12 +15,12 @@ Torch-free (a login node's ``status`` and ``study report`` read results without 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from simclr_hpc import fsutil
+from simclr_hpc.readers import FileError, read_json
 
 CONFIG = "config.yaml"
 SUBMITTED_CONFIG = "config.submitted.yaml"
@@ -76,6 +76,8 @@ class Result:
     run_dir: str | None = None
     config_hash: str | None = None
     """``Config.hash(stage)`` of the run: compared with the config a study plans now to flag stale results."""
+    data_hash: str | None = None
+    """Content hash of the shards (``index.json``) the run trained on: a study tells results of replaced data by it."""
     seed: int | None = None
     steps: int | None = None
     global_batch: int | None = None
@@ -136,7 +138,7 @@ class Result:
 def read_result_json(path: str | Path) -> dict | None:
     """The mapping in the ``result.json`` at ``path``, or None when absent, unreadable or not a mapping."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        data = read_json(path, "result.json")
+    except FileError:
         return None
     return data if isinstance(data, dict) else None

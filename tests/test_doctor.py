@@ -46,7 +46,8 @@ def _shard_dir(root: Path, shards: dict[str, bytes]) -> Path:
     """A shard directory in the layout of ``data/shards.py``: splits -> shards -> name, and the files themselves."""
     root.mkdir(parents=True)
     for name, content in shards.items():
-        (root / name).write_bytes(content)
+        # A non-empty stand-in ends like a whole tar (block-aligned, then the two zero end-of-archive blocks).
+        (root / name).write_bytes(content + bytes(-len(content) % 512) + bytes(1024) if content else content)
     index = {"classes": ["a", "b"], "splits": {"train": {"keys": ["train-0000000"], "labels": [0],
                                                         "shards": [{"name": n, "count": 1} for n in shards]}}}
     (root / "index.json").write_text(json.dumps(index))
@@ -76,7 +77,7 @@ def test_doctor_without_gpu_or_apptainer_warns_with_fixes_and_exits_0(login_node
     assert "0 fail" in result.output.splitlines()[-1]
 
 
-@pytest.mark.parametrize("breakage", ["missing dir", "no index", "missing shard", "empty shard"])
+@pytest.mark.parametrize("breakage", ["missing dir", "no index", "missing shard", "empty shard", "cut shard"])
 def test_doctor_broken_data_root_fails_naming_the_root(login_node, tmp_path, breakage):
     root = tmp_path / f"shards-{breakage.replace(' ', '-')}"
     if breakage == "no index":
@@ -86,12 +87,18 @@ def test_doctor_broken_data_root_fails_naming_the_root(login_node, tmp_path, bre
         (root / "train-000001.tar").unlink()
     elif breakage == "empty shard":
         _shard_dir(root, {"train-000000.tar": b""})
+    elif breakage == "cut shard":  # issue 14: a copy that stopped early used to pass as ok
+        _shard_dir(root, {"train-000000.tar": b"x" * 10, "train-000001.tar": b"x" * 600})
+        whole = (root / "train-000001.tar").read_bytes()
+        (root / "train-000001.tar").write_bytes(whole[:700])
     result = _invoke("--offline", "--data-root", str(root), "--run-root", str(tmp_path / "runs"))
     assert result.exit_code == 1, result.output
     line = _line(result.output, "fail", "data")
     assert str(root) in line and "fix:" in line
-    if breakage == "missing shard":
+    if breakage in ("missing shard", "cut shard"):
         assert "train-000001.tar" in line and "train-000000.tar" not in line
+    if breakage == "cut shard":
+        assert "cut short" in line
 
 
 def test_doctor_whole_data_root_is_ok_with_shard_count(login_node, tmp_path):

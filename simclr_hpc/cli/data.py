@@ -24,7 +24,8 @@ def shards(
     out_dir: Annotated[Path, typer.Argument(help="Directory to create (must not already hold shards).")],
     val_fraction: Annotated[float, typer.Option(help="Fraction of train carved out as a stratified val split.")] = 0.0,
     shard_size: Annotated[int, typer.Option(help="Samples per tar file.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the split carving and shuffling (and of generated datasets).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1,
+                                      help="Seed of the split carving and shuffling (and of generated datasets).")] = 0,
     image_format: Annotated[str, typer.Option(help="png, jpg, or auto (png up to 128 px, jpg above).")] = "auto",
 ) -> None:
     """Write SOURCE as train/val/test WebDataset shards plus index.json into OUT_DIR."""

@@ -65,9 +65,12 @@ def _lookup(root: Path, job: str):
 
 @user_errors
 def _logs(root: Path, job: str, stderr: bool, task: int) -> None:
+    from simclr_hpc.launch import LaunchError
     from simclr_hpc.launch.registry import log_paths
 
     for _, rec in _lookup(root, job):
+        if task >= rec.tasks:
+            raise LaunchError(f"--task {task}: job {rec.job_id} has {rec.tasks} task(s), 0..{rec.tasks - 1}")
         out, err = log_paths(rec.log_dir, rec.job_id, task)
         path = err if stderr else out
         print(f"==> {path} <==")
@@ -77,7 +80,7 @@ def _logs(root: Path, job: str, stderr: bool, task: int) -> None:
 def logs(job: Annotated[str, typer.Argument(help="Job id (123, 123_4, or an array id for every task).")],
          root: RootOpt = Path("runs"),
          stderr: Annotated[bool, typer.Option("--stderr", help="Show the task's stderr instead of stdout.")] = False,
-         task: Annotated[int, typer.Option("--task", help="Task (rank) whose log to show.")] = 0) -> None:
+         task: Annotated[int, typer.Option("--task", min=0, help="Task (rank) whose log to show.")] = 0) -> None:
     """Print a job's log (rank 0's stdout unless told otherwise)."""
     _logs(root, job, stderr, task)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,6 +11,7 @@ import typer
 
 from simclr_hpc.cli.common import ConfigOpt, SetOpt, user_errors
 from simclr_hpc.config import STAGES, ConfigError, dump_config, load_config
+from simclr_hpc.fsutil import dumps_json
 
 
 
@@ -36,14 +37,20 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     from simclr_hpc.fsutil import AtomicWriteError
     from simclr_hpc.train.loop import NonFiniteLoss
     from simclr_hpc.train.checkpoint import CheckpointError
+    from simclr_hpc.launch.slurm import job_active
     from simclr_hpc.train.runner import run_stage
 
     try:
-        result = run_stage(stage, cfg)
+        result = run_stage(stage, cfg, job_alive=job_active)
     except (NonFiniteLoss, CheckpointError, AtomicWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1)
-    print(json.dumps({"run_dir": result["run_dir"], "metrics": result["metrics"]}))
+    skipped = result.get("skipped_samples") or 0
+    if skipped:
+        seen = skipped + result.get("steps", 0) * result.get("global_batch", 0)
+        print(f"warning: {skipped} corrupt sample reads were skipped (data.on_error=skip), {100 * skipped / seen:.1f}% "
+              f"of all reads; `simclr-hpc data verify {shlex.quote(cfg.data.shards)}` names them", file=sys.stderr)
+    print(dumps_json({"run_dir": result["run_dir"], "metrics": result["metrics"]}))
 
 
 config_app = typer.Typer(help="Show or validate a run configuration.", no_args_is_help=True)

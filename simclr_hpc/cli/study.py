@@ -20,6 +20,11 @@ study_app = typer.Typer(help="A whole study (pretrain -> finetune/distill arrays
 
 StudyArg = Annotated[Path, typer.Argument(help="Study file, e.g. configs/studies/demo.yaml.")]
 OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Only runs of this stage (repeatable).")]
+ForceOpt = Annotated[bool, typer.Option(
+    "--force", help="Also hand out runs whose job is still queued or running (by default they are left to it).")]
+RerunStaleOpt = Annotated[bool, typer.Option(
+    "--rerun-stale", help="Rebuild shards and rerun finished runs that no longer match the study file (changed dataset "
+                          "source or run settings); the old ones are moved aside as *.stale-<time>, never deleted.")]
 
 
 def _plan(path: Path):
@@ -27,6 +32,30 @@ def _plan(path: Path):
     from simclr_hpc.study.plan import load_plan
 
     return load_plan(path)
+
+
+def _stale(plan, path: Path, rerun_stale: bool) -> None:
+    """Refuse a study whose shards or finished results were made from something else than it now says (one line per
+    dataset, one for the runs); with ``rerun_stale`` move them aside so that they are built and run again."""
+    from simclr_hpc.provenance import move_aside, stale_in_plan, stale_lines
+    from simclr_hpc.study.spec import StudyError
+
+    stale = stale_in_plan(plan)
+    if stale and not rerun_stale:
+        raise StudyError(stale_lines(stale, str(path)))
+    for item in stale:
+        print(f"stale {item.what}: {item.reason}; moved aside to {move_aside(item.path)}")
+
+
+def _skip_active(backend, plan, force: bool):
+    """Wrap ``backend`` so that runs whose job is still pending or running are not handed out again (unless
+    ``force``); returns (backend, list that fills with the keys of those runs)."""
+    if force:
+        return backend, []
+    from simclr_hpc.activejobs import SkipActive, active_jobs
+
+    wrapped = SkipActive(backend, active_jobs(plan), plan)
+    return wrapped, wrapped.reused
 
 
 def _only(values: list[str] | None) -> set[str] | None:
@@ -60,16 +89,19 @@ def _backend(executor: str, profile: str | None = None, container: str | None = 
 
 
 def run_study(path: Path, executor: str = "local", only: set[str] | None = None, report: bool = True,
-              parallelism: int = 0):
+              parallelism: int = 0, rerun_stale: bool = False, force: bool = False):
     """Build data, run every unfinished run in order, write the report. Returns (plan, engine report, report)."""
     from simclr_hpc.study.engine import prepare_data, run_plan
     from simclr_hpc.study.report import write_report
 
     plan = _plan(path)
+    _stale(plan, path, rerun_stale)
     prepare_data(plan)
-    result = run_plan(plan, _backend(executor, parallelism=parallelism), only=only)
-    print(f"ran {len(result.done)}, skipped {len(result.skipped)} finished, failed {len(result.failed)}, "
-          f"blocked {len(result.blocked)}")
+    backend, reused = _skip_active(_backend(executor, parallelism=parallelism), plan, force)
+    result = run_plan(plan, backend, only=only)
+    waited = f", waited for {len(reused)} started earlier" if reused else ""
+    print(f"ran {len(result.done) - len(reused)}, skipped {len(result.skipped)} finished{waited}, "
+          f"failed {len(result.failed)}, blocked {len(result.blocked)}")
     rep = write_report(plan) if report else None
     return plan, result, rep
 
@@ -82,13 +114,15 @@ def run_cmd(
     only: OnlyOpt = None,
     report: Annotated[bool, typer.Option(help="Write the report at the end.")] = True,
     parallelism: Annotated[int, typer.Option(help="Local jobs running at once (default 1).")] = 0,
+    rerun_stale: RerunStaleOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Run the study on this machine, in dependency order; finished runs are skipped, failed ones run again."""
     from simclr_hpc.study.spec import StudyError
 
     if executor not in ("local", "inprocess"):
         raise StudyError(f"--executor {executor}: use local or inprocess (study submit is for Slurm)")
-    _, result, rep = run_study(study, executor, _only(only), report, parallelism)
+    _, result, rep = run_study(study, executor, _only(only), report, parallelism, rerun_stale, force)
     if rep:
         print(f"report: {rep.path}")
     if result.failed or result.blocked:
@@ -104,23 +138,29 @@ def submit_cmd(
     container: Annotated[Optional[str], typer.Option(help="Apptainer image (.sif) every task runs in.")] = None,
     parallelism: Annotated[int, typer.Option(help="Array parallelism cap (0 = the profile's or unlimited).")] = 0,
     only: OnlyOpt = None,
+    rerun_stale: RerunStaleOpt = False,
+    force: ForceOpt = False,
 ) -> None:
-    """Submit the whole study to Slurm at once: arrays chained with afterok; finished runs are skipped. Never waits."""
+    """Submit the whole study to Slurm at once: arrays chained with afterok; finished runs are skipped, and so are
+    runs whose job is still queued or running. Never waits."""
     from simclr_hpc.study.engine import dry_run_lines, prepare_data, run_plan
 
     plan = _plan(study)
     selected = _only(only)
+    if not dry_run:
+        _stale(plan, study, rerun_stale)
     if dry_run:
         for line in dry_run_lines(plan, selected):
             print(line)
         _print_sbatch(plan, selected, profile, container, parallelism)
         return
-    backend = _backend("slurm", profile, container, parallelism)
+    backend, reused = _skip_active(_backend("slurm", profile, container, parallelism), plan, force)
     prepare_data(plan)
     result = run_plan(plan, backend, only=selected)
     for key, job in result.jobs.items():
-        print(f"{key}: job {job}")
-    print(f"submitted {len(result.submitted)}, skipped {len(result.skipped)} finished")
+        print(f"{key}: job {job}" + (" (queued or running already)" if key in reused else ""))
+    active = f", {len(reused)} queued or running (not resubmitted; --force submits them again)" if reused else ""
+    print(f"submitted {len(result.submitted) - len(reused)}{active}, skipped {len(result.skipped)} finished")
 
 
 def _print_sbatch(plan, only, profile, container, parallelism) -> None:
@@ -163,9 +203,12 @@ def report_cmd(
     out: Annotated[Optional[Path], typer.Option(help="Output directory (default <root>/<study>/report).")] = None,
 ) -> None:
     """Aggregate every result.json into results.csv and write report.md with plots and confidence intervals."""
+    from simclr_hpc.outputs import check_output_dir
     from simclr_hpc.study.report import write_report
 
-    rep = write_report(_plan(study), out)
+    plan = _plan(study)
+    check_output_dir(out or plan.study_dir / "report", "--out", files=("report.md", "results.csv"))
+    rep = write_report(plan, out)
     print(f"report: {rep.path}")
     for line in rep.findings:
         print(f"- {line}")

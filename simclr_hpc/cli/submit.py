@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -85,7 +86,7 @@ def _sweep_configs(study: Path, stage: str) -> list:
 
 
 @user_errors
-def _sweep(stage: str, study: Path, manifest: Path | None, dry_run: bool, parallelism: int | None,
+def _sweep(stage: str, study: Path, manifest: Path | None, force: bool, dry_run: bool, parallelism: int | None,
            dependency: list[str] | None, include_done: bool, **request_fields) -> None:
     from simclr_hpc.launch import LaunchError, render_array, submit_array, write_manifest
 
@@ -101,9 +102,9 @@ def _sweep(stage: str, study: Path, manifest: Path | None, dry_run: bool, parall
         print(f"nothing to do: every {stage} run of {study} is finished")
         return
     if manifest is not None:
-        path = write_manifest(stage, cfgs, manifest)
+        path = write_manifest(stage, cfgs, manifest, force)
         print(f"wrote {path}: {len(cfgs)} line(s); submit with "
-              f"sbatch --array=0-{len(cfgs) - 1}%{parallelism or 8} slurm/array.sbatch {path}")
+              f"sbatch --array=0-{len(cfgs) - 1}%{parallelism or 8} slurm/array.sbatch {shlex.quote(str(path))}")
         return
     request = _request(**request_fields)
     if dry_run:
@@ -134,9 +135,10 @@ def sweep(
     dry_run: DryRunOpt = False,
     executor: ExecutorOpt = "slurm",
     include_done: Annotated[bool, typer.Option("--include-done", help="Also resubmit runs that already have result.json.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --manifest file.")] = False,
 ) -> None:
     """Submit one Slurm array for every run of a study's sweep (or write a manifest for slurm/array.sbatch)."""
-    _sweep(stage, study, manifest, dry_run, parallelism, dependency, include_done, nodes=nodes,
+    _sweep(stage, study, manifest, force, dry_run, parallelism, dependency, include_done, nodes=nodes,
            gpus_per_node=gpus_per_node, time=time, partition=partition, account=account, qos=qos,
            constraint=constraint, profile=profile, container=container, executor=executor)
 

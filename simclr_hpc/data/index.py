@@ -7,13 +7,14 @@ for a study's class-count check before any shard exists.
 
 from __future__ import annotations
 
-import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from simclr_hpc.data.sources import DataError
+from simclr_hpc.readers import FileError, read_json
 
 INDEX = "index.json"
 FORMAT = "simclr-hpc-shards/1"
@@ -75,14 +76,20 @@ class DatasetIndex:
 def read_index(shards_dir: str | Path) -> DatasetIndex:
     """Read ``index.json`` of ``shards_dir``; a missing or malformed one is a DataError saying how to build it."""
     root = Path(shards_dir)
-    build = f"build it with `simclr-hpc data shards SOURCE {root}`"
+    build = f"build it with `simclr-hpc data shards SOURCE {shlex.quote(str(root))}`"
     if not root.is_dir():
         raise DataError(f"{root}: shard directory not found; {build}")
     path = root / INDEX
     if not path.is_file():
         raise DataError(f"{path}: not found (no shards here, or an interrupted write); {build}")
     try:
-        doc = json.loads(path.read_text())
+        doc = read_json(path, "shard index")
+    except FileError as err:
+        detail = err.lines[0].removeprefix(f"{path}: ")
+        raise DataError(f"{path}: not a valid shard index ({detail}); {build}") from None
+    try:
+        if not isinstance(doc, dict):
+            raise ValueError(f"a JSON {type(doc).__name__}, not an object")
         if doc.get("format") != FORMAT:
             raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
         splits = {}
@@ -114,8 +121,10 @@ def index_num_classes(shards_dir: str | Path) -> int | None:
     if not path.is_file():
         return None
     try:
-        index = json.loads(path.read_text())
-    except (OSError, ValueError):
+        index = read_json(path, "shard index")
+    except FileError:
+        return None
+    if not isinstance(index, dict):
         return None
     if isinstance(index.get("num_classes"), int):
         return index["num_classes"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tarfile
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +32,8 @@ from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 from simclr_hpc import fsutil
 from simclr_hpc.data.index import FORMAT, INDEX, DatasetIndex, read_index
 from simclr_hpc.data.sources import DataError, Source, Split, encode_image, open_source
+from simclr_hpc.data.tarcheck import end_marker_missing
+from simclr_hpc.outputs import check_output_dir, make_dir
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTS = ("png", "jpg")
@@ -79,11 +80,28 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
         raise DataError(f"--shard-size {shard_size}: must be >= 1")
     if image_format not in ("auto", *IMAGE_EXTS):
         raise DataError(f"--image-format {image_format!r}: use png, jpg or auto")
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, "OUT_DIR")
     if (out / INDEX).exists() or any(out.glob("*.tar")):
         raise DataError(f"{out}: already holds shards; remove it or choose another output directory")
     if isinstance(source, str):
         source = open_source(source, seed=seed)
+    created = [p for p in [out, *out.parents] if not p.exists()]
+    try:
+        return _write(source, out, val_fraction, shard_size, seed, image_format, test_fraction)
+    except BaseException:
+        # Nothing half-written stays behind (a bad image found halfway, an interrupt): the corrected retry starts clean.
+        for part in out.glob("*.tar"):
+            part.unlink()
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _write(source: Source, out: Path, val_fraction: float, shard_size: int, seed: int, image_format: str,
+           test_fraction: float) -> DatasetIndex:
 
     rng = np.random.default_rng([seed, 2108])
     splits: dict[str, Split] = dict(source.splits)
@@ -104,7 +122,7 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
     if image_format == "auto":
         image_format = "png" if max(first.shape[:2]) <= 128 else "jpg"
 
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "OUT_DIR")
     doc: dict = {"format": FORMAT, "source": source.spec, "classes": source.classes, "image_format": image_format,
                  "seed": seed, "val_fraction": val_fraction, "splits": {}}
     for name in SPLITS:
@@ -164,21 +182,6 @@ def _read_error(exn: BaseException) -> str:
     return text or type(exn).__name__
 
 
-def _end_marker_missing(path: Path) -> str | None:
-    """Why ``path`` is not a whole tar (see the module docstring), or None when it ends with the end-of-archive marker.
-
-    A whole tar ends with two zero blocks after its last member, then zero padding; a file cut inside that padding is
-    still whole, so the zeros must start at a block boundary and run to the end of the file.
-    """
-    size = path.stat().st_size
-    tail = 2 * tarfile.BLOCKSIZE + size % tarfile.BLOCKSIZE
-    with open(path, "rb") as f:
-        f.seek(max(0, size - tail))
-        if size < tail or f.read() != bytes(tail):
-            return "no end-of-archive marker: the file is cut short"
-    return None
-
-
 def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     """``(key, {ext: bytes})`` per sample, in file order. A broken tar raises TruncatedShard after the whole samples.
 
@@ -216,7 +219,7 @@ def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
         last_whole = sample["__key__"]
     if not errors:
         try:
-            reason = _end_marker_missing(path)
+            reason = end_marker_missing(path)
         except OSError as exc:
             reason = str(exc) or type(exc).__name__
         if reason is not None:

@@ -17,6 +17,10 @@ SHAPES_DEFAULTS = (10, 500, 32)
 """K classes, N training images per class, SIZE px; SEED defaults to the caller's seed (``data shards --seed``)."""
 
 
+# A generated dataset lives in memory while it is written: bounded so that a typo cannot try to allocate petabytes.
+MAX_GENERATED_BYTES = 8 * 2**30
+
+
 class SourceSpecError(ValueError):
     """A source spec that does not parse; the message names the spec and the fix."""
 
@@ -94,10 +98,14 @@ def _parse_shapes(spec: str, rest: str) -> tuple[int, ...]:
     from simclr_hpc.data.generated import MAX_CLASSES  # numpy and PIL, no torch; only for shapes specs
 
     numbers = tuple(int(f) for f in fields)
-    k, per_class, size, _ = SourceSpec("shapes", numbers=numbers).shapes_fields(0)
-    if not 2 <= k <= MAX_CLASSES or per_class < 1 or not 8 <= size <= 1024:
-        raise SourceSpecError(f"{spec}: need 2 <= K <= {MAX_CLASSES}, N >= 1, 8 <= SIZE <= 1024, SEED >= 0; "
+    k, per_class, size, seed = SourceSpec("shapes", numbers=numbers).shapes_fields(0)
+    if not 2 <= k <= MAX_CLASSES or per_class < 1 or not 8 <= size <= 1024 or seed >= 2**32:
+        raise SourceSpecError(f"{spec}: need 2 <= K <= {MAX_CLASSES}, N >= 1, 8 <= SIZE <= 1024, 0 <= SEED < 2^32; "
                               f"{SHAPES_USAGE}")
+    total = k * (per_class + max(20, per_class // 5)) * size * size * 3
+    if total > MAX_GENERATED_BYTES:
+        raise SourceSpecError(f"{spec}: {k} x {per_class} images of {size} px would take {total / 2**30:.0f} GiB of "
+                              f"memory (at most {MAX_GENERATED_BYTES // 2**30} GiB); lower N_PER_CLASS or SIZE")
     return numbers
 
 

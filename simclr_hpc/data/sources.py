@@ -49,9 +49,12 @@ class Split:
             return self.array[i]
         from PIL import Image
 
-        with Image.open(self.files[i]) as img:
-            img = img.convert("L" if img.mode in ("1", "L", "I;16", "I", "F") else "RGB")
-            arr = np.asarray(img)
+        try:
+            with Image.open(self.files[i]) as img:
+                img = img.convert("L" if img.mode in ("1", "L", "I;16", "I", "F") else "RGB")
+                arr = np.asarray(img)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL: UnidentifiedImageError, truncated file, bad header
+            raise bad_image(self.files[i], exc) from None
         return arr[..., None] if arr.ndim == 2 else arr
 
     def encoded(self, i: int) -> tuple[bytes, str] | None:
@@ -60,7 +63,17 @@ class Split:
             return None
         suffix = self.files[i].suffix.lower()
         ext = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png"}.get(suffix)
-        return (self.files[i].read_bytes(), ext) if ext else None
+        if not ext:
+            return None
+        data = self.files[i].read_bytes()
+        from PIL import Image
+
+        try:  # stored as they are, so decode them once here: a truncated file must not reach a training job
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise bad_image(self.files[i], exc) from None
+        return data, ext
 
     def subset(self, idx: np.ndarray) -> "Split":
         """The samples at positions ``idx`` (in that order)."""
@@ -79,6 +92,15 @@ class Source:
     spec: str
     classes: list[str]
     splits: dict[str, Split] = field(default_factory=dict)
+
+
+def bad_image(path: Path, exc: BaseException) -> DataError:
+    """A source image that does not decode: one line naming the file."""
+    if type(exc).__name__ == "UnidentifiedImageError":
+        reason = "not an image in any format PIL knows"
+    else:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DataError(f"{path}: not a readable image ({reason}); remove or replace that file")
 
 
 def _missing(path: Path, what: str) -> DataError:
@@ -209,10 +231,17 @@ def open_npz(path: str) -> Source:
     for key in ("x", "y"):
         if key not in arrays:
             raise DataError(f"{file}: no array '{key}' (found {', '.join(arrays.files)})")
+    try:
+        arrays = {key: arrays[key] for key in arrays.files}
+    except ValueError as exc:  # an object (pickled) array: refused, loading it could run code
+        raise DataError(f"{file}: holds an object array ({str(exc).splitlines()[0]}); save plain uint8 images and "
+                        "integer labels") from None
     splits = {}
     for split, xk, yk in (("train", "x", "y"), ("test", "x_test", "y_test")):
         if xk not in arrays:
             continue
+        if yk in arrays and not np.issubdtype(arrays[yk].dtype, np.integer):
+            raise DataError(f"{file}: '{yk}' is {arrays[yk].dtype}; labels must be integers 0..K-1")
         x, y = _npz_images(arrays[xk], f"{file}:{xk}"), arrays[yk].astype(np.int64).reshape(-1) if yk in arrays else None
         if y is None or len(y) != len(x):
             raise DataError(f"{file}: '{yk}' must hold one integer label per image of '{xk}' ({len(x)})")

@@ -115,6 +115,9 @@ def build_plan(stage: str, request: LaunchRequest, run_root: Path, job_name: str
         if check_image and not image.is_file():
             raise LaunchError(f"--container {profile.image}: image file not found (build it with "
                               f"`apptainer build simclr-hpc.sif apptainer.def`, or give the right path)")
+        if check_image and image.stat().st_size == 0:
+            raise LaunchError(f"--container {profile.image}: the image file is empty (an interrupted build or copy); "
+                              "build it again with `apptainer build simclr-hpc.sif apptainer.def`")
     if request.executor != "slurm" and request.nodes > 1:
         raise LaunchError(f"--nodes {request.nodes}: the {request.executor} executor runs on this machine only; "
                           f"use --nodes 1 or the slurm executor")

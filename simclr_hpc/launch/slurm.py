@@ -185,6 +185,15 @@ def job_state(job_id: str) -> str | None:
     return accounted.get(job_id) or array_parent_state(job_id, memory, accounted)
 
 
+def job_active(job_id: str) -> bool | None:
+    """True while job ``job_id`` is pending or running, False once it has ended, None when Slurm cannot tell (no Slurm
+    here, or a job it does not know): what the run lock asks before taking over a lock held by that job."""
+    if not installed():
+        return None
+    state = job_state(job_id)
+    return None if state is None else state not in TERMINAL_STATES
+
+
 def scancel(job_ids: list[str]) -> subprocess.CompletedProcess | None:
     """Cancel jobs (whole arrays when given the array id)."""
     return _run(["scancel", *job_ids]) if job_ids else None

@@ -19,6 +19,8 @@ from simclr_hpc.launch.executor import LaunchRequest, Plan, build_plan, make_exe
 from simclr_hpc.launch.profile import check_plain_text
 from simclr_hpc.launch.registry import JobRecord, Registry, log_paths, registry_path
 from simclr_hpc.launch.task import RUN_TARGET, StageJob
+from simclr_hpc.outputs import check_output_dir, check_output_file
+from simclr_hpc.references import check_references
 
 def _job_name(stage: str, cfg: Config, array: bool = False) -> str:
     name = f"{stage}-{cfg.run.study}" + ("-sweep" if array else f"-{cfg.run.name}")
@@ -40,7 +42,7 @@ def _array_folder(stage: str, cfg: Config, stamp: str, chunk: int) -> Path:
 
 
 def _prepare(stage: str, cfgs: list[Config], request: LaunchRequest, dependency, dry_run: bool,
-             array: bool) -> tuple[list[Config], Plan, list[str]]:
+             array: bool, target: str = RUN_TARGET) -> tuple[list[Config], Plan, list[str]]:
     if stage not in STAGES:
         raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
     if not cfgs:
@@ -52,6 +54,11 @@ def _prepare(stage: str, cfgs: list[Config], request: LaunchRequest, dependency,
     plan = build_plan(stage, request, root, _job_name(stage, cfgs[0], array), None)
     if request.executor == "slurm":
         dep_ids = check_slurm(plan, dep_ids, dry_run)
+    if not dry_run and target == RUN_TARGET:
+        # What the runner would find missing only in the job's log (no encoder, no shards) is refused before queueing;
+        # runs this one waits for (afterok) may still be to come.
+        for cfg in cfgs:
+            check_references(stage, cfg, runs_may_be_pending=bool(dependency))
     return cfgs, plan, dep_ids
 
 
@@ -159,7 +166,7 @@ def submit_stage(stage: str, cfg: Config, request: LaunchRequest, dependency: li
 
     ``dependency``: job ids (or ``afterok:ID`` strings) that must complete successfully first. Returns at once.
     """
-    cfgs, plan, dep_ids = _prepare(stage, [cfg], request, dependency, dry_run=False, array=False)
+    cfgs, plan, dep_ids = _prepare(stage, [cfg], request, dependency, dry_run=False, array=False, target=target)
     cfg = cfgs[0]
     dep = _afterok(dep_ids)
     if dep and plan.executor == "slurm":
@@ -188,7 +195,7 @@ def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, paralle
     """
     if parallelism:
         request = request.model_copy(update={"array_parallelism": parallelism})
-    cfgs, plan, dep_ids = _prepare(stage, cfgs, request, dependency, dry_run=False, array=True)
+    cfgs, plan, dep_ids = _prepare(stage, cfgs, request, dependency, dry_run=False, array=True, target=target)
     if plan.executor != "slurm":
         return _local_array(stage, cfgs, plan, dep_ids, target)
     for cfg in cfgs:
@@ -234,30 +241,35 @@ def _local_array(stage: str, cfgs: list[Config], plan: Plan, dep_ids: list[str],
     return records
 
 
-def write_manifest(stage: str, cfgs: list[Config], path: str | Path) -> Path:
+def write_manifest(stage: str, cfgs: list[Config], path: str | Path, force: bool = False) -> Path:
     """Manifest for ``slurm/array.sbatch``: line i (1-based) = array index i-1, ``STAGE<TAB>/abs/config.yaml``.
 
     Each resolved config is written to ``<run_dir>/config.submitted.yaml``; the template runs
     ``simclr-hpc run STAGE -c CONFIG`` for line ``SLURM_ARRAY_TASK_ID + 1``. Returns the manifest's absolute path.
+    Every check comes first: an existing manifest is replaced only with ``force``, a missing parent directory is an
+    error (none is created), and the manifest is written through a temporary file that never outlives a failure.
     """
     if stage not in STAGES:
         raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
     if not cfgs:
         raise LaunchError("nothing to write: the sweep is empty")
-    cfgs = [resolved(c) for c in cfgs]
-    check_unique(stage, cfgs)
     path = Path(path).expanduser().absolute()
     try:
         check_plain_text(str(path), "--manifest")
     except ValueError as err:
         raise LaunchError(str(err)) from None
+    check_output_file(path, "--manifest", force)
+    cfgs = [resolved(c) for c in cfgs]
+    check_unique(stage, cfgs)
+    for root in dict.fromkeys(c.run.root for c in cfgs):
+        check_output_dir(root, "run.root")
     lines = []
     for cfg in cfgs:
         _write_submitted_config(stage, cfg)
         config_path = rundir.submitted_config_path(cfg.run_dir(stage))
         lines.append(f"{stage}\t{config_path}\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fsutil.write_text_atomic(path, "".join(lines))
+    try:
+        fsutil.write_text_atomic(path, "".join(lines))
+    except fsutil.AtomicWriteError as err:
+        raise LaunchError(str(err)) from None
     return path
-
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 import submitit
 
 from simclr_hpc.fsutil import pid_alive
+from simclr_hpc.launch import slurm
 
 RUN_TARGET = "simclr_hpc.train.runner:run_stage"
 """The function a job calls: ``run_stage(stage: str, cfg: Config) -> dict`` (resumes from its latest checkpoint)."""
@@ -85,8 +87,11 @@ class StageJob(submitit.helpers.Checkpointable):
         self._wait_for_dependencies()
         export_torch_env()
         cfg = Config.model_validate(cfg_dict)
+        fn = resolve_target(self.target)
+        # The runner's run lock asks Slurm whether a lock's holder (another job) has ended; only launch/ knows Slurm.
+        kwargs = {"job_alive": slurm.job_active} if "job_alive" in inspect.signature(fn).parameters else {}
         try:
-            return resolve_target(self.target)(stage, cfg)
+            return fn(stage, cfg, **kwargs)
         except Exception as exc:
             # Not inside a signal handler: this rank's own training has already stopped, so nothing is torn.
             if getattr(self, "max_requeues", 0) and lost_peer(exc):

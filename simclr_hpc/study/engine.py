@@ -17,7 +17,6 @@ fallback), :class:`LaunchBackend` goes through ``simclr_hpc.launch`` (submitit's
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import traceback
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from simclr_hpc.data.index import has_index
+from simclr_hpc.fsutil import dumps_json
 from simclr_hpc.launch.task import RUN_TARGET, resolve_target
 from simclr_hpc.study.aggregate import events_path, read_result
 from simclr_hpc.study.runs import Plan, RunSpec
@@ -163,7 +163,7 @@ def record_event(plan: Plan, key: str, event: str, **extra) -> None:
     """Append one line to the study's event log (read by ``status`` and the report to tell failed from missing)."""
     path = events_path(plan)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"key": key, "event": event, "time": time.time(), **extra})
+    line = dumps_json({"key": key, "event": event, "time": time.time(), **extra})
     with path.open("a") as fh:
         fh.write(line + "\n")
 

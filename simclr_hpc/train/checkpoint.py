@@ -19,6 +19,7 @@ import torch
 
 from simclr_hpc import fsutil
 from simclr_hpc.fsutil import sha256_file
+from simclr_hpc.readers import FileError, read_json
 from simclr_hpc.rundir import LATEST
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def save_checkpoint(root: Path, step: int, state: dict, meta: dict, keep: int = 
         with open(tmp / STATE_FILE, "rb+") as f:
             os.fsync(f.fileno())
         meta = {**meta, "step": step, "sha256": sha256_file(tmp / STATE_FILE)}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        (tmp / META_FILE).write_text(fsutil.dumps_json(meta, indent=2, sort_keys=True))
         (tmp / COMPLETE_FILE).write_text("")
         fsutil.fsync_dir(tmp)
         if final.exists():
@@ -88,9 +89,11 @@ def verify_checkpoint(path: Path) -> str | None:
     if not (path / COMPLETE_FILE).exists():
         return "incomplete (no COMPLETE marker)"
     try:
-        meta = json.loads((path / META_FILE).read_text())
-    except (OSError, ValueError):
+        meta = read_json(path / META_FILE, "checkpoint meta.json")
+    except FileError:
         return "meta.json missing or unreadable"
+    if not isinstance(meta, dict):
+        return "meta.json is not a JSON object"
     if not (path / STATE_FILE).is_file():
         return "state.pt missing"
     if sha256_file(path / STATE_FILE) != meta.get("sha256"):

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from simclr_hpc.fsutil import dumps_json
+
 log = logging.getLogger("simclr_hpc")
 
 
@@ -66,7 +68,7 @@ class MetricsWriter:
         line = {"step": step, "time": round(time.time(), 3), **values}
         if self.path is not None:
             with open(self.path, "a") as f:
-                f.write(json.dumps(line) + "\n")
+                f.write(dumps_json(line) + "\n")
         info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         if self._progress is not None:
             self._progress.update(self._task, completed=step, info=info)

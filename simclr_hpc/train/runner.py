@@ -3,16 +3,20 @@ interrupted one resumes from its latest whole checkpoint."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import time
 from datetime import datetime, timezone
-from pathlib import Path
+from typing import Callable
 
 import torch
 
 from simclr_hpc import distributed as D
 from simclr_hpc import fsutil, rundir
 from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_config
+from simclr_hpc.outputs import check_output_dir
+from simclr_hpc.readers import read_json
+from simclr_hpc.references import check_references
+from simclr_hpc.runlock import RunLock
 from simclr_hpc.rundir import Result
 from simclr_hpc.train import checkpoint as ckpt
 from simclr_hpc.train.backends import create_engine
@@ -29,74 +33,87 @@ def _device_name(engine: Engine) -> str:
     return "cpu"
 
 
-def _require_finished(ref: str, field: str, allow_random: bool = False) -> None:
-    if allow_random and ref == "random":
-        return
-    if not ref:
-        raise ConfigError(f"{field}: empty; set it to the run directory of a finished run")
-    if not rundir.is_finished(ref):
-        what = "no such run directory" if not Path(ref).is_dir() else f"no {rundir.RESULT}: that run has not finished"
-        raise ConfigError(f"{field}: {ref}: {what}; run it first or fix the path")
-
-
-def check_inputs(stage: str, cfg: Config) -> None:
-    """Everything a user can get wrong about a run's inputs, checked before anything is written or any group starts."""
+def check_inputs(stage: str, cfg: Config):
+    """Everything a user can get wrong about a run's inputs, checked before anything is written or any group starts.
+    Returns the shards' index."""
     from simclr_hpc.data.shards import read_index
 
     index = read_index(cfg.data.shards)
-    index.split(cfg.data.train_split)
-    if stage != "pretrain":
-        index.split(cfg.data.eval_split)
-    if stage == "finetune":
-        _require_finished(cfg.finetune.encoder, "finetune.encoder", allow_random=True)
-    elif stage == "transfer":
-        _require_finished(cfg.transfer.encoder, "transfer.encoder", allow_random=True)
-        if cfg.transfer.num_classes > index.num_classes:
-            raise ConfigError(
-                f"transfer.num_classes: {cfg.transfer.num_classes} but {cfg.data.shards} has {index.num_classes} "
-                f"classes; use 0 (all) or 1..{index.num_classes}"
-            )
-    elif stage == "distill":
-        if cfg.distill.teacher:
-            _require_finished(cfg.distill.teacher, "distill.teacher")
-        if cfg.distill.student_init:
-            _require_finished(cfg.distill.student_init, "distill.student_init")
+    check_references(stage, cfg)
+    if stage == "transfer" and cfg.transfer.num_classes > index.num_classes:
+        raise ConfigError(
+            f"transfer.num_classes: {cfg.transfer.num_classes} but {cfg.data.shards} has {index.num_classes} "
+            f"classes; use 0 (all) or 1..{index.num_classes}"
+        )
+    return index
+
+
+def check_same_config(stage: str, cfg: Config) -> bool:
+    """True if the run directory was started with this config, False if it was never started; a directory that holds
+    a different config is refused: resuming it would mix two experiments, returning its result would answer another
+    question."""
+    run_dir = cfg.run_dir(stage)
+    path = rundir.config_path(run_dir)
+    if not path.exists():
+        return False
+    before, now = load_config(path).hash(stage), cfg.hash(stage)
+    if before != now:
+        raise ConfigError(
+            f"run.name: {run_dir} was started with a different config (hash {before} != {now}); "
+            "choose another run.name or delete that directory"
+        )
+    return True
 
 
 def prepare_run_dir(stage: str, cfg: Config) -> None:
-    """Create the run directory and write ``config.yaml`` before the first step (rank 0 only).
+    """Create the run directory and write ``config.yaml`` before the first step (rank 0 only)."""
+    if not check_same_config(stage, cfg):
+        cfg.run_dir(stage).mkdir(parents=True, exist_ok=True)
+        fsutil.write_text_atomic(rundir.config_path(cfg.run_dir(stage)), dump_config(cfg))
 
-    A directory that already holds a different config is refused: resuming it would mix two experiments.
+
+def finished_result(stage: str, cfg: Config) -> dict | None:
+    """The result of a finished run of exactly this config, None if it has not finished; another config's is refused."""
+    path = rundir.result_path(cfg.run_dir(stage))
+    if not path.exists():
+        return None
+    check_same_config(stage, cfg)
+    result = read_json(path, "result.json")
+    recorded = result.get("config_hash") if isinstance(result, dict) else "?"
+    if recorded != cfg.hash(stage):
+        raise ConfigError(f"run.name: {path} was written by a different config (config_hash {recorded} != "
+                          f"{cfg.hash(stage)}); choose another run.name or delete that directory")
+    return result
+
+
+def run_stage(stage: str, cfg: Config, job_alive: Callable[[str], bool | None] | None = None) -> dict:
+    """Run one stage to completion in this process (one rank of a job) and return its result.json content.
+
+    Rank 0 holds the run directory's lock (``simclr_hpc.runlock``) from before its first write to the end;
+    ``job_alive(slurm_job_id)`` lets it take over the lock of a job that Slurm says has ended.
     """
-    run_dir = cfg.run_dir(stage)
-    path = rundir.config_path(run_dir)
-    if path.exists():
-        previous = load_config(path)
-        before, now = previous.hash(stage), cfg.hash(stage)
-        if before != now:
-            raise ConfigError(
-                f"run.name: {run_dir} was started with a different config (hash {before} != {now}); "
-                "choose another run.name or delete that directory"
-            )
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fsutil.write_text_atomic(path, dump_config(cfg))
-
-
-def run_stage(stage: str, cfg: Config) -> dict:
-    """Run one stage to completion in this process (one rank of a job) and return its result.json content."""
     if stage not in STAGES:
         raise ConfigError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
     env = D.DistEnv.from_env()
     # Checked before any process group starts: a bad split must not hang N ranks.
     per_device, micro, accumulation = derive_batch(cfg.train.global_batch, env.world_size, cfg.train.max_batch_per_device)
+    done = finished_result(stage, cfg)
+    if done is not None:
+        return done
+    data_hash = check_inputs(stage, cfg).content_hash
+    check_output_dir(cfg.run.root, "run.root")
+    with RunLock(cfg.run_dir(stage), job_alive) if env.rank == 0 else contextlib.nullcontext():
+        done = finished_result(stage, cfg)  # finished while we waited for the lock
+        if done is not None:
+            return done
+        if env.rank == 0:
+            prepare_run_dir(stage, cfg)
+        return _train(stage, cfg, env, per_device, micro, accumulation, data_hash)
+
+
+def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int, accumulation: int,
+           data_hash: str) -> dict:
     run_dir = cfg.run_dir(stage)
-    done = rundir.result_path(run_dir)
-    if done.exists():
-        return json.loads(done.read_text())
-    check_inputs(stage, cfg)
-    if env.rank == 0:
-        prepare_run_dir(stage, cfg)
     t0 = time.time()
     engine = create_engine(cfg, env)
     setup_logging(engine.rank)
@@ -111,22 +128,24 @@ def run_stage(stage: str, cfg: Config) -> dict:
         if engine.is_main and task.subset() is not None:
             fsutil.write_json_atomic(rundir.subset_path(run_dir), task.subset())
         outcome = train(task, ctx)
-        result = _result(stage, ctx, task, outcome, time.time() - t0)
+        result = _result(stage, ctx, task, outcome, time.time() - t0, data_hash)
         if engine.is_main:
             result.write(run_dir)
-            log.info("%s done: %s", run_dir, json.dumps(result.metrics))
+            log.info("%s done: %s", run_dir, fsutil.dumps_json(result.metrics))
         engine.barrier()
     finally:
         engine.close()
     return result.to_json()
 
 
-def _result(stage: str, ctx: StageContext, task: Task, outcome: TrainOutcome, wall_s: float) -> Result:
+def _result(stage: str, ctx: StageContext, task: Task, outcome: TrainOutcome, wall_s: float,
+            data_hash: str) -> Result:
     """The run's result.json: its config's coordinates, the outcome, the runtime facts and the task's facts."""
     cfg, engine = ctx.cfg, ctx.engine
     latest = ckpt.latest_whole(rundir.checkpoints_dir(ctx.run_dir))
     return Result(
         stage=stage, study=cfg.run.study, run=cfg.run.name, run_dir=str(ctx.run_dir), config_hash=cfg.hash(stage),
+        data_hash=data_hash,
         seed=cfg.run.seed, steps=cfg.train.steps, global_batch=cfg.train.global_batch, per_device_batch=ctx.per_device,
         accumulation=ctx.accumulation, metrics={**outcome.metrics, "loss": outcome.loss}, wall_s=wall_s,
         images_per_s=outcome.images_per_s, skipped_samples=outcome.skipped_samples, device=_device_name(engine),

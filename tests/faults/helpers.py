@@ -22,6 +22,22 @@ def cli(*args: str, env: dict | None = None, cwd: Path = REPO, timeout: float = 
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
 
 
+def cli_inprocess(*args: str, cwd: Path | None = None, env: dict | None = None):
+    """``simclr-hpc ARGS`` in this process (typer's CliRunner): no second of import per call, for commands that stop
+    before training. Returns click's Result (``exit_code``, ``stdout``, ``stderr``, ``exception``)."""
+    from typer.testing import CliRunner
+
+    from simclr_hpc.cli.main import app
+
+    old = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return CliRunner().invoke(app, list(args), env=env, catch_exceptions=True)
+    finally:
+        os.chdir(old)
+
+
 def sets(overrides: list[str]) -> list[str]:
     out: list[str] = []
     for item in overrides:

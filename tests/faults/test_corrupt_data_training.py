@@ -101,6 +101,8 @@ def test_on_error_skip_completes_and_counts_skipped_samples_end_to_end(tiny_shar
     result = json.loads((run_dir / "result.json").read_text())
     assert result["steps"] == STEPS
     assert result["skipped_samples"] > 0, result
+    # ... and says so where the user looks, not only in result.json (issue 14)
+    assert f"warning: {result['skipped_samples']} corrupt sample reads were skipped" in proc.stderr, proc.stderr[-2000:]
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == list(range(1, STEPS + 1))
     assert all(m["loss"] == m["loss"] for m in lines)  # finite, not NaN

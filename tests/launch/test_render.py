@@ -157,6 +157,7 @@ def test_submit_without_slurm_and_without_dry_run_says_so(tmp_path):
 
 def test_manifest_has_one_stage_tab_config_line_per_array_index(tmp_path):
     cfgs = [load_config(None, [f"run.root={tmp_path}/runs", f"run.name=t{i}", f"run.seed={i}"]) for i in range(3)]
+    (tmp_path / "m").mkdir()  # a manifest's directory must exist: write_manifest creates none (issue 14)
     path = write_manifest("transfer", cfgs, tmp_path / "m" / "transfer.txt")
     lines = path.read_text().splitlines()
     assert len(lines) == 3
