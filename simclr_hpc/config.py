@@ -1,7 +1,7 @@
 """Typed, validated run configuration.
 
-A run's configuration is built in three layers: the defaults below, a YAML file that holds only what differs from them,
-and ``--set a.b=c`` overrides. Unknown keys, wrong types and impossible values are errors that name the dotted field.
+A run's configuration is built in layers: the defaults below (pretraining's), the recipe of the run's stage when it is
+known (``recipes.py``), a YAML file that holds only what differs from them, and ``--set a.b=c`` overrides. Unknown keys, wrong types and impossible values are errors that name the dotted field.
 
 This module imports no torch: ``--help``, ``config validate`` and ``submit --dry-run`` must start fast on a login node.
 """
@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from simclr_hpc.recipes import stage_recipe
 
 STAGES = ("pretrain", "finetune", "distill", "transfer")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -346,13 +348,15 @@ def build_config(layers: list[dict], source: str = "") -> Config:
         raise ConfigError(format_errors(err, f"{source}: " if source else "")) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file at ``path`` (deltas only), then ``--set`` overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, stage: str | None = None) -> Config:
+    """Defaults, then ``stage``'s recipe (when given), then the YAML file at ``path`` (deltas only), then ``--set``."""
     layers = []
     if path:
         layers.append(read_yaml(path))
     if overrides:
         layers.append(parse_overrides(overrides))
+    if stage:
+        layers.insert(0, stage_recipe(stage, layers))
     return build_config(layers, source=str(path) if path else "")
 
 

@@ -33,8 +33,7 @@ def run(
 
 @user_errors
 def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
-    cfg = load_config(config, overrides)
-    _stage(stage)
+    cfg = load_config(config, overrides, stage=_stage(stage))
     from simclr_hpc.train.loop import NonFiniteLoss
     from simclr_hpc.train.checkpoint import CheckpointError
     from simclr_hpc.train.runner import run_stage
@@ -52,9 +51,13 @@ config_app = typer.Typer(help="Show or validate a run configuration.", no_args_i
 
 @config_app.command("show")
 @user_errors
-def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Print the fully resolved config (defaults + file + overrides) as YAML."""
-    print(dump_config(load_config(config, set_ or [])), end="")
+def config_show(
+    stage: Annotated[Optional[str], typer.Argument(help="Resolve with this stage's recipe: pretrain | finetune | distill | transfer.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print the fully resolved config (defaults + the stage's recipe + file + overrides) as YAML."""
+    print(dump_config(load_config(config, set_ or [], stage=_stage(stage) if stage else None)), end="")
 
 
 @config_app.command("validate")

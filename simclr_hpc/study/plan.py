@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simclr_hpc.config import Config, ConfigError, build_config, check_safe_name
+from simclr_hpc.recipes import stage_recipe
 from simclr_hpc.study.spec import Study, StudyError, _nest, index_num_classes, source_num_classes
 
 # Submission order: an array of a later wave only depends on runs of earlier waves.
@@ -164,7 +165,7 @@ class _Builder:
         }
         all_layers = [self.nest(study.defaults, "defaults"), self.dataset_layer(dataset), *layers, forced, wiring]
         try:
-            cfg = build_config(all_layers)
+            cfg = build_config([stage_recipe(stage, all_layers), *all_layers])  # the stage's recipe under the study
         except ConfigError as err:
             for line in err.lines:
                 self.problem(f"{self.where}: {labels.get('section', stage)} run config ({key}): {line}")
