@@ -74,3 +74,17 @@ def test_verdict_follows_the_interval_and_the_papers_sign():
     assert not noisy.excludes_zero and verdict("x", noisy, +1).label == "inconclusive"
     with pytest.raises(ValueError):
         verdict("x", better, 0)
+
+
+def test_spearman_interval_point_is_scipys_rho_and_the_bootstrap_interval_holds_it():
+    from simclr_hpc.study.verdict import spearman_interval
+
+    xs = [0.1, 0.4, 0.35, 0.8, 0.6, 0.9, 0.2, 0.5]
+    ys = [0.50, 0.62, 0.55, 0.81, 0.70, 0.79, 0.58, 0.61]
+    est = spearman_interval(xs, ys)
+    assert est.mean == pytest.approx(stats.spearmanr(xs, ys).statistic)
+    assert -1.0 <= est.lo <= est.mean <= est.hi <= 1.0 and est.n == 8
+    assert spearman_interval(xs, ys) == est  # seeded: the same interval every time
+    perfect = spearman_interval([1, 2, 3, 4, 5], [10, 20, 30, 40, 50])
+    assert (perfect.mean, perfect.lo, perfect.hi) == pytest.approx((1.0, 1.0, 1.0))
+    assert math.isnan(spearman_interval([1, 2], [3, 4]).lo) and math.isnan(spearman_interval([1, 1, 1], [1, 2, 3]).mean)
