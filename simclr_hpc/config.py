@@ -179,6 +179,15 @@ class DistSection(Section):
 class PretrainSection(Section):
     temperature: float = Field(0.5, gt=0.0, le=10.0)
     """NT-Xent temperature tau (0.5 for CIFAR, 0.1 for ImageNet at large batch)."""
+    monitor_every_steps: int = Field(0, ge=0)
+    """Interval of online monitoring (kNN top-1 on ``data.eval_split``, alignment, uniformity, std, positive rank-1;
+    ``train/monitor.py``), also done at the end; 0 = off. Costs a forward pass over the monitor's images each time."""
+    monitor_bank_images: int = Field(2000, ge=1)
+    """Labelled training images in the monitor's kNN feature bank (class-balanced; decoded once, kept in memory)."""
+    monitor_eval_images: int = Field(1000, ge=1)
+    """Held-out images whose kNN top-1 the monitor reports (class-balanced)."""
+    monitor_pairs: int = Field(256, ge=2)
+    """Held-out images whose two fixed views give the monitor's alignment, uniformity, std and positive rank-1."""
 
 
 class FinetuneSection(Section):
