@@ -40,12 +40,13 @@ class Standardizer:
         return (features - self.mean) / self.scale
 
     def fold(self, linear: nn.Linear) -> nn.Linear:
-        """A new Linear on raw features equal to ``linear`` on standardised ones."""
-        weight = linear.weight.detach() / self.scale
-        out = nn.Linear(linear.in_features, linear.out_features)
+        """A new Linear on raw features equal to ``linear`` on standardised ones (on ``linear``'s device)."""
+        device = linear.weight.device
+        weight = linear.weight.detach() / self.scale.to(device)
+        out = nn.Linear(linear.in_features, linear.out_features, device=device)
         with torch.no_grad():
             out.weight.copy_(weight)
-            out.bias.copy_(linear.bias.detach() - weight @ self.mean)
+            out.bias.copy_(linear.bias.detach() - weight @ self.mean.to(device))
         return out
 
 
