@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from simclr_hpc.recipes import stage_recipe
 
 STAGES = ("pretrain", "finetune", "distill", "transfer")
+BASELINE_ENCODERS = ("random", "pixels")
+"""Encoder names of ``finetune.encoder`` / ``transfer.encoder`` that are baselines, not run directories: ``random``
+(a random-init encoder of ``model.*``; under ``full``, the network trained from scratch) and ``pixels`` (the flattened
+normalised image; linear only)."""
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 # Names end up in paths, job names and sbatch scripts: keep them to a charset that needs no quoting anywhere.
@@ -192,7 +196,7 @@ class PretrainSection(Section):
 
 class FinetuneSection(Section):
     encoder: str = ""
-    """Pretrain run directory (or checkpoint directory) whose encoder is fine-tuned."""
+    """Pretrain run directory whose encoder is fine-tuned, or a baseline: ``random`` or ``pixels``."""
     label_fraction: float = Field(1.0, gt=0.0, le=1.0)
     """Fraction of labelled training images, drawn class-balanced with ``run.seed``."""
     from_head_layer: int = Field(0, ge=0, le=4)
@@ -216,7 +220,7 @@ class DistillSection(Section):
 
 class TransferSection(Section):
     encoder: str = ""
-    """Pretrain (or fine-tune) run directory whose encoder is transferred."""
+    """Pretrain (or fine-tune) run directory whose encoder is transferred, or a baseline: ``random`` or ``pixels``."""
     num_classes: int = Field(0, ge=0)
     """Restrict the target dataset to k classes chosen with ``class_seed``; 0 = every class."""
     class_seed: int = Field(0, ge=0)
@@ -254,6 +258,10 @@ class Config(Section):
                 "optim.name: LARS needs whole parameters for its trust ratio, which ZeRO 2/3 shards; "
                 "use optim.name=sgd or adamw, or dist.zero_stage 0/1"
             )
+        for stage, section in (("finetune", self.finetune), ("transfer", self.transfer)):
+            if section.encoder == "pixels" and section.protocol != "linear":
+                raise ValueError(f"{stage}.encoder: pixels is the raw-pixel linear baseline; set {stage}.protocol=linear "
+                                 "(the from-scratch baseline of full fine-tuning is encoder=random)")
         if self.train.max_batch_per_device and self.train.global_batch % self.train.max_batch_per_device:
             raise ValueError("train.max_batch_per_device: must divide train.global_batch")
         return self

@@ -26,6 +26,8 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from simclr_hpc.study.stats import Interval, t_interval
+
 MIN_SEEDS = 3
 """Fewest seeds for which a finding may get a verdict other than inconclusive."""
 LEVEL = 0.95
@@ -33,32 +35,17 @@ LEVEL = 0.95
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """A point estimate over ``n`` seeds with a two-sided interval (``lo``/``hi`` are NaN when n < 2)."""
+@dataclass
+class Estimate(Interval):
+    """An :class:`Interval` over ``n`` seeds that says how it was made (``lo``/``hi`` are NaN when n < 2)."""
 
-    mean: float
-    lo: float
-    hi: float
-    n: int
-    method: str
+    method: str = ""
     """How the interval was made, for the report (e.g. ``"logit t-interval"``)."""
 
     @property
     def excludes_zero(self) -> bool:
+        """The interval lies wholly on one side of 0 (never with fewer than 2 values)."""
         return self.n >= 2 and (self.lo > 0 or self.hi < 0)
-
-
-def _t_quantile(n: int, level: float) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(0.5 + level / 2, n - 1))
-
-
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
 
 
 def accuracy_interval(accuracies: Sequence[float], eval_images: int | Sequence[int], level: float = LEVEL) -> Estimate:
@@ -76,10 +63,8 @@ def accuracy_interval(accuracies: Sequence[float], eval_images: int | Sequence[i
     mean = sum(accs) / len(accs)
     if len(accs) < 2:
         return Estimate(mean, math.nan, math.nan, 1, method)
-    logits = [_logit((a * n + 0.5) / (n + 1)) for a, n in zip(accs, sizes)]
-    centre, sd = _mean_sd(logits)
-    half = _t_quantile(len(accs), level) * sd / math.sqrt(len(accs))
-    return Estimate(mean, min(mean, _expit(centre - half)), max(mean, _expit(centre + half)), len(accs), method)
+    on_logits = t_interval([_logit((a * n + 0.5) / (n + 1)) for a, n in zip(accs, sizes)], level)
+    return Estimate(mean, min(mean, _expit(on_logits.lo)), max(mean, _expit(on_logits.hi)), len(accs), method)
 
 
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float], level: float = LEVEL) -> Estimate:
@@ -89,11 +74,10 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float], level: flo
     method = "paired t-interval over seeds"
     if not diffs:
         return Estimate(math.nan, math.nan, math.nan, 0, method)
-    mean, sd = _mean_sd(diffs)
-    if len(diffs) < 2:
-        return Estimate(mean, math.nan, math.nan, 1, method)
-    half = _t_quantile(len(diffs), level) * sd / math.sqrt(len(diffs))
-    return Estimate(mean, max(-1.0, mean - half), min(1.0, mean + half), len(diffs), method)
+    iv = t_interval(diffs, level)
+    if iv.n < 2:
+        return Estimate(iv.mean, math.nan, math.nan, iv.n, method)
+    return Estimate(iv.mean, max(-1.0, iv.lo), min(1.0, iv.hi), iv.n, method)
 
 
 def spearman_interval(xs: Sequence[float], ys: Sequence[float], level: float = LEVEL, resamples: int = 2000,
@@ -133,13 +117,16 @@ class Verdict:
     reason: str
 
 
-def verdict(finding: str, effect: Estimate, claim_sign: int, min_seeds: int = MIN_SEEDS) -> Verdict:
-    """The verdict on ``finding`` from its effect's interval and the sign the paper claims for it."""
+def verdict(finding: str, effect: Estimate, claim_sign: int, n_seeds: int | None = None,
+            min_seeds: int = MIN_SEEDS) -> Verdict:
+    """The verdict on ``finding`` from its effect's interval and the sign the paper claims for it. ``n_seeds``: the
+    seeds behind the effect when its ``n`` counts other units (e.g. student x seed pairs); default ``effect.n``."""
     if claim_sign not in (1, -1):
         raise ValueError(f"claim_sign must be +1 or -1, got {claim_sign!r}")
-    if effect.n < min_seeds:
+    seeds = effect.n if n_seeds is None else n_seeds
+    if seeds < min_seeds:
         return Verdict(finding, "inconclusive", effect, claim_sign,
-                       f"{effect.n} seed(s): fewer than {min_seeds}, inconclusive by rule")
+                       f"{seeds} seed(s): fewer than {min_seeds}, inconclusive by rule")
     if not effect.excludes_zero:
         return Verdict(finding, "inconclusive", effect, claim_sign, "the interval contains 0")
     agrees = (effect.mean > 0) == (claim_sign > 0)

@@ -12,7 +12,7 @@ import torch
 
 from simclr_hpc import distributed as D
 from simclr_hpc import fsutil, rundir
-from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_config
+from simclr_hpc.config import BASELINE_ENCODERS, STAGES, Config, ConfigError, dump_config, load_config
 from simclr_hpc.rundir import Result
 from simclr_hpc.train import checkpoint as ckpt
 from simclr_hpc.train.engine import Engine, derive_batch
@@ -28,8 +28,8 @@ def _device_name(engine: Engine) -> str:
     return "cpu"
 
 
-def _require_finished(ref: str, field: str, allow_random: bool = False) -> None:
-    if allow_random and ref == "random":
+def _require_finished(ref: str, field: str, allow_baseline: bool = False) -> None:
+    if allow_baseline and ref in BASELINE_ENCODERS:
         return
     if not ref:
         raise ConfigError(f"{field}: empty; set it to the run directory of a finished run")
@@ -47,9 +47,9 @@ def check_inputs(stage: str, cfg: Config) -> None:
     if stage != "pretrain":
         index.split(cfg.data.eval_split)
     if stage == "finetune":
-        _require_finished(cfg.finetune.encoder, "finetune.encoder", allow_random=True)
+        _require_finished(cfg.finetune.encoder, "finetune.encoder", allow_baseline=True)
     elif stage == "transfer":
-        _require_finished(cfg.transfer.encoder, "transfer.encoder", allow_random=True)
+        _require_finished(cfg.transfer.encoder, "transfer.encoder", allow_baseline=True)
         if cfg.transfer.num_classes > index.num_classes:
             raise ConfigError(
                 f"transfer.num_classes: {cfg.transfer.num_classes} but {cfg.data.shards} has {index.num_classes} "
