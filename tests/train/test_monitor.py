@@ -1,13 +1,11 @@
 """The pretraining monitor on tiny shards: its metrics, their bounds, and that measuring leaves training untouched."""
 
-import pytest
 import torch
 
 from simclr_hpc.config import load_config
 from simclr_hpc.models import ProjectionHead, SimCLRModel, build_backbone
 from simclr_hpc.train.monitor import PretrainMonitor
 from tests.conftest import tiny_overrides
-
 
 def test_monitor_measures_knn_and_contrastive_properties_without_touching_rng_or_mode(tiny_shards, tmp_path):
     from contextlib import nullcontext
