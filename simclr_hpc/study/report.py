@@ -62,6 +62,8 @@ class Report:
     plots: list[Path] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    judged: list[str] = field(default_factory=list)
+    """The headline's verdict and below-baseline bullets (Markdown, ``- `` first)."""
 
 
 def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
@@ -84,4 +86,4 @@ def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
     lines += render.render_missing(rows, out)
     path = out / "report.md"
     fsutil.write_text_atomic(path, "\n".join(lines))
-    return Report(path, csv_path, [p for s in sections for p in s.plots], found, counts)
+    return Report(path, csv_path, [p for s in sections for p in s.plots], found, counts, judged)

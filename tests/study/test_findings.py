@@ -65,6 +65,13 @@ def test_margins_are_paired_by_seed_and_a_number_below_its_baseline_is_flagged(t
     headline = text.split("## Headline findings")[1].split("Runs:")[0]
     assert "**below its pixels baseline**: ra (finetune linear, sh4, 10% labels, head layer 0)" in headline
     assert "**below its random baseline**" not in headline
+    from typer.testing import CliRunner
+
+    from simclr_hpc.cli.main import app
+
+    printed = CliRunner().invoke(app, ["study", "report", str(tmp_path / "study.yaml")]).output
+    assert "  reproduced (the interval excludes 0 on the paper's side): fine-tuning from head layer 1" in printed
+    assert "  below its pixels baseline: ra (finetune linear, sh4, 10% labels, head layer 0)" in printed
 
 
 def test_verdicts_follow_the_effects_with_three_seeds_and_are_inconclusive_with_two(tmp_path):
