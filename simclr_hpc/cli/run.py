@@ -32,8 +32,7 @@ def run(
 
 @user_errors
 def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
-    cfg = load_config(config, overrides)
-    _stage(stage)
+    cfg = load_config(config, overrides, stage=_stage(stage))
     from simclr_hpc.fsutil import AtomicWriteError
     from simclr_hpc.train.loop import NonFiniteLoss
     from simclr_hpc.train.checkpoint import CheckpointError
@@ -58,9 +57,13 @@ config_app = typer.Typer(help="Show or validate a run configuration.", no_args_i
 
 @config_app.command("show")
 @user_errors
-def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Print the fully resolved config (defaults + file + overrides) as YAML."""
-    print(dump_config(load_config(config, set_ or [])), end="")
+def config_show(
+    stage: Annotated[Optional[str], typer.Argument(help="Resolve with this stage's recipe: pretrain | finetune | distill | transfer.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print the fully resolved config (defaults + the stage's recipe + file + overrides) as YAML."""
+    print(dump_config(load_config(config, set_ or [], stage=_stage(stage) if stage else None)), end="")
 
 
 @config_app.command("validate")

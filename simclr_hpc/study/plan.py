@@ -16,6 +16,12 @@ distill    ``baseline-<student>-s<s>`` (labels only)             the student's p
 transfer   ``<encoder>-<dataset>-k<k>-c<class seed>-<protocol>-s<s>``, ``<encoder>-<dataset>-all-<protocol>-s<s>``
 =========  ====================================================  ==========================================
 
+Baselines (``finetune.baselines`` / ``transfer.baselines``, both by default), with the seeds, protocols and splits of
+the runs they are compared with and no dependency: ``random-<encoder>-...`` (a random-init encoder of that encoder's
+architecture, one per distinct architecture, named after its first encoder; under ``full``: trained from scratch) and
+``pixels-<dataset>-...`` (a linear classifier on raw pixels, one per split), e.g. ``finetune/random-r18-lf0.1-h0-
+linear-s0``, ``finetune/pixels-mnist-lf0.1-linear-s0``, ``transfer/pixels-shapes20-k5-c0-linear-s0``.
+
 Every downstream run of seed ``s`` uses the encoder pretrained with seed ``s``, so seeds are independent replicates of the
 whole pipeline and a confidence interval over seeds covers pretraining noise too.
 """
@@ -26,10 +32,12 @@ from itertools import product
 from pathlib import Path
 
 from simclr_hpc.config import ConfigError, build_config
+from simclr_hpc.recipes import stage_recipe
 from simclr_hpc.data.index import index_num_classes
 from simclr_hpc.data.source_spec import source_num_classes
 from simclr_hpc.study.schema import Study, StudyError, nest_overrides
 from simclr_hpc.study.runs import WAVES, DatasetJob, Plan, RunSpec, fmt_number, safe_run_name
+from simclr_hpc.study.plan_baselines import finetune_baselines, transfer_baselines
 from simclr_hpc.study.spec import load_study
 
 MODEL_KEYS = ("backbone", "cifar_stem", "width", "proj_layers", "proj_hidden_dim", "proj_dim")
@@ -89,7 +97,7 @@ class _Builder:
         }
         all_layers = [self.nest(study.defaults, "defaults"), self.dataset_layer(dataset), *layers, forced, wiring]
         try:
-            cfg = build_config(all_layers)
+            cfg = build_config([stage_recipe(stage, all_layers), *all_layers])  # the stage's recipe under the study
         except ConfigError as err:
             for line in err.lines:
                 self.problem(f"{self.where}: {labels.get('section', stage)} run config ({key}): {line}")
@@ -98,6 +106,18 @@ class _Builder:
         self._keys.add(key)
         self.runs.append(run)
         return run
+
+    def arch(self, encoder: str) -> str:
+        """A readable key of the encoder's architecture: what its random-init baseline must share."""
+        model = self.encoder_model(encoder).get("model", {})
+        return ",".join(f"{k}={model[k]}" for k in sorted(model)) or "default"
+
+    def architectures(self, encoders: list[str], dataset_of) -> dict[tuple[str, str], str]:
+        """(dataset, architecture) -> the first of ``encoders`` with it: one random baseline per group."""
+        groups: dict[tuple[str, str], str] = {}
+        for enc in encoders:
+            groups.setdefault((dataset_of(enc), self.arch(enc)), enc)
+        return groups
 
     def pretrain_key(self, encoder: str, seed: int) -> str:
         return f"pretrain/{safe_run_name(encoder, f's{seed}')}"
@@ -127,7 +147,8 @@ def finetune_runs(b: _Builder) -> None:
               ft.dataset or study.encoders[enc].dataset, [b.encoder_model(enc), section], forced,
               (b.pretrain_key(enc, seed),),
               {"section": "finetune", "encoder": enc, "base": study.encoder_base(enc), "seed": seed,
-               "label_fraction": fraction, "head_layer": layer, "protocol": protocol})
+               "label_fraction": fraction, "head_layer": layer, "protocol": protocol, "arch": b.arch(enc)})
+    finetune_baselines(b)
 
 
 def _student_base(b: _Builder, student) -> str:
@@ -192,24 +213,32 @@ def distill_runs(b: _Builder) -> None:
                    "student_base": student_base[sname], "same_base": tbase == student_base[sname], "seed": seed})
 
 
+def _transfer_targets(b: _Builder):
+    """``(dataset, name part, transfer.* fields, labels)`` of every transfer target: k-class subsets, whole datasets."""
+    study, tr = b.study, b.study.transfer
+    for target in tr.within:
+        for k, class_seed in product(target.num_classes, target.class_seeds):
+            yield (target.dataset, f"{target.dataset}-k{k}-c{class_seed}", {"num_classes": k, "class_seed": class_seed},
+                   {"kind": "within", "k": k, "class_seed": class_seed})
+    for dataset in tr.across:
+        k_all = index_num_classes(study.shards_dir(dataset)) or source_num_classes(study.source(dataset))[0]
+        yield dataset, f"{dataset}-all", {"num_classes": 0}, {"kind": "across", "k": k_all, "class_seed": None}
+
+
 def transfer_runs(b: _Builder) -> None:
-    """seeds x encoders x protocols x (within: targets x k x class seeds, then across: whole datasets)."""
+    """seeds x encoders x protocols x (within: targets x k x class seeds, then across: whole datasets), and their
+    baselines."""
     study, tr = b.study, b.study.transfer
     section = b.nest(tr.set, "transfer.set")
+    targets = list(_transfer_targets(b))
     for seed, enc, protocol in product(study.seeds, tr.encoders, tr.protocols):
         common, deps = [b.encoder_model(enc), section], (b.pretrain_key(enc, seed),)
-        labels = {"section": "transfer", "encoder": enc, "seed": seed, "protocol": protocol}
+        labels = {"section": "transfer", "encoder": enc, "seed": seed, "protocol": protocol, "arch": b.arch(enc)}
         forced = {"encoder": b.pretrain_dir(enc, seed), "images_per_class": tr.images_per_class, "protocol": protocol}
-        for target in tr.within:
-            for k, class_seed in product(target.num_classes, target.class_seeds):
-                b.add("transfer", f"{enc}-{target.dataset}-k{k}-c{class_seed}-{protocol}-s{seed}", target.dataset,
-                      common, {"transfer": {**forced, "num_classes": k, "class_seed": class_seed}}, deps,
-                      {**labels, "kind": "within", "k": k, "class_seed": class_seed})
-        for dataset in tr.across:
-            k_all = index_num_classes(study.shards_dir(dataset)) or source_num_classes(study.source(dataset))[0]
-            b.add("transfer", f"{enc}-{dataset}-all-{protocol}-s{seed}", dataset, common,
-                  {"transfer": {**forced, "num_classes": 0}}, deps,
-                  {**labels, "kind": "across", "k": k_all, "class_seed": None})
+        for dataset, part, fields, target in targets:
+            b.add("transfer", f"{enc}-{part}-{protocol}-s{seed}", dataset, common,
+                  {"transfer": {**forced, **fields}}, deps, {**labels, **target})
+    transfer_baselines(b, section, targets)
 
 
 SECTIONS = (("pretrain", pretrain_runs), ("finetune", finetune_runs), ("distill", distill_runs),

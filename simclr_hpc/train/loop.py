@@ -134,11 +134,12 @@ def _run_segment(task: Task, ctx: StageContext, model, optimizer, peak_lr: float
         progress.skipped_local += int(batch.get("skipped", 0))
         progress.images += cfg.train.global_batch
         progress.images_log += cfg.train.global_batch
-        if progress.step % cfg.train.log_every_steps == 0 or progress.step == total:
-            now = time.perf_counter()
-            rate = progress.images_log / max(now - progress.t_log, 1e-9)
-            writer.log(progress.step, {"loss": progress.loss, "lr": lr, "img_per_s": rate})
-            progress.t_log, progress.images_log = now, 0
+        now = time.perf_counter()
+        monitored = task.monitor(model, progress.step)
+        if monitored or progress.step % cfg.train.log_every_steps == 0 or progress.step == total:
+            rate = progress.images_log / max(now - progress.t_log, 1e-9)  # training only: measured before monitoring
+            writer.log(progress.step, {"loss": progress.loss, "lr": lr, "img_per_s": rate, **monitored})
+            progress.t_log, progress.images_log = time.perf_counter(), 0
         else:
             writer.advance(progress.step)
     del batches  # stops this segment's loader workers before the next segment starts its own
