@@ -13,7 +13,7 @@ contrastive properties say about their fine-tuned accuracy. Summaries only (rows
   dataset, averaged over encoders; claimed negative).
 * **Properties vs fine-tuning**: one point per (encoder, seed): the pretrain run's final monitor numbers (kNN top-1,
   alignment, uniformity) against that seed's linear fine-tune top-1 at head layer 0, per label fraction; Spearman's rho
-  with a bootstrap interval (``verdict.spearman_interval``).
+  with a bootstrap interval (``stats.spearman_interval``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from simclr_hpc.study.aggregate import Row
-from simclr_hpc.study.stats import Interval, ols_slope, t_interval
+from simclr_hpc.study.stats import Interval, ols_slope, spearman_interval, t_interval
 from simclr_hpc.study.summaries import accuracy, eval_sizes, summarize_distill
-from simclr_hpc.study.verdict import Estimate, Verdict, paired_difference, spearman_interval, verdict
+from simclr_hpc.study.verdict import Estimate, Verdict, paired_difference, verdict
 
 PROPERTIES = ("knn_top1_k200", "alignment", "uniformity")
 """Pretraining properties related to fine-tuned accuracy."""
@@ -195,7 +195,7 @@ class PropertyCorrelation:
     prop: str
     label_fraction: float
     protocol: str
-    rho: Estimate
+    rho: Interval
     points: list[tuple[float, float, str]]
     """(property, top-1, ``encoder/s<seed>``)."""
 

@@ -11,9 +11,6 @@ Accuracies are fractions in [0, 1] (the report prints percent). Seeds are indepe
 * **Effect interval**: the mean of per-seed differences ``a_s - b_s`` over the seeds both sides have (paired by seed:
   one seed's runs share its pretrained encoder and data order), with a paired t-interval, as
   ``scipy.stats.ttest_rel(a, b).confidence_interval()``, clipped to the possible range [-1, 1].
-* **Rank correlation** (encoder property vs fine-tuned accuracy): Spearman's rho over the points, as
-  ``scipy.stats.spearmanr``, with a percentile bootstrap interval over resampled points (2,000 resamples, seeded;
-  resamples where one side is constant have no rho and are dropped).
 * **Verdict** of a finding whose paper claims an effect of sign +1 or -1: *reproduced* when the effect's interval
   excludes 0 on the paper's side, *contradicted* when it excludes 0 on the other side, *inconclusive* otherwise, and
   *inconclusive* by rule with fewer than ``MIN_SEEDS`` seeds (two seeds give a t-interval of +-12.7 standard errors,
@@ -78,30 +75,6 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float], level: flo
     if iv.n < 2:
         return Estimate(iv.mean, math.nan, math.nan, iv.n, method)
     return Estimate(iv.mean, max(-1.0, iv.lo), min(1.0, iv.hi), iv.n, method)
-
-
-def spearman_interval(xs: Sequence[float], ys: Sequence[float], level: float = LEVEL, resamples: int = 2000,
-                      seed: int = 0) -> Estimate:
-    """Spearman's rho of the (x, y) points with a percentile bootstrap interval; NaN interval below 3 points."""
-    import numpy as np
-    from scipy import stats
-
-    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-    method = "Spearman rho, percentile bootstrap over points"
-    if len(x) != len(y):
-        raise ValueError(f"{len(x)} x values but {len(y)} y values")
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return Estimate(math.nan, math.nan, math.nan, len(x), method)
-    rho = float(stats.spearmanr(x, y).statistic)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(resamples, len(x)))
-    rx, ry = stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1)
-    rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
-    denom = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
-    ok = denom > 0
-    rhos = (rx * ry).sum(axis=1)[ok] / denom[ok]  # Pearson of the ranks = Spearman, per resample
-    lo, hi = np.quantile(rhos, [0.5 - level / 2, 0.5 + level / 2])
-    return Estimate(rho, float(lo), float(hi), len(x), method)
 
 
 @dataclass(frozen=True)

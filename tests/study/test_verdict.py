@@ -77,7 +77,7 @@ def test_verdict_follows_the_interval_and_the_papers_sign():
 
 
 def test_spearman_interval_point_is_scipys_rho_and_the_bootstrap_interval_holds_it():
-    from simclr_hpc.study.verdict import spearman_interval
+    from simclr_hpc.study.stats import spearman_interval
 
     xs = [0.1, 0.4, 0.35, 0.8, 0.6, 0.9, 0.2, 0.5]
     ys = [0.50, 0.62, 0.55, 0.81, 0.70, 0.79, 0.58, 0.61]

@@ -88,6 +88,7 @@ def test_no_config_linear_transfer_equals_the_linear_config_within_1_point(mnist
         assert result.exit_code == 0, result.output
         line = next(line for line in result.stdout.splitlines() if line.startswith('{"run_dir"'))
         top1[name] = json.loads(line)["metrics"]["top1"]
+    print("recipe figures:", top1)
     assert abs(top1["recipe"] - top1["linear"]) <= 0.01, top1
     assert top1["recipe"] > 0.3, top1  # a random encoder's probe on 10 digit classes is far above chance (10 %)
 
