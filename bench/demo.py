@@ -31,7 +31,8 @@ def run() -> list[Row]:
     summary = next((line for line in proc.stdout.splitlines() if line.startswith("ran ")), "")
     log(f"demo: {wall:.0f} s wall, {cpu:.0f} s CPU, load {load:.1f} -> {os.getloadavg()[0]:.1f}")
     note = (f"the whole study, shard building included; CPU time {cpu:.0f} s (all processes), {os.cpu_count()} cores, "
-            f"load {load:.1f} at start and {os.getloadavg()[0]:.1f} at the end; {summary}; baseline = the 10-minute budget")
+            f"load {load:.1f} at start and {os.getloadavg()[0]:.1f} at the end; {summary}; "
+            "baseline = the 10-minute budget")
     return [Row("demo", "simclr-hpc demo (make demo)", "wall s", wall, BUDGET_S, wall / BUDGET_S, "<= 1.0", note)]
 
 

@@ -1,16 +1,17 @@
 """Time to accuracy: pretraining seconds until a kNN probe on held-out mnist5k images first reaches a fixed top-1.
 
 Ours: ``run_stage("pretrain", cfg)`` (what ``simclr-hpc run pretrain`` calls) with ``configs/pretrain/tiny-cpu.yaml``
-on mnist5k shards with a stratified val split, checkpointing every ``eval_every`` steps; afterwards each checkpoint's
-encoder is probed, and its time is the wall time from just before ``run_stage`` to that step's ``metrics.jsonl`` line
-(so model build, loader start-up, the per-segment loader restarts and the checkpoint writes all count against ours).
-Lightly: the lightly package's SimCLR example recipe (``SimCLRTransform`` at the same input size, no blur as for CIFAR,
+at the demo's crop scale and learning rate, on mnist5k shards with a stratified val split, checkpointing every
+``eval_every`` steps; afterwards each checkpoint's encoder is probed, and its time is the wall time from just before
+``run_stage`` to that step's ``metrics.jsonl`` line (so model build, loader start-up, the per-segment loader restarts
+and the checkpoint writes all count against ours). Lightly: the lightly package's SimCLR example recipe (``SimCLRTransform`` at the same input size, no blur as for CIFAR,
 ``SimCLRProjectionHead``, ``NTXentLoss`` at its default temperature 0.5, SGD lr 0.06, momentum 0.9, weight decay 5e-4)
 in a plain torch loop over the same training images; its clock stops while it is probed. Same backbone (our ResNet-18
 at the same width and stem), batch, image size, DataLoader workers and threads; one fresh subprocess each.
 
 The probe: cosine kNN, k = 20, temperature-weighted votes (t = 0.07, as in InstDisc), bank = the train split's encoder
-features (deterministic centre view), queries = the val split. Each side stops at ``max_steps``.
+features (deterministic centre view), queries = the val split. Each side stops at ``max_steps``. ``knn_top1`` is the
+same vote as ``simclr_hpc.train.knn`` (#13), kept here so the bench does not depend on the package's evaluation code.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from pathlib import Path
 
 from bench._common import REPO, Row, log
 
-SETTINGS = dict(width=0.5, size=32, batch=128, max_steps=300, eval_every=25, workers=1, threads=1, target=90.0,
-                k=20, knn_t=0.07, val_fraction=0.2)
+# The demo's pretraining recipe (configs/studies/demo.yaml) on tiny-cpu.yaml. The target: at 600 steps of it, kNN on
+# the val split reached 85.3 % at step 200, 86.4 % at the end; a random-init encoder of the same architecture 75.4 %
+# (raw pixels 90.8 %: a kNN on 784 pixels is strong on MNIST, which is why the target is not 90 %).
+SETTINGS = dict(width=0.25, size=28, crop=0.3, lr=0.004, batch=128, max_steps=300, eval_every=25, workers=1, threads=1,
+                target=85.0, k=20, knn_t=0.07, val_fraction=0.2)
 
 
 def _images(shards: Path, split: str, size: int):
@@ -38,7 +42,8 @@ def _images(shards: Path, split: str, size: int):
 
     views, raw, labels = [], [], []
     evaluate = augment.EvalTransform(size)
-    for batch in pipeline.eval_loader(shards, split, lambda img, rng=None: (evaluate(img), augment.to_uint8_chw(img)), 500):
+    both = lambda img, rng=None: (evaluate(img), augment.to_uint8_chw(img))  # noqa: E731
+    for batch in pipeline.eval_loader(shards, split, both, 500):
         views.append(batch["views"][0])
         raw.append(batch["views"][1])
         labels += batch["y"].tolist()
@@ -71,7 +76,8 @@ class Probe:
         encoder.eval()
         with torch.no_grad():
             embed = lambda x: torch.cat([encoder(x[i:i + 500]).float() for i in range(0, len(x), 500)])
-            acc = knn_top1(embed(self.bank_x), self.bank_y, embed(self.query_x), self.query_y, self.s["k"], self.s["knn_t"])
+            bank, query = embed(self.bank_x), embed(self.query_x)
+            acc = knn_top1(bank, self.bank_y, query, self.query_y, self.s["k"], self.s["knn_t"])
         encoder.train(was_training)
         return acc
 
@@ -86,7 +92,9 @@ def _ours(shards: Path, out: Path, s: dict) -> list[tuple[int, float, float]]:
     cfg = load_config(REPO / "configs/pretrain/tiny-cpu.yaml", [
         f"run.root={out}", "run.name=ours", f"data.shards={shards}", "data.eval_split=val",
         f"data.image_size={s['size']}", f"data.num_workers={s['workers']}", f"model.width={s['width']}",
-        f"train.global_batch={s['batch']}", f"train.steps={s['max_steps']}", f"train.ckpt_every_steps={s['eval_every']}",
+        f"data.crop_min_scale={s['crop']}", f"optim.base_lr={s['lr']}",
+        f"train.global_batch={s['batch']}", f"train.steps={s['max_steps']}",
+        f"train.ckpt_every_steps={s['eval_every']}",
         f"train.log_every_steps={s['eval_every']}", f"train.keep_checkpoints={s['max_steps'] // s['eval_every'] + 1}",
     ])
     t0 = time.time()
@@ -194,13 +202,16 @@ def run(**overrides) -> list[Row]:
     ours = hit["ours"][1] if hit["ours"] else None
     theirs = hit["lightly"][1] if hit["lightly"] else None
     ratio = ours / theirs if ours and theirs else None
-    note = (f"ResNet-18 w{s['width']} no CIFAR stem, {s['size']}px, batch {s['batch']}, {s['workers']} loader worker, "
+    note = (f"ResNet-18 w{s['width']} no CIFAR stem, ours crops >= {s['crop']} AdamW lr {s['lr']} temperature 0.2, "
+            f"lightly crops >= 0.08 SGD lr 0.06 temperature 0.5, {s['size']}px, batch {s['batch']}, "
+            f"{s['workers']} loader worker, "
             f"{s['threads']} thread; kNN k={s['k']} on the val split every {s['eval_every']} steps, up to "
             f"{s['max_steps']} steps; load {load:.1f} at start. Curves (step:kNN@s): ours {_curve(curves['ours'])}; "
             f"lightly {_curve(curves['lightly'])}")
     if ratio is None:
         missing = [w for w, h in hit.items() if h is None]
-        note = f"not measured as a ratio: {' and '.join(missing)} never reached {s['target']}% within {s['max_steps']} steps. " + note
+        note = (f"not measured as a ratio: {' and '.join(missing)} never reached {s['target']}% within "
+                f"{s['max_steps']} steps. " + note)
         if ours and not theirs:  # lightly's whole budget is a lower bound on its time: the ratio is at most this
             theirs = curves["lightly"][-1][1]
             ratio = ours / theirs
