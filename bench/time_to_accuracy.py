@@ -4,9 +4,10 @@ Ours: ``run_stage("pretrain", cfg)`` (what ``simclr-hpc run pretrain`` calls) wi
 at the demo's crop scale and learning rate, on mnist5k shards with a stratified val split, checkpointing every
 ``eval_every`` steps; afterwards each checkpoint's encoder is probed, and its time is the wall time from just before
 ``run_stage`` to that step's ``metrics.jsonl`` line (so model build, loader start-up, the per-segment loader restarts
-and the checkpoint writes all count against ours). Lightly: the lightly package's SimCLR example recipe (``SimCLRTransform`` at the same input size, no blur as for CIFAR,
-``SimCLRProjectionHead``, ``NTXentLoss`` at its default temperature 0.5, SGD lr 0.06, momentum 0.9, weight decay 5e-4)
-in a plain torch loop over the same training images; its clock stops while it is probed. Same backbone (our ResNet-18
+and the checkpoint writes all count against ours). Lightly: the lightly package's SimCLR example recipe
+(``SimCLRTransform`` at the same input size, no blur as for CIFAR, ``SimCLRProjectionHead``, ``NTXentLoss`` at its
+default temperature 0.5, SGD lr 0.06, momentum 0.9, weight decay 5e-4) in a plain torch loop over the same training
+images; its clock stops while it is probed. Same backbone (our ResNet-18
 at the same width and stem), batch, image size, DataLoader workers and threads; one fresh subprocess each.
 
 The probe: cosine kNN, k = 20, temperature-weighted votes (t = 0.07, as in InstDisc), bank = the train split's encoder
