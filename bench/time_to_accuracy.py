@@ -175,7 +175,7 @@ def _child(which: str, shards: str, out: str, settings: str) -> None:
 def _spawn(which: str, shards: Path, out: Path, s: dict) -> list:
     cmd = [sys.executable, "-m", "bench.time_to_accuracy", "--child", which, str(shards), str(out), json.dumps(s)]
     env = {**os.environ, "OMP_NUM_THREADS": str(s["threads"])}
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800, env=env)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"time_to_accuracy {which} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
