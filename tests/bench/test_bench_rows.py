@@ -90,11 +90,12 @@ def test_gpu_bench_runs_every_engine_path_on_the_cpu():
 
 
 def test_time_to_accuracy_row_at_tiny_size_reaches_a_low_target_on_both_sides():
-    """Both sides pretrain a few steps on mnist5k and are probed by kNN on its val split; a 5 % target (below chance)
-    is reached at the first probe, so the row has both times and a ratio."""
+    """Both sides pretrain a few steps on a small generated dataset and are probed by kNN on its val split; a 5 %
+    target (below chance) is reached at the first probe, so the row has both times and a ratio."""
     from bench import time_to_accuracy
 
-    rows = time_to_accuracy.run(width=0.125, size=16, batch=16, max_steps=4, eval_every=2, target=5.0)
+    rows = time_to_accuracy.run(width=0.125, size=16, batch=16, max_steps=4, eval_every=2, target=5.0,
+                                source="shapes:4:24:16", val_fraction=0.25)
     assert len(rows) == 1 and rows[0].target == "<= 0.7"
     _well_formed(rows[0])
     assert rows[0].ours > 0 and rows[0].baseline > 0
