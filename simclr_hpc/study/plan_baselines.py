@@ -7,15 +7,12 @@ pixels, with the seeds, protocols and splits of the runs they are compared with 
 from __future__ import annotations
 
 from itertools import product
-from typing import TYPE_CHECKING
 
+from simclr_hpc.study.builder import PlanBuilder
 from simclr_hpc.study.runs import fmt_number
 
-if TYPE_CHECKING:
-    from simclr_hpc.study.plan import _Builder
 
-
-def finetune_baselines(b: _Builder) -> None:
+def finetune_baselines(b: PlanBuilder) -> None:
     """seeds x label fractions x (random per (dataset, architecture) x protocols, pixels per dataset), head layer 0."""
     study, ft = b.study, b.study.finetune
     section = b.nest(ft.set, "finetune.set")
@@ -33,7 +30,7 @@ def finetune_baselines(b: _Builder) -> None:
                   {**labels, "encoder": "pixels", "baseline": "pixels", "protocol": "linear"})
 
 
-def transfer_baselines(b: _Builder, section: dict, targets: list) -> None:
+def transfer_baselines(b: PlanBuilder, section: dict, targets: list) -> None:
     """Per seed and target: random per architecture x protocols, and pixels (linear)."""
     study, tr = b.study, b.study.transfer
     archs = {arch: enc for (_, arch), enc in b.architectures(tr.encoders, lambda enc: "").items()}

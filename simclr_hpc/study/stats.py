@@ -13,6 +13,7 @@ scipy.stats is imported inside the functions, so importing this module stays lig
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 

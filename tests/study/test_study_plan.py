@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from simclr_hpc.config import SAFE_NAME
-from simclr_hpc.study.plan import WAVES, build_plan, load_plan, safe_run_name
+from simclr_hpc.study.plan import WAVES, build_plan, load_plan
+from simclr_hpc.study.runs import safe_run_name
 from simclr_hpc.study.spec import StudyError, parse_study
 from tests.study.helpers import TINY, study_dict, write_study
 
