@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -39,11 +40,22 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     from simclr_hpc.train.checkpoint import CheckpointError
     from simclr_hpc.train.runner import run_stage
 
+    from simclr_hpc.train.preempt import Preempted
+
     try:
         result = run_stage(stage, cfg)
     except (NonFiniteLoss, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1)
+    except Preempted as stop:
+        from simclr_hpc.launch.task import EXIT_REQUEUE
+        from simclr_hpc.launch.requeue import request_requeue
+
+        # Under Slurm, rank 0 asks the batch script to requeue the job; anywhere else, run the same command again.
+        if os.environ.get("SLURM_JOB_ID") and os.environ.get("RANK", "0") == "0":
+            request_requeue(str(stop))
+        print(f"simclr-hpc: {stop}; the same command resumes from there", file=sys.stderr)
+        raise typer.Exit(EXIT_REQUEUE)
     print(json.dumps({"run_dir": result["run_dir"], "metrics": result["metrics"]}))
 
 

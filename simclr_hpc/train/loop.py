@@ -17,6 +17,7 @@ import torch
 
 from simclr_hpc import distributed as D
 from simclr_hpc.train import checkpoint as ckpt
+from simclr_hpc.train import preempt
 from simclr_hpc.train.metrics import MetricsWriter, truncate_after
 from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
 
@@ -61,7 +62,10 @@ def train(task, ctx) -> dict:
         start, skipped = int(state["step"]), int(state.get("skipped", 0))
         log.info("resuming %s from %s (step %d)", ctx.run_dir, latest.name, start)
     metrics_path = ctx.run_dir / "metrics.jsonl"
+    resumed = {}
     if engine.is_main:
+        if start:
+            resumed = {"resumed_from": start, "steps_redone": preempt.steps_redone(metrics_path, start)}
         truncate_after(metrics_path, start)
     model, optimizer = engine.prepare(model, optimizer, ctx.micro, ctx.accumulation, optimizer_state)
     model.train()
@@ -71,12 +75,16 @@ def train(task, ctx) -> dict:
     skipped_local = 0  # this rank's skipped samples since the last checkpoint; summed over ranks at each save
     t_train = time.perf_counter()
     t_log, images_log = t_train, 0
+    preempt.install()
+    stop = False
     try:
-        while step < total:
+        while step < total and not stop:
             segment = step // every
             batches = iter(task.batches(segment))
+            for _ in range(step - segment * every):  # resumed from a checkpoint written mid-segment, at a signal
+                next(batches)
             segment_end = min((segment + 1) * every, total)
-            while step < segment_end:
+            while step < segment_end and not stop:
                 batch = next(batches)
                 lr = lr_at(step, peak_lr, total, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
                 engine.set_lr(optimizer, lr)
@@ -94,16 +102,23 @@ def train(task, ctx) -> dict:
                 skipped_local += int(batch.get("skipped", 0))
                 images += cfg.train.global_batch
                 images_log += cfg.train.global_batch
-                if step % cfg.train.log_every_steps == 0 or step == total:
+                # Every rank, every step (one collective): they all stop after the same step. The last one just ends.
+                stop = preempt.stop_requested() and step < total
+                if step % cfg.train.log_every_steps == 0 or step == total or stop:
                     now = time.perf_counter()
-                    writer.log(step, {"loss": loss_value, "lr": lr, "img_per_s": images_log / max(now - t_log, 1e-9)})
-                    t_log, images_log = now, 0
+                    writer.log(step, {"loss": loss_value, "lr": lr, "img_per_s": images_log / max(now - t_log, 1e-9),
+                                      **resumed, **({"preempted": True} if stop else {})})
+                    t_log, images_log, resumed = now, 0, {}
                 else:
                     writer.advance(step)
             del batches  # stops this segment's loader workers before the next segment starts its own
             if step < total:
                 skipped, skipped_local = skipped + _sum_over_ranks(skipped_local), 0
                 _save(ctx, task, model, optimizer, step, skipped, export=False)
+        if stop:
+            log.info("preemption signal: checkpoint of step %d written, stopping for the requeue", step)
+            preempt.clear()  # acted on: a run resumed in this same process must not stop again at once
+            raise preempt.Preempted(step, ctx.run_dir)
         train_s = time.perf_counter() - t_train
         metrics = task.evaluate(model)
         skipped, skipped_local = skipped + _sum_over_ranks(skipped_local), 0

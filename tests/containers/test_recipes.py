@@ -39,8 +39,24 @@ def _docker_instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines() if line.strip()]
 
 
+def _docker_base_arg() -> str:
+    """Default of the BASE_IMAGE build argument (declared before the first FROM)."""
+    instructions = _docker_instructions()
+    first_from = next(i for i, (instr, _) in enumerate(instructions) if instr == "FROM")
+    args = dict(a.split("=", 1) for instr, a in instructions[:first_from] if instr == "ARG" and "=" in a)
+    return args["BASE_IMAGE"]
+
+
 def _docker_bases() -> list[str]:
-    return [args.split()[0] for instr, args in _docker_instructions() if instr == "FROM"]
+    """The base of each stage, with ``${BASE_IMAGE}`` resolved to the argument's default (what a real site builds)."""
+    return [args.split()[0].replace("${BASE_IMAGE}", _docker_base_arg())
+            for instr, args in _docker_instructions() if instr == "FROM"]
+
+
+def test_every_stage_builds_on_the_base_image_argument():
+    froms = [args.split()[0] for instr, args in _docker_instructions() if instr == "FROM"]
+    assert froms == ["${BASE_IMAGE}", "${BASE_IMAGE}"], froms
+    assert "python3 -m venv /opt/venv" in DOCKERFILE  # python3: the official image and a Debian base both have it
 
 
 def _def_header() -> dict[str, str]:

@@ -1,0 +1,39 @@
+"""Time-limit preemption for real, bare (no container): a ``--time=1`` pretrain on the local Slurm cluster gets Slurm's
+own ``USR2`` (``--signal=USR2@10``) before its limit (nobody sends it by hand), saves a checkpoint of the step it is at, asks the batch
+script to requeue it, resumes and completes with every step run once and weights bitwise equal to an uninterrupted run.
+The same in the image: tests/containers/test_podman_jobs.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simclr_hpc.config import load_config
+from simclr_hpc.launch import LaunchRequest, submit_stage
+from tests.faults.helpers import cli
+from tests.preemption.helpers import (HOLD_AT, SIGNAL_S, TARGET, check_requeued_at_the_limit, wait_done,
+                                      write_config, write_profile)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_job_at_its_time_limit_saves_at_slurms_signal_requeues_and_ends_bitwise_equal(
+        slurm_cluster, tiny_shards, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # sbatch exports this environment: the job runs this checkout
+    monkeypatch.setenv("SIMCLR_TEST_HOLD_AT", str(HOLD_AT))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    config = write_config(tmp_path, tiny_shards, "bare")
+    cfg = load_config(config)
+    profile = write_profile(tmp_path / "limit.yaml")
+    rec = submit_stage("pretrain", cfg, LaunchRequest(profile=str(profile), gpus_per_node=0, time="1"), target=TARGET)
+    script = (Path(rec.log_dir) / f"{rec.job_id}_submission.sh").read_text()
+    assert "#SBATCH --time=1\n" in script and f"#SBATCH --signal=USR2@{SIGNAL_S}\n" in script
+
+    # The uninterrupted reference, meanwhile: the same config in one process.
+    ref = cli("run", "pretrain", "-c", str(config), "--set", "run.name=ref", timeout=400)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    n_restarts = wait_done(rec)
+    check_requeued_at_the_limit(rec, Path(rec.run_dir), cfg.run_dir("pretrain").with_name("ref"), n_restarts)
