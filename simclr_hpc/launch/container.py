@@ -10,7 +10,7 @@ Two launchers, chosen by the site profile's ``container_launcher``:
   default). GPUs through CDI (``--device nvidia.com/gpu=all``, the NVIDIA container toolkit's spec).
 
 Neither needs Slurm inside the image: a job that must be requeued asks the host side (see ``launch/requeue.py``).
-Every word is shell-quoted except the environment names, which are fixed patterns. No torch import here.
+Every word is shell-quoted but the job label (``JOB_LABEL``). No torch import here.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ LAUNCHERS = ("apptainer", "podman")
 # trailing "*" as "every host variable with this prefix".
 PODMAN_ENV = ("SLURM_*", "SUBMITIT_*", "SIMCLR_*", "NCCL_*", "TORCH_*", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
               "MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK")
+
+
+# Left unquoted on purpose (a fixed text): the batch script expands the job id, so `podman ps --filter
+# label=simclr-hpc.job=ID` finds a job's containers (for instance ones a SIGKILLed `podman run` left to conmon).
+JOB_LABEL = "--label=simclr-hpc.job=$SLURM_JOB_ID"
 
 
 def _volume(spec: str) -> str:
@@ -54,7 +59,7 @@ def launcher_words(profile, image: str, run_root: Path) -> list[str]:
             words += ["--bind", spec]
         return [*words, *profile.container_args, image]
     words = ["podman", "run", "--rm", "--network=host", "--pid=host", "--ipc=host", "--uts=host",
-             f"--user={os.getuid()}:{os.getgid()}", "--entrypoint="]
+             f"--user={os.getuid()}:{os.getgid()}", "--entrypoint=", JOB_LABEL]
     if gpus:
         words += ["--device=nvidia.com/gpu=all", "--security-opt=label=disable"]
     for spec in binds:
@@ -67,7 +72,7 @@ def launcher_words(profile, image: str, run_root: Path) -> list[str]:
 def container_python(profile, image: str, run_root: Path) -> str:
     """The shell command that starts Python in the image: launcher words, then ``profile.container_python``."""
     words = launcher_words(profile, image, run_root) + shlex.split(profile.container_python)
-    return " ".join(shlex.quote(w) for w in words)
+    return " ".join(w if w == JOB_LABEL else shlex.quote(w) for w in words)
 
 
 def resolve_image(profile, check: bool = True) -> str:

@@ -8,7 +8,7 @@ import time
 
 import submitit
 
-from simclr_hpc.launch.requeue import request_requeue, restarts_left
+from simclr_hpc.launch.requeue import REQUEUE_FILE_ENV, request_requeue, restarts_left
 
 RUN_TARGET = "simclr_hpc.train.runner:run_stage"
 """The function a job calls: ``run_stage(stage: str, cfg: Config) -> dict`` (resumes from its latest checkpoint)."""
@@ -61,6 +61,19 @@ def requeue_after_preemption(stop: BaseException, max_requeues: int) -> None:
     raise SystemExit(EXIT_REQUEUE)
 
 
+def _requeue_through_the_host() -> None:
+    """Point submitit's requeue (``scontrol requeue`` from the task, impossible inside an image) at the batch script:
+    when the script exported ``SIMCLR_HPC_REQUEUE_FILE``, submitit's USR2 handler leaves its request there instead."""
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    if os.environ.get(REQUEUE_FILE_ENV) and not getattr(SlurmJobEnvironment._requeue, "through_host", False):
+        def _requeue(env, countdown: int) -> None:
+            request_requeue(f"submitit checkpointed job {env.job_id} ({countdown} timeouts left)")
+
+        _requeue.through_host = True
+        SlurmJobEnvironment._requeue = _requeue
+
+
 def resolve_target(target: str):
     """``"package.module:function"`` -> the function."""
     module, _, name = target.partition(":")
@@ -89,7 +102,7 @@ class StageJob(submitit.helpers.Checkpointable):
         from simclr_hpc.launch.environment import export_torch_env
         from simclr_hpc.train import preempt
 
-        preempt.install()  # from the start: submitit's own USR2 handler would run scontrol, absent in a container
+        _requeue_through_the_host()
         self._wait_for_dependencies()
         export_torch_env()
         cfg = Config.model_validate(cfg_dict)
@@ -107,9 +120,9 @@ class StageJob(submitit.helpers.Checkpointable):
     def checkpoint(self, stage: str, cfg_dict: dict) -> submitit.helpers.DelayedSubmission:
         """Resubmit the same call, and nothing else.
 
-        Only reached if submitit's USR2 handler runs (a signal before ``__call__`` replaced it). Saving here, inside a
-        signal handler, could write a torn checkpoint and a collective would deadlock: the loop saves at the signal
-        itself (``train/preempt.py``), and that checkpoint is what the requeued job resumes from.
+        submitit's USR2 handler calls this outside the training loop (start-up, evaluation; the loop handles the
+        signal itself while it trains, see ``train/preempt.py``). Saving here, inside a signal handler, could write a
+        torn checkpoint and a collective would deadlock; the requeued job resumes from the latest whole checkpoint.
         """
         return submitit.helpers.DelayedSubmission(self, stage, cfg_dict)
 

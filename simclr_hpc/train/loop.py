@@ -75,8 +75,7 @@ def train(task, ctx) -> dict:
     skipped_local = 0  # this rank's skipped samples since the last checkpoint; summed over ranks at each save
     t_train = time.perf_counter()
     t_log, images_log = t_train, 0
-    preempt.install()
-    stop = False
+    previous_handler, stop = preempt.install(), False
     try:
         while step < total and not stop:
             segment = step // every
@@ -124,6 +123,7 @@ def train(task, ctx) -> dict:
         skipped, skipped_local = skipped + _sum_over_ranks(skipped_local), 0
         _save(ctx, task, model, optimizer, step, skipped, export=True)
     finally:
+        preempt.restore(previous_handler)
         writer.close()
     ctx.extra.update(skipped_samples=skipped, images_per_s=images / train_s if images else 0.0, loss=loss_value)
     return metrics

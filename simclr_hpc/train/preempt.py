@@ -32,11 +32,22 @@ def _handler(signum, frame) -> None:
     _flag.set()  # nothing else: async-signal context
 
 
-def install() -> None:
-    """Make USR2 set the flag (replacing any earlier handler, e.g. submitit's, which would requeue at once and lose
-    the steps since the last checkpoint). Main thread only, where Python runs signal handlers; elsewhere a no-op."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(SIGNAL, _handler)
+def install():
+    """Make USR2 set the flag while the loop trains; returns the handler it replaces (give it to ``restore``).
+
+    The replaced one is usually submitit's, which checkpoints the call and requeues at once: right outside the loop
+    (start-up, evaluation), where there is no step to finish, but inside it that would lose the steps since the last
+    checkpoint. Main thread only (where Python runs signal handlers); elsewhere a no-op that returns None.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(SIGNAL, _handler)
+
+
+def restore(previous) -> None:
+    """Put back the handler ``install`` replaced (nothing if it replaced none)."""
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(SIGNAL, previous)
 
 
 def signalled() -> bool:

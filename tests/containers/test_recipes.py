@@ -170,7 +170,11 @@ def test_apptainer_def_and_dockerfile_agree_on_base_python_and_torch():
 def test_apptainer_only_recipe_uses_the_same_base_and_lock():
     recipe = _def_alternative_recipe()
     assert "Bootstrap: docker\n" in recipe + "\n"
-    assert f"From: {_docker_bases()[0]}" in recipe
+    # The same base argument as the Dockerfile, with the same default.
+    assert "From: {{ BASE_IMAGE }}" in recipe
+    arguments = recipe.split("%arguments", 1)[1].split("%files", 1)[0].split()
+    assert arguments == [f"BASE_IMAGE={_docker_base_arg()}"] and _docker_base_arg() == _docker_bases()[0]
+    assert "python3 -m venv /opt/venv" in recipe and "python3 -m venv /opt/venv" in DOCKERFILE
     assert "pip install -c /src/constraints.txt -r /src/requirements.txt" in recipe
     assert f"mlxtend=={CONSTRAINTS['mlxtend']}" in recipe
     copied = {line.split()[0] for line in recipe.split("%files", 1)[1].split("%post", 1)[0].splitlines() if line.strip()}
