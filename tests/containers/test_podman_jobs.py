@@ -77,6 +77,7 @@ def test_doctor_offline_runs_inside_the_image(image, tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[-1].startswith("doctor:") and " 0 fail" in lines[-1], proc.stdout
     assert any(line.split()[:2] == ["ok", "python"] and "/opt/venv/bin/python" in line for line in lines), proc.stdout
+    assert any(line.split()[:2] == ["ok", "apptainer"] and "podman container" in line for line in lines), proc.stdout
     pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line)
     assert any(line.split()[:3] == ["ok", "torch", pins["torch"]] for line in lines), proc.stdout
 

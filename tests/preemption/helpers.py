@@ -11,6 +11,7 @@ resumed attempt may be signalled again on a loaded machine, which the checks all
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -52,6 +53,16 @@ def write_profile(path: Path, **fields) -> Path:
     return path
 
 
+@dataclasses.dataclass(frozen=True)
+class TemplateJob:
+    """What the checks need of a job that slurm/pretrain.sbatch ran (the launcher's JobRecord has the same fields)."""
+
+    job_id: str
+    run_dir: Path
+    log_dir: str
+    log_glob: str
+
+
 def restarts(job_id: str) -> int:
     out = subprocess.run(["scontrol", "show", "job", job_id, "-o"], capture_output=True, text=True).stdout
     fields = dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
@@ -75,7 +86,8 @@ def check_requeued_at_the_limit(rec, run_dir: Path, ref_dir: Path, n_restarts: i
     """What must hold: COMPLETED after >= 1 requeue that the job asked for at Slurm's signal; every step once; each
     stop wrote a checkpoint of its own step and the resumed attempt redid at most one step; weights bitwise equal to
     the uninterrupted run's."""
-    logs = "".join(Path(p).read_text() for p in Path(rec.log_dir).glob(f"{rec.job_id}_*_log.*"))
+    pattern = getattr(rec, "log_glob", f"{rec.job_id}_*_log.*")
+    logs = "".join(Path(p).read_text() for p in Path(rec.log_dir).glob(pattern))
     state = sl.job_state(rec.job_id)
     assert state == "COMPLETED", f"{state}\n{logs[-4000:]}"
     assert n_restarts >= 1, logs[-4000:]
