@@ -88,7 +88,9 @@ class Profile(BaseModel):
     time: str = "1-00:00:00"
     """Time limit of each job, Slurm format (minutes, H:M:S, D-H:M:S)."""
     signal_delay_s: int = Field(120, ge=10, le=3600)
-    """Seconds before the time limit at which Slurm sends USR2 (``--signal=USR2@N``): the job requeues itself."""
+    """Seconds before the time limit at which Slurm sends USR2 (``--signal=USR2@N``, up to 60 s earlier): every rank
+    finishes its step, one checkpoint of it is written and the batch script requeues the job. Cover one step, one
+    checkpoint write and the exit."""
     max_requeues: int = Field(3, ge=0, le=100)
     """How many time-limit requeues a job may do (preemptions do not count)."""
     image: str | None = None
