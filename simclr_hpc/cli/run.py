@@ -34,20 +34,23 @@ def run(
 
 @user_errors
 def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
+    from simclr_hpc.train import preempt
+
+    # First thing: a time-limit signal during start-up (imports, data setup) must not kill the task (USR2's default
+    # action); the flag it sets stops the loop after its first step, with a checkpoint.
+    preempt.install()
     cfg = load_config(config, overrides)
     _stage(stage)
     from simclr_hpc.train.loop import NonFiniteLoss
     from simclr_hpc.train.checkpoint import CheckpointError
     from simclr_hpc.train.runner import run_stage
 
-    from simclr_hpc.train.preempt import Preempted
-
     try:
         result = run_stage(stage, cfg)
     except (NonFiniteLoss, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1)
-    except Preempted as stop:
+    except preempt.Preempted as stop:
         from simclr_hpc.launch.task import EXIT_REQUEUE
         from simclr_hpc.launch.requeue import request_requeue
 

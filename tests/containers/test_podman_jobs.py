@@ -3,7 +3,7 @@
 * ``simclr-hpc doctor --offline`` runs inside the image;
 * ``simclr-hpc submit pretrain --nodes 2 --container IMAGE`` with a podman site profile: every task is a container
   (podman's event log shows one per node, labelled with the job id), world size 2 across node1 and node2;
-* inside the image there is no ``scontrol`` (what made requeue from a container fail), and a ``--time=1`` job still
+* inside the image there is no ``scontrol`` (what made requeue from a container fail), and a ``--time=2`` job still
   saves at Slurm's signal, is requeued by the host-side batch script and ends bitwise equal to an uninterrupted run of
   the same image.
 
@@ -26,8 +26,8 @@ from simclr_hpc.launch import LaunchRequest, submit_stage
 from simclr_hpc.launch import slurm as sl
 from simclr_hpc.launch.container import podman_image_exists
 from tests.launch.helpers import cli, wait_until
-from tests.preemption.helpers import (HOLD_AT, TARGET, check_requeued_at_the_limit, wait_done, write_config,
-                                      write_profile)
+from tests.preemption.helpers import (HOLD_AT, TARGET, TIME_MIN, check_requeued_at_the_limit, wait_done,
+                                      write_config, write_profile)
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +126,7 @@ def test_time_limit_in_the_image_saves_at_slurms_signal_requeues_from_the_host_a
     profile = _profile(tmp_path / "limit.yaml", image, tiny_shards.parent,
                        container_args=[f"--volume={REPO / 'tests'}:{TESTS_IN_IMAGE}/tests:ro",
                                        f"--env=PYTHONPATH={TESTS_IN_IMAGE}"])
-    rec = submit_stage("pretrain", cfg, LaunchRequest(profile=str(profile), gpus_per_node=0, time="1"), target=TARGET)
+    rec = submit_stage("pretrain", cfg, LaunchRequest(profile=str(profile), gpus_per_node=0, time=str(TIME_MIN)), target=TARGET)
 
     # The uninterrupted reference in the same image, meanwhile (no Slurm, no hold).
     ref = _podman("run", "--rm", "--network=host", f"--volume={tmp_path}:{tmp_path}",

@@ -2,12 +2,13 @@
 that outlasts a one-minute limit, and the checks of what must hold after Slurm's own signal requeued it.
 
 Sizing: slurmctld looks at time limits and signal deadlines every 30 s (PERIODIC_TIMEOUT) and sends ``--signal=USR2@S``
-once ``now >= end - S - 30`` ("up to 60 s earlier than specified", sbatch(1)). With ``--time=1`` and S = 10 the signal
-comes 20-50 s into an attempt (a requeued attempt too: S = 40 would signal it at its first check, while Python is still
-starting) and the kill, at the first check past the limit, 30-60 s after it. The attempt that trains step HOLD_AT
+once ``now >= end - S - 30`` ("up to 60 s earlier than specified", sbatch(1)). With ``--time=2`` and S = 10 the signal
+comes 80-110 s into an attempt and the kill, at the first check past the limit, 30-60 s after it. ``--time=1`` would
+signal 20-50 s in, and on these 2 shared cores (load ~19) a requeued attempt was seen still importing torch 28 s in: a
+signal before Python has any handler kills the task (USR2's default action). The attempt that trains step HOLD_AT
 holds after it until the signal (tests/preemption/paced_runner.py); the checkpoint interval is 8, so it stops
-mid-segment. On a loaded machine an attempt may get the signal before its loop starts (submitit's handler then
-requeues it, the same way) or a resumed one may be signalled again: the checks allow both, max_requeues is 10.
+mid-segment. An attempt may get the signal before its loop starts (submitit's handler, or the flag set by `run`, then
+requeues it the same way) or a resumed one may be signalled again: the checks allow both, max_requeues is 10.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tests.launch.helpers import wait_until
 STEPS = 16
 HOLD_AT = 5
 SIGNAL_S = 10
+TIME_MIN = 2
 TARGET = "tests.preemption.paced_runner:run_stage"
 REPO = Path(__file__).resolve().parents[2]
 

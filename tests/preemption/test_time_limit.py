@@ -1,4 +1,4 @@
-"""Time-limit preemption for real, bare (no container): a ``--time=1`` pretrain on the local Slurm cluster gets Slurm's
+"""Time-limit preemption for real, bare (no container): a ``--time=2`` pretrain on the local Slurm cluster gets Slurm's
 own ``USR2`` (``--signal=USR2@10``) before its limit (nobody sends it by hand), saves a checkpoint of the step it is at,
 asks the batch script to requeue it, resumes and completes with every step run once and weights bitwise equal to an
 uninterrupted run. Submitted twice at once: through ``simclr-hpc submit`` (submitit) and through slurm/pretrain.sbatch.
@@ -17,8 +17,8 @@ import pytest
 from simclr_hpc.config import load_config
 from simclr_hpc.launch import LaunchRequest, submit_stage
 from tests.faults.helpers import cli
-from tests.preemption.helpers import (HOLD_AT, TemplateJob, SIGNAL_S, TARGET, check_requeued_at_the_limit, wait_done,
-                                      write_config, write_profile)
+from tests.preemption.helpers import (HOLD_AT, SIGNAL_S, TARGET, TIME_MIN, TemplateJob, check_requeued_at_the_limit,
+                                      wait_done, write_config, write_profile)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -32,9 +32,9 @@ def test_a_job_at_its_time_limit_saves_at_slurms_signal_requeues_and_ends_bitwis
     config = write_config(tmp_path, tiny_shards, "bare")
     cfg = load_config(config)
     profile = write_profile(tmp_path / "limit.yaml")
-    rec = submit_stage("pretrain", cfg, LaunchRequest(profile=str(profile), gpus_per_node=0, time="1"), target=TARGET)
+    rec = submit_stage("pretrain", cfg, LaunchRequest(profile=str(profile), gpus_per_node=0, time=str(TIME_MIN)), target=TARGET)
     script = (Path(rec.log_dir) / f"{rec.job_id}_submission.sh").read_text()
-    assert "#SBATCH --time=1\n" in script and f"#SBATCH --signal=USR2@{SIGNAL_S}\n" in script
+    assert f"#SBATCH --time={TIME_MIN}\n" in script and f"#SBATCH --signal=USR2@{SIGNAL_S}\n" in script
 
     # The same run through the plain template (its own requeue lines), at the same time.
     sbatch_dir = tmp_path / "sbatch"
@@ -43,7 +43,7 @@ def test_a_job_at_its_time_limit_saves_at_slurms_signal_requeues_and_ends_bitwis
     command.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests/preemption/held_cli.py"}" "$@"\n')
     command.chmod(0o755)
     proc = subprocess.run(
-        ["sbatch", "--parsable", "--time=1", f"--signal=USR2@{SIGNAL_S}", "--nodes=1", "--ntasks-per-node=1",
+        ["sbatch", "--parsable", f"--time={TIME_MIN}", f"--signal=USR2@{SIGNAL_S}", "--nodes=1", "--ntasks-per-node=1",
          "--gpus-per-node=1", "--cpus-per-task=2", f"--chdir={sbatch_dir}", f"--output={sbatch_dir}/%j.out",
          str(REPO / "slurm/pretrain.sbatch"), str(config), "--set", "run.name=sbatch"],
         capture_output=True, text=True, timeout=60,
