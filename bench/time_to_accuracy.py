@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench._common import REPO, Row, log
 
-# The demo's pretraining recipe (configs/studies/demo.yaml) on tiny-cpu.yaml. The target: at 600 steps of it, kNN on
+# The demo's pretraining recipe (configs/studies/demo-learning.yaml) on tiny-cpu.yaml. The target: at 600 steps of it, kNN on
 # the val split reached 85.3 % at step 200, 86.4 % at the end; a random-init encoder of the same architecture 75.4 %
 # (raw pixels 90.8 %: a kNN on 784 pixels is strong on MNIST, which is why the target is not 90 %).
 SETTINGS = dict(width=0.25, size=28, crop=0.3, lr=0.004, batch=128, max_steps=300, eval_every=25, workers=1, threads=1,
