@@ -1,7 +1,7 @@
 """Typed, validated run configuration.
 
-A run's configuration is built in three layers: the defaults below, a YAML file that holds only what differs from them,
-and ``--set a.b=c`` overrides. Unknown keys, wrong types and impossible values are errors that name the dotted field.
+A run's configuration is built in layers: the defaults below (pretraining's), the recipe of the run's stage when it is
+known (``recipes.py``), a YAML file that holds only what differs from them, and ``--set a.b=c`` overrides. Unknown keys, wrong types and impossible values are errors that name the dotted field.
 
 This module imports no torch: ``--help``, ``config validate`` and ``submit --dry-run`` must start fast on a login node.
 """
@@ -19,8 +19,13 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, Val
                       model_validator)
 
 from simclr_hpc.readers import FileError, UserError, check_tree, read_yaml as _read_mapping
+from simclr_hpc.recipes import stage_recipe
 
 STAGES = ("pretrain", "finetune", "distill", "transfer")
+BASELINE_ENCODERS = ("random", "pixels")
+"""Encoder names of ``finetune.encoder`` / ``transfer.encoder`` that are baselines, not run directories: ``random``
+(a random-init encoder of ``model.*``; under ``full``, the network trained from scratch) and ``pixels`` (the flattened
+normalised image; linear only)."""
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 # Names end up in paths, job names and sbatch scripts: keep them to a charset that needs no quoting anywhere.
@@ -185,11 +190,20 @@ class DistSection(Section):
 class PretrainSection(Section):
     temperature: Float = Field(0.5, gt=0.0, le=10.0)
     """NT-Xent temperature tau (0.5 for CIFAR, 0.1 for ImageNet at large batch)."""
+    monitor_every_steps: Int = Field(0, ge=0)
+    """Interval of online monitoring (kNN top-1 on ``data.eval_split``, alignment, uniformity, std, positive rank-1;
+    ``train/monitor.py``), also done at the end; 0 = off. Costs a forward pass over the monitor's images each time."""
+    monitor_bank_images: Int = Field(2000, ge=1)
+    """Labelled training images in the monitor's kNN feature bank (class-balanced; decoded once, kept in memory)."""
+    monitor_eval_images: Int = Field(1000, ge=1)
+    """Held-out images whose kNN top-1 the monitor reports (class-balanced)."""
+    monitor_pairs: Int = Field(256, ge=2)
+    """Held-out images whose two fixed views give the monitor's alignment, uniformity, std and positive rank-1."""
 
 
 class FinetuneSection(Section):
     encoder: str = ""
-    """Pretrain run directory (or checkpoint directory) whose encoder is fine-tuned."""
+    """Pretrain run directory whose encoder is fine-tuned, or a baseline: ``random`` or ``pixels``."""
     label_fraction: Float = Field(1.0, gt=0.0, le=1.0)
     """Fraction of labelled training images, drawn class-balanced with ``run.seed``."""
     from_head_layer: Int = Field(0, ge=0, le=4)
@@ -213,7 +227,7 @@ class DistillSection(Section):
 
 class TransferSection(Section):
     encoder: str = ""
-    """Pretrain (or fine-tune) run directory whose encoder is transferred."""
+    """Pretrain (or fine-tune) run directory whose encoder is transferred, or a baseline: ``random`` or ``pixels``."""
     num_classes: Int = Field(0, ge=0, le=1_000_000)
     """Restrict the target dataset to k classes chosen with ``class_seed``; 0 = every class."""
     class_seed: Int = Field(0, ge=0, le=MAX_SEED)
@@ -251,6 +265,10 @@ class Config(Section):
                 "optim.name: LARS needs whole parameters for its trust ratio, which ZeRO 2/3 shards; "
                 "use optim.name=sgd or adamw, or dist.zero_stage 0/1"
             )
+        for stage, section in (("finetune", self.finetune), ("transfer", self.transfer)):
+            if section.encoder == "pixels" and section.protocol != "linear":
+                raise ValueError(f"{stage}.encoder: pixels is the raw-pixel linear baseline; set {stage}.protocol=linear "
+                                 "(the from-scratch baseline of full fine-tuning is encoder=random)")
         if self.train.max_batch_per_device and self.train.global_batch % self.train.max_batch_per_device:
             raise ValueError("train.max_batch_per_device: must divide train.global_batch")
         return self
@@ -358,13 +376,15 @@ def build_config(layers: list[dict], source: str = "") -> Config:
         raise ConfigError(format_errors(err, f"{source}: " if source else "")) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file at ``path`` (deltas only), then ``--set`` overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, stage: str | None = None) -> Config:
+    """Defaults, then ``stage``'s recipe (when given), then the YAML file at ``path`` (deltas only), then ``--set``."""
     layers = []
     if path:
         layers.append(read_yaml(path))
     if overrides:
         layers.append(parse_overrides(overrides))
+    if stage:
+        layers.insert(0, stage_recipe(stage, layers))
     return build_config(layers, source=str(path) if path else "")
 
 

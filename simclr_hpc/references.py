@@ -17,7 +17,7 @@ import shlex
 from pathlib import Path
 
 from simclr_hpc import rundir
-from simclr_hpc.config import Config, ConfigError
+from simclr_hpc.config import BASELINE_ENCODERS, Config, ConfigError
 from simclr_hpc.readers import FileError, read_json
 
 
@@ -88,7 +88,7 @@ def check_references(stage: str, cfg: Config, runs_may_be_pending: bool = False)
         return
     if stage in ("finetune", "transfer"):
         section = cfg.finetune if stage == "finetune" else cfg.transfer
-        if section.encoder != "random":
+        if section.encoder not in BASELINE_ENCODERS:
             arch = finished_run_arch(section.encoder, f"{stage}.encoder")
             layers = int(arch.get("model", {}).get("proj_layers", 0)) if arch.get("kind") == "simclr" else 0
             if stage == "finetune" and cfg.finetune.from_head_layer > layers:

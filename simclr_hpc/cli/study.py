@@ -210,6 +210,13 @@ def report_cmd(
     check_output_dir(out or plan.study_dir / "report", "--out", files=("report.md", "results.csv"))
     rep = write_report(plan, out)
     print(f"report: {rep.path}")
+    _print_headline(rep)
+
+
+def _print_headline(rep) -> None:
+    """The report's verdicts and baseline flags (indented), then its findings (one ``- `` line each)."""
+    for line in rep.judged:
+        print("  " + line.removeprefix("- ").replace("**", ""))
     for line in rep.findings:
         print(f"- {line}")
 
@@ -241,8 +248,7 @@ def demo(
     _, result, rep = run_study(path, executor, parallelism=parallelism)
     print(f"demo finished in {time.monotonic() - start:.0f}s")
     print(f"report: {rep.path}")
-    for line in rep.findings:
-        print(f"- {line}")
+    _print_headline(rep)
     if result.failed or result.blocked:
         raise typer.Exit(1)
 

@@ -38,7 +38,7 @@ def _submit(stage: str, config: Path | None, overrides: list[str], dry_run: bool
             **request_fields) -> None:
     from simclr_hpc.launch import render_stage, submit_stage
 
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides, stage=stage)
     request = _request(**request_fields)
     if dry_run:
         print(render_stage(stage, cfg, request, dependency), end="")

@@ -33,6 +33,11 @@ class Row:
     kind: str | None = None
     """Transfer: ``within`` (k-class subsets of one dataset) or ``across`` (whole datasets)."""
     encoder: str | None = None
+    """The study's encoder name, or a baseline: ``random`` or ``pixels``."""
+    baseline: str | None = None
+    """``random`` or ``pixels`` for a baseline run, None otherwise."""
+    arch: str | None = None
+    """Fine-tune and transfer: the encoder's architecture key (a random baseline matches the runs that share it)."""
     base: str | None = None
     seed: int | None = None
     dataset: str | None = None
@@ -52,6 +57,27 @@ class Row:
     chance_norm_top1: float | None = None
     """``(top1 - 1/k) / (1 - 1/k)``: 0 = chance, 1 = perfect."""
     num_classes: int | None = None
+    eval_images: int | None = None
+    """Size of the evaluation set the accuracies were measured on."""
+    top5: float | None = None
+    """Top-5 accuracy (only with more than 5 classes)."""
+    knn_top1_k20: float | None = None
+    """kNN top-1 (cosine, k = 20, exp(s/0.07) votes) on the frozen features; pretrain: the monitor's, on its queries."""
+    knn_top1_k200: float | None = None
+    probe_epochs: float | None = None
+    """Linear probe: passes over the labelled set."""
+    probe_train_loss: float | None = None
+    """Linear probe: final cross-entropy on the whole labelled set."""
+    alignment: float | None = None
+    """Pretrain (monitor): alignment of the final encoder's projections (Wang & Isola 2020; lower is better)."""
+    uniformity: float | None = None
+    """Pretrain (monitor): uniformity, t = 2 (0 = collapsed; lower is better)."""
+    embed_std: float | None = None
+    """Pretrain (monitor): std of the normalised projections, averaged over dimensions (0 = collapsed)."""
+    positive_rank1: float | None = None
+    """Pretrain (monitor): how often a view's nearest other view is its positive."""
+    monitor_s_total: float | None = None
+    """Pretrain: seconds spent monitoring (its share of ``wall_s`` is the monitor's cost)."""
     loss: float | None = None
     teacher_top1: float | None = None
     steps: int | None = None
@@ -71,7 +97,9 @@ class Row:
 
 
 COLUMNS = tuple(f.name for f in fields(Row))
-RESULT_METRICS = ("top1", "chance_norm_top1", "num_classes", "loss", "teacher_top1")
+RESULT_METRICS = ("top1", "chance_norm_top1", "num_classes", "eval_images", "top5", "knn_top1_k20", "knn_top1_k200",
+                  "probe_epochs", "probe_train_loss", "alignment", "uniformity", "embed_std", "positive_rank1",
+                  "monitor_s_total", "loss", "teacher_top1")
 """Keys of a result's ``metrics`` copied into its row."""
 RESULT_FACTS = ("steps", "wall_s", "images_per_s", "world_size", "skipped_samples", "config_hash")
 """Top-level keys of a result copied into its row."""

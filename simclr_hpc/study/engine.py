@@ -11,7 +11,8 @@ Two ways to hand runs out, behind one small :class:`Backend` interface:
 * non-blocking (``study submit`` on Slurm): every wave is submitted at once, one array per stage and wave, each with
   ``afterok`` on the jobs of the runs it depends on; nothing waits.
 
-Backends: :class:`InProcessBackend` calls the run function in this process (no job machinery; used by tests and as the
+Both take their arrays from ``walk.arrays``, as the dry run does (``dry_run_lines`` here, the sbatch scripts in
+``cli/study``). Backends: :class:`InProcessBackend` calls the run function in this process (no job machinery; used by tests and as the
 fallback), :class:`LaunchBackend` goes through ``simclr_hpc.launch`` (submitit's local executor or Slurm).
 """
 
@@ -29,6 +30,7 @@ from simclr_hpc.launch.task import RUN_TARGET, resolve_target
 from simclr_hpc.study.aggregate import events_path, read_result
 from simclr_hpc.study.runs import Plan, RunSpec
 from simclr_hpc.study.walk import arrays, is_done, select
+
 
 @dataclass
 class Outcome:

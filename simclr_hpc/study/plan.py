@@ -16,6 +16,12 @@ distill    ``baseline-<student>-s<s>`` (labels only)             the student's p
 transfer   ``<encoder>-<dataset>-k<k>-c<class seed>-<protocol>-s<s>``, ``<encoder>-<dataset>-all-<protocol>-s<s>``
 =========  ====================================================  ==========================================
 
+Baselines (``finetune.baselines`` / ``transfer.baselines``, both by default), with the seeds, protocols and splits of
+the runs they are compared with and no dependency: ``random-<encoder>-...`` (a random-init encoder of that encoder's
+architecture, one per distinct architecture, named after its first encoder; under ``full``: trained from scratch) and
+``pixels-<dataset>-...`` (a linear classifier on raw pixels, one per split), e.g. ``finetune/random-r18-lf0.1-h0-
+linear-s0``, ``finetune/pixels-mnist-lf0.1-linear-s0``, ``transfer/pixels-shapes20-k5-c0-linear-s0``.
+
 Every downstream run of seed ``s`` uses the encoder pretrained with seed ``s``, so seeds are independent replicates of the
 whole pipeline and a confidence interval over seeds covers pretraining noise too.
 """
@@ -25,88 +31,15 @@ from __future__ import annotations
 from itertools import product
 from pathlib import Path
 
-from simclr_hpc.config import ConfigError, build_config
 from simclr_hpc.data.index import index_num_classes
 from simclr_hpc.data.source_spec import source_num_classes
 from simclr_hpc.study.schema import Study, StudyError, nest_overrides
-from simclr_hpc.study.runs import WAVES, DatasetJob, Plan, RunSpec, fmt_number, safe_run_name
+from simclr_hpc.study.runs import WAVES, DatasetJob, Plan, RunSpec, fmt_number
+from simclr_hpc.study.builder import PlanBuilder
+from simclr_hpc.study.plan_baselines import finetune_baselines, transfer_baselines
 from simclr_hpc.study.spec import load_study
 
-MODEL_KEYS = ("backbone", "cifar_stem", "width", "proj_layers", "proj_hidden_dim", "proj_dim")
-"""``model.*`` keys of an encoder that every run loading it must share."""
-
-
-class _Builder:
-    def __init__(self, study: Study, where: str):
-        self.study = study
-        self.where = where
-        self.problems: list[str] = []
-        self._seen_problem: set[str] = set()
-        self.runs: list[RunSpec] = []
-        self._keys: set[str] = set()
-
-    def nest(self, overrides: dict, field_name: str) -> dict:
-        try:
-            return nest_overrides(overrides)
-        except ValueError as exc:
-            self.problem(f"{self.where}: {field_name}: {exc}")
-            return {}
-
-    def problem(self, line: str) -> None:
-        if line not in self._seen_problem:
-            self._seen_problem.add(line)
-            self.problems.append(line)
-
-    def dataset_layer(self, dataset: str) -> dict:
-        spec = self.study.datasets[dataset]
-        return {**self.nest(spec.set, f"datasets.{dataset}.set")}
-
-    def encoder_model(self, encoder: str) -> dict:
-        """``model.*`` of an encoder's pretrain run: every run that loads the encoder needs the same architecture."""
-        layers = [self.nest(self.study.defaults, "defaults"), self.nest(self.study.pretrain.set, "pretrain.set"),
-                  self.dataset_layer(self.study.encoders[encoder].dataset),
-                  self.nest(self.study.encoders[encoder].set, f"encoders.{encoder}.set")]
-        model: dict = {}
-        for layer in layers:
-            model.update({k: v for k, v in layer.get("model", {}).items() if k in MODEL_KEYS})
-        return {"model": model} if model else {}
-
-    def add(self, stage: str, name: str, dataset: str, layers: list[dict], forced: dict, depends_on: tuple[str, ...],
-            labels: dict) -> RunSpec | None:
-        try:
-            name = safe_run_name(name)
-        except ValueError as exc:
-            self.problem(f"{self.where}: {labels.get('section', stage)}: {exc}")
-            return None
-        key = f"{stage}/{name}"
-        if key in self._keys:
-            self.problem(f"{self.where}: two runs of the study are both named {key}; rename a teacher, student or encoder")
-            return None
-        study = self.study
-        wiring = {
-            "run": {"name": name, "study": study.name, "root": study.root, "seed": labels["seed"]},
-            "data": {"shards": str(study.shards_dir(dataset))},
-        }
-        all_layers = [self.nest(study.defaults, "defaults"), self.dataset_layer(dataset), *layers, forced, wiring]
-        try:
-            cfg = build_config(all_layers)
-        except ConfigError as err:
-            for line in err.lines:
-                self.problem(f"{self.where}: {labels.get('section', stage)} run config ({key}): {line}")
-            return None
-        run = RunSpec(stage, name, cfg, depends_on, {**labels, "dataset": dataset})
-        self._keys.add(key)
-        self.runs.append(run)
-        return run
-
-    def pretrain_key(self, encoder: str, seed: int) -> str:
-        return f"pretrain/{safe_run_name(encoder, f's{seed}')}"
-
-    def pretrain_dir(self, encoder: str, seed: int) -> str:
-        return str(Path(self.study.root) / self.study.name / self.pretrain_key(encoder, seed))
-
-
-def pretrain_runs(b: _Builder) -> None:
+def pretrain_runs(b: PlanBuilder) -> None:
     """One SimCLR run per (seed, encoder)."""
     study = b.study
     stage_set = b.nest(study.pretrain.set, "pretrain.set")
@@ -115,7 +48,7 @@ def pretrain_runs(b: _Builder) -> None:
               {"section": "pretrain", "encoder": enc, "base": study.encoder_base(enc), "seed": seed})
 
 
-def finetune_runs(b: _Builder) -> None:
+def finetune_runs(b: PlanBuilder) -> None:
     """seeds x encoders x protocols x label fractions x head layers, each on its encoder's pretrain run of its seed."""
     study, ft = b.study, b.study.finetune
     section = b.nest(ft.set, "finetune.set")
@@ -127,10 +60,11 @@ def finetune_runs(b: _Builder) -> None:
               ft.dataset or study.encoders[enc].dataset, [b.encoder_model(enc), section], forced,
               (b.pretrain_key(enc, seed),),
               {"section": "finetune", "encoder": enc, "base": study.encoder_base(enc), "seed": seed,
-               "label_fraction": fraction, "head_layer": layer, "protocol": protocol})
+               "label_fraction": fraction, "head_layer": layer, "protocol": protocol, "arch": b.arch(enc)})
+    finetune_baselines(b)
 
 
-def _student_base(b: _Builder, student) -> str:
+def _student_base(b: PlanBuilder, student) -> str:
     """Base-model label of a distillation student: explicit, its encoder's, or the backbone its overrides give."""
     if student.base:
         return student.base
@@ -140,7 +74,7 @@ def _student_base(b: _Builder, student) -> str:
     return str(model.get("backbone", "resnet18"))
 
 
-def _teacher_runs(b: _Builder, seed: int) -> dict[str, RunSpec]:
+def _teacher_runs(b: PlanBuilder, seed: int) -> dict[str, RunSpec]:
     """The fine-tune run of every teacher for ``seed`` (name -> run; a teacher whose config failed is absent)."""
     dist = b.study.distill
     teacher_section = b.nest(dist.teacher_set, "distill.teacher_set")
@@ -161,7 +95,7 @@ def _teacher_runs(b: _Builder, seed: int) -> dict[str, RunSpec]:
     return runs
 
 
-def distill_runs(b: _Builder) -> None:
+def distill_runs(b: PlanBuilder) -> None:
     """Per seed: every teacher's fine-tune run, every student's labels-only baseline, every (teacher, student) pair."""
     study, dist = b.study, b.study.distill
     section = b.nest(dist.set, "distill.set")
@@ -192,24 +126,32 @@ def distill_runs(b: _Builder) -> None:
                    "student_base": student_base[sname], "same_base": tbase == student_base[sname], "seed": seed})
 
 
-def transfer_runs(b: _Builder) -> None:
-    """seeds x encoders x protocols x (within: targets x k x class seeds, then across: whole datasets)."""
+def _transfer_targets(b: PlanBuilder):
+    """``(dataset, name part, transfer.* fields, labels)`` of every transfer target: k-class subsets, whole datasets."""
+    study, tr = b.study, b.study.transfer
+    for target in tr.within:
+        for k, class_seed in product(target.num_classes, target.class_seeds):
+            yield (target.dataset, f"{target.dataset}-k{k}-c{class_seed}", {"num_classes": k, "class_seed": class_seed},
+                   {"kind": "within", "k": k, "class_seed": class_seed})
+    for dataset in tr.across:
+        k_all = index_num_classes(study.shards_dir(dataset)) or source_num_classes(study.source(dataset))[0]
+        yield dataset, f"{dataset}-all", {"num_classes": 0}, {"kind": "across", "k": k_all, "class_seed": None}
+
+
+def transfer_runs(b: PlanBuilder) -> None:
+    """seeds x encoders x protocols x (within: targets x k x class seeds, then across: whole datasets), and their
+    baselines."""
     study, tr = b.study, b.study.transfer
     section = b.nest(tr.set, "transfer.set")
+    targets = list(_transfer_targets(b))
     for seed, enc, protocol in product(study.seeds, tr.encoders, tr.protocols):
         common, deps = [b.encoder_model(enc), section], (b.pretrain_key(enc, seed),)
-        labels = {"section": "transfer", "encoder": enc, "seed": seed, "protocol": protocol}
+        labels = {"section": "transfer", "encoder": enc, "seed": seed, "protocol": protocol, "arch": b.arch(enc)}
         forced = {"encoder": b.pretrain_dir(enc, seed), "images_per_class": tr.images_per_class, "protocol": protocol}
-        for target in tr.within:
-            for k, class_seed in product(target.num_classes, target.class_seeds):
-                b.add("transfer", f"{enc}-{target.dataset}-k{k}-c{class_seed}-{protocol}-s{seed}", target.dataset,
-                      common, {"transfer": {**forced, "num_classes": k, "class_seed": class_seed}}, deps,
-                      {**labels, "kind": "within", "k": k, "class_seed": class_seed})
-        for dataset in tr.across:
-            k_all = index_num_classes(study.shards_dir(dataset)) or source_num_classes(study.source(dataset))[0]
-            b.add("transfer", f"{enc}-{dataset}-all-{protocol}-s{seed}", dataset, common,
-                  {"transfer": {**forced, "num_classes": 0}}, deps,
-                  {**labels, "kind": "across", "k": k_all, "class_seed": None})
+        for dataset, part, fields, target in targets:
+            b.add("transfer", f"{enc}-{part}-{protocol}-s{seed}", dataset, common,
+                  {"transfer": {**forced, **fields}}, deps, {**labels, **target})
+    transfer_baselines(b, section, targets)
 
 
 SECTIONS = (("pretrain", pretrain_runs), ("finetune", finetune_runs), ("distill", distill_runs),
@@ -219,7 +161,7 @@ SECTIONS = (("pretrain", pretrain_runs), ("finetune", finetune_runs), ("distill"
 
 def build_plan(study: Study, where: str = "study") -> Plan:
     """Expand a validated study into its runs; a run config that does not validate is a StudyError line."""
-    b = _Builder(study, where)
+    b = PlanBuilder(study, where)
     for section, expand in SECTIONS:
         if section == "pretrain" or getattr(study, section):
             expand(b)

@@ -124,3 +124,21 @@ def transfer(s: TransferSummary, path: Path) -> Path:
     axes[0].set_title("transfer top-1 vs classes (band: 95% CI)")
     axes[1].set_title("chance-normalised (0 = chance)")
     return _save(fig, path)
+
+
+def properties(corrs, path: Path) -> Path:
+    """Fine-tuned top-1 against each pretraining property (one panel per property; one colour per protocol and label
+    fraction), titled with Spearman's rho. ``corrs``: ``findings.PropertyCorrelation`` list."""
+    plt = _plt()
+    props = sorted({c.prop for c in corrs})
+    fig, axes = plt.subplots(1, len(props), figsize=(4.5 * len(props), 3.8), squeeze=False)
+    for ax, prop in zip(axes[0], props):
+        for c in (c for c in corrs if c.prop == prop):
+            ax.scatter([p[0] for p in c.points], [100 * p[1] for p in c.points],
+                       label=f"{c.protocol} {100 * c.label_fraction:g}%: rho {c.rho.mean:+.2f}")
+        ax.set_xlabel(prop + (" (fraction)" if prop.startswith("knn") else ""))
+        ax.set_ylabel("fine-tuned top-1 (%)")
+        ax.set_title(f"{prop} vs fine-tuned top-1")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from simclr_hpc.study import plots
 from simclr_hpc.study.aggregate import Row, not_done
 from simclr_hpc.study.stats import Interval
-from simclr_hpc.study.summaries import DistillSummary, FinetuneSummary, TransferSummary
+from simclr_hpc.study.summaries import DistillSummary, FinetuneSummary, TransferSummary, eval_sizes
 
 
 @dataclass
@@ -67,11 +67,12 @@ def _finetune_finding(s: FinetuneSummary) -> str:
 def render_finetune(s: FinetuneSummary, out: Path) -> Section:
     """Section 1: the table of cells, the accuracy-by-fraction plot and the finding."""
     lines = ["## 1. Fine-tuning: label fraction and projection-head layer", "",
-             "Top-1 (%) on the evaluation split, mean and 95% t-interval over seeds; n = runs per cell.", "",
-             "| encoder | protocol | label fraction | head layer | n | top-1 % [95% CI] | runs |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {c.encoder} | {c.protocol} | {100 * c.label_fraction:g}% | {c.head_layer} | {c.top1.n} | "
-              f"{fmt_ci(c.top1)} | {link_runs(c.runs, out)} |" for c in s.cells]
+             "Top-1 (%) on the evaluation split (eval images: its size), mean and 95% logit t-interval over seeds; "
+             "n = runs per cell.", "",
+             "| encoder | protocol | label fraction | head layer | eval images | n | top-1 % [95% CI] | runs |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {c.encoder} | {c.protocol} | {100 * c.label_fraction:g}% | {c.head_layer} | {eval_sizes(c.runs)} | "
+              f"{c.top1.n} | {fmt_ci(c.top1)} | {link_runs(c.runs, out)} |" for c in s.cells]
     lines.append("")
     if not s.cells:
         return Section(lines + ["No fine-tuning run has finished yet.", ""])
@@ -83,17 +84,19 @@ def render_finetune(s: FinetuneSummary, out: Path) -> Section:
 
 
 def _distill_tables(s: DistillSummary, out: Path) -> list[str]:
-    lines = ["### Teachers", "", "| teacher | base | n | teacher top-1 % [95% CI] | runs |", "|---|---|---|---|---|"]
-    lines += [f"| {g.name} | {g.base} | {g.top1.n} | {fmt_ci(g.top1)} | {link_runs(g.runs, out)} |" for g in s.teachers]
+    lines = ["### Teachers", "", "| teacher | base | eval images | n | teacher top-1 % [95% CI] | runs |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {g.name} | {g.base} | {eval_sizes(g.runs)} | {g.top1.n} | {fmt_ci(g.top1)} | {link_runs(g.runs, out)} |"
+              for g in s.teachers]
     lines += ["", "### Students without a teacher (baselines)", "",
-              "| student | base | n | baseline top-1 % [95% CI] | runs |", "|---|---|---|---|---|"]
-    lines += [f"| {g.name} | {g.base} | {g.top1.n} | {fmt_ci(g.top1)} | {link_runs(g.runs, out)} |"
+              "| student | base | eval images | n | baseline top-1 % [95% CI] | runs |", "|---|---|---|---|---|---|"]
+    lines += [f"| {g.name} | {g.base} | {eval_sizes(g.runs)} | {g.top1.n} | {fmt_ci(g.top1)} | {link_runs(g.runs, out)} |"
               for g in s.baselines]
     lines += ["", "### Distilled students", "",
-              "| teacher | student | pair | n | student top-1 % [95% CI] | gain pp [95% CI] | runs |",
-              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {p.teacher} | {p.student} | {'same base' if p.same_base else 'cross base'} | {p.top1.n} | "
-              f"{fmt_ci(p.top1)} | {fmt_ci(p.gain, True)} | {link_runs(p.runs, out)} |" for p in s.pairs]
+              "| teacher | student | pair | eval images | n | student top-1 % [95% CI] | gain pp [95% CI] | runs |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {p.teacher} | {p.student} | {'same base' if p.same_base else 'cross base'} | {eval_sizes(p.runs)} | "
+              f"{p.top1.n} | {fmt_ci(p.top1)} | {fmt_ci(p.gain, True)} | {link_runs(p.runs, out)} |" for p in s.pairs]
     return lines + [""]
 
 
@@ -150,10 +153,10 @@ def render_transfer(s: TransferSummary, out: Path) -> Section:
              "Within-dataset rows use random k-class subsets of one dataset (n = class subsets x seeds per k) at a fixed "
              "number of training images per class, which removes the dataset confound of the paper's comparison; "
              "across-dataset rows compare whole datasets as the paper did.", "",
-             "| encoder | protocol | kind | dataset | k | n | top-1 % [95% CI] | chance-norm. % [95% CI] | runs |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {c.encoder} | {c.protocol} | {c.kind} | {c.dataset} | {c.k} | {c.top1.n} | {fmt_ci(c.top1)} | "
-              f"{fmt_ci(c.norm)} | {link_runs(c.runs, out)} |" for c in s.cells]
+             "| encoder | protocol | kind | dataset | k | eval images | n | top-1 % [95% CI] | chance-norm. % [95% CI] | "
+             "runs |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {c.encoder} | {c.protocol} | {c.kind} | {c.dataset} | {c.k} | {eval_sizes(c.runs)} | {c.top1.n} | "
+              f"{fmt_ci(c.top1)} | {fmt_ci(c.norm)} | {link_runs(c.runs, out)} |" for c in s.cells]
     lines += ["", *_slope_lines(s)]
     finding = None
     head = s.headline
@@ -170,11 +173,13 @@ def render_transfer(s: TransferSummary, out: Path) -> Section:
     return Section(lines, [path], finding)
 
 
-def render_header(study_name: str, seeds: list[int], counts: dict[str, int], total: int, findings: list[str]) -> list[str]:
-    """Title, the headline findings (one bullet per section that has one) and the run counts."""
+def render_header(study_name: str, seeds: list[int], counts: dict[str, int], total: int, findings: list[str],
+                  judged: list[str] = ()) -> list[str]:
+    """Title, the verdicts and baseline flags (``judged``: bullets), the headline findings (one bullet per section that
+    has one) and the run counts."""
     lines = [f"# Study `{study_name}`", ""]
-    if findings:
-        lines += ["## Headline findings", "", *[f"- {f}" for f in findings], ""]
+    if findings or judged:
+        lines += ["## Headline findings", "", *judged, *[f"- {f}" for f in findings], ""]
     return lines + [f"Runs: {total} planned; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ". "
                     f"Seeds: {', '.join(map(str, seeds))}. Every run's numbers are in [results.csv](results.csv); each "
                     "table cell links its run directories (labelled by seed).", ""]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from simclr_hpc import fsutil
-from simclr_hpc.study import render, summaries
+from simclr_hpc.study import findings, render, render_findings, summaries
 from simclr_hpc.study.aggregate import Row, collect, summary, write_csv
 from simclr_hpc.study.runs import Plan
 
@@ -36,8 +36,17 @@ class Analysis:
     render: Callable[[Any, Path], render.Section]
 
 
+def _or_none(summarize: Callable[[list[Row]], list]) -> Callable[[list[Row]], list | None]:
+    """A summary that is a list of cells, as a section that is absent when there are none."""
+    return lambda rows: summarize(rows) or None
+
+
 ANALYSES = (
+    Analysis(_or_none(findings.summarize_baselines), render_findings.render_baselines),
+    Analysis(_or_none(findings.summarize_pretrain), render_findings.render_pretrain),
     Analysis(summaries.summarize_finetune, render.render_finetune),
+    Analysis(lambda rows: findings.summarize_properties(rows) if summaries.summarize_finetune(rows) else None,
+             render_findings.render_properties),
     Analysis(summaries.summarize_distill, render.render_distill),
     Analysis(summaries.summarize_transfer, render.render_transfer),
 )
@@ -53,6 +62,8 @@ class Report:
     plots: list[Path] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    judged: list[str] = field(default_factory=list)
+    """The headline's verdict and below-baseline bullets (Markdown, ``- `` first)."""
 
 
 def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
@@ -67,11 +78,12 @@ def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
         result = analysis.summarize(rows)
         if result is not None:
             sections.append(analysis.render(result, out))
-    findings = [s.finding for s in sections if s.finding]
-    lines = render.render_header(plan.study.name, plan.study.seeds, counts, len(rows), findings)
+    found = [s.finding for s in sections if s.finding]
+    judged = render_findings.headline(findings.summarize_verdicts(rows), findings.summarize_baselines(rows))
+    lines = render.render_header(plan.study.name, plan.study.seeds, counts, len(rows), found, judged)
     for section in sections:
         lines += section.lines
     lines += render.render_missing(rows, out)
     path = out / "report.md"
     fsutil.write_text_atomic(path, "\n".join(lines))
-    return Report(path, csv_path, [p for s in sections for p in s.plots], findings, counts)
+    return Report(path, csv_path, [p for s in sections for p in s.plots], found, counts, judged)

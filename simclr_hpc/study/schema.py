@@ -83,6 +83,10 @@ class FinetuneStudy(Part):
     """Projection-head layers kept under the classifier (0 = encoder output)."""
     protocols: list[Literal["linear", "full"]] = Field(["linear"], min_length=1)
     """``linear`` (frozen encoder) and/or ``full`` (every layer trained)."""
+    baselines: list[Literal["random", "pixels"]] = ["random", "pixels"]
+    """Baselines run beside the encoders under the same protocol, split and seeds: ``random`` (a random-init encoder
+    of each encoder architecture; under ``full``, that network trained from scratch) and ``pixels`` (a linear
+    classifier on the raw pixels). [] for none."""
     set: Overrides = {}
     """Config overrides for every fine-tune run of this section."""
 
@@ -172,6 +176,10 @@ class TransferStudy(Part):
     """Source encoders."""
     protocols: list[Literal["linear", "full"]] = Field(["linear"], min_length=1)
     """Transfer protocols."""
+    baselines: list[Literal["random", "pixels"]] = ["random", "pixels"]
+    """Baselines run beside the encoders under the same protocol, split and seeds: ``random`` (a random-init encoder
+    of each encoder architecture; under ``full``, that network trained from scratch) and ``pixels`` (a linear
+    classifier on the raw pixels). [] for none."""
     images_per_class: int = Field(0, ge=0)
     """Training images per class (0 = all), so class counts are compared at equal data per class."""
     within: list[WithinTarget] = []

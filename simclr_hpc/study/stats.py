@@ -3,6 +3,7 @@
 * ``t_interval``: mean and 95% t-interval over runs, ``mean +- t_{0.975, n-1} * sd / sqrt(n)`` (sd with n-1). With n = 1
   there is no interval (lo/hi are NaN).
 * ``paired_test``: two-sided paired t-test (``scipy.stats.ttest_rel``) with the interval of the mean difference.
+* ``spearman_interval``: Spearman's rho with a percentile bootstrap interval over points.
 * ``ols_slope``: ordinary least squares of y on ``log2 k`` (``scipy.stats.linregress``) with a 95% t-interval on n - 2
   degrees of freedom.
 
@@ -12,6 +13,7 @@ scipy.stats is imported inside the functions, so importing this module stays lig
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -94,3 +96,27 @@ def ols_slope(ks: list[float], ys: list[float], level: float = 0.95) -> Slope | 
     res = stats.linregress([x for x, _ in pts], [y for _, y in pts])
     half = stats.t.ppf(0.5 + level / 2, len(pts) - 2) * res.stderr
     return Slope(res.slope, res.slope - half, res.slope + half, res.intercept, res.pvalue, len(pts))
+
+
+def spearman_interval(xs: Sequence[float], ys: Sequence[float], level: float = 0.95, resamples: int = 2000,
+                      seed: int = 0) -> Interval:
+    """Spearman's rho of the (x, y) points (``scipy.stats.spearmanr``) with a percentile bootstrap interval over
+    resampled points (seeded; resamples where one side is constant have no rho and are dropped). NaN below 3 points."""
+    import numpy as np
+    from scipy import stats
+
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} x values but {len(y)} y values")
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return Interval(math.nan, math.nan, math.nan, len(x))
+    rho = float(stats.spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(resamples, len(x)))
+    rx, ry = stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1)
+    rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
+    denom = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
+    ok = denom > 0
+    rhos = (rx * ry).sum(axis=1)[ok] / denom[ok]  # Pearson of the ranks = Spearman, per resample
+    lo, hi = np.quantile(rhos, [0.5 - level / 2, 0.5 + level / 2])
+    return Interval(rho, float(lo), float(hi), len(x))

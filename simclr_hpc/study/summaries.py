@@ -12,16 +12,35 @@ from dataclasses import dataclass
 
 from simclr_hpc.study.aggregate import Row
 from simclr_hpc.study.stats import Interval, PairedTest, Slope, ols_slope, paired_test, t_interval
+from simclr_hpc.study.verdict import accuracy_interval
+
+DEFAULT_EVAL_IMAGES = 1000
+"""Eval-set size assumed for the interval of a result that does not record one (results older than ``eval_images``)."""
 
 
 def finished(rows: list[Row], **match) -> list[Row]:
-    """Rows of finished runs that have a top-1 and whose fields equal ``match``."""
-    return [r for r in rows if r.status == "done" and r.top1 is not None
+    """Rows of finished runs that have a top-1 and whose fields equal ``match``; baseline encoders (random, pixels)
+    are left to ``findings.py``, which sets them beside each encoder."""
+    return [r for r in rows if r.status == "done" and r.top1 is not None and not r.baseline
             and all(getattr(r, k) == v for k, v in match.items())]
 
 
+def accuracy(rows: list[Row], metric: str = "top1") -> Interval:
+    """Mean of ``metric`` (an accuracy) over the rows' seeds with the bounded logit interval (``verdict.py``)."""
+    rows = [r for r in rows if getattr(r, metric) is not None]
+    return accuracy_interval([getattr(r, metric) for r in rows], [r.eval_images or DEFAULT_EVAL_IMAGES for r in rows])
+
+
+def eval_sizes(rows: list[Row]) -> str:
+    """The eval-set size(s) behind a cell, e.g. ``"1000"`` or ``"480-520"``."""
+    sizes = sorted({r.eval_images for r in rows if r.eval_images})
+    if not sizes:
+        return "n/a"
+    return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+
+
 def _top1(rows: list[Row]) -> Interval:
-    return t_interval([r.top1 for r in rows])
+    return accuracy(rows)
 
 
 @dataclass

@@ -85,7 +85,41 @@ def accuracy_metrics(correct: int, total: int, num_classes: int) -> dict:
     }
 
 
+TOP5_ABOVE = 5
+"""Top-5 is reported only with more classes than this (with 5 or fewer it is 100 % by construction)."""
+
+
 def top1_metrics(model: nn.Module, ctx, evalset: EvalSet, embed=None) -> dict:
-    """:func:`accuracy_metrics` of ``model`` on ``evalset``: what every classifier stage reports."""
-    (correct,), total = topk_counts(model, ctx, evalset, (1,), embed)
-    return accuracy_metrics(correct, total, evalset.num_classes)
+    """:func:`accuracy_metrics` of ``model`` on ``evalset`` (and ``top5`` above 5 classes): what every classifier
+    stage reports."""
+    ks = (1, 5) if evalset.num_classes > TOP5_ABOVE else (1,)
+    correct, total = topk_counts(model, ctx, evalset, ks, embed)
+    out = accuracy_metrics(correct[0], total, evalset.num_classes)
+    if len(ks) > 1:
+        out["top5"] = correct[1] / max(1, total)
+    return out
+
+
+def logits_metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
+    """:func:`top1_metrics`'s numbers from logits already computed for the whole eval set ([N, C] logits, [N] y)."""
+    ks = (1, 5) if num_classes > TOP5_ABOVE else (1,)
+    correct = topk_correct(logits, y, ks)
+    out = accuracy_metrics(correct[0], len(y), num_classes)
+    if len(ks) > 1:
+        out["top5"] = correct[1] / max(1, len(y))
+    return out
+
+
+def gather_features(ctx, evalset: EvalSet, embed: Callable[[torch.Tensor], torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features [N, D], labels [N])`` of every sample of ``evalset``, identical on every rank, in key order: each
+    rank embeds its share, then all gather (a collective: every rank calls it). ``embed`` runs without gradients."""
+    rows = []
+    with torch.no_grad():
+        for x, y, keys in eval_batches(ctx, evalset):
+            with ctx.engine.autocast():
+                feats = embed(x).float().cpu()
+            rows += list(zip(keys, feats, y.tolist()))
+    rows = [row for part in D.all_gather_objects(rows) for row in part]
+    rows.sort(key=lambda row: row[0])  # rank-independent order
+    return torch.stack([r[1] for r in rows]), torch.tensor([r[2] for r in rows], dtype=torch.long)

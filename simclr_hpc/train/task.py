@@ -2,7 +2,7 @@
 given, and the :class:`TrainOutcome` the loop returns.
 
 The loop calls, in this order: ``build()`` once; then per data segment ``batches(segment)`` and, per optimizer step,
-``step(model, batch)``; at every checkpoint ``arch()``; at the end ``evaluate(model)`` and ``export(model)``.
+``step(model, batch)`` and then ``monitor(model, step)``; at every checkpoint ``arch()``; at the end ``evaluate(model)`` and ``export(model)``.
 ``facts()`` and ``subset()`` may be called any time after construction; the runner records them.
 """
 
@@ -61,6 +61,11 @@ class Task(Protocol):
     def step(self, model: nn.Module, batch: dict) -> torch.Tensor:
         """Forward and backward of one optimizer step's batch through ``engine.backward`` (the loop then calls
         ``engine.step``). Returns the detached loss of the step."""
+        ...
+
+    def monitor(self, model: nn.Module, step: int) -> dict[str, Any]:
+        """Metrics to log after optimizer step ``step`` (1-based), merged into that step's ``metrics.jsonl`` line and
+        progress line; empty on most steps. Every rank calls it; it must not touch global random state."""
         ...
 
     def evaluate(self, model: nn.Module) -> dict[str, Any]:

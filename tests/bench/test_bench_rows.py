@@ -87,3 +87,35 @@ def test_gpu_bench_runs_every_engine_path_on_the_cpu():
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [r["engine"] for r in rows] == ["ddp", "ddp+device_augment", "zero2"]
     assert all(r["images_per_s_per_gpu"] > 0 and r["tflop_per_step"] > 0 for r in rows), rows
+
+
+@pytest.mark.slow  # three fresh interpreters (shards, ours, lightly): about 40 s on a quiet machine, 666 s at load 15-20
+def test_time_to_accuracy_row_at_tiny_size_reaches_a_low_target_on_both_sides():
+    """Both sides pretrain a few steps on a small generated dataset and are probed by kNN on its val split; a 5 %
+    target (below chance) is reached at the first probe, so the row has both times and a ratio."""
+    from bench import time_to_accuracy
+
+    rows = time_to_accuracy.run(width=0.125, size=16, batch=16, max_steps=4, eval_every=2, target=5.0,
+                                source="shapes:4:24:16", val_fraction=0.25)
+    assert len(rows) == 1 and rows[0].target == "<= 0.7"
+    _well_formed(rows[0])
+    assert rows[0].ours > 0 and rows[0].baseline > 0
+    assert "ours 2:" in rows[0].note and "lightly 2:" in rows[0].note  # each side's first probe, at step 2
+
+
+def test_knn_top1_equals_a_brute_force_vote():
+    import torch
+
+    from bench.time_to_accuracy import knn_top1
+
+    gen = torch.Generator().manual_seed(0)
+    bank, query = torch.randn(50, 8, generator=gen), torch.randn(20, 8, generator=gen)
+    bank_y, query_y = torch.randint(0, 3, (50,), generator=gen), torch.randint(0, 3, (20,), generator=gen)
+    hits = 0
+    for q, y in zip(query, query_y):
+        sims = [(float(torch.dot(q / q.norm(), b / b.norm())), int(c)) for b, c in zip(bank, bank_y)]
+        votes = [0.0, 0.0, 0.0]
+        for s, c in sorted(sims, reverse=True)[:5]:
+            votes[c] += math.exp(s / 0.1)
+        hits += max(range(3), key=lambda c: votes[c]) == int(y)
+    assert knn_top1(bank, bank_y, query, query_y, k=5, t=0.1) == pytest.approx(100 * hits / 20)

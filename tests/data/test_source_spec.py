@@ -48,3 +48,11 @@ def test_grammar_and_index_reader_import_no_torch():
             "print(sorted(m for m in ('torch', 'webdataset') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_imagefolder_classes_are_counted_under_train_when_it_has_a_train_tree(tmp_path):
+    for split in ("train", "test"):
+        for cls in ("cat", "dog", "eel"):
+            (tmp_path / split / cls).mkdir(parents=True)
+    assert source_num_classes(f"imagefolder:{tmp_path}") == (3, None)  # not 2 (train, test)
+    assert source_num_classes(f"imagefolder:{tmp_path / 'train'}") == (3, None)

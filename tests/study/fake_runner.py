@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from simclr_hpc.config import BASELINE_ENCODERS
+
 CALLS_THIS_PROCESS = {"n": 0}
 
 
@@ -30,7 +32,7 @@ def run_stage(stage: str, cfg) -> dict:
     if fail.exists() and key in fail.read_text().split():
         raise RuntimeError(f"injected failure of {key}")
     for dep in (cfg.finetune.encoder, cfg.distill.teacher, cfg.distill.student_init, cfg.transfer.encoder):
-        if stage != "pretrain" and dep and not (Path(dep) / "result.json").exists():
+        if stage != "pretrain" and dep and dep not in BASELINE_ENCODERS and not (Path(dep) / "result.json").exists():
             raise RuntimeError(f"{key} started before its dependency {dep} finished")
     k = cfg.transfer.num_classes or 10
     top1 = 0.5 + 0.01 * (cfg.run.seed + len(cfg.run.name) % 7)

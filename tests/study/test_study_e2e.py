@@ -26,10 +26,10 @@ TINY_REAL = {
                            "ckpt_every_steps": 100}},
     "datasets": {"sh4": {"source": "shapes:4:20:16"}, "sh6": {"source": "shapes:6:20:16"}},
     "encoders": {"ra": {"dataset": "sh4", "set": {"model.backbone": "resnet18"}}},
-    "finetune": {"encoders": ["ra"], "label_fractions": [0.5]},
+    "finetune": {"encoders": ["ra"], "label_fractions": [0.5], "baselines": []},  # the engine, not the baselines
     "distill": {"dataset": "sh4", "teachers": {"ta": {"encoder": "ra", "protocol": "linear"}},
                 "students": {"sa": {"encoder": "ra"}}},
-    "transfer": {"encoders": ["ra"], "images_per_class": 5,
+    "transfer": {"encoders": ["ra"], "images_per_class": 5, "baselines": [],
                  "within": [{"dataset": "sh6", "num_classes": [2], "class_seeds": [0]}], "across": ["sh4"]},
 }
 

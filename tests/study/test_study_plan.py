@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from simclr_hpc.config import SAFE_NAME
-from simclr_hpc.study.plan import WAVES, build_plan, load_plan, safe_run_name
+from simclr_hpc.study.plan import WAVES, build_plan, load_plan
+from simclr_hpc.study.runs import safe_run_name
 from simclr_hpc.study.spec import StudyError, parse_study
 from tests.study.helpers import TINY, study_dict, write_study
 
@@ -28,10 +29,38 @@ def test_run_counts_per_stage_match_the_study_axes(tmp_path):
     n_distill = (len(ds["teachers"]) * len(ds["students"]) + len(ds["students"])) * seeds  # pairs + baselines
     within = sum(len(w["num_classes"]) * len(w["class_seeds"]) for w in tr["within"])
     n_transfer = len(tr["encoders"]) * (within + len(tr["across"])) * seeds
+    # Baselines: one random encoder per architecture and protocol, and one pixel probe, per split and seed.
+    n_ft_baselines = len(ft["label_fractions"]) * (len(ft["protocols"]) * 1 + 1) * seeds
+    n_tr_baselines = (within + len(tr["across"])) * (1 + 1) * seeds
     counts = {stage: len(plan.stage(stage)) for stage in ("pretrain", "finetune", "distill", "transfer")}
-    assert counts == {"pretrain": n_pretrain, "finetune": n_grid + n_teachers, "distill": n_distill,
-                      "transfer": n_transfer}
-    assert len(plan.runs) == sum(counts.values()) == 4 + 10 + 12 + 16
+    assert counts == {"pretrain": n_pretrain, "finetune": n_grid + n_teachers + n_ft_baselines, "distill": n_distill,
+                      "transfer": n_transfer + n_tr_baselines}
+    assert len(plan.runs) == sum(counts.values()) == 4 + (12 + 8) + 12 + (14 + 28)
+
+
+def test_baselines_share_the_split_seed_and_architecture_of_the_runs_they_are_compared_with(tmp_path):
+    plan = _plan(tmp_path)
+    enc, rnd = plan.get("finetune/ra-lf0.1-h0-linear-s1"), plan.get("finetune/random-ra-lf0.1-h0-linear-s1")
+    pix = plan.get("finetune/pixels-sh4-lf0.1-linear-s1")
+    assert (rnd.cfg.finetune.encoder, pix.cfg.finetune.encoder) == ("random", "pixels") and not rnd.depends_on
+    for base in (rnd, pix):
+        assert (base.cfg.run.seed, base.cfg.finetune.label_fraction, base.cfg.data.shards) == (
+            enc.cfg.run.seed, enc.cfg.finetune.label_fraction, enc.cfg.data.shards)
+        assert base.cfg.optim == enc.cfg.optim and base.cfg.train == enc.cfg.train  # the same probe recipe
+    assert rnd.cfg.model == enc.cfg.model and rnd.labels["arch"] == enc.labels["arch"]
+    assert (rnd.labels["baseline"], pix.labels["baseline"]) == ("random", "pixels")
+    tr = plan.get("transfer/ra-sh6-k3-c1-linear-s0")
+    for name in ("transfer/random-ra-sh6-k3-c1-linear-s0", "transfer/pixels-sh6-k3-c1-linear-s0"):
+        base = plan.get(name)
+        assert (base.cfg.transfer.num_classes, base.cfg.transfer.class_seed, base.cfg.transfer.images_per_class,
+                base.cfg.run.seed) == (3, 1, 5, 0)
+        assert base.labels["k"] == tr.labels["k"] and base.labels["kind"] == "within"
+    none = study_dict()
+    none["finetune"] = {**none["finetune"], "baselines": []}
+    none["transfer"] = {**none["transfer"], "baselines": ["pixels"]}
+    plan = _plan(tmp_path, none)
+    assert not [r for r in plan.stage("finetune") if r.labels.get("baseline")]
+    assert {r.labels["baseline"] for r in plan.stage("transfer") if r.labels.get("baseline")} == {"pixels"}
 
 
 def test_names_are_readable_safe_unique_and_deterministic(tmp_path):
@@ -113,3 +142,24 @@ def test_paper_study_is_cluster_sized():
     assert {r.labels["dataset"] for r in plan.stage("transfer")} == {"cifar10", "cifar100", "stl10"}
     assert len(plan.runs) > 200
     assert [w[0].stage for w in plan.waves()] == [s[0] for s in WAVES]
+
+
+def test_encoders_may_vary_by_contrastive_properties(tmp_path):
+    """Temperature, batch (negatives), head depth, augmentation strength and steps per encoder, for the properties
+    analysis: each reaches its pretrain run, and the head depth its fine-tune runs."""
+    data = study_dict()
+    data["encoders"] = {
+        "t01": {"dataset": "sh4", "set": {"pretrain.temperature": 0.1, "train.global_batch": 32}},
+        "deep": {"dataset": "sh4", "set": {"model.proj_layers": 3, "data.crop_min_scale": 0.5,
+                                           "data.color_strength": 1.0, "train.steps": 5}},
+    }
+    data["finetune"] = {**data["finetune"], "encoders": ["t01", "deep"]}
+    data["distill"] = None
+    data["transfer"] = {**data["transfer"], "encoders": ["t01"]}
+    plan = _plan(tmp_path, data)
+    t01, deep = plan.get("pretrain/t01-s0").cfg, plan.get("pretrain/deep-s0").cfg
+    assert (t01.pretrain.temperature, t01.train.global_batch) == (0.1, 32)
+    assert (deep.model.proj_layers, deep.data.crop_min_scale, deep.data.color_strength, deep.train.steps) == (
+        3, 0.5, 1.0, 5)
+    assert plan.get("finetune/deep-lf1-h1-linear-s0").cfg.model.proj_layers == 3
+    assert plan.get("finetune/random-deep-lf1-h0-linear-s0").cfg.model.proj_layers == 3

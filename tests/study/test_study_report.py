@@ -113,7 +113,7 @@ def test_report_has_all_sections_lists_failed_runs_and_links_runs(study_with_res
     assert (rep.path.parent / os.path.relpath(plan.get('finetune/ra-lf0.1-h0-linear-s0').run_dir,
                                               rep.path.parent)).is_dir()
     # The finetune cell with a failed seed says n=1 instead of inventing an interval.
-    assert "| ra | linear | 100% | 1 | 1 | 60.0 (n=1, no CI) |" in text
+    assert "| ra | linear | 100% | 1 | n/a | 1 | 60.0 (n=1, no CI) |" in text  # synthetic results record no eval size
     with rep.csv.open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(plan.runs)
@@ -142,7 +142,7 @@ def test_report_distillation_test_and_transfer_slope_are_the_scipy_numbers(repor
     text = rep.path.read_text()
     assert f"| {ref.statistic:.2f} | {ref.pvalue:.3g} |" in text
     # Transfer: slope of chance-normalised accuracy on log2 k, recomputed from the CSV with scipy.
-    within = [r for r in done if r["kind"] == "within"]
+    within = [r for r in done if r["kind"] == "within" and not r["baseline"]]  # the encoder's runs, not its baselines
     fit = stats.linregress(np.log2([float(r["k"]) for r in within]), [float(r["chance_norm_top1"]) for r in within])
     half = stats.t.ppf(0.975, len(within) - 2) * fit.stderr
     assert (f"{100 * fit.slope:+.1f} pp per doubling of classes (95% CI [{100 * (fit.slope - half):+.1f}, "

@@ -118,7 +118,7 @@ def test_known_class_counts_of_sources():
     assert source_num_classes("cifar10")[1] is not None  # needs a root
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml", "reference-cpu.yaml"])
 def test_bundled_studies_validate(name):
     study = load_study(REPO / "configs" / "studies" / name)
     load_plan(REPO / "configs" / "studies" / name)  # every expanded run config validates too

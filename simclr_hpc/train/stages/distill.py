@@ -103,6 +103,9 @@ class DistillTask:
 
         return classification_step(self.ctx, model, batch, loss_fn)
 
+    def monitor(self, model: nn.Module, step: int) -> dict:
+        return {}
+
     def evaluate(self, model: nn.Module) -> dict:
         metrics = top1_metrics(model, self.ctx, EvalSet(self.cfg.data.eval_split, self.num_classes))
         if self.teacher is not None:

@@ -1,7 +1,9 @@
-"""Pretraining: SimCLR's NT-Xent over the global batch, exact with gradient caching when a device holds less."""
+"""Pretraining: SimCLR's NT-Xent over the global batch, exact with gradient caching when a device holds less; online
+monitoring (``monitor.py``) every ``pretrain.monitor_every_steps`` steps and at the end."""
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import torch
@@ -11,6 +13,7 @@ from simclr_hpc import distributed as D
 from simclr_hpc.data import augment, pipeline
 from simclr_hpc.losses import nt_xent
 from simclr_hpc.models import Arch, build_simclr
+from simclr_hpc.train.monitor import PretrainMonitor
 from simclr_hpc.train.task import StageContext
 
 
@@ -22,9 +25,29 @@ class PretrainTask:
     def __init__(self, ctx: StageContext):
         self.ctx = ctx
         self.cfg = ctx.cfg
+        self._monitor: PretrainMonitor | None = None
+        self._monitored: dict = {}
+        """The last monitor measurement, and the step it was made at (``step``)."""
+        self._monitor_s = self._monitor_cpu_s = 0.0
+        """Seconds (wall, CPU) this session spent monitoring, the monitor's one-off image decoding included."""
 
     def build(self) -> nn.Module:
+        if self.cfg.pretrain.monitor_every_steps:
+            t0, c0 = time.perf_counter(), time.process_time()
+            self._monitor = PretrainMonitor(self.cfg, self.ctx.device, self.ctx.engine.autocast)
+            self._monitor_s += time.perf_counter() - t0
+            self._monitor_cpu_s += time.process_time() - c0
         return build_simclr(self.cfg.model)
+
+    def monitor(self, model: nn.Module, step: int) -> dict:
+        every = self.cfg.pretrain.monitor_every_steps
+        if self._monitor is None or (step % every and step != self.cfg.train.steps):
+            return {}
+        measured = self._monitor.measure(self.ctx.engine.unwrap(model))
+        self._monitor_s += measured["monitor_s"]
+        self._monitor_cpu_s += measured["monitor_cpu_s"]
+        self._monitored = {**measured, "step": step}
+        return measured
 
     def batches(self, segment: int) -> Iterator[dict]:
         cfg = self.cfg
@@ -89,7 +112,15 @@ class PretrainTask:
         return loss.detach()
 
     def evaluate(self, model: nn.Module) -> dict:
-        return {}
+        """The monitor's numbers for the final model (measured now if this session did not reach the last step) and
+        the seconds monitoring cost this session (``monitor_s_total``)."""
+        if self._monitor is None:
+            return {}
+        if self._monitored.get("step") != self.cfg.train.steps:
+            self.monitor(model, self.cfg.train.steps)
+        out = {k: v for k, v in self._monitored.items() if k not in ("step", "monitor_s", "monitor_cpu_s")}
+        return {**out, "eval_images": out["knn_eval_images"], "monitor_s_total": self._monitor_s,
+                "monitor_cpu_s_total": self._monitor_cpu_s}
 
     def arch(self) -> Arch:
         return Arch("simclr", self.cfg.model)

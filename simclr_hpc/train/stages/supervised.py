@@ -1,9 +1,13 @@
 """Fine-tuning and transfer: a classifier on an encoder's head layer, trained on a labelled subset; and the
 classification step (cross-entropy in micro-batches) that distillation reuses.
 
-``linear``: the encoder is frozen, so its features are computed once (no augmentation) and only the linear layer is
-trained on them: the same optimum as the frozen-encoder protocol at a fraction of the cost. ``full``: every layer is
-trained on augmented images.
+``linear``: the encoder is frozen, so its features are computed once (no augmentation), standardised with the
+training set's statistics (``probe.py``), and only the linear layer is trained on them: the same optimum as the
+frozen-encoder protocol at a fraction of the cost. The same frozen features also give the kNN protocol (``knn.py``,
+k = 20 and 200, the labelled subset as the bank). ``full``: every layer is trained on augmented images.
+
+``encoder=random`` is the random-init baseline of the configured architecture (with ``full``: the network trained
+from scratch); ``encoder=pixels`` is the raw-pixel baseline (``models/pixels.py``; linear only).
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simclr_hpc import distributed as D
 from simclr_hpc.config import ConfigError, FinetuneSection, ModelSection, TransferSection
 from simclr_hpc.data import augment, pipeline, subsets
 from simclr_hpc.data.shards import DatasetIndex, read_index
-from simclr_hpc.models import Arch, SimCLRModel, build_simclr, classifier_on
+from simclr_hpc.models import Arch, ProjectionHead, SimCLRModel, build_simclr, classifier_on
+from simclr_hpc.models.pixels import PixelEncoder
 from simclr_hpc.train.artifacts import load_simclr
-from simclr_hpc.train.evaluate import EvalSet, eval_batches, top1_metrics
+from simclr_hpc.train.evaluate import EvalSet, gather_features, logits_metrics, top1_metrics
+from simclr_hpc.train.knn import knn_accuracy
+from simclr_hpc.train.probe import Standardizer, probe_epochs
 from simclr_hpc.train.task import StageContext
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, slice], torch.Tensor]
@@ -100,14 +106,22 @@ class SupervisedTask:
         self.section, self.head_layers, self.labelled = section, head_layers, subset
         self.classifier = None  # built by build(); its linear layer is what the optimizer trains under ``linear``
         self.features: Features | None = None
+        """Linear: the standardised training features the linear layer is trained on."""
+        self.raw: Features | None = None
+        """Linear: the same features as the encoder gives them (the kNN bank)."""
+        self.standardizer: Standardizer | None = None
         self.model_cfg: ModelSection | None = None
 
     def _encoder(self) -> tuple[SimCLRModel, ModelSection]:
         ref, field_name = self.section.encoder, f"{self.stage}.encoder"
         if ref == "random":
             return build_simclr(self.cfg.model), self.cfg.model
+        if ref == "pixels":  # linear only (config.py refuses it with full)
+            pixels = PixelEncoder(self.cfg.data.image_size)
+            return SimCLRModel(pixels, ProjectionHead(pixels.feat_dim, 0, 0, 0)), self.cfg.model
         if not ref:
-            raise ConfigError(f"{field_name}: empty; set it to a pretrain run directory (or 'random' for a baseline)")
+            raise ConfigError(f"{field_name}: empty; set it to a pretrain run directory (or 'random' or 'pixels' "
+                              "for a baseline)")
         return load_simclr(ref, field_name)
 
     def build(self) -> nn.Module:
@@ -120,23 +134,17 @@ class SupervisedTask:
         self.classifier = classifier_on(simclr, self.head_layers, self.labelled.num_classes)
         if self.section.protocol == "full":
             return self.classifier
-        self.features = self._extract_features()
+        self.raw = self._extract_features()
+        self.standardizer = Standardizer.fit(self.raw.x)
+        self.features = Features(self.standardizer(self.raw.x), self.raw.y)
         return self.classifier.linear
 
     def _extract_features(self) -> Features:
-        """Each rank embeds a share of the labelled subset, then all gather, sorted by key (rank-independent)."""
+        """The frozen encoder's features of the labelled subset, identical on every rank, in key order."""
         extractor = self.classifier.to(self.ctx.device).eval()
         train = EvalSet(self.cfg.data.train_split, self.labelled.num_classes, self.labelled.train_keys,
                         self.labelled.label_map)
-        rows = []
-        with torch.no_grad():
-            for x, y, keys in eval_batches(self.ctx, train):
-                with self.ctx.engine.autocast():
-                    feats = extractor.features(x).float().cpu()
-                rows += list(zip(keys, feats, y.tolist()))
-        rows = [row for part in D.all_gather_objects(rows) for row in part]
-        rows.sort(key=lambda row: row[0])
-        return Features(torch.stack([r[1] for r in rows]), torch.tensor([r[2] for r in rows], dtype=torch.long))
+        return Features(*gather_features(self.ctx, train, extractor.features))
 
     def batches(self, segment: int) -> Iterator[dict]:
         cfg, engine = self.cfg, self.ctx.engine
@@ -159,20 +167,37 @@ class SupervisedTask:
     def step(self, model: nn.Module, batch: dict) -> torch.Tensor:
         return classification_step(self.ctx, model, batch)
 
+    def monitor(self, model: nn.Module, step: int) -> dict:
+        return {}
+
     def evaluate(self, model: nn.Module) -> dict:
         trained = self.ctx.engine.unwrap(model)
         if self.features is None:
             return top1_metrics(trained.to(self.ctx.device), self.ctx, self.labelled.evalset)
-        # linear: the trained layer on the frozen encoder's features (the extractor stays in eval mode)
-        return top1_metrics(trained, self.ctx, self.labelled.evalset, embed=self.classifier.features)
+        return self._probe_metrics(trained)
+
+    def _probe_metrics(self, trained: nn.Linear) -> dict:
+        """Linear probe and kNN on the frozen features of the eval set (embedded once, the extractor in eval mode),
+        with the probe's passes over the labelled set and its final loss on the whole of it."""
+        num_classes = self.labelled.num_classes
+        x, y = gather_features(self.ctx, self.labelled.evalset, self.classifier.features)
+        folded = self.standardizer.fold(trained).cpu()
+        with torch.no_grad():
+            out = logits_metrics(folded(x), y, num_classes)
+            train_loss = float(F.cross_entropy(folded(self.raw.x), self.raw.y))
+        out.update(knn_accuracy(x, y, self.raw.x, self.raw.y, num_classes))
+        out.update(probe_epochs=probe_epochs(self.cfg.train.steps, self.cfg.train.global_batch, len(self.raw.y)),
+                   probe_train_loss=train_loss)
+        return out
 
     def arch(self) -> Arch:
         return Arch("classifier", self.model_cfg, self.head_layers, self.labelled.num_classes)
 
     def export(self, model: nn.Module) -> dict[str, torch.Tensor]:
         state = self.classifier.state_dict()
-        if self.features is not None:  # the frozen parts, and the linear layer as the optimizer left it
-            state.update({f"linear.{k}": v for k, v in self.ctx.engine.unwrap(model).state_dict().items()})
+        if self.features is not None:  # the frozen parts, and the trained layer folded onto the raw features
+            folded = self.standardizer.fold(self.ctx.engine.unwrap(model))
+            state.update({f"linear.{k}": v for k, v in folded.state_dict().items()})
         return {k: v.cpu() for k, v in state.items()}
 
     def facts(self) -> dict[str, int]:

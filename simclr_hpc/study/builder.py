@@ -1,0 +1,99 @@
+"""The builder that a study's section expanders (``plan.py``, ``plan_baselines.py``) add their runs to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from simclr_hpc.config import ConfigError, build_config
+from simclr_hpc.recipes import stage_recipe
+from simclr_hpc.study.runs import RunSpec, safe_run_name
+from simclr_hpc.study.schema import Study, nest_overrides
+
+MODEL_KEYS = ("backbone", "cifar_stem", "width", "proj_layers", "proj_hidden_dim", "proj_dim")
+"""``model.*`` keys of an encoder that every run loading it must share."""
+
+
+class PlanBuilder:
+    """Collects a study's runs: each run's config is built from its layers (defaults, dataset, section, cell), and every
+    problem is kept as one line so a bad study file reports all of them at once."""
+
+   
+    def __init__(self, study: Study, where: str):
+        self.study = study
+        self.where = where
+        self.problems: list[str] = []
+        self._seen_problem: set[str] = set()
+        self.runs: list[RunSpec] = []
+        self._keys: set[str] = set()
+
+    def nest(self, overrides: dict, field_name: str) -> dict:
+        try:
+            return nest_overrides(overrides)
+        except ValueError as exc:
+            self.problem(f"{self.where}: {field_name}: {exc}")
+            return {}
+
+    def problem(self, line: str) -> None:
+        if line not in self._seen_problem:
+            self._seen_problem.add(line)
+            self.problems.append(line)
+
+    def dataset_layer(self, dataset: str) -> dict:
+        spec = self.study.datasets[dataset]
+        return {**self.nest(spec.set, f"datasets.{dataset}.set")}
+
+    def encoder_model(self, encoder: str) -> dict:
+        """``model.*`` of an encoder's pretrain run: every run that loads the encoder needs the same architecture."""
+        layers = [self.nest(self.study.defaults, "defaults"), self.nest(self.study.pretrain.set, "pretrain.set"),
+                  self.dataset_layer(self.study.encoders[encoder].dataset),
+                  self.nest(self.study.encoders[encoder].set, f"encoders.{encoder}.set")]
+        model: dict = {}
+        for layer in layers:
+            model.update({k: v for k, v in layer.get("model", {}).items() if k in MODEL_KEYS})
+        return {"model": model} if model else {}
+
+    def add(self, stage: str, name: str, dataset: str, layers: list[dict], forced: dict, depends_on: tuple[str, ...],
+            labels: dict) -> RunSpec | None:
+        try:
+            name = safe_run_name(name)
+        except ValueError as exc:
+            self.problem(f"{self.where}: {labels.get('section', stage)}: {exc}")
+            return None
+        key = f"{stage}/{name}"
+        if key in self._keys:
+            self.problem(f"{self.where}: two runs of the study are both named {key}; rename a teacher, student or encoder")
+            return None
+        study = self.study
+        wiring = {
+            "run": {"name": name, "study": study.name, "root": study.root, "seed": labels["seed"]},
+            "data": {"shards": str(study.shards_dir(dataset))},
+        }
+        all_layers = [self.nest(study.defaults, "defaults"), self.dataset_layer(dataset), *layers, forced, wiring]
+        try:
+            cfg = build_config([stage_recipe(stage, all_layers), *all_layers])  # the stage's recipe under the study
+        except ConfigError as err:
+            for line in err.lines:
+                self.problem(f"{self.where}: {labels.get('section', stage)} run config ({key}): {line}")
+            return None
+        run = RunSpec(stage, name, cfg, depends_on, {**labels, "dataset": dataset})
+        self._keys.add(key)
+        self.runs.append(run)
+        return run
+
+    def arch(self, encoder: str) -> str:
+        """A readable key of the encoder's architecture: what its random-init baseline must share."""
+        model = self.encoder_model(encoder).get("model", {})
+        return ",".join(f"{k}={model[k]}" for k in sorted(model)) or "default"
+
+    def architectures(self, encoders: list[str], dataset_of) -> dict[tuple[str, str], str]:
+        """(dataset, architecture) -> the first of ``encoders`` with it: one random baseline per group."""
+        groups: dict[tuple[str, str], str] = {}
+        for enc in encoders:
+            groups.setdefault((dataset_of(enc), self.arch(enc)), enc)
+        return groups
+
+    def pretrain_key(self, encoder: str, seed: int) -> str:
+        return f"pretrain/{safe_run_name(encoder, f's{seed}')}"
+
+    def pretrain_dir(self, encoder: str, seed: int) -> str:
+        return str(Path(self.study.root) / self.study.name / self.pretrain_key(encoder, seed))

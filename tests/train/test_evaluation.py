@@ -1,0 +1,77 @@
+"""Every encoder's evaluation: the linear probe on standardised features (folded into the exported classifier), kNN
+and top-5 from the same frozen features, the raw-pixel baseline, and online monitoring in pretraining."""
+
+import json
+
+import pytest
+import torch
+
+from simclr_hpc.config import ConfigError, load_config
+from simclr_hpc.train import checkpoint as ckpt
+from simclr_hpc.train.runner import run_stage
+from tests.conftest import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def shapes10(tmp_path_factory):
+    """10 classes (so top-5 is reported), 16 px, 20 images per class."""
+    from simclr_hpc.data.shards import write_shards
+
+    out = tmp_path_factory.mktemp("data") / "shapes10"
+    write_shards("shapes:10:20:16", out, shard_size=100, seed=0)
+    return out
+
+
+def _probe(shards, root, name, encoder, steps=40, extra=()):
+    overrides = tiny_overrides(shards, root, steps=steps) + [
+        f"run.name={name}", f"finetune.encoder={encoder}", "train.ckpt_every_steps=40", *extra]
+    return run_stage("finetune", load_config(None, overrides, stage="finetune"))
+
+
+def test_linear_probe_reports_knn_top5_epochs_and_train_loss_and_exports_the_folded_layer(shapes10, tmp_path):
+    result = _probe(shapes10, tmp_path, "random", "random")
+    m = result["metrics"]
+    for key in ("top1", "top5", "knn_top1_k20", "knn_top5_k20", "knn_top1_k200", "knn_top5_k200",
+                "probe_epochs", "probe_train_loss", "eval_images", "knn_bank_images"):
+        assert key in m, key
+    train_images = result["train_images"]
+    assert m["probe_epochs"] == pytest.approx(40 * 16 / train_images) and m["knn_bank_images"] == train_images
+    assert m["top1"] <= m["top5"] <= 1.0 and m["knn_top1_k20"] <= m["knn_top5_k20"]
+    assert 0.0 < m["probe_train_loss"] < 10.0
+    # The exported classifier (encoder -> folded Linear on raw features) gives exactly the reported top-1.
+    from simclr_hpc.data import augment, pipeline
+    from simclr_hpc.train.artifacts import load_classifier
+
+    classifier, _ = load_classifier(result["run_dir"], "test", 10, "shapes10")
+    classifier.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for batch in pipeline.eval_loader(shapes10, "test", augment.EvalTransform(16), 64):
+            correct += int((classifier(batch["views"][0]).argmax(1) == batch["y"]).sum())
+            total += len(batch["y"])
+    assert total == m["eval_images"] and correct / total == pytest.approx(m["top1"])
+
+
+def test_pixel_baseline_is_a_linear_probe_on_raw_pixels_and_refuses_full(shapes10, tmp_path):
+    m = _probe(shapes10, tmp_path, "pixels", "pixels")["metrics"]
+    assert 0.1 < m["top1"] <= 1.0 and "knn_top1_k20" in m
+    with pytest.raises(ConfigError, match="finetune.encoder: pixels is the raw-pixel linear baseline"):
+        load_config(None, ["finetune.encoder=pixels", "finetune.protocol=full"], stage="finetune")
+
+
+def test_pretrain_monitor_logs_every_n_steps_and_leaves_training_bitwise_unchanged(tiny_shards, tmp_path):
+    base = tiny_overrides(tiny_shards, tmp_path, steps=4) + ["train.log_every_steps=3"]
+    plain = run_stage("pretrain", load_config(None, base + ["run.name=plain"]))
+    watched = run_stage("pretrain", load_config(None, base + [
+        "run.name=watched", "pretrain.monitor_every_steps=2", "pretrain.monitor_bank_images=60",
+        "pretrain.monitor_eval_images=30", "pretrain.monitor_pairs=16"]))
+    lines = [json.loads(line) for line in open(f"{watched['run_dir']}/metrics.jsonl")]
+    assert [line["step"] for line in lines] == [2, 3, 4]  # monitor steps 2 and 4 merge into the log lines
+    for line in (lines[0], lines[2]):
+        assert {"knn_top1_k20", "alignment", "uniformity", "embed_std", "positive_rank1"} <= set(line)
+    assert "knn_top1_k20" not in lines[1]
+    m = watched["metrics"]
+    assert m["knn_top1_k20"] == lines[2]["knn_top1_k20"] and m["monitor_s_total"] > 0
+    assert "knn_top1_k20" not in plain["metrics"] and plain["metrics"]["loss"] == pytest.approx(m["loss"])
+    final = [ckpt.load_state(ckpt.latest_whole(f"{r['run_dir']}/checkpoints"))["model"] for r in (plain, watched)]
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
