@@ -40,10 +40,11 @@ def _images(shards: Path, split: str, size: int):
     import torch
 
     from simclr_hpc.data import augment, pipeline
+    from simclr_hpc.data.decode import to_uint8_chw
 
     views, raw, labels = [], [], []
     evaluate = augment.EvalTransform(size)
-    both = lambda img, rng=None: (evaluate(img), augment.to_uint8_chw(img))  # noqa: E731
+    both = lambda img, rng=None: (evaluate(img), to_uint8_chw(img))  # noqa: E731
     for batch in pipeline.eval_loader(shards, split, both, 500):
         views.append(batch["views"][0])
         raw.append(batch["views"][1])
