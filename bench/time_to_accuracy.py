@@ -88,7 +88,7 @@ def _ours(shards: Path, out: Path, s: dict) -> list[tuple[int, float, float]]:
     from simclr_hpc.config import load_config
     from simclr_hpc.train import checkpoint as ckpt
     from simclr_hpc.train.runner import run_stage
-    from simclr_hpc.train.tasks import build_simclr
+    from simclr_hpc.models.build import build_simclr
 
     probe = Probe(shards, s)
     cfg = load_config(REPO / "configs/pretrain/tiny-cpu.yaml", [
