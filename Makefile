@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # pytest-timeout guards every test; CI must stay well under 30 minutes on 2 cores.
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench slurm-deps slurm-up slurm-down gpu-check lint clean
+.PHONY: install demo test test-fast bench slurm-deps slurm-up slurm-down gpu-check lint clean image container-test
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ test: $(STAMP) slurm-deps
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slurm and not slow" $(PYTEST_ARGS)
+
+# The container image with podman (a local Debian base where the registry's python image cannot be pulled); see
+# scripts/build_image.sh. IMAGE=... / BASE_IMAGE=... choose the tag and the base.
+image:
+	bash scripts/build_image.sh
+
+# The tests that run jobs inside the image (marker `container`), after (re)building it: the layer cache makes an
+# unchanged lock a quick rebuild. SIMCLR_REQUIRE_IMAGE=1: a missing image fails them instead of skipping them.
+container-test: $(STAMP) slurm-deps image
+	SIMCLR_REQUIRE_IMAGE=1 $(PY) -m pytest -m container $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all

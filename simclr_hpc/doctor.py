@@ -163,6 +163,8 @@ def check_apptainer(image: Path | None) -> list[Check]:
     checks = []
     inside = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
     runtime = shutil.which("apptainer") or shutil.which("singularity")
+    if not inside and Path("/run/.containerenv").exists():  # podman's marker in every container it runs
+        inside = "a podman container"
     if inside:
         checks.append(Check("apptainer", "ok", f"running inside {inside}"))
     elif runtime is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -32,6 +33,11 @@ def run(
 
 @user_errors
 def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
+    from simclr_hpc.train import preempt
+
+    # First thing: a time-limit signal during start-up (imports, data setup) must not kill the task (USR2's default
+    # action); the flag it sets stops the loop after its first step, with a checkpoint.
+    preempt.install()
     cfg = load_config(config, overrides, stage=_stage(stage))
     from simclr_hpc.fsutil import AtomicWriteError
     from simclr_hpc.train.loop import NonFiniteLoss
@@ -44,6 +50,15 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     except (NonFiniteLoss, CheckpointError, AtomicWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1)
+    except preempt.Preempted as stop:
+        from simclr_hpc.launch.task import EXIT_REQUEUE
+        from simclr_hpc.launch.requeue import request_requeue
+
+        # Under Slurm, rank 0 asks the batch script to requeue the job; anywhere else, run the same command again.
+        if os.environ.get("SLURM_JOB_ID") and os.environ.get("RANK", "0") == "0":
+            request_requeue(str(stop))
+        print(f"simclr-hpc: {stop}; the same command resumes from there", file=sys.stderr)
+        raise typer.Exit(EXIT_REQUEUE)
     skipped = result.get("skipped_samples") or 0
     if skipped:
         seen = skipped + result.get("steps", 0) * result.get("global_batch", 0)

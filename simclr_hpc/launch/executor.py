@@ -16,8 +16,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from simclr_hpc.config import STAGES, format_errors
+from simclr_hpc.launch.container import container_python, resolve_image
 from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.profile import Profile, check_plain_text, load_profile
+from simclr_hpc.launch.requeue import host_setup, host_teardown
 
 EXECUTORS = ("slurm", "local", "debug")
 
@@ -40,7 +42,7 @@ class LaunchRequest(BaseModel):
     profile: str | None = None
     """Site profile name (``configs/clusters/<name>.yaml``) or path to a profile file; None = built-in defaults."""
     container: str | None = None
-    """Apptainer image (``.sif``) every task runs in; None = the profile's image, if any; ``"none"`` = no container."""
+    """Image every task runs in (``.sif`` path or podman image); None = the profile's image; ``"none"`` = no container."""
     executor: Literal["slurm", "local", "debug"] = "slurm"
     """``slurm``: sbatch; ``local``: submitit's local executor (same code path, this machine); ``debug``: in-process."""
     array_parallelism: int | None = Field(None, ge=1)
@@ -64,9 +66,12 @@ class Plan:
     tasks_per_node: int
     python: str
     """Shell command that starts Python in each task (with the container prefix when there is one)."""
-    image: Path | None
+    image: str | None
+    """The image every task runs in (a .sif path or a podman image name), or None."""
     slurm_params: dict
     """submitit SlurmExecutor parameters (sbatch names): exactly what goes into the script."""
+    setup: list[str] = dataclasses.field(default_factory=list)
+    """The profile's environment exports and setup lines (the local executor runs these; Slurm's script has more)."""
 
 
 def effective_profile(request: LaunchRequest) -> Profile:
@@ -88,36 +93,13 @@ def effective_profile(request: LaunchRequest) -> Profile:
         raise LaunchError(lines) from None
 
 
-def container_python(profile: Profile, image: Path, run_root: Path) -> str:
-    """``apptainer exec [--nv] --bind ... IMAGE python``, every word shell-quoted. The run root is always bound, so the
-    task sees submitit's pickles and writes its run directory on the host's file system."""
-    words = ["apptainer", "exec"]
-    if profile.gpus_per_node > 0:
-        words.append("--nv")
-    binds = [str(run_root), *profile.binds]
-    for spec in dict.fromkeys(binds):
-        words += ["--bind", spec]
-    words.append(str(image))
-    return " ".join(shlex.quote(w) for w in words) + " " + " ".join(
-        shlex.quote(w) for w in shlex.split(profile.container_python)
-    )
-
-
 def build_plan(stage: str, request: LaunchRequest, run_root: Path, job_name: str,
                dependency: str | None = None, check_image: bool = True) -> Plan:
     """Resolve the request against its profile into submitit parameters. Raises LaunchError on bad input."""
     if stage not in STAGES:
         raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
     profile = effective_profile(request)
-    image = None
-    if profile.image:
-        image = Path(profile.image).expanduser().absolute()
-        if check_image and not image.is_file():
-            raise LaunchError(f"--container {profile.image}: image file not found (build it with "
-                              f"`apptainer build simclr-hpc.sif apptainer.def`, or give the right path)")
-        if check_image and image.stat().st_size == 0:
-            raise LaunchError(f"--container {profile.image}: the image file is empty (an interrupted build or copy); "
-                              "build it again with `apptainer build simclr-hpc.sif apptainer.def`")
+    image = resolve_image(profile, check_image) if profile.image else None
     if request.executor != "slurm" and request.nodes > 1:
         raise LaunchError(f"--nodes {request.nodes}: the {request.executor} executor runs on this machine only; "
                           f"use --nodes 1 or the slurm executor")
@@ -126,6 +108,8 @@ def build_plan(stage: str, request: LaunchRequest, run_root: Path, job_name: str
     tasks_per_node = max(1, gpus)
     python = container_python(profile, image, run_root) if image else shlex.quote(sys.executable)
     setup = [f"export {name}={shlex.quote(value)}" for name, value in profile.env.items()] + list(profile.setup)
+    # The batch script on the host requeues the job when a task asks (launch/requeue.py): tasks need no scontrol.
+    slurm_setup = setup + host_setup(run_root)
     params: dict = {
         "job_name": job_name,
         "time": profile.time_min,
@@ -140,13 +124,13 @@ def build_plan(stage: str, request: LaunchRequest, run_root: Path, job_name: str
     optional = {
         "partition": profile.partition, "account": profile.account, "qos": profile.qos,
         "constraint": profile.constraint, "mail_type": profile.mail_type, "mail_user": profile.mail_user,
-        "dependency": dependency or None, "setup": setup or None,
+        "dependency": dependency or None, "setup": slurm_setup, "teardown": host_teardown(),
         "gpus_per_node": gpus if gpus > 0 else None,
         "mem": _mem(profile.mem_per_gpu_gb * max(1, gpus)) if profile.mem_per_gpu_gb else None,
     }
     params.update({k: v for k, v in optional.items() if v is not None})
     return Plan(stage=stage, executor=request.executor, profile=profile, nodes=request.nodes,
-                tasks_per_node=tasks_per_node, python=python, image=image, slurm_params=params)
+                tasks_per_node=tasks_per_node, python=python, image=image, slurm_params=params, setup=setup)
 
 
 def _mem(gb: float) -> str:
@@ -181,6 +165,6 @@ def make_executor(plan: Plan, folder: Path):
         executor = submitit.AutoExecutor(folder=folder, cluster=plan.executor)
         params = {"timeout_min": plan.profile.time_min, "tasks_per_node": plan.tasks_per_node}
         if plan.executor == "local":
-            params["local_setup"] = plan.slurm_params.get("setup", [])
+            params["local_setup"] = plan.setup
         executor.update_parameters(**params)
     return executor

@@ -13,6 +13,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -92,13 +93,19 @@ class Profile(BaseModel):
     time: str = "1-00:00:00"
     """Time limit of each job, Slurm format (minutes, H:M:S, D-H:M:S)."""
     signal_delay_s: int = Field(120, ge=10, le=3600)
-    """Seconds before the time limit at which Slurm sends USR2 (``--signal=USR2@N``): the job requeues itself."""
+    """Seconds before the time limit at which Slurm sends USR2 (``--signal=USR2@N``, up to 60 s earlier): every rank
+    finishes its step, one checkpoint of it is written and the batch script requeues the job. Cover one step, one
+    checkpoint write and the exit."""
     max_requeues: int = Field(3, ge=0, le=100)
     """How many time-limit requeues a job may do (preemptions do not count)."""
     image: str | None = None
-    """Default Apptainer image (``.sif``); ``--container`` overrides it. Empty = no container."""
+    """Default image: an Apptainer ``.sif`` path, or a podman image name; ``--container`` overrides it. Empty = none."""
+    container_launcher: Literal["apptainer", "podman"] = "apptainer"
+    """Container runtime that wraps each task: ``apptainer exec`` (HPC sites), or ``podman run`` (an OCI runtime)."""
+    container_args: list[str] = []
+    """Extra words for the runtime after ``exec``/``run`` (``--cleanenv``; ``--security-opt=...``), one per entry."""
     binds: list[str] = []
-    """Apptainer ``--bind`` specs ``SRC[:DST[:OPTS]]`` (absolute paths), e.g. ``/scratch:/scratch``."""
+    """Bind specs ``SRC[:DST[:OPTS]]`` (absolute paths), e.g. ``/scratch:/scratch``: ``--bind`` or ``--volume``."""
     container_python: str = "python"
     """Python command inside the image."""
     setup: list[str] = []
@@ -138,6 +145,13 @@ class Profile(BaseModel):
     @classmethod
     def _plain(cls, value: str | None, info) -> str | None:
         return None if value is None else check_plain_text(value, info.field_name)
+
+    @field_validator("container_args")
+    @classmethod
+    def _container_args(cls, value: list[str]) -> list[str]:
+        for word in value:
+            check_plain_text(word, "container_args entry")
+        return value
 
     @field_validator("binds")
     @classmethod

@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import subprocess
-import sys
 import time
 
 import submitit
 
 from simclr_hpc.fsutil import pid_alive
 from simclr_hpc.launch import slurm
+from simclr_hpc.launch.requeue import REQUEUE_FILE_ENV, request_requeue, restarts_left
 
 RUN_TARGET = "simclr_hpc.train.runner:run_stage"
 """The function a job calls: ``run_stage(stage: str, cfg: Config) -> dict`` (resumes from its latest checkpoint)."""
@@ -21,6 +20,8 @@ RUN_TARGET = "simclr_hpc.train.runner:run_stage"
 # closed/reset by peer" at once, or a collective that ran past train.collective_timeout_s ("Timed out"). Matched by
 # name and text because launch/ imports no torch.
 _LOST_PEER_TYPES = frozenset({"DistBackendError", "DistNetworkError", "DistStoreError"})
+# EX_TEMPFAIL (sysexits.h): the tasks' exit status after a save at the signal, "try again", visible in sacct.
+EXIT_REQUEUE = 75
 _LOST_PEER_TEXT = ("connection closed by peer", "connection reset by peer", "timed out", "broken pipe",
                    "communicator was aborted", "socket timeout")
 
@@ -37,24 +38,43 @@ def lost_peer(exc: BaseException) -> bool:
 
 
 def requeue_after_lost_peer(max_requeues: int) -> bool:
-    """``scontrol requeue`` this Slurm job if it has restarts left; True if it was requeued.
+    """Ask for this Slurm job to be requeued if it has restarts left; True if the request was placed.
 
     Slurm's ``--requeue`` only covers node failure and preemption as slurmctld sees them. A task killed on a live node
     (OOM killer, a crashed process, a node that dropped off the network but not out of Slurm) makes the other ranks
     fail instead, and the job would end FAILED with its checkpoints unused. Requeueing from the surviving rank makes the
     job start again and resume from its latest whole checkpoint; ``max_requeues`` (the profile's) bounds the retries,
-    so a deterministic failure that looks like a lost peer ends after that many attempts.
+    so a deterministic failure that looks like a lost peer ends after that many attempts. The request goes to the
+    batch script on the host (``launch/requeue.py``), so it works from inside a container too.
     """
-    job_id = os.environ.get("SLURM_JOB_ID")
-    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
-    if not job_id or restarts >= max_requeues:
+    if not os.environ.get("SLURM_JOB_ID") or not restarts_left(max_requeues):
         return False
-    array_id, task_id = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    target = f"{array_id}_{task_id}" if array_id and task_id else job_id
-    proc = subprocess.run(["scontrol", "requeue", target], capture_output=True, text=True, timeout=60)
-    print(f"simclr-hpc: a peer rank was lost; requeued job {target} (restart {restarts + 1} of at most {max_requeues}): "
-          f"{proc.returncode == 0 and 'ok' or proc.stderr.strip()}", file=sys.stderr, flush=True)
-    return proc.returncode == 0
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    return request_requeue(f"a peer rank was lost (restart {restarts + 1} of at most {max_requeues})")
+
+
+def requeue_after_preemption(stop: BaseException, max_requeues: int) -> None:
+    """After the loop saved at the preemption signal (``stop`` is ``train.preempt.Preempted``): rank 0 asks for the
+    requeue and every rank exits without a result, so submitit runs the same call again in the requeued job. Out of
+    restarts (or outside Slurm) the run ends with ``stop`` as its error; its checkpoint is kept for a resubmission."""
+    if not os.environ.get("SLURM_JOB_ID") or not restarts_left(max_requeues):
+        raise stop
+    if os.environ.get("RANK", "0") == "0":
+        request_requeue(f"{stop}")
+    raise SystemExit(EXIT_REQUEUE)
+
+
+def _requeue_through_the_host() -> None:
+    """Point submitit's requeue (``scontrol requeue`` from the task, impossible inside an image) at the batch script:
+    when the script exported ``SIMCLR_HPC_REQUEUE_FILE``, submitit's USR2 handler leaves its request there instead."""
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    if os.environ.get(REQUEUE_FILE_ENV) and not getattr(SlurmJobEnvironment._requeue, "through_host", False):
+        def _requeue(env, countdown: int) -> None:
+            request_requeue(f"submitit checkpointed job {env.job_id} ({countdown} timeouts left)")
+
+        _requeue.through_host = True
+        SlurmJobEnvironment._requeue = _requeue
 
 
 def resolve_target(target: str):
@@ -83,7 +103,9 @@ class StageJob(submitit.helpers.Checkpointable):
     def __call__(self, stage: str, cfg_dict: dict) -> dict:
         from simclr_hpc.config import Config
         from simclr_hpc.launch.environment import export_torch_env
+        from simclr_hpc.train import preempt
 
+        _requeue_through_the_host()
         self._wait_for_dependencies()
         export_torch_env()
         cfg = Config.model_validate(cfg_dict)
@@ -92,6 +114,9 @@ class StageJob(submitit.helpers.Checkpointable):
         kwargs = {"job_alive": slurm.job_active} if "job_alive" in inspect.signature(fn).parameters else {}
         try:
             return fn(stage, cfg, **kwargs)
+        except preempt.Preempted as stop:
+            requeue_after_preemption(stop, getattr(self, "max_requeues", 0))
+            raise
         except Exception as exc:
             # Not inside a signal handler: this rank's own training has already stopped, so nothing is torn.
             if getattr(self, "max_requeues", 0) and lost_peer(exc):
@@ -101,9 +126,9 @@ class StageJob(submitit.helpers.Checkpointable):
     def checkpoint(self, stage: str, cfg_dict: dict) -> submitit.helpers.DelayedSubmission:
         """Resubmit the same call, and nothing else.
 
-        submitit calls this on rank 0 inside the USR2 signal handler, while the training loop is stopped at an arbitrary
-        instruction and the other ranks keep running: saving here could write a torn checkpoint and a collective would
-        deadlock. The loop's own periodic checkpoints are what the requeued job resumes from.
+        submitit's USR2 handler calls this outside the training loop (start-up, evaluation; the loop handles the
+        signal itself while it trains, see ``train/preempt.py``). Saving here, inside a signal handler, could write a
+        torn checkpoint and a collective would deadlock; the requeued job resumes from the latest whole checkpoint.
         """
         return submitit.helpers.DelayedSubmission(self, stage, cfg_dict)
 

@@ -19,6 +19,7 @@ import torch
 from simclr_hpc import distributed as D
 from simclr_hpc import rundir
 from simclr_hpc.train import checkpoint as ckpt
+from simclr_hpc.train import preempt
 from simclr_hpc.train.metrics import MetricsWriter, truncate_after
 from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
 from simclr_hpc.train.task import StageContext, Task, TrainOutcome
@@ -57,6 +58,10 @@ class _Progress:
     loss: float = float("nan")
     images_log: int = 0
     t_log: float = field(default_factory=time.perf_counter)
+    resumed: dict = field(default_factory=dict)
+    """``resumed_from`` and ``steps_redone`` of a resumed run, logged once with its first metrics line."""
+    preempted: bool = False
+    """Every rank saw the preemption signal's flag (one collective per step): stop after this step."""
 
     def settle_skipped(self) -> None:
         """Add every rank's skips since the last checkpoint to ``skipped`` (a collective: every rank calls it)."""
@@ -72,25 +77,34 @@ def train(task: Task, ctx: StageContext) -> TrainOutcome:
     optimizer = build_optimizer(model, cfg.optim, peak_lr)
     start, skipped, optimizer_state = _resume(ctx, model)
     metrics_path = rundir.metrics_path(ctx.run_dir)
+    resumed = {}
     if engine.is_main:
+        if start:
+            resumed = {"resumed_from": start, "steps_redone": preempt.steps_redone(metrics_path, start)}
         truncate_after(metrics_path, start)
     model, optimizer = engine.prepare(model, optimizer, ctx.micro, ctx.accumulation, optimizer_state)
     model.train()
 
     writer = MetricsWriter(metrics_path, cfg.train.steps, start, engine.is_main, f"{task.stage} {cfg.run.name}")
-    progress = _Progress(start, skipped)
+    progress = _Progress(start, skipped, resumed=resumed)
     t_train = time.perf_counter()
+    previous_handler = preempt.install()
     try:
-        while progress.step < cfg.train.steps:
+        while progress.step < cfg.train.steps and not progress.preempted:
             _run_segment(task, ctx, model, optimizer, peak_lr, progress, writer)
             if progress.step < cfg.train.steps:
                 progress.settle_skipped()
                 _save(ctx, task, model, optimizer, progress.step, progress.skipped, export=False)
+        if progress.preempted:
+            log.info("preemption signal: checkpoint of step %d written, stopping for the requeue", progress.step)
+            preempt.clear()  # acted on: a run resumed in this same process must not stop again at once
+            raise preempt.Preempted(progress.step, ctx.run_dir)
         train_s = time.perf_counter() - t_train
         metrics = task.evaluate(model)
         progress.settle_skipped()
         _save(ctx, task, model, optimizer, progress.step, progress.skipped, export=True)
     finally:
+        preempt.restore(previous_handler)
         writer.close()
     images_per_s = progress.images / train_s if progress.images else 0.0
     return TrainOutcome(metrics, progress.loss, progress.step, progress.skipped, images_per_s)
@@ -115,8 +129,10 @@ def _run_segment(task: Task, ctx: StageContext, model, optimizer, peak_lr: float
     cfg, engine, total = ctx.cfg, ctx.engine, ctx.cfg.train.steps
     segment = progress.step // cfg.train.ckpt_every_steps
     batches = iter(task.batches(segment))
+    for _ in range(progress.step - segment * cfg.train.ckpt_every_steps):  # resumed mid-segment (saved at a signal)
+        next(batches)
     segment_end = min((segment + 1) * cfg.train.ckpt_every_steps, total)
-    while progress.step < segment_end:
+    while progress.step < segment_end and not progress.preempted:
         batch = next(batches)
         lr = lr_at(progress.step, peak_lr, total, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
         engine.set_lr(optimizer, lr)
@@ -135,11 +151,15 @@ def _run_segment(task: Task, ctx: StageContext, model, optimizer, peak_lr: float
         progress.images += cfg.train.global_batch
         progress.images_log += cfg.train.global_batch
         now = time.perf_counter()
+        # Every rank, every step (one collective): they all stop after the same step. The last step just ends.
+        progress.preempted = preempt.stop_requested() and progress.step < total
         monitored = task.monitor(model, progress.step)
-        if monitored or progress.step % cfg.train.log_every_steps == 0 or progress.step == total:
+        if monitored or progress.preempted or progress.step % cfg.train.log_every_steps == 0 or progress.step == total:
             rate = progress.images_log / max(now - progress.t_log, 1e-9)  # training only: measured before monitoring
-            writer.log(progress.step, {"loss": progress.loss, "lr": lr, "img_per_s": rate, **monitored})
-            progress.t_log, progress.images_log = time.perf_counter(), 0
+            marks = {"preempted": True} if progress.preempted else {}
+            writer.log(progress.step, {"loss": progress.loss, "lr": lr, "img_per_s": rate, **monitored,
+                                       **progress.resumed, **marks})
+            progress.t_log, progress.images_log, progress.resumed = time.perf_counter(), 0, {}
         else:
             writer.advance(progress.step)
     del batches  # stops this segment's loader workers before the next segment starts its own

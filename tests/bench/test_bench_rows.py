@@ -89,6 +89,7 @@ def test_gpu_bench_runs_every_engine_path_on_the_cpu():
     assert all(r["images_per_s_per_gpu"] > 0 and r["tflop_per_step"] > 0 for r in rows), rows
 
 
+@pytest.mark.slow  # three fresh interpreters (shards, ours, lightly): about 40 s on a quiet machine, 666 s at load 15-20
 def test_time_to_accuracy_row_at_tiny_size_reaches_a_low_target_on_both_sides():
     """Both sides pretrain a few steps on a small generated dataset and are probed by kNN on its val split; a 5 %
     target (below chance) is reached at the first probe, so the row has both times and a ratio."""

@@ -39,8 +39,24 @@ def _docker_instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines() if line.strip()]
 
 
+def _docker_base_arg() -> str:
+    """Default of the BASE_IMAGE build argument (declared before the first FROM)."""
+    instructions = _docker_instructions()
+    first_from = next(i for i, (instr, _) in enumerate(instructions) if instr == "FROM")
+    args = dict(a.split("=", 1) for instr, a in instructions[:first_from] if instr == "ARG" and "=" in a)
+    return args["BASE_IMAGE"]
+
+
 def _docker_bases() -> list[str]:
-    return [args.split()[0] for instr, args in _docker_instructions() if instr == "FROM"]
+    """The base of each stage, with ``${BASE_IMAGE}`` resolved to the argument's default (what a real site builds)."""
+    return [args.split()[0].replace("${BASE_IMAGE}", _docker_base_arg())
+            for instr, args in _docker_instructions() if instr == "FROM"]
+
+
+def test_every_stage_builds_on_the_base_image_argument():
+    froms = [args.split()[0] for instr, args in _docker_instructions() if instr == "FROM"]
+    assert froms == ["${BASE_IMAGE}", "${BASE_IMAGE}"], froms
+    assert "python3 -m venv /opt/venv" in DOCKERFILE  # python3: the official image and a Debian base both have it
 
 
 def _def_header() -> dict[str, str]:
@@ -154,7 +170,11 @@ def test_apptainer_def_and_dockerfile_agree_on_base_python_and_torch():
 def test_apptainer_only_recipe_uses_the_same_base_and_lock():
     recipe = _def_alternative_recipe()
     assert "Bootstrap: docker\n" in recipe + "\n"
-    assert f"From: {_docker_bases()[0]}" in recipe
+    # The same base argument as the Dockerfile, with the same default.
+    assert "From: {{ BASE_IMAGE }}" in recipe
+    arguments = recipe.split("%arguments", 1)[1].split("%files", 1)[0].split()
+    assert arguments == [f"BASE_IMAGE={_docker_base_arg()}"] and _docker_base_arg() == _docker_bases()[0]
+    assert "python3 -m venv /opt/venv" in recipe and "python3 -m venv /opt/venv" in DOCKERFILE
     assert "pip install -c /src/constraints.txt -r /src/requirements.txt" in recipe
     assert f"mlxtend=={CONSTRAINTS['mlxtend']}" in recipe
     copied = {line.split()[0] for line in recipe.split("%files", 1)[1].split("%post", 1)[0].splitlines() if line.strip()}
