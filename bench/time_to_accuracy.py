@@ -40,10 +40,11 @@ def _images(shards: Path, split: str, size: int):
     import torch
 
     from simclr_hpc.data import augment, pipeline
+    from simclr_hpc.data.decode import to_uint8_chw
 
     views, raw, labels = [], [], []
     evaluate = augment.EvalTransform(size)
-    both = lambda img, rng=None: (evaluate(img), augment.to_uint8_chw(img))  # noqa: E731
+    both = lambda img, rng=None: (evaluate(img), to_uint8_chw(img))  # noqa: E731
     for batch in pipeline.eval_loader(shards, split, both, 500):
         views.append(batch["views"][0])
         raw.append(batch["views"][1])
@@ -87,7 +88,7 @@ def _ours(shards: Path, out: Path, s: dict) -> list[tuple[int, float, float]]:
     from simclr_hpc.config import load_config
     from simclr_hpc.train import checkpoint as ckpt
     from simclr_hpc.train.runner import run_stage
-    from simclr_hpc.train.tasks import build_simclr
+    from simclr_hpc.models.build import build_simclr
 
     probe = Probe(shards, s)
     cfg = load_config(REPO / "configs/pretrain/tiny-cpu.yaml", [

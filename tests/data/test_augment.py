@@ -8,7 +8,10 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from simclr_hpc.data import augment
-from simclr_hpc.data.augment import EvalTransform, SimCLRViews, SupervisedAugment, colour_matrix, open_image
+from simclr_hpc.data.augment import EvalTransform, SimCLRViews, SupervisedAugment
+from simclr_hpc.data.blur import gaussian_blur
+from simclr_hpc.data.colour import MEAN, STD, colour_matrix
+from simclr_hpc.data.decode import decode_for_boxes, open_image
 
 
 def _image(h=40, w=48, seed=0):
@@ -39,7 +42,7 @@ def test_eval_transform_is_deterministic_centre_crop():
     out = EvalTransform(32)(img)
     assert out.shape == (3, 32, 32) and torch.equal(out, EvalTransform(32)(img))
     same = _image(32, 32)
-    expected = (same.float() / 255 - torch.tensor(augment.MEAN)[:, None, None]) / torch.tensor(augment.STD)[:, None, None]
+    expected = (same.float() / 255 - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
     assert torch.allclose(EvalTransform(32)(same), expected, atol=1e-5)
 
 
@@ -72,7 +75,7 @@ def test_colour_matrix_matches_torchvision_jitter_ops(op, monkeypatch):
 
 def test_separable_blur_equals_torchvision_blur():
     x = torch.rand(3, 40, 40) * 255
-    assert torch.allclose(augment.gaussian_blur(x, 5, 1.3), TF.gaussian_blur(x, [5, 5], [1.3, 1.3]), atol=1e-3)
+    assert torch.allclose(gaussian_blur(x, 5, 1.3), TF.gaussian_blur(x, [5, 5], [1.3, 1.3]), atol=1e-3)
 
 
 def test_jpeg_is_decoded_at_reduced_size_when_crops_allow():
@@ -80,9 +83,9 @@ def test_jpeg_is_decoded_at_reduced_size_when_crops_allow():
     big = np.clip(np.cumsum(rng.normal(0, 6, (480, 640, 3)), axis=1) % 256, 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(big).save(buf, "JPEG", quality=90)
-    full, boxes = augment.decode_for_boxes(open_image(buf.getvalue()), [(0, 0, 480, 480)], 100)
+    full, boxes = decode_for_boxes(open_image(buf.getvalue()), [(0, 0, 480, 480)], 100)
     assert tuple(full.shape) == (3, 120, 160) and boxes == [(0, 0, 120, 120)]  # 1/4 keeps the crop >= 100 px, 1/8 not
-    full, _ = augment.decode_for_boxes(open_image(buf.getvalue()), [(0, 0, 100, 100)], 100)
+    full, _ = decode_for_boxes(open_image(buf.getvalue()), [(0, 0, 100, 100)], 100)
     assert tuple(full.shape) == (3, 480, 640)  # a small crop needs the full decode
     views = SimCLRViews(96, "imagenet", 1.0)(open_image(buf.getvalue()), random.Random(0))
     assert views[0].shape == (3, 96, 96) and torch.isfinite(views[0]).all()

@@ -1,0 +1,133 @@
+"""One shard's samples checked against ``index.json``, decoded and transformed; every problem raises or is counted.
+
+Per-shard accounting is ours because webdataset's error handler sees exceptions, not missing or mislabelled samples:
+keys the shard has but the index does not list, keys the index lists but the shard lacks, labels that differ from the
+index, undecodable images, and the guard that stops an infinite stream over shards with nothing readable. With
+``on_error="raise"`` each raises DataError naming the shard and key; with ``"skip"`` the dropped samples are added to
+the batcher's ``skipped``. Images are decoded lazily at reduced size (``decode.open_image``), not by webdataset's
+decoders, which decode every image at full size.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from simclr_hpc.data.batching import Batcher
+from simclr_hpc.data.decode import open_image
+from simclr_hpc.data.index import ShardInfo, SplitIndex
+from simclr_hpc.data.shards import IMAGE_EXTS, TruncatedShard, iter_tar_samples
+from simclr_hpc.data.sources import DataError
+
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)  # what PIL raises for corrupt or truncated image data
+
+
+@dataclass
+class Shard:
+    """One shard file of the split and the run of the split's key list it holds."""
+
+    info: ShardInfo
+    path: Path
+    start: int  # position of the shard's first sample in the split's key list
+    stop: int
+    wanted: int  # how many of its samples the loader uses (all, or those in ``keys``)
+
+
+class ShardReader:
+    """Reads the wanted samples of one split's shards and turns them into ``(views, y, key)`` with ``transform``."""
+
+    def __init__(self, split_index: SplitIndex, root: Path, split: str, transform, label_map: dict[int, int] | None,
+                 on_error: str):
+        self.split_index, self.root, self.split, self.transform = split_index, root, split, transform
+        self.label_map, self.on_error = label_map, on_error
+
+    def problem(self, shard: Shard, message: str) -> None:
+        """Raise DataError for ``message`` under ``on_error="raise"``; under ``"skip"`` the caller counts the loss."""
+        if self.on_error == "raise":
+            raise DataError(f"{shard.path}: {message}; run `simclr-hpc data verify {self.root}` "
+                            f"(or set data.on_error=skip to drop corrupt samples)")
+
+    def read(self, shard: Shard, want: Callable[[int], bool], batcher: Batcher) -> Iterator[tuple[str, int, dict]]:
+        """``(key, label, parts)`` of the wanted, sound samples of one shard, in file order; problems raise or count."""
+        shard_keys = self.split_index.keys[shard.start:shard.stop]
+        expected = {k: p for p, k in enumerate(shard_keys, start=shard.start) if want(p)}
+        listed = set(shard_keys)
+        seen: set[str] = set()
+        try:
+            for key, parts in iter_tar_samples(shard.path):
+                pos = expected.get(key)
+                if pos is None:
+                    if key not in listed:
+                        self.problem(shard, f"key {key} is not listed in index.json for this shard")
+                    continue
+                seen.add(key)
+                label = _label(parts)
+                ext = next((e for e in IMAGE_EXTS if e in parts), None)
+                if label is None or ext is None or label != int(self.split_index.labels[pos]):
+                    what = ("missing image" if ext is None else "missing or unreadable label" if label is None
+                            else f"label {label} differs from index.json ({int(self.split_index.labels[pos])})")
+                    self.problem(shard, f"key {key}: {what}")
+                    batcher.skipped += 1
+                    continue
+                yield key, label, parts
+        except FileNotFoundError:
+            self.problem(shard, "shard file missing")
+        except TruncatedShard as exc:
+            where = f"after key {exc.after}" if exc.after else "at its start"
+            self.problem(shard, f"truncated or corrupt tar {where} ({exc})")
+        lost = len(expected) - len(seen)
+        if lost:
+            if self.on_error == "raise":
+                missing = next(k for k in expected if k not in seen)
+                self.problem(shard, f"key {missing}: listed in index.json but not in the shard ({lost} missing)")
+            batcher.skipped += lost
+
+    def samples(self, urls: Iterator[dict], by_url: dict[str, Shard], want: Callable[[int], bool],
+                batcher: Batcher, guard: int | None) -> Iterator[tuple]:
+        """Pipeline stage: shard URLs -> ``(shard, key, label, parts)`` of their wanted, sound samples.
+
+        ``guard``: raise after that many consecutive shard reads gave nothing usable (an infinite stream over broken
+        shards must not spin); None for a finite pass.
+        """
+        barren = 0
+        for item in urls:
+            shard = by_url[item["url"]]
+            got = 0
+            for key, label, raw in self.read(shard, want, batcher):
+                got += 1
+                yield shard, key, label, raw
+            barren = 0 if got else barren + 1
+            if guard is not None and barren > guard:
+                raise DataError(f"{self.root}: split {self.split}: no readable samples in {len(by_url)} shard(s) "
+                                f"after {barren} reads; run `simclr-hpc data verify {self.root}`")
+
+    def decoded(self, samples: Iterator[tuple], rng: random.Random, batcher: Batcher) -> Iterator[tuple]:
+        """Pipeline stage: ``(shard, key, label, parts)`` -> ``(views, y, key)``; bad images raise or are counted."""
+        for shard, key, label, raw in samples:
+            sample = self._transform(shard, key, label, raw, rng, batcher)
+            if sample is not None:
+                yield sample[0], sample[1], key
+
+    def _transform(self, shard: Shard, key: str, label: int, parts: dict, rng: random.Random, batcher: Batcher):
+        """Decode and transform one sample; returns (views, y) or None when it is corrupt and skipped."""
+        ext = next(e for e in IMAGE_EXTS if e in parts)
+        try:
+            img = open_image(parts[ext])
+            if ext == "png":
+                img.load()
+            out = self.transform(img, rng)
+        except DECODE_ERRORS as exc:
+            self.problem(shard, f"key {key}: undecodable image ({type(exc).__name__}: {exc})")
+            batcher.skipped += 1
+            return None
+        views = out if isinstance(out, tuple) else (out,)
+        return views, self.label_map[label] if self.label_map is not None else label
+
+
+def _label(parts: dict) -> int | None:
+    try:
+        return int(parts["cls"].decode().strip())
+    except (KeyError, UnicodeDecodeError, ValueError):
+        return None
