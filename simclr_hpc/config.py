@@ -165,6 +165,20 @@ class TrainSection(Section):
     """How many whole checkpoints to keep on disk."""
 
 
+class LogSection(Section):
+    backends: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = ["jsonl", "tensorboard"]
+    """Where training scalars go: ``jsonl`` (``metrics.jsonl``, always on), ``tensorboard`` (event files in the run
+    directory), ``wandb`` (offline runs under the run directory; ``wandb sync`` them later) and ``mlflow`` (a local file
+    store ``<root>/<study>/mlruns``). W&B and MLflow need their packages (``pip install simclr-hpc[wandb]`` / ``[mlflow]``);
+    nothing goes over the network at run time."""
+
+    @field_validator("backends")
+    @classmethod
+    def _jsonl_always(cls, value: list[str]) -> list[str]:
+        # metrics.jsonl is what resume, reports and the other backends' step bookkeeping read: it cannot be turned off.
+        return ["jsonl"] + [b for b in dict.fromkeys(value) if b != "jsonl"]
+
+
 class DistSection(Section):
     engine: Literal["ddp", "deepspeed"] = "ddp"
     """Distributed engine: ``ddp`` (Accelerate) or ``deepspeed`` (ZeRO)."""
@@ -225,6 +239,7 @@ class Config(Section):
     optim: OptimSection = OptimSection()
     train: TrainSection = TrainSection()
     dist: DistSection = DistSection()
+    log: LogSection = LogSection()
     pretrain: PretrainSection = PretrainSection()
     finetune: FinetuneSection = FinetuneSection()
     distill: DistillSection = DistillSection()
@@ -255,10 +270,12 @@ class Config(Section):
         """Short content hash of the resolved config (stable across key order).
 
         ``run.root`` is left out: where runs are stored (relative or absolute, moved or not) is not part of the
-        experiment, and a job submitted with an absolute root must resume a run started with a relative one.
+        experiment, and a job submitted with an absolute root must resume a run started with a relative one. ``log`` is
+        left out too: adding a tracking backend to a resumed run does not change what it computes.
         """
         content = self.model_dump(mode="json")
         content["run"].pop("root")
+        content.pop("log")
         text = json.dumps(content, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

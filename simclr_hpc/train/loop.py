@@ -19,6 +19,7 @@ from simclr_hpc import distributed as D
 from simclr_hpc.train import checkpoint as ckpt
 from simclr_hpc.train.metrics import MetricsWriter, truncate_after
 from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
+from simclr_hpc.train.tracking import open_backends
 
 log = logging.getLogger("simclr_hpc")
 
@@ -61,12 +62,14 @@ def train(task, ctx) -> dict:
         start, skipped = int(state["step"]), int(state.get("skipped", 0))
         log.info("resuming %s from %s (step %d)", ctx.run_dir, latest.name, start)
     metrics_path = ctx.run_dir / "metrics.jsonl"
+    backends = []
     if engine.is_main:
-        truncate_after(metrics_path, start)
+        logged_through = truncate_after(metrics_path, start)
+        backends = open_backends(cfg, ctx.run_dir, task.stage, start, logged_through)
     model, optimizer = engine.prepare(model, optimizer, ctx.micro, ctx.accumulation, optimizer_state)
     model.train()
 
-    writer = MetricsWriter(metrics_path, total, start, engine.is_main, f"{task.stage} {cfg.run.name}")
+    writer = MetricsWriter(metrics_path, total, start, engine.is_main, f"{task.stage} {cfg.run.name}", backends)
     step, images, loss_value = start, 0, float("nan")
     skipped_local = 0  # this rank's skipped samples since the last checkpoint; summed over ranks at each save
     t_train = time.perf_counter()
@@ -103,9 +106,12 @@ def train(task, ctx) -> dict:
             del batches  # stops this segment's loader workers before the next segment starts its own
             if step < total:
                 skipped, skipped_local = skipped + _sum_over_ranks(skipped_local), 0
+                writer.flush()  # the backends hold every step up to a checkpoint before it exists
                 _save(ctx, task, model, optimizer, step, skipped, export=False)
         train_s = time.perf_counter() - t_train
         metrics = task.evaluate(model)
+        writer.log_final(step, metrics)
+        writer.flush()
         skipped, skipped_local = skipped + _sum_over_ranks(skipped_local), 0
         _save(ctx, task, model, optimizer, step, skipped, export=True)
     finally:

@@ -38,7 +38,9 @@ def _require_finished(ref: str, field: str, allow_random: bool = False) -> None:
 def check_inputs(stage: str, cfg: Config) -> None:
     """Everything a user can get wrong about a run's inputs, checked before anything is written or any group starts."""
     from simclr_hpc.data.shards import read_index
+    from simclr_hpc.train.tracking import check_backends
 
+    check_backends(cfg)
     index = read_index(cfg.data.shards)
     index.split(cfg.data.train_split)
     if stage != "pretrain":
