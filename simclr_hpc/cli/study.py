@@ -82,7 +82,7 @@ def run_cmd(
     executor: Annotated[str, typer.Option(help="local (submitit's local executor) or inprocess (this process).")] = "local",
     only: OnlyOpt = None,
     report: Annotated[bool, typer.Option(help="Write the report at the end.")] = True,
-    parallelism: Annotated[int, typer.Option(help="Local jobs running at once (default 1).")] = 0,
+    parallelism: Annotated[int, typer.Option(help="Local jobs running at once (0 = one at a time).")] = 0,
 ) -> None:
     """Run the study on this machine, in dependency order; finished runs are skipped, failed ones run again."""
     from simclr_hpc.study.spec import StudyError

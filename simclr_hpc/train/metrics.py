@@ -9,11 +9,39 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 log = logging.getLogger("simclr_hpc")
+
+VERBOSE_ENV = "SIMCLR_HPC_VERBOSE"
+"""Set to 1 by ``simclr-hpc --verbose``; inherited by the jobs it starts, which then keep other libraries' output."""
+THIRD_PARTY_LOGGERS = ("DeepSpeed", "accelerate", "torch.distributed")
+
+
+class _ErrorsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+_QUIET = _ErrorsOnly()
+
+
+def quiet_third_party() -> None:
+    """Unless ``$SIMCLR_HPC_VERBOSE`` is 1: drop other libraries' warnings and their loggers' lines below ERROR.
+
+    DeepSpeed's "Setting accelerator to CPU" and the like tell a user nothing they can act on. A filter (not a level) is
+    used because DeepSpeed sets its logger's level when it is imported, which may be after this runs."""
+    if os.environ.get(VERBOSE_ENV) == "1":
+        return
+    for name in THIRD_PARTY_LOGGERS:
+        if _QUIET not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_QUIET)
+    # Only warnings raised outside this package; ours are meant to be read.
+    warnings.filterwarnings("ignore", module=r"(?!simclr_hpc)")
 
 
 def setup_logging(rank: int) -> None:

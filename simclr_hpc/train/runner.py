@@ -15,7 +15,7 @@ from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_con
 from simclr_hpc.train import checkpoint as ckpt
 from simclr_hpc.train.engine import Engine, derive_batch
 from simclr_hpc.train.loop import train
-from simclr_hpc.train.metrics import log, setup_logging
+from simclr_hpc.train.metrics import log, quiet_third_party, setup_logging
 from simclr_hpc.train.tasks import RESULT_FILE, TASKS, StageContext
 
 
@@ -84,6 +84,7 @@ def run_stage(stage: str, cfg: Config) -> dict:
     """Run one stage to completion in this process (one rank of a job) and return its result.json content."""
     if stage not in STAGES:
         raise ConfigError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
+    quiet_third_party()  # a job's process does not come through the CLI's own call
     env = D.DistEnv.from_env()
     # Checked before any process group starts: a bad split must not hang N ranks.
     per_device, micro, accumulation = derive_batch(cfg.train.global_batch, env.world_size, cfg.train.max_batch_per_device)
