@@ -32,7 +32,7 @@ import numpy as np
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
-from simclr_hpc.data.sources import DataError, Source, Split, encode_image, open_source
+from simclr_hpc.data.sources import UNLABELED, DataError, Source, Split, encode_image, open_source
 
 INDEX = "index.json"
 FORMAT = "simclr-hpc-shards/1"
@@ -81,6 +81,8 @@ class DatasetIndex:
     val_fraction: float
     splits: dict[str, SplitIndex] = field(default_factory=dict)
     content_hash: str = ""
+    labelled: bool = True
+    """False for shards of an ``unlabeled:`` source: no classes, every label ``UNLABELED``; pretraining only."""
 
     @property
     def num_classes(self) -> int:
@@ -148,7 +150,8 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
 
     rng = np.random.default_rng([seed, 2108])
     splits: dict[str, Split] = dict(source.splits)
-    if "test" not in splits:
+    labelled = bool(source.classes)
+    if "test" not in splits and labelled:  # unlabeled images only pretrain: nothing to evaluate on
         test_pos = _stratified_take(splits["train"].labels, test_fraction, rng)
         rest = np.setdiff1d(np.arange(len(splits["train"])), test_pos)
         splits["test"], splits["train"] = splits["train"].subset(test_pos), splits["train"].subset(rest)
@@ -167,7 +170,7 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
 
     out.mkdir(parents=True, exist_ok=True)
     doc: dict = {"format": FORMAT, "source": source.spec, "classes": source.classes, "image_format": image_format,
-                 "seed": seed, "val_fraction": val_fraction, "splits": {}}
+                 "seed": seed, "val_fraction": val_fraction, "labelled": labelled, "splits": {}}
     for name in SPLITS:
         if name not in splits:
             continue
@@ -230,7 +233,7 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
                             image_size=tuple(size) if size else None, channels=int(doc["channels"]),
                             image_format=str(doc["image_format"]), seed=int(doc["seed"]),
                             val_fraction=float(doc["val_fraction"]), splits=splits,
-                            content_hash=str(doc["content_hash"]))
+                            content_hash=str(doc["content_hash"]), labelled=bool(doc.get("labelled", True)))
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not a valid shard index ({exc}); {build}") from None
 
@@ -322,7 +325,8 @@ def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 def check_sample(key: str, parts: dict[str, bytes], num_classes: int) -> tuple[str | None, int | None]:
-    """``(problem, label)`` of one sample: problem is None when the image decodes and the label is in range."""
+    """``(problem, label)`` of one sample: problem is None when the image decodes and the label is in range
+    (``num_classes`` 0: shards of an unlabeled source, whose every label is ``UNLABELED``)."""
     from PIL import Image
 
     ext = next((e for e in IMAGE_EXTS if e in parts), None)
@@ -339,7 +343,9 @@ def check_sample(key: str, parts: dict[str, bytes], num_classes: int) -> tuple[s
         label = int(parts["cls"].decode().strip())
     except (UnicodeDecodeError, ValueError):
         return f"key {key}: label {parts['cls'][:20]!r} is not an integer", None
-    if not 0 <= label < num_classes:
+    if num_classes == 0 and label != UNLABELED:
+        return f"key {key}: label {label} in unlabeled shards (expected {UNLABELED})", None
+    if num_classes and not 0 <= label < num_classes:
         return f"key {key}: label {label} outside 0..{num_classes - 1}", None
     return None, label
 
@@ -390,9 +396,9 @@ def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64) -> dict:
     from PIL import Image, ImageDraw
 
     index = read_index(shards_dir)
-    counts = {name: {cls: int((s.labels == k).sum()) for k, cls in enumerate(index.classes)}
-              for name, s in index.splits.items()}
-    examples: dict[int, list] = {k: [] for k in range(index.num_classes)}
+    rows_of = list(enumerate(index.classes)) if index.labelled else [(UNLABELED, "(unlabeled)")]
+    counts = {name: {cls: int((s.labels == k).sum()) for k, cls in rows_of} for name, s in index.splits.items()}
+    examples: dict[int, list] = {k: [] for k, _ in rows_of}
     sheet_split = index.split("train") if "train" in index.splits else next(iter(index.splits.values()))
     for shard, _, _ in sheet_split.shard_ranges():
         try:
@@ -407,11 +413,11 @@ def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64) -> dict:
             pass
         if all(len(v) >= per_class for v in examples.values()):
             break
-    label_w, rows = 110, max(1, index.num_classes)
-    sheet = Image.new("RGB", (label_w + per_class * (tile + 2), rows * (tile + 2)), (255, 255, 255))
+    label_w = 110
+    sheet = Image.new("RGB", (label_w + per_class * (tile + 2), len(rows_of) * (tile + 2)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for k, cls in enumerate(index.classes):
-        y = k * (tile + 2)
+    for row, (k, cls) in enumerate(rows_of):
+        y = row * (tile + 2)
         draw.text((4, y + tile // 2 - 6), f"{k}: {cls}"[:18], fill=(0, 0, 0))
         for j, img in enumerate(examples[k]):
             sheet.paste(img, (label_w + j * (tile + 2), y))

@@ -201,6 +201,26 @@ def open_imagefolder(root: str) -> Source:
     return Source("imagefolder", f"imagefolder:{root}", classes, splits)
 
 
+UNLABELED = -1
+"""The label of every image of an unlabeled source (and the ``cls`` its shards hold): no class, pretraining only."""
+
+
+def open_unlabeled(root: str) -> Source:
+    """Every image anywhere under ``root`` (any tree, any depth, no classes): a ``train`` split for pretraining.
+
+    The source has no classes and every label is ``UNLABELED``; its shards say ``"labelled": false`` in index.json, and
+    stages that need labels refuse them."""
+    base = Path(root)
+    if not base.is_dir():
+        raise _missing(base, "point unlabeled: at a directory holding images (any tree of subdirectories)")
+    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(base).parts))
+    if not files:
+        raise DataError(f"{base}: no images ({', '.join(IMAGE_SUFFIXES)}) anywhere under it")
+    return Source("unlabeled", f"unlabeled:{root}", [],
+                  {"train": Split(labels=np.full(len(files), UNLABELED, dtype=np.int64), files=files)})
+
+
 def _npz_images(x: np.ndarray, where: str) -> np.ndarray:
     if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3)):
         raise DataError(f"{where}: expected uint8 N,H,W or N,H,W,C (C = 1 or 3), got {x.dtype} {x.shape}")

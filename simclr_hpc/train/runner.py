@@ -42,6 +42,11 @@ def check_inputs(stage: str, cfg: Config) -> None:
 
     check_backends(cfg)
     index = read_index(cfg.data.shards)
+    if stage != "pretrain" and not index.labelled:
+        raise ConfigError(
+            f"data.shards: {cfg.data.shards} holds unlabeled images ({index.source}) and {stage} needs labels; "
+            "point data.shards at labelled shards (cifar10:, imagefolder:, npz:, ...) or run pretrain on these"
+        )
     index.split(cfg.data.train_split)
     if stage != "pretrain":
         index.split(cfg.data.eval_split)
