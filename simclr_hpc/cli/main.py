@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from simclr_hpc import __version__
-from simclr_hpc.cli import data, doctor, jobs, run, study, submit
+from simclr_hpc.cli import data, doctor, export, jobs, run, study, submit
 from simclr_hpc.train.metrics import VERBOSE_ENV, quiet_third_party
 
 app = typer.Typer(
@@ -45,7 +45,7 @@ def _options(
     quiet_third_party()
 
 
-for module in (run, data, submit, jobs, study, doctor):
+for module in (run, data, submit, jobs, study, export, doctor):
     module.register(app)
 
 
