@@ -198,10 +198,20 @@ class FinetuneSection(Section):
     """Pretrain run directory (or checkpoint directory) whose encoder is fine-tuned."""
     label_fraction: float = Field(1.0, gt=0.0, le=1.0)
     """Fraction of labelled training images, drawn class-balanced with ``run.seed``."""
+    label_subset_file: str = ""
+    """A file listing exactly the labelled training images, one shard key or file name per line (the published 1 % /
+    10 % ImageNet lists of google-research/simclr, VISSL subset files); its sha256 is recorded. Empty: use
+    ``label_fraction``."""
     from_head_layer: int = Field(0, ge=0, le=4)
     """Projection-head layers kept under the classifier (0 = encoder output, as in SimCLRv2)."""
     protocol: Literal["linear", "full"] = "linear"
     """``linear``: frozen encoder, classifier on features; ``full``: every layer trained."""
+
+    @model_validator(mode="after")
+    def _one_subset_rule(self) -> "FinetuneSection":
+        if self.label_subset_file and self.label_fraction != 1.0:
+            raise ValueError("label_subset_file and label_fraction both choose the labelled images; set only one")
+        return self
 
 
 class DistillSection(Section):

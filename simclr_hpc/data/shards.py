@@ -57,6 +57,8 @@ class SplitIndex:
     keys: list[str]
     labels: np.ndarray
     shards: list[ShardInfo]
+    names: list[str] | None = None
+    """Original file name of each sample (sources read from files, e.g. ImageFolder); None for array sources."""
 
     def shard_ranges(self) -> list[tuple[ShardInfo, int, int]]:
         """``(shard, start, stop)``: the positions in ``keys`` that each shard holds."""
@@ -198,6 +200,8 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
                     keys.append(key)
             shards.append({"name": shard_name, "count": len(positions), "sha256": _sha256(out / shard_name)})
         doc["splits"][name] = {"keys": keys, "labels": [int(v) for v in split.labels], "shards": shards}
+        if split.files is not None:  # so subset files that list images by file name can be used
+            doc["splits"][name]["names"] = [f.name for f in split.files]
     doc["image_size"] = list(next(iter(sizes))) if len(sizes) == 1 else None
     doc["channels"] = int(channels)
     doc["content_hash"] = _content_hash(doc)
@@ -227,7 +231,10 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
             if len(keys) != len(labels) or len(keys) != sum(x.count for x in shards):
                 raise ValueError(f"split {name}: {len(keys)} keys, {len(labels)} labels, shard counts sum to "
                                  f"{sum(x.count for x in shards)}")
-            splits[name] = SplitIndex(keys, labels, shards)
+            names = [str(n) for n in s["names"]] if "names" in s else None
+            if names is not None and len(names) != len(keys):
+                raise ValueError(f"split {name}: {len(keys)} keys but {len(names)} file names")
+            splits[name] = SplitIndex(keys, labels, shards, names)
         size = doc.get("image_size")
         return DatasetIndex(root=root, source=str(doc["source"]), classes=[str(c) for c in doc["classes"]],
                             image_size=tuple(size) if size else None, channels=int(doc["channels"]),
