@@ -151,8 +151,9 @@ class TrainSection(Section):
     """Interval of ``metrics.jsonl`` lines and log lines."""
     eval_batch_per_device: int = Field(256, ge=1)
     """Batch size of evaluation and feature extraction, per device."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """``auto``: bf16 autocast on GPU, fp32 on CPU."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """``auto``: bf16 autocast on a GPU that has bf16, fp16 with dynamic loss scaling on older GPUs (V100, T4), fp32 on
+    CPU. ``fp16`` also runs on CPU (autocast + GradScaler); ``bf16`` on CPU runs fp32."""
     channels_last: bool = True
     """Use channels_last memory format on GPU (ignored on CPU)."""
     sync_bn: bool = False
