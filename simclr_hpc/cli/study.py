@@ -167,14 +167,27 @@ def status_cmd(study: StudyArg) -> None:
 def report_cmd(
     study: StudyArg,
     out: Annotated[Optional[Path], typer.Option(help="Output directory (default <root>/<study>/report).")] = None,
+    backends: Annotated[Optional[str], typer.Option(
+        "--backends", help="Also write the table into these tracking backends, comma-separated (tensorboard, wandb, "
+                           "mlflow; \"\" for none). Unset: the backends the study's runs log to.")] = None,
 ) -> None:
     """Aggregate every result.json into results.csv and write report.md with plots and confidence intervals."""
-    from simclr_hpc.study.report import write_report
+    import csv
 
-    rep = write_report(_plan(study), out)
+    from simclr_hpc.study.report import write_report
+    from simclr_hpc.train.tracking import publish_report, report_backends
+
+    plan = _plan(study)
+    names = report_backends(backends, [run.cfg for run in plan.runs])
+    rep = write_report(plan, out)
     print(f"report: {rep.path}")
     for line in rep.findings:
         print(f"- {line}")
+    with open(rep.csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for line in publish_report(names, plan.study.name, Path(plan.study.root), rep.path.parent, rows,
+                               [rep.path, rep.csv, *rep.plots]):
+        print(line)
 
 
 def demo_study_path() -> Path:

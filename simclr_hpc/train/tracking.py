@@ -107,6 +107,14 @@ class TensorBoard:
         self.writer.close()
 
 
+def _wandb_settings():
+    """Offline W&B without what a batch job does not want: no console capture, system stats, git or code snapshots."""
+    import wandb
+
+    return wandb.Settings(console="off", silent=True, x_disable_stats=True, save_code=False, disable_git=True,
+                          x_save_requirements=False)
+
+
 class WandbOffline:
     """A W&B run in offline mode under ``<run_dir>/wandb``, resumed by the id in ``tracking.json``."""
 
@@ -114,11 +122,9 @@ class WandbOffline:
         import wandb
 
         run_id, _ = _Identity(run_dir).get("wandb_id", lambda: uuid.uuid4().hex[:16])
-        settings = wandb.Settings(console="off", silent=True, x_disable_stats=True, save_code=False, disable_git=True,
-                                  x_save_requirements=False)
         self.run = wandb.init(project=cfg.run.study, group=stage, name=f"{stage}/{cfg.run.name}", id=run_id,
                               resume="allow", dir=str(run_dir), mode="offline", config=flat_hparams(cfg),
-                              settings=settings)
+                              settings=_wandb_settings())
         self.logged_through = logged_through
 
     def log(self, step: int, values: dict[str, float]) -> None:
@@ -132,18 +138,32 @@ class WandbOffline:
         self.run.finish()
 
 
+def _mlflow_store(root: str | Path, study: str):
+    """(client, experiment id, store path) of the study's MLflow file store ``<root>/<study>/mlruns``; the experiment
+    (named after the study) is created when missing."""
+    # MLflow 3 keeps its file store but refuses it unless asked: a shared file system is all a cluster job has.
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    store = (Path(root) / study / MLFLOW_DIR).resolve()
+    client = MlflowClient(tracking_uri=store.as_uri())
+    found = client.get_experiment_by_name(study)
+    if found is not None:
+        return client, found.experiment_id, store
+    try:
+        return client, client.create_experiment(study), store
+    except MlflowException:  # another job of the study created it between the two calls
+        return client, client.get_experiment_by_name(study).experiment_id, store
+
+
 class MlflowFileStore:
     """An MLflow run in the file store ``<root>/<study>/mlruns`` (experiment = study), resumed by the stored run id."""
 
     def __init__(self, cfg: Config, run_dir: Path, stage: str):
-        # MLflow 3 keeps its file store but refuses it unless asked: a shared file system is all a cluster job has.
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
 
-        store = (Path(cfg.run.root) / cfg.run.study / MLFLOW_DIR).resolve()
-        self.client = MlflowClient(tracking_uri=store.as_uri())
-        experiment = self._experiment(cfg.run.study)
+        self.client, experiment, _ = _mlflow_store(cfg.run.root, cfg.run.study)
         self.run_id, existed = _Identity(run_dir).get(
             "mlflow_run_id", lambda: self.client.create_run(experiment, run_name=f"{stage}/{cfg.run.name}").info.run_id
         )
@@ -153,17 +173,6 @@ class MlflowFileStore:
             params = [Param(k, str(v)) for k, v in flat_hparams(cfg).items()]
             for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
                 self.client.log_batch(self.run_id, params=params[i : i + 100])
-
-    def _experiment(self, name: str) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self.client.create_experiment(name)
-        except MlflowException:  # another job of the study created it between the two calls
-            return self.client.get_experiment_by_name(name).experiment_id
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if step <= self.logged_through:
@@ -192,3 +201,101 @@ def open_backends(cfg: Config, run_dir: Path, stage: str, start_step: int, logge
     if "mlflow" in cfg.log.backends:
         backends.append(MlflowFileStore(cfg, run_dir, stage))
     return backends
+
+
+REPORT_KEYS = ("section", "kind", "encoder", "base", "seed", "dataset", "label_fraction", "head_layer", "protocol",
+               "teacher", "student", "k", "class_seed")
+REPORT_METRICS = ("top1", "chance_norm_top1", "loss", "teacher_top1")
+
+
+def report_backends(requested: str | None, configs: list[Config]) -> list[str]:
+    """The backends a study report goes to: ``requested`` (comma-separated; "" for none), or else every backend the
+    study's runs log to. Unknown names and missing packages are refused in one line each."""
+    if requested is None:
+        names = sorted({b for cfg in configs for b in cfg.log.backends if b != "jsonl"})
+    else:
+        names = [b.strip() for b in requested.split(",") if b.strip()]
+    unknown = [b for b in names if b not in PACKAGES]
+    if unknown:
+        raise ConfigError(f"--backends {requested}: unknown {', '.join(unknown)}; use tensorboard, wandb or mlflow")
+    import importlib.util
+
+    missing = [b for b in names if importlib.util.find_spec(PACKAGES[b]) is None]
+    if missing:
+        raise ConfigError([f"--backends: {b} needs the {PACKAGES[b]} package; pip install 'simclr-hpc[{b}]'"
+                           for b in missing])
+    return names
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def publish_report(backends: list[str], study: str, root: Path, report_dir: Path, rows: list[dict],
+                   files: list[Path]) -> list[str]:
+    """Write a study's results table (``results.csv`` rows) into the tracking backends; one line per destination.
+
+    TensorBoard: one HParams session per finished run under ``<report_dir>/tensorboard`` (its study keys as hparams,
+    top-1 and loss as metrics) and the report as text. MLflow: a ``report`` run in the study's experiment holding the
+    table (``results.json``) and the report files. W&B: an offline ``report`` run with the table as a ``wandb.Table``.
+    A report written again replaces its TensorBoard sessions and continues the same MLflow / W&B run."""
+    done = [row for row in rows if row.get("status") == "done"]
+    written = []
+    if "tensorboard" in backends:
+        written.append(_report_tensorboard(report_dir, done, files))
+    if "mlflow" in backends:
+        written.append(_report_mlflow(study, root, report_dir, rows, files))
+    if "wandb" in backends:
+        written.append(_report_wandb(study, report_dir, rows))
+    return written
+
+
+def _report_tensorboard(report_dir: Path, done: list[dict], files: list[Path]) -> str:
+    import shutil
+
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    logdir = report_dir / TENSORBOARD_DIR
+    shutil.rmtree(logdir, ignore_errors=True)  # the report is rewritten whole; old sessions would double the rows
+    for row in done:
+        params = {k: row[k] for k in REPORT_KEYS if row.get(k) not in (None, "")}
+        metrics = {f"report/{k}": _number(row.get(k)) for k in REPORT_METRICS if _number(row.get(k)) is not None}
+        with SummaryWriter(str(logdir / f"{row['stage']}-{row['name']}")) as writer:
+            for summary in hparams(params, metrics):
+                writer.file_writer.add_summary(summary)
+            for tag, value in metrics.items():
+                writer.add_scalar(tag, value, 0)
+    markdown = [p for p in files if p.suffix == ".md"]
+    with SummaryWriter(str(logdir)) as writer:
+        for path in markdown:
+            writer.add_text(f"report/{path.stem}", path.read_text(), 0)
+    return f"tensorboard: {logdir} ({len(done)} runs; tensorboard --logdir {logdir})"
+
+
+def _report_mlflow(study: str, root: Path, report_dir: Path, rows: list[dict], files: list[Path]) -> str:
+    client, experiment, store = _mlflow_store(root, study)
+    run_id, _ = _Identity(report_dir).get(
+        "mlflow_run_id", lambda: client.create_run(experiment, run_name="report").info.run_id)
+    columns = list(rows[0]) if rows else []
+    client.log_dict(run_id, {"columns": columns, "data": [[row.get(c) for c in columns] for row in rows]},
+                    "results.json")
+    for path in files:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id)
+    return f"mlflow: {store.as_uri()} experiment {study}, run report ({run_id})"
+
+
+def _report_wandb(study: str, report_dir: Path, rows: list[dict]) -> str:
+    import wandb
+
+    run_id, _ = _Identity(report_dir).get("wandb_id", lambda: uuid.uuid4().hex[:16])
+    run = wandb.init(project=study, name="report", job_type="report", id=run_id, resume="allow", dir=str(report_dir),
+                     mode="offline", settings=_wandb_settings())
+    columns = list(rows[0]) if rows else []
+    run.log({"results": wandb.Table(columns=columns, data=[[str(row.get(c, "")) for c in columns] for row in rows])})
+    run.finish()
+    return f"wandb: offline run {run_id} under {report_dir / 'wandb'} (wandb sync it to upload)"
