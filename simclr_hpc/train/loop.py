@@ -62,13 +62,11 @@ def train(task, ctx) -> dict:
         start, skipped = int(state["step"]), int(state.get("skipped", 0))
         log.info("resuming %s from %s (step %d)", ctx.run_dir, latest.name, start)
     metrics_path = ctx.run_dir / "metrics.jsonl"
-    backends = []
-    if engine.is_main:
-        logged_through = truncate_after(metrics_path, start)
-        backends = open_backends(cfg, ctx.run_dir, task.stage, start, logged_through)
+    logged_through = truncate_after(metrics_path, start) if engine.is_main else 0
     model, optimizer = engine.prepare(model, optimizer, ctx.micro, ctx.accumulation, optimizer_state)
     model.train()
 
+    backends = open_backends(cfg, ctx.run_dir, task.stage, start, logged_through) if engine.is_main else []
     writer = MetricsWriter(metrics_path, total, start, engine.is_main, f"{task.stage} {cfg.run.name}", backends)
     step, images, loss_value = start, 0, float("nan")
     skipped_local = 0  # this rank's skipped samples since the last checkpoint; summed over ranks at each save
