@@ -79,8 +79,11 @@ def validate_files(files: list[Path], kind: str = "auto") -> dict[str, int]:
 
 
 def shipped_files(root: Path = Path("configs")) -> list[Path]:
-    """Every YAML file under ``configs/`` (run configs, site profiles, studies)."""
-    return sorted(p for pattern in ("*.yaml", "*.yml") for p in root.rglob(pattern))
+    """Every YAML file under ``configs/`` (run configs, site profiles, studies); a ConfigError when there is none."""
+    files = sorted(p for pattern in ("*.yaml", "*.yml") for p in root.rglob(pattern))
+    if not files:
+        raise ConfigError(f"{root}: no YAML files here; run from the checkout's top directory or name the files")
+    return files
 
 
 def commented_yaml(cfg: Config, width: int = 100) -> str:
