@@ -52,7 +52,8 @@ def _engine_run(kind: str, tmp: str, s: dict) -> dict:
     from simclr_hpc.config import load_config
     from simclr_hpc.train.engine import Engine
     from simclr_hpc.train.optim import build_optimizer, scaled_lr
-    from simclr_hpc.train.tasks import PretrainTask, StageContext
+    from simclr_hpc.train.stages import PretrainTask
+    from simclr_hpc.train.task import StageContext
 
     batch, size = s["batch"], s["size"]
     sets = [f"run.root={tmp}", "model.cifar_stem=false", f"data.image_size={size}", "data.augment=imagenet",

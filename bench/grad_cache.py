@@ -25,7 +25,8 @@ def _child(chunk: int) -> None:
 
     from simclr_hpc.config import load_config
     from simclr_hpc.train.engine import Engine
-    from simclr_hpc.train.tasks import PretrainTask, StageContext
+    from simclr_hpc.train.stages import PretrainTask
+    from simclr_hpc.train.task import StageContext
 
     torch.set_num_threads(1)
     cfg = load_config(overrides=["model.width=0.25", f"train.global_batch={BATCH}"])

@@ -43,7 +43,8 @@ class Ours:
 
         from simclr_hpc.train.engine import Engine
         from simclr_hpc.train.optim import build_optimizer, scaled_lr
-        from simclr_hpc.train.tasks import PretrainTask, StageContext
+        from simclr_hpc.train.stages import PretrainTask
+        from simclr_hpc.train.task import StageContext
 
         self.cfg, self.batch = cfg, batch
         self.engine = Engine(cfg)
@@ -80,7 +81,7 @@ class Plain:
 
     def __init__(self, cfg, batch: dict):
         from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
-        from simclr_hpc.train.tasks import build_simclr
+        from simclr_hpc.models import build_simclr
 
         torch.manual_seed(0)
         self.model = build_simclr(cfg.model)

@@ -277,16 +277,27 @@ class Config(Section):
         """``<root>/<study>/<stage>/<name>``: where this run writes everything."""
         return Path(self.run.root) / self.run.study / stage / self.run.name
 
-    def hash(self) -> str:
-        """Short content hash of the resolved config (stable across key order).
+    def hash(self, stage: str) -> str:
+        """Short content hash of what a ``stage`` run reads from this config (stable across key order).
 
-        ``run.root`` is left out: where runs are stored (relative or absolute, moved or not) is not part of the
-        experiment, and a job submitted with an absolute root must resume a run started with a relative one. ``log`` is
-        left out too: adding a tracking backend to a resumed run does not change what it computes.
+        Every stage reads ``run`` (name, study, seed), ``data``, ``model`` (pretrain and distill build it; fine-tune
+        and transfer build it for ``encoder=random``), ``optim``, ``train`` and ``dist``, and of the stage sections
+        only its own (``pretrain.temperature``; ``finetune.*``; ``distill.*``; ``transfer.*``): no stage reads another
+        stage's section, so changing one (a distill default, say) must not make a finished pretrain run look changed
+        and refuse its resume. ``run.root`` is left out: where runs are stored (relative or absolute, moved or not) is
+        not part of the experiment, and a job submitted with an absolute root must resume a run started with a
+        relative one. The runner records this hash in result.json and every checkpoint, and compares it with the
+        run directory's config.yaml before resuming. ``log`` is left out too: adding a tracking backend to a resumed
+        run does not change what it computes.
         """
+        if stage not in STAGES:
+            raise ConfigError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
         content = self.model_dump(mode="json")
         content["run"].pop("root")
         content.pop("log")
+        for other in STAGES:
+            if other != stage:
+                content.pop(other)
         text = json.dumps(content, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

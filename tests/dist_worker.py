@@ -53,7 +53,7 @@ def case_train(args: dict) -> dict:
     from simclr_hpc.losses import nt_xent
     from simclr_hpc.train.engine import Engine, derive_batch
     from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
-    from simclr_hpc.train.tasks import build_simclr
+    from simclr_hpc.models import build_simclr
 
     cfg = load_config(overrides=args["overrides"])
     engine = Engine(cfg)
@@ -89,7 +89,7 @@ def case_zero_state(args: dict) -> dict:
     from simclr_hpc.losses import nt_xent
     from simclr_hpc.train.engine import Engine, derive_batch
     from simclr_hpc.train.optim import build_optimizer
-    from simclr_hpc.train.tasks import build_simclr
+    from simclr_hpc.models import build_simclr
 
     cfg = load_config(overrides=args["overrides"])
     engine = Engine(cfg)

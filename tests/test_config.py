@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simclr_hpc.cli.main import app
-from simclr_hpc.config import ConfigError, check_safe_name, load_config, parse_overrides
+from simclr_hpc.config import STAGES, ConfigError, check_safe_name, load_config, parse_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,22 @@ def test_hash_ignores_key_order_and_run_root_but_not_content():
     a = load_config(overrides=["train.steps=5", "run.root=/abs/runs"])
     b = load_config(overrides=["run.root=runs", "train.steps=5"])
     c = load_config(overrides=["train.steps=6"])
-    assert a.hash() == b.hash() != c.hash()
+    assert a.hash("pretrain") == b.hash("pretrain") != c.hash("pretrain")
+
+
+def test_hash_of_a_stage_covers_its_own_section_and_not_the_other_stages():
+    base = load_config()
+    distill_changed = load_config(overrides=["distill.temperature=4.0"])
+    pretrain_changed = load_config(overrides=["pretrain.temperature=0.2"])
+    assert base.hash("pretrain") == distill_changed.hash("pretrain")
+    assert base.hash("pretrain") != pretrain_changed.hash("pretrain")
+    assert base.hash("distill") != distill_changed.hash("distill")
+    assert base.hash("finetune") == distill_changed.hash("finetune") == pretrain_changed.hash("finetune")
+    for shared in ("run.seed=3", "data.image_size=64", "model.width=0.5", "optim.base_lr=0.1", "train.steps=7",
+                   "dist.engine=deepspeed"):
+        changed = load_config(overrides=[shared])
+        assert all(changed.hash(stage) != base.hash(stage) for stage in STAGES), shared
+    assert len({base.hash(stage) for stage in STAGES}) == len(STAGES)
 
 
 def test_every_stage_yaml_under_configs_validates():

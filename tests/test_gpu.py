@@ -17,7 +17,8 @@ pytestmark = pytest.mark.gpu
 def test_engine_uses_bf16_and_channels_last_on_gpu(tmp_path):
     from simclr_hpc.config import load_config
     from simclr_hpc.train.engine import Engine
-    from simclr_hpc.train.tasks import PretrainTask, StageContext
+    from simclr_hpc.train.stages import PretrainTask
+    from simclr_hpc.train.task import StageContext
 
     cfg = load_config(overrides=["model.width=0.25", "train.global_batch=32"])
     engine = Engine(cfg)
@@ -49,7 +50,8 @@ def test_resnet50_224px_bf16_step_throughput_and_memory(tmp_path):
     from simclr_hpc.config import load_config
     from simclr_hpc.train.engine import Engine
     from simclr_hpc.train.optim import build_optimizer
-    from simclr_hpc.train.tasks import PretrainTask, StageContext
+    from simclr_hpc.train.stages import PretrainTask
+    from simclr_hpc.train.task import StageContext
 
     batch = 128
     cfg = load_config(overrides=["model.backbone=resnet50", "model.cifar_stem=false", f"train.global_batch={batch}",

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Annotated, Callable, Optional
 
 import typer
 
 from simclr_hpc.config import UserError
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", help="YAML with only what differs from the defaults.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override one field: --set train.steps=200 (repeatable).")]
 
 EXIT_USAGE = 2
 

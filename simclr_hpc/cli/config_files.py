@@ -2,7 +2,7 @@
 own schema, and print a resolved run config with every field's documentation.
 
 The kinds: a run config (``configs/<stage>/*.yaml``, sections of ``config.Config``), a site profile
-(``configs/clusters/*.yaml``, ``launch.profile.Profile``) and a study (``configs/studies/*.yaml``, ``study.spec.Study``).
+(``configs/clusters/*.yaml``, ``launch.profile.Profile``) and a study (``configs/studies/*.yaml``, ``study.schema.Study``).
 A file's kind is told by its top-level keys; ``--kind`` overrides that.
 """
 
@@ -25,7 +25,7 @@ def _fields(kind: str) -> set[str]:
         from simclr_hpc.launch.profile import Profile
 
         return set(Profile.model_fields)
-    from simclr_hpc.study.spec import Study
+    from simclr_hpc.study.schema import Study
 
     return set(Study.model_fields)
 
@@ -56,9 +56,9 @@ def validate_file(path: Path, kind: str = "auto") -> str:
 
         load_profile(str(path) if str(path).endswith((".yaml", ".yml")) or "/" in str(path) else f"./{path}")
     else:
-        from simclr_hpc.study.spec import load_study
+        from simclr_hpc.study.plan import load_plan
 
-        load_study(path)
+        load_plan(path)  # the schema, its references and every run config the study expands to
     return kind
 
 

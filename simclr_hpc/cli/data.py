@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from simclr_hpc.cli.common import user_errors
+from simclr_hpc.data.source_spec import GRAMMAR
 
 data_app = typer.Typer(help="Build, inspect and verify WebDataset shard directories.", no_args_is_help=True)
 
@@ -19,8 +20,7 @@ data_app = typer.Typer(help="Build, inspect and verify WebDataset shard director
 @data_app.command("shards")
 @user_errors
 def shards(
-    source: Annotated[str, typer.Argument(help="cifar10:ROOT cifar100:ROOT stl10:ROOT imagefolder:DIR npz:FILE mnist5k "
-                                               "shapes[:K[:N_PER_CLASS[:SIZE[:SEED]]]]")],
+    source: Annotated[str, typer.Argument(help=f"Dataset source: one of {GRAMMAR}.")],
     out_dir: Annotated[Path, typer.Argument(help="Directory to create (must not already hold shards).")],
     val_fraction: Annotated[float, typer.Option(help="Fraction of train carved out as a stratified val split.")] = 0.0,
     shard_size: Annotated[int, typer.Option(help="Samples per tar file.")] = 1000,

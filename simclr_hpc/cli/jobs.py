@@ -55,18 +55,14 @@ def _progress_cells(rec) -> tuple[str, str]:
     import json
     import time
 
+    from simclr_hpc import rundir
     from simclr_hpc.train.metrics import format_duration
 
-    if rec.result_path.is_file():
-        try:
-            result = json.loads(rec.result_path.read_text())
-        except ValueError:
-            return "-", "unreadable result.json"
-        metrics = result.get("metrics", {})
-        key = next((k for k in HEADLINE if isinstance(metrics.get(k), (int, float))), None)
-        headline = f"{key}={metrics[key]:.4f}" if key else "-"
-        return format_duration(result.get("wall_s", 0.0)), headline
-    metrics_file = Path(rec.run_dir) / "metrics.jsonl"
+    result = rundir.Result.read(rec.run_dir)
+    if result is not None:
+        key = next((k for k in HEADLINE if isinstance(result.metrics.get(k), (int, float))), None)
+        return format_duration(result.wall_s or 0.0), f"{key}={result.metrics[key]:.4f}" if key else "-"
+    metrics_file = rundir.metrics_path(rec.run_dir)
     if rec.state == "RUNNING" and metrics_file.is_file():
         with open(metrics_file) as f:
             first = f.readline()

@@ -9,11 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from simclr_hpc.cli.common import user_errors
+from simclr_hpc.cli.common import ConfigOpt, SetOpt, user_errors
 from simclr_hpc.config import STAGES, ConfigError, dump_config, load_config
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", help="YAML with only what differs from the defaults.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override one field: --set train.steps=200 (repeatable).")]
 
 
 def _stage(stage: str) -> str:
@@ -35,13 +33,14 @@ def run(
 def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     cfg = load_config(config, overrides)
     _stage(stage)
+    from simclr_hpc.fsutil import AtomicWriteError
     from simclr_hpc.train.loop import NonFiniteLoss
     from simclr_hpc.train.checkpoint import CheckpointError
     from simclr_hpc.train.runner import run_stage
 
     try:
         result = run_stage(stage, cfg)
-    except (NonFiniteLoss, CheckpointError) as err:
+    except (NonFiniteLoss, CheckpointError, AtomicWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1)
     print(json.dumps({"run_dir": result["run_dir"], "metrics": result["metrics"]}))

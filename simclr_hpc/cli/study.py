@@ -23,10 +23,9 @@ OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Only runs 
 
 
 def _plan(path: Path):
+    """The expanded study; every schema, reference and run-config problem, one line each, before anything is written."""
     from simclr_hpc.study.plan import load_plan
-    from simclr_hpc.study.spec import load_study
 
-    load_study(path)  # every schema, reference and run-config problem, one line each, before anything is written
     return load_plan(path)
 
 
@@ -127,37 +126,32 @@ def submit_cmd(
 def _print_sbatch(plan, only, profile, container, parallelism) -> None:
     """The launcher's exact sbatch script of each array (dependencies shown as placeholders: nothing is submitted)."""
     from simclr_hpc.launch import make_request, render_array
-    from simclr_hpc.study.engine import is_done
+    from simclr_hpc.study.walk import arrays, select
 
     request = make_request(executor="slurm", profile=profile, container=container)
-    for w, wave in enumerate(plan.waves()):
-        for stage in dict.fromkeys(run.stage for run in wave):
-            cfgs = [r.cfg for r in wave if r.stage == stage and (only is None or stage in only) and not is_done(r)]
-            if not cfgs:
-                continue
-            for script in render_array(stage, cfgs, request, parallelism=parallelism or None):
-                print(f"# ---- sbatch script of array {plan.study.name}-{stage}-w{w} ({len(cfgs)} runs) ----")
-                print(script.rstrip())
+    for array in arrays(plan, select(plan, only).todo):
+        for script in render_array(array.stage, [r.cfg for r in array.runs], request, parallelism=parallelism or None):
+            print(f"# ---- sbatch script of array {array.name} ({len(array.runs)} runs) ----")
+            print(script.rstrip())
 
 
 @study_app.command("status")
 @user_errors
 def status_cmd(study: StudyArg) -> None:
     """Where every run of the study stands: done, failed, started (running or killed) or missing."""
-    from simclr_hpc.study.aggregate import collect, summary
+    from simclr_hpc.study.aggregate import collect, not_done, summary
 
     plan = _plan(study)
     rows = collect(plan, refresh_jobs=True)
     by_stage: dict[str, dict[str, int]] = {}
     for row in rows:
-        by_stage.setdefault(row["stage"], {}).setdefault(row["status"], 0)
-        by_stage[row["stage"]][row["status"]] += 1
+        by_stage.setdefault(row.stage, {}).setdefault(row.status, 0)
+        by_stage[row.stage][row.status] += 1
     for stage, counts in by_stage.items():
         print(f"{stage:9s} " + "  ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    for row in rows:
-        if row["status"] != "done":
-            err = f"  ({row['error']})" if row.get("error") else ""
-            print(f"  {row['status']:8s} {row['stage']}/{row['name']}{err}")
+    for row in not_done(rows):
+        err = f"  ({row.error})" if row.error else ""
+        print(f"  {row.status:8s} {row.key}{err}")
     total = summary(rows)
     print(f"total: {len(rows)} runs, " + ", ".join(f"{v} {k}" for k, v in sorted(total.items())))
 

@@ -7,13 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from simclr_hpc.cli.common import user_errors
+from simclr_hpc import rundir
+from simclr_hpc.cli.common import ConfigOpt, SetOpt, user_errors
 from simclr_hpc.config import load_config
 
 SWEEP_STAGES = ("finetune", "distill", "transfer")
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", help="YAML with only what differs from the defaults.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override one field: --set train.steps=200 (repeatable).")]
 GpusOpt = Annotated[Optional[int], typer.Option("--gpus-per-node", help="GPUs (= tasks) per node; 0 = CPU-only, one task per node. Default: the profile's.")]
 TimeOpt = Annotated[Optional[str], typer.Option("--time", help="Time limit, Slurm format (e.g. 1-00:00:00). Default: the profile's.")]
 PartitionOpt = Annotated[Optional[str], typer.Option("--partition", help="Slurm partition. Default: the profile's, else the cluster's default.")]
@@ -94,7 +93,7 @@ def _sweep(stage: str, study: Path, manifest: Path | None, dry_run: bool, parall
         raise LaunchError(f"sweep {stage}: use one of {', '.join(SWEEP_STAGES)} (pretrain runs are `submit pretrain`)")
     cfgs = _sweep_configs(study, stage)
     if not include_done:
-        done = [c for c in cfgs if (c.run_dir(stage) / "result.json").exists()]
+        done = [c for c in cfgs if rundir.is_finished(c.run_dir(stage))]
         if done:
             print(f"skipping {len(done)} finished run(s) (result.json present); --include-done to rerun them")
         cfgs = [c for c in cfgs if c not in done]

@@ -53,7 +53,8 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from simclr_hpc.data.augment import open_image
-from simclr_hpc.data.shards import IMAGE_EXTS, ShardInfo, TruncatedShard, iter_tar_samples, read_index
+from simclr_hpc.data.index import ShardInfo, read_index
+from simclr_hpc.data.shards import IMAGE_EXTS, TruncatedShard, iter_tar_samples
 from simclr_hpc.data.sources import DataError
 
 SHUFFLE_BUFFER = 2000

@@ -1,4 +1,4 @@
-"""WebDataset shards and their ``index.json``: write, read, verify, inspect.
+"""WebDataset shards and their ``index.json``: write, verify, inspect (``index.py`` reads the index).
 
 A shard directory holds ``<split>-NNNNNN.tar`` files (splits ``train``, ``val``, ``test``), each a plain tar in WebDataset
 layout: per sample ``<key>.png`` (or ``.jpg``) and ``<key>.cls`` (the integer label as ASCII). Beside them, ``index.json``
@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -32,78 +30,15 @@ import numpy as np
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
+from simclr_hpc import fsutil
+from simclr_hpc.data.index import FORMAT, INDEX, DatasetIndex, read_index
 from simclr_hpc.data.sources import UNLABELED, DataError, Source, Split, encode_image, open_source
 
-INDEX = "index.json"
-FORMAT = "simclr-hpc-shards/1"
 SPLITS = ("train", "val", "test")
 IMAGE_EXTS = ("png", "jpg")
 CONTACT_SHEET = "contact_sheet.png"
 
 
-@dataclass
-class ShardInfo:
-    """One tar file: its name (relative to the shard directory), sample count and sha256."""
-
-    name: str
-    count: int
-    sha256: str
-
-
-@dataclass
-class SplitIndex:
-    """One split: sample keys and labels in shard order, and its shards (consecutive runs of those keys)."""
-
-    keys: list[str]
-    labels: np.ndarray
-    shards: list[ShardInfo]
-    names: list[str] | None = None
-    """Original file name of each sample (sources read from files, e.g. ImageFolder); None for array sources."""
-
-    def shard_ranges(self) -> list[tuple[ShardInfo, int, int]]:
-        """``(shard, start, stop)``: the positions in ``keys`` that each shard holds."""
-        out, start = [], 0
-        for shard in self.shards:
-            out.append((shard, start, start + shard.count))
-            start += shard.count
-        return out
-
-
-@dataclass
-class DatasetIndex:
-    """What ``index.json`` says about a shard directory (see the module docstring)."""
-
-    root: Path
-    source: str
-    classes: list[str]
-    image_size: tuple[int, int] | None
-    channels: int
-    image_format: str
-    seed: int
-    val_fraction: float
-    splits: dict[str, SplitIndex] = field(default_factory=dict)
-    content_hash: str = ""
-    labelled: bool = True
-    """False for shards of an ``unlabeled:`` source: no classes, every label ``UNLABELED``; pretraining only."""
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def split(self, name: str) -> SplitIndex:
-        """The split called ``name``; a DataError listing the splits that exist otherwise."""
-        if name not in self.splits:
-            raise DataError(f"{self.root}: no split {name!r} (this directory has: {', '.join(self.splits)}); "
-                            f"set data.train_split / data.eval_split to one of those")
-        return self.splits[name]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -198,51 +133,15 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
                         data, ext = encode_image(image, image_format), image_format
                     tar.write({"__key__": key, ext: data, "cls": str(int(split.labels[pos])).encode()})
                     keys.append(key)
-            shards.append({"name": shard_name, "count": len(positions), "sha256": _sha256(out / shard_name)})
+            shards.append({"name": shard_name, "count": len(positions), "sha256": fsutil.sha256_file(out / shard_name)})
         doc["splits"][name] = {"keys": keys, "labels": [int(v) for v in split.labels], "shards": shards}
         if split.files is not None:  # so subset files that list images by file name can be used
             doc["splits"][name]["names"] = [f.name for f in split.files]
     doc["image_size"] = list(next(iter(sizes))) if len(sizes) == 1 else None
     doc["channels"] = int(channels)
     doc["content_hash"] = _content_hash(doc)
-    tmp = out / f".{INDEX}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, out / INDEX)
+    fsutil.write_text_atomic(out / INDEX, json.dumps(doc, indent=1))
     return read_index(out)
-
-
-def read_index(shards_dir: str | Path) -> DatasetIndex:
-    """Read ``index.json`` of ``shards_dir``; a missing or malformed one is a DataError saying how to build it."""
-    root = Path(shards_dir)
-    build = f"build it with `simclr-hpc data shards SOURCE {root}`"
-    if not root.is_dir():
-        raise DataError(f"{root}: shard directory not found; {build}")
-    path = root / INDEX
-    if not path.is_file():
-        raise DataError(f"{path}: not found (no shards here, or an interrupted write); {build}")
-    try:
-        doc = json.loads(path.read_text())
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
-        splits = {}
-        for name, s in doc["splits"].items():
-            shards = [ShardInfo(str(x["name"]), int(x["count"]), str(x["sha256"])) for x in s["shards"]]
-            keys, labels = [str(k) for k in s["keys"]], np.asarray(s["labels"], dtype=np.int64)
-            if len(keys) != len(labels) or len(keys) != sum(x.count for x in shards):
-                raise ValueError(f"split {name}: {len(keys)} keys, {len(labels)} labels, shard counts sum to "
-                                 f"{sum(x.count for x in shards)}")
-            names = [str(n) for n in s["names"]] if "names" in s else None
-            if names is not None and len(names) != len(keys):
-                raise ValueError(f"split {name}: {len(keys)} keys but {len(names)} file names")
-            splits[name] = SplitIndex(keys, labels, shards, names)
-        size = doc.get("image_size")
-        return DatasetIndex(root=root, source=str(doc["source"]), classes=[str(c) for c in doc["classes"]],
-                            image_size=tuple(size) if size else None, channels=int(doc["channels"]),
-                            image_format=str(doc["image_format"]), seed=int(doc["seed"]),
-                            val_fraction=float(doc["val_fraction"]), splits=splits,
-                            content_hash=str(doc["content_hash"]), labelled=bool(doc.get("labelled", True)))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: not a valid shard index ({exc}); {build}") from None
 
 
 class TruncatedShard(Exception):
@@ -371,7 +270,7 @@ def verify(shards_dir: str | Path) -> list[str]:
             if not path.is_file():
                 problems.append(f"{shard.name}: shard file missing ({stop - start} samples of split {split_name})")
                 continue
-            if _sha256(path) != shard.sha256:
+            if fsutil.sha256_file(path) != shard.sha256:
                 problems.append(f"{shard.name}: sha256 differs from index.json (the file changed after it was written)")
             expected = dict(zip(split.keys[start:stop], split.labels[start:stop].tolist()))
             seen = 0

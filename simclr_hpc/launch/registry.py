@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import os
 import sqlite3
 import time
 from pathlib import Path
 
+from simclr_hpc import rundir
+from simclr_hpc.fsutil import pid_alive, sha256_file
 from simclr_hpc.launch import slurm
 
 SCHEMA = """
@@ -77,7 +78,7 @@ class JobRecord:
 
     @property
     def result_path(self) -> Path:
-        return Path(self.run_dir) / "result.json"
+        return rundir.result_path(self.run_dir)
 
     @property
     def finished(self) -> bool:
@@ -180,12 +181,12 @@ class Registry:
                     # Slurm has forgotten the job and accounting is off: result.json decides.
                     state = "COMPLETED" if rec.result_path.exists() else "ENDED"
             else:
-                if _pid_alive(rec.job_id):
+                if pid_alive(rec.job_id):
                     state = "RUNNING"
                 else:
                     state = "COMPLETED" if rec.result_path.exists() else "FAILED"
             if state == "COMPLETED" and rec.result_path.exists():
-                rec.result_hash = hashlib.sha256(rec.result_path.read_bytes()).hexdigest()[:16]
+                rec.result_hash = sha256_file(rec.result_path)[:16]
             if state != rec.state or rec.result_hash:
                 rec.state = state
                 rec.updated_at = _now()
@@ -202,18 +203,6 @@ class Registry:
                     f"({', '.join('?' for _ in slurm.TERMINAL_STATES)})",
                     (state, _now(), jid, jid, *sorted(slurm.TERMINAL_STATES)),
                 )
-
-
-def _pid_alive(job_id: str) -> bool:
-    if not job_id.isdigit():
-        return False
-    try:
-        with open(f"/proc/{job_id}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-    except OSError:
-        return True
 
 
 def study_registries(root: str | Path, study: str | None = None) -> list[Registry]:
@@ -247,7 +236,7 @@ def cancel_records(pairs: list[tuple[Registry, JobRecord]]) -> list[str]:
             proc = slurm.scancel([rec.job_id])
             if proc is None or proc.returncode != 0:
                 continue
-        elif _pid_alive(rec.job_id):
+        elif pid_alive(rec.job_id):
             try:
                 os.kill(int(rec.job_id), signal.SIGTERM)
             except ProcessLookupError:

@@ -1,7 +1,7 @@
 """Submit stages and sweeps: validate everything, then hand the jobs to submitit, then record them in the registry.
 
 Order matters: every check that can fail on user input runs before anything is written or submitted, so a bad request
-leaves no trace. Submission never waits for jobs to run.
+leaves no trace (the checks: ``checks.py``). Submission never waits for jobs to run.
 """
 
 from __future__ import annotations
@@ -10,90 +10,15 @@ import datetime as dt
 
 from pathlib import Path
 
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.config import STAGES, Config, dump_config
 from simclr_hpc.launch import slurm
+from simclr_hpc.launch.checks import check_slurm, check_unique, parse_dependency, resolved
 from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.executor import LaunchRequest, Plan, build_plan, make_executor, render_sbatch
 from simclr_hpc.launch.profile import check_plain_text
 from simclr_hpc.launch.registry import JobRecord, Registry, log_paths, registry_path
 from simclr_hpc.launch.task import RUN_TARGET, StageJob
-
-# Failed ends: an afterok on them can never be satisfied.
-_FAILED_ENDS = slurm.TERMINAL_STATES - {"COMPLETED"}
-
-
-def parse_dependency(items: list[str] | str | None) -> list[str]:
-    """``["afterok:12:13", "14"]`` or ``"afterok:12"`` -> ``["12", "13", "14"]``. Only ``afterok`` is accepted."""
-    if not items:
-        return []
-    if isinstance(items, str):
-        items = [items]
-    ids: list[str] = []
-    for item in items:
-        for part in str(item).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            kind, sep, rest = part.partition(":")
-            if sep and kind != "afterok":
-                raise LaunchError(f"--dependency {part!r}: only afterok:JOBID[:JOBID...] is supported")
-            for jid in (rest if sep else part).split(":"):
-                if not slurm.JOB_ID.match(jid):
-                    raise LaunchError(f"--dependency {part!r}: {jid!r} is not a Slurm job id (digits, or ID_INDEX)")
-                ids.append(jid)
-    return list(dict.fromkeys(ids))
-
-
-def _resolved(cfg: Config) -> Config:
-    """The config with ``run.root`` absolute: jobs start in other directories and inside containers."""
-    root = Path(cfg.run.root).expanduser().absolute()
-    try:
-        check_plain_text(str(root), "run.root")
-    except ValueError as err:
-        raise LaunchError(str(err)) from None
-    data = cfg.model_dump(mode="json")
-    data["run"]["root"] = str(root)
-    return Config.model_validate(data)
-
-
-def _check_slurm(plan: Plan, dependency: list[str], dry_run: bool) -> list[str]:
-    """Ask Slurm whether the request can run; returns the dependency ids Slurm still has to wait for."""
-    if not slurm.installed():
-        if dry_run:
-            return dependency
-        raise LaunchError("sbatch not found: this machine has no Slurm. Use --dry-run to print the script, "
-                          "or run on a login node")
-    if not slurm.available():
-        if dry_run:
-            return dependency
-        raise LaunchError("the Slurm controller does not answer (`scontrol ping`): try again, or ask the admins")
-    parts = slurm.partitions()
-    name = plan.profile.partition or next((p.name for p in parts.values() if p.default), None)
-    known = ", ".join(sorted(parts)) or "none"
-    if name is None:
-        raise LaunchError(f"no --partition given and the cluster has no default partition: use one of {known}")
-    if name not in parts:
-        raise LaunchError(f"--partition {name}: no such partition (partitions: {known})")
-    part = parts[name]
-    if plan.nodes > part.total_nodes:
-        raise LaunchError(f"--nodes {plan.nodes}: partition {name} has only {part.total_nodes} node(s)")
-    gpus = plan.profile.gpus_per_node
-    if gpus > part.max_gpus_per_node:
-        raise LaunchError(f"--gpus-per-node {gpus}: nodes of partition {name} have at most "
-                          f"{part.max_gpus_per_node} GPU(s)")
-    waiting = []
-    for jid in dependency:
-        state = slurm.job_state(jid)
-        if state is None:
-            raise LaunchError(f"--dependency afterok:{jid}: no such job (squeue/sacct do not know it)")
-        if state in _FAILED_ENDS:
-            raise LaunchError(f"--dependency afterok:{jid}: that job ended {state}, so this one could never start")
-        # A job slurmctld has already forgotten (only accounting knows it) and that COMPLETED needs no waiting.
-        if state == "COMPLETED" and jid not in slurm.scontrol_states():
-            continue
-        waiting.append(jid)
-    return waiting
-
 
 def _job_name(stage: str, cfg: Config, array: bool = False) -> str:
     name = f"{stage}-{cfg.run.study}" + ("-sweep" if array else f"-{cfg.run.name}")
@@ -104,17 +29,14 @@ def _stage_folder(stage: str, cfg: Config) -> Path:
     return cfg.run_dir(stage) / "slurm"
 
 
+def array_stamp() -> str:
+    """The time stamp in a sweep's log folders: one maker for ``render_array`` and ``submit_array``, so the dry run
+    prints the folder naming the submission would use (microseconds: two sweeps of one second do not collide)."""
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+
+
 def _array_folder(stage: str, cfg: Config, stamp: str, chunk: int) -> Path:
     return Path(cfg.run.root) / cfg.run.study / stage / "_arrays" / f"{stamp}-{chunk}"
-
-
-def _check_unique(stage: str, cfgs: list[Config]) -> None:
-    seen: dict[Path, int] = {}
-    for i, cfg in enumerate(cfgs):
-        path = cfg.run_dir(stage)
-        if path in seen:
-            raise LaunchError(f"sweep entries {seen[path]} and {i} both write {path}: give them different run.name")
-        seen[path] = i
 
 
 def _prepare(stage: str, cfgs: list[Config], request: LaunchRequest, dependency, dry_run: bool,
@@ -123,13 +45,13 @@ def _prepare(stage: str, cfgs: list[Config], request: LaunchRequest, dependency,
         raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
     if not cfgs:
         raise LaunchError("nothing to submit: the sweep is empty")
-    cfgs = [_resolved(c) for c in cfgs]
-    _check_unique(stage, cfgs)
+    cfgs = [resolved(c) for c in cfgs]
+    check_unique(stage, cfgs)
     dep_ids = parse_dependency(dependency)
     root = Path(cfgs[0].run.root)
     plan = build_plan(stage, request, root, _job_name(stage, cfgs[0], array), None)
     if request.executor == "slurm":
-        dep_ids = _check_slurm(plan, dep_ids, dry_run)
+        dep_ids = check_slurm(plan, dep_ids, dry_run)
     return cfgs, plan, dep_ids
 
 
@@ -183,7 +105,7 @@ def render_array(stage: str, cfgs: list[Config], request: LaunchRequest | None =
     if parallelism:
         request = request.model_copy(update={"array_parallelism": parallelism})
     cfgs, plan, dep_ids = _prepare(stage, cfgs, request, dependency, dry_run=True, array=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = array_stamp()
     scripts = []
     for k, idx in enumerate(_chunks(len(cfgs), _max_array(plan))):
         dep = _afterok(dep_ids, f"afterany:<job id of array {k}>" if k else None)
@@ -199,11 +121,11 @@ def _record(stage: str, cfg: Config, plan: Plan, job, folder: Path, dep: str | N
     out, err = log_paths(folder, job.job_id)
     state = "SUBMITTED"
     if plan.executor == "debug":
-        state = "COMPLETED" if (cfg.run_dir(stage) / "result.json").exists() else "FAILED"
+        state = "COMPLETED" if rundir.is_finished(cfg.run_dir(stage)) else "FAILED"
     return JobRecord(
         study=cfg.run.study, stage=stage, run_name=cfg.run.name, job_id=str(job.job_id), executor=plan.executor,
         state=state, run_dir=str(cfg.run_dir(stage)), log_dir=str(folder), stdout=str(out), stderr=str(err),
-        config_hash=cfg.hash(), array_job_id=array_job_id, array_index=array_index, dependency=dep or "",
+        config_hash=cfg.hash(stage), array_job_id=array_job_id, array_index=array_index, dependency=dep or "",
         nodes=plan.nodes, tasks=plan.nodes * plan.tasks_per_node,
     )
 
@@ -211,7 +133,7 @@ def _record(stage: str, cfg: Config, plan: Plan, job, folder: Path, dep: str | N
 def _write_submitted_config(stage: str, cfg: Config) -> None:
     run_dir = cfg.run_dir(stage)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.submitted.yaml").write_text(dump_config(cfg))
+    fsutil.write_text_atomic(rundir.submitted_config_path(run_dir), dump_config(cfg))
 
 
 def _local_waits(cfg: Config, dep_ids: list[str]) -> list[tuple[int, str]]:
@@ -271,7 +193,7 @@ def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, paralle
         return _local_array(stage, cfgs, plan, dep_ids, target)
     for cfg in cfgs:
         _write_submitted_config(stage, cfg)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    stamp = array_stamp()
     records: list[JobRecord] = []
     previous: str | None = None
     for k, idx in enumerate(_chunks(len(cfgs), _max_array(plan))):
@@ -322,8 +244,8 @@ def write_manifest(stage: str, cfgs: list[Config], path: str | Path) -> Path:
         raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
     if not cfgs:
         raise LaunchError("nothing to write: the sweep is empty")
-    cfgs = [_resolved(c) for c in cfgs]
-    _check_unique(stage, cfgs)
+    cfgs = [resolved(c) for c in cfgs]
+    check_unique(stage, cfgs)
     path = Path(path).expanduser().absolute()
     try:
         check_plain_text(str(path), "--manifest")
@@ -332,12 +254,10 @@ def write_manifest(stage: str, cfgs: list[Config], path: str | Path) -> Path:
     lines = []
     for cfg in cfgs:
         _write_submitted_config(stage, cfg)
-        config_path = cfg.run_dir(stage) / "config.submitted.yaml"
+        config_path = rundir.submitted_config_path(cfg.run_dir(stage))
         lines.append(f"{stage}\t{config_path}\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines))
-    tmp.replace(path)
+    fsutil.write_text_atomic(path, "".join(lines))
     return path
 
 

@@ -10,6 +10,8 @@ import time
 
 import submitit
 
+from simclr_hpc.fsutil import pid_alive
+
 RUN_TARGET = "simclr_hpc.train.runner:run_stage"
 """The function a job calls: ``run_stage(stage: str, cfg: Config) -> dict`` (resumes from its latest checkpoint)."""
 
@@ -54,7 +56,7 @@ def requeue_after_lost_peer(max_requeues: int) -> bool:
 
 
 def resolve_target(target: str):
-    """``"package.module:function"`` -> the function."""
+    """``"package.module:function"`` -> the function (so tests can swap the run function without patching)."""
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -102,23 +104,12 @@ class StageJob(submitit.helpers.Checkpointable):
 
     def _wait_for_dependencies(self) -> None:
         for pid in self.wait_exit:
-            while _alive(pid):
+            while pid_alive(pid):
                 time.sleep(1.0)
         for pid, result_path in self.wait_for:
             while not os.path.exists(result_path):
-                if not _alive(pid):
+                if not pid_alive(pid):
                     if os.path.exists(result_path):
                         break
                     raise RuntimeError(f"dependency job {pid} ended without writing {result_path}")
                 time.sleep(1.0)
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a finished child its parent has not reaped yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-    except OSError:
-        return True

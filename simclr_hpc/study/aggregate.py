@@ -1,25 +1,80 @@
 """Read every planned run's ``result.json`` into one row per run, and write ``results.csv``.
 
 A row exists for every run of the plan, finished or not: ``status`` is ``done`` (result.json present), ``failed`` (the
-engine or the job registry recorded a failure), ``blocked`` (not started because a run it depends on failed), ``queued`` / ``running`` (its job, per the study's job
-registry),
-``started`` (run directory exists, no result yet: running, killed or pending) or ``missing`` (never started). Nothing is dropped: the report lists every run that is not ``done``.
+engine or the job registry recorded a failure), ``blocked`` (not started because a run it depends on failed),
+``queued`` / ``running`` (its job, per the study's job registry), ``started`` (run directory exists, no result yet: running, killed or pending) or ``missing`` (never started). Nothing
+is dropped: the report lists every run that is not ``done``. A row is a typed :class:`Row`; its fields are the CSV's
+columns.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from simclr_hpc.study.plan import Plan, RunSpec
+from simclr_hpc import fsutil, rundir
+from simclr_hpc.study.runs import Plan, RunSpec
 
-COLUMNS = (
-    "stage", "name", "status", "section", "kind", "encoder", "base", "seed", "dataset", "label_fraction", "head_layer",
-    "protocol", "teacher", "student", "teacher_base", "student_base", "same_base", "k", "class_seed", "top1",
-    "chance_norm_top1", "num_classes", "loss", "teacher_top1", "steps", "wall_s", "images_per_s", "world_size",
-    "skipped_samples", "config_hash", "stale", "error", "run_dir",
-)
+@dataclass
+class Row:
+    """One planned run in the study's results: where it sits in the study, its status and its metrics (None = unknown).
+
+    Field order is the column order of ``results.csv``.
+    """
+
+    stage: str
+    name: str
+    status: str
+    """done, failed, blocked, queued, running, started or missing (see the module docstring)."""
+    section: str | None = None
+    """pretrain, finetune, teacher, baseline, distill or transfer: which analysis of the report the run belongs to."""
+    kind: str | None = None
+    """Transfer: ``within`` (k-class subsets of one dataset) or ``across`` (whole datasets)."""
+    encoder: str | None = None
+    base: str | None = None
+    seed: int | None = None
+    dataset: str | None = None
+    label_fraction: float | None = None
+    head_layer: int | None = None
+    protocol: str | None = None
+    teacher: str | None = None
+    student: str | None = None
+    teacher_base: str | None = None
+    student_base: str | None = None
+    same_base: bool | None = None
+    k: int | None = None
+    """Transfer: number of classes."""
+    class_seed: int | None = None
+    top1: float | None = None
+    """Top-1 accuracy as a fraction."""
+    chance_norm_top1: float | None = None
+    """``(top1 - 1/k) / (1 - 1/k)``: 0 = chance, 1 = perfect."""
+    num_classes: int | None = None
+    loss: float | None = None
+    teacher_top1: float | None = None
+    steps: int | None = None
+    wall_s: float | None = None
+    images_per_s: float | None = None
+    world_size: int | None = None
+    skipped_samples: int | None = None
+    config_hash: str | None = None
+    stale: bool | None = None
+    """The result was made with a different config than the study now asks for."""
+    error: str | None = None
+    run_dir: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}/{self.name}"
+
+
+COLUMNS = tuple(f.name for f in fields(Row))
+RESULT_METRICS = ("top1", "chance_norm_top1", "num_classes", "loss", "teacher_top1")
+"""Keys of a result's ``metrics`` copied into its row."""
+RESULT_FACTS = ("steps", "wall_s", "images_per_s", "world_size", "skipped_samples", "config_hash")
+"""Top-level keys of a result copied into its row."""
 EVENTS_FILE = "study-events.jsonl"
 
 
@@ -46,11 +101,7 @@ def read_events(plan: Plan) -> dict[str, dict]:
 
 def read_result(path: Path) -> dict | None:
     """A run's result.json, or None when absent or unreadable (it is written atomically, so unreadable = corrupt)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return rundir.read_result_json(path)
 
 
 def read_jobs(plan: Plan, refresh: bool = False) -> dict[str, dict]:
@@ -92,50 +143,46 @@ def run_status(run: RunSpec, events: dict[str, dict], jobs: dict[str, dict] | No
     return "missing", None, ""
 
 
-def collect(plan: Plan, refresh_jobs: bool = False) -> list[dict]:
+def collect(plan: Plan, refresh_jobs: bool = False) -> list[Row]:
     """One row per planned run, in plan order, with its study coordinates, status and metrics."""
     events = read_events(plan)
     jobs = read_jobs(plan, refresh_jobs)
-    rows = []
-    for run in plan.runs:
-        status, result, error = run_status(run, events, jobs)
-        row = {col: None for col in COLUMNS}
-        row.update({key: value for key, value in run.labels.items() if key in COLUMNS})
-        row.update(stage=run.stage, name=run.name, status=status, error=error or None, run_dir=str(run.run_dir))
-        if result is not None:
-            metrics = result.get("metrics") or {}
-            for key in ("top1", "chance_norm_top1", "num_classes", "loss", "teacher_top1"):
-                row[key] = metrics.get(key)
-            for key in ("steps", "wall_s", "images_per_s", "world_size", "skipped_samples", "config_hash"):
-                row[key] = result.get(key)
-            if row["k"] is None and row["section"] == "transfer":
-                row["k"] = row["num_classes"]
-            row["stale"] = bool(result.get("config_hash")) and result.get("config_hash") != run.cfg.hash()
-        rows.append(row)
-    return rows
+    return [_row(run, *run_status(run, events, jobs)) for run in plan.runs]
 
 
-def not_done(rows: list[dict]) -> list[dict]:
+def _row(run: RunSpec, status: str, result: dict | None, error: str) -> Row:
+    labels = {key: value for key, value in run.labels.items() if key in COLUMNS}
+    row = Row(stage=run.stage, name=run.name, status=status, error=error or None, run_dir=str(run.run_dir), **labels)
+    if result is None:
+        return row
+    metrics = result.get("metrics") or {}
+    row = replace(row, **{key: metrics.get(key) for key in RESULT_METRICS},
+                  **{key: result.get(key) for key in RESULT_FACTS})
+    if row.k is None and row.section == "transfer":
+        row.k = row.num_classes
+    row.stale = bool(result.get("config_hash")) and result.get("config_hash") != run.cfg.hash(run.stage)
+    return row
+
+
+def not_done(rows: list[Row]) -> list[Row]:
     """Every row whose run has no usable result (failed, started, missing)."""
-    return [row for row in rows if row["status"] != "done"]
+    return [row for row in rows if row.status != "done"]
 
 
-def write_csv(rows: list[dict], path: Path) -> Path:
+def write_csv(rows: list[Row], path: Path) -> Path:
     """Write ``results.csv`` (every planned run, one row each) atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
+    with fsutil.atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in COLUMNS})
-    tmp.replace(path)
+            writer.writerow({key: "" if value is None else value for key, value in asdict(row).items()})
     return path
 
 
-def summary(rows: list[dict]) -> dict[str, int]:
+def summary(rows: list[Row]) -> dict[str, int]:
     """Counts per status: ``{"done": 40, "failed": 1, ...}``."""
     out: dict[str, int] = {}
     for row in rows:
-        out[row["status"]] = out.get(row["status"], 0) + 1
+        out[row.status] = out.get(row.status, 0) + 1
     return out

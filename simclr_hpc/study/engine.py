@@ -17,26 +17,18 @@ fallback), :class:`LaunchBackend` goes through ``simclr_hpc.launch`` (submitit's
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Protocol
 
+from simclr_hpc.data.index import has_index
+from simclr_hpc.launch.task import RUN_TARGET, resolve_target
 from simclr_hpc.study.aggregate import events_path, read_result
-from simclr_hpc.study.plan import Plan, RunSpec
-
-RUN_TARGET = "simclr_hpc.train.runner:run_stage"
-
-
-def resolve(target: str) -> Callable:
-    """``"package.module:function"`` -> the function (so tests can swap the run function without patching)."""
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
+from simclr_hpc.study.runs import Plan, RunSpec
+from simclr_hpc.study.walk import arrays, is_done, select
 
 @dataclass
 class Outcome:
@@ -71,7 +63,7 @@ class InProcessBackend:
         self.total = 0
 
     def submit(self, stage: str, runs: list[RunSpec], after: list[str]) -> list[Outcome]:
-        fn = resolve(self.target)
+        fn = resolve_target(self.target)
         outcomes = []
         for run in runs:
             start = time.monotonic()
@@ -176,14 +168,9 @@ def record_event(plan: Plan, key: str, event: str, **extra) -> None:
         fh.write(line + "\n")
 
 
-def is_done(run: RunSpec) -> bool:
-    """A run is done when its result.json exists and parses (written atomically by the runner)."""
-    return read_result(run.result_path) is not None
-
-
 def datasets_to_build(plan: Plan) -> list:
     """Datasets of the plan whose shard directory has no index.json yet."""
-    return [ds for ds in plan.datasets if not (ds.shards / "index.json").is_file()]
+    return [ds for ds in plan.datasets if not has_index(ds.shards)]
 
 
 def prepare_data(plan: Plan, log: Callable[[str], None] = print) -> list[str]:
@@ -206,80 +193,78 @@ def prepare_data(plan: Plan, log: Callable[[str], None] = print) -> list[str]:
     return built
 
 
+def _blocked_by(plan: Plan, run: RunSpec, todo_keys: set[str], failed: set[str]) -> str | None:
+    """The first dependency of ``run`` that failed, or that is neither done nor about to run; None when it may start."""
+    for dep in run.depends_on:
+        if dep in failed or (dep not in todo_keys and not is_done(plan.get(dep))):
+            return dep
+    return None
+
+
 def run_plan(plan: Plan, backend: Backend, log: Callable[[str], None] = print,
              only: set[str] | None = None) -> EngineReport:
-    """Skip finished runs and hand the rest to ``backend`` in dependency order; see the module docstring."""
+    """Skip finished runs and hand the rest to ``backend``, array by array (``walk.arrays``); see the module docstring."""
     report = EngineReport()
-    selected = [run for run in plan.runs if only is None or run.stage in only or run.key in only]
-    todo = []
-    for run in selected:
-        if is_done(run):
-            report.skipped.append(run.key)
-        else:
-            todo.append(run)
+    selection = select(plan, only)
+    report.skipped = [run.key for run in selection.done]
     if hasattr(backend, "total"):
-        backend.total = len(todo)
-    log(f"study {plan.study.name}: {len(selected)} runs, {len(report.skipped)} already done, {len(todo)} to run")
-    todo_keys = {run.key for run in todo}
+        backend.total = len(selection.todo)
+    log(f"study {plan.study.name}: {len(selection.done) + len(selection.todo)} runs, {len(selection.done)} already "
+        f"done, {len(selection.todo)} to run")
+    todo_keys = {run.key for run in selection.todo}
     failed: set[str] = set()
     job_of: dict[str, str] = {}
-    for wave in plan.waves():
-        for stage in dict.fromkeys(run.stage for run in wave):
-            batch, after = [], set()
-            for run in wave:
-                if run.stage != stage or run.key not in todo_keys:
-                    continue
-                bad = [dep for dep in run.depends_on if dep in failed or (dep not in todo_keys and not is_done(plan.get(dep)))]
-                if bad:
-                    failed.add(run.key)
-                    report.blocked.append(run.key)
-                    record_event(plan, run.key, "blocked", error=f"dependency {bad[0]} has no result")
-                    log(f"{run.key} BLOCKED: dependency {bad[0]} has no result")
-                    continue
+    for array in arrays(plan, selection.todo):
+        batch = []
+        for run in array.runs:
+            bad = _blocked_by(plan, run, todo_keys, failed)
+            if bad is None:
                 batch.append(run)
-                after.update(job_of[dep] for dep in run.depends_on if dep in job_of)
-            if not batch:
                 continue
-            for run in batch:
-                record_event(plan, run.key, "submitted")
-            outcomes = backend.submit(stage, batch, sorted(after))
-            for run, outcome in zip(batch, outcomes):
-                report.submitted.append(run.key)
-                if outcome.job_id:
-                    job_of[run.key] = outcome.job_id
-                    report.jobs[run.key] = outcome.job_id
-                if not backend.blocking:
-                    continue
-                if outcome.ok:
-                    report.done.append(run.key)
-                    record_event(plan, run.key, "done", seconds=round(outcome.seconds, 2))
-                else:
-                    failed.add(run.key)
-                    report.failed.append(run.key)
-                    record_event(plan, run.key, "failed", error=outcome.error)
+            failed.add(run.key)
+            report.blocked.append(run.key)
+            record_event(plan, run.key, "blocked", error=f"dependency {bad} has no result")
+            log(f"{run.key} BLOCKED: dependency {bad} has no result")
+        if batch:
+            _hand_out(plan, backend, array.stage, batch, report, failed, job_of)
     return report
+
+
+def _hand_out(plan: Plan, backend: Backend, stage: str, batch: list[RunSpec], report: EngineReport, failed: set[str],
+              job_of: dict[str, str]) -> None:
+    """Submit one array's runs (afterok on the jobs of their dependencies) and record what became of each."""
+    after = sorted({job_of[dep] for run in batch for dep in run.depends_on if dep in job_of})
+    for run in batch:
+        record_event(plan, run.key, "submitted")
+    outcomes = backend.submit(stage, batch, after)
+    for run, outcome in zip(batch, outcomes):
+        report.submitted.append(run.key)
+        if outcome.job_id:
+            job_of[run.key] = outcome.job_id
+            report.jobs[run.key] = outcome.job_id
+        if not backend.blocking:
+            continue
+        if outcome.ok:
+            report.done.append(run.key)
+            record_event(plan, run.key, "done", seconds=round(outcome.seconds, 2))
+        else:
+            failed.add(run.key)
+            report.failed.append(run.key)
+            record_event(plan, run.key, "failed", error=outcome.error)
 
 
 def dry_run_lines(plan: Plan, only: set[str] | None = None) -> list[str]:
     """What ``submit`` would do, one line per array and one per job in it, working off-cluster."""
-    lines = []
-    for ds in datasets_to_build(plan):
-        lines.append(f"data: build shards of {ds.name} from {ds.source} into {ds.shards} (before submitting)")
-    todo = [run for run in plan.runs if (only is None or run.stage in only) and not is_done(run)]
-    todo_keys = {run.key for run in todo}
+    lines = [f"data: build shards of {ds.name} from {ds.source} into {ds.shards} (before submitting)"
+             for ds in datasets_to_build(plan)]
+    selection = select(plan, only)
     array_of: dict[str, str] = {}
-    for w, wave in enumerate(plan.waves()):
-        for stage in dict.fromkeys(run.stage for run in wave):
-            batch = [run for run in wave if run.stage == stage and run.key in todo_keys]
-            if not batch:
-                continue
-            name = f"{plan.study.name}-{stage}-w{w}"
-            deps = sorted({array_of[d] for run in batch for d in run.depends_on if d in array_of})
-            after = f" afterok: {', '.join(deps)}" if deps else ""
-            lines.append(f"array {name}: {stage} x {len(batch)}{after}")
-            for i, run in enumerate(batch):
-                array_of[run.key] = name
-                lines.append(f"  [{i}] {run.key} -> {run.run_dir}")
-    skipped = len([r for r in plan.runs if only is None or r.stage in only]) - len(todo)
-    lines.append(f"{len(todo)} runs to submit, {skipped} already done (skipped)")
+    for array in arrays(plan, selection.todo):
+        deps = sorted({array_of[d] for run in array.runs for d in run.depends_on if d in array_of})
+        after = f" afterok: {', '.join(deps)}" if deps else ""
+        lines.append(f"array {array.name}: {array.stage} x {len(array.runs)}{after}")
+        for i, run in enumerate(array.runs):
+            array_of[run.key] = array.name
+            lines.append(f"  [{i}] {run.key} -> {run.run_dir}")
+    lines.append(f"{len(selection.todo)} runs to submit, {len(selection.done)} already done (skipped)")
     return lines

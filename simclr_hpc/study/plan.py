@@ -1,5 +1,8 @@
 """Expand a study into a graph of runs: each a (stage, Config, depends_on) with a deterministic, readable, safe name.
 
+One expander per study section (``pretrain_runs``, ``finetune_runs``, ``distill_runs``, ``transfer_runs``), each a
+product over the section's axes; the result is a ``runs.Plan``.
+
 Names (``<root>/<study>/<stage>/<name>``), one per seed ``s``:
 
 =========  ====================================================  ==========================================
@@ -19,96 +22,18 @@ whole pipeline and a confidence interval over seeds covers pretraining noise too
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 
-from simclr_hpc.config import Config, ConfigError, build_config, check_safe_name
-from simclr_hpc.study.spec import Study, StudyError, _nest, index_num_classes, source_num_classes
+from simclr_hpc.config import ConfigError, build_config
+from simclr_hpc.data.index import index_num_classes
+from simclr_hpc.data.source_spec import source_num_classes
+from simclr_hpc.study.schema import Study, StudyError, nest_overrides
+from simclr_hpc.study.runs import WAVES, DatasetJob, Plan, RunSpec, fmt_number, safe_run_name
+from simclr_hpc.study.spec import load_study
 
-# Submission order: an array of a later wave only depends on runs of earlier waves.
-WAVES = (("pretrain",), ("finetune", "transfer"), ("distill",))
 MODEL_KEYS = ("backbone", "cifar_stem", "width", "proj_layers", "proj_hidden_dim", "proj_dim")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One run of the study: what to run, with which config, after which runs, and what it means in the study."""
-
-    stage: str
-    name: str
-    cfg: Config
-    depends_on: tuple[str, ...] = ()
-    """Keys (``stage/name``) of the runs that must finish first."""
-    labels: dict = field(default_factory=dict, hash=False, compare=False)
-    """Study coordinates of the run (section, encoder, seed, label_fraction, teacher, student, k, ...), for the report."""
-
-    @property
-    def key(self) -> str:
-        return f"{self.stage}/{self.name}"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.cfg.run_dir(self.stage)
-
-    @property
-    def result_path(self) -> Path:
-        return self.run_dir / "result.json"
-
-
-@dataclass
-class DatasetJob:
-    """A dataset the study needs: its source spec and the shard directory to build if it has no index.json."""
-
-    name: str
-    source: str
-    shards: Path
-    val_fraction: float
-
-
-@dataclass
-class Plan:
-    """Every run of a study in dependency order, plus the datasets to build first."""
-
-    study: Study
-    runs: list[RunSpec]
-    datasets: list[DatasetJob]
-
-    def __post_init__(self) -> None:
-        self._by_key = {run.key: run for run in self.runs}
-
-    def get(self, key: str) -> RunSpec:
-        return self._by_key[key]
-
-    def stage(self, stage: str) -> list[RunSpec]:
-        return [run for run in self.runs if run.stage == stage]
-
-    def waves(self) -> list[list[RunSpec]]:
-        """Runs grouped so that each group only depends on earlier groups (one array per stage within a group)."""
-        out = []
-        for stages in WAVES:
-            wave = [run for run in self.runs if run.stage in stages]
-            if wave:
-                out.append(wave)
-        return out
-
-    @property
-    def study_dir(self) -> Path:
-        return Path(self.study.root) / self.study.name
-
-
-def fmt_number(value: float) -> str:
-    """0.01 -> "0.01", 1.0 -> "1", 0.5 -> "0.5": short, exact and safe in a path."""
-    return f"{value:g}".replace("+", "")
-
-
-def safe_run_name(*parts: object) -> str:
-    """Join parts with '-' into a safe name; a name over 100 characters keeps a readable prefix and a content hash."""
-    name = "-".join(str(p) for p in parts)
-    if len(name) > 100:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-        name = f"{name[:89]}-{digest}"
-    return check_safe_name(name, "run name")
+"""``model.*`` keys of an encoder that every run loading it must share."""
 
 
 class _Builder:
@@ -122,7 +47,7 @@ class _Builder:
 
     def nest(self, overrides: dict, field_name: str) -> dict:
         try:
-            return _nest(overrides)
+            return nest_overrides(overrides)
         except ValueError as exc:
             self.problem(f"{self.where}: {field_name}: {exc}")
             return {}
@@ -181,115 +106,123 @@ class _Builder:
         return str(Path(self.study.root) / self.study.name / self.pretrain_key(encoder, seed))
 
 
+def pretrain_runs(b: _Builder) -> None:
+    """One SimCLR run per (seed, encoder)."""
+    study = b.study
+    stage_set = b.nest(study.pretrain.set, "pretrain.set")
+    for seed, (enc, spec) in product(study.seeds, study.encoders.items()):
+        b.add("pretrain", f"{enc}-s{seed}", spec.dataset, [stage_set, b.nest(spec.set, f"encoders.{enc}.set")], {}, (),
+              {"section": "pretrain", "encoder": enc, "base": study.encoder_base(enc), "seed": seed})
+
+
+def finetune_runs(b: _Builder) -> None:
+    """seeds x encoders x protocols x label fractions x head layers, each on its encoder's pretrain run of its seed."""
+    study, ft = b.study, b.study.finetune
+    section = b.nest(ft.set, "finetune.set")
+    for seed, enc, protocol, fraction, layer in product(study.seeds, ft.encoders, ft.protocols, ft.label_fractions,
+                                                        ft.head_layers):
+        forced = {"finetune": {"encoder": b.pretrain_dir(enc, seed), "label_fraction": fraction,
+                               "from_head_layer": layer, "protocol": protocol}}
+        b.add("finetune", f"{enc}-lf{fmt_number(fraction)}-h{layer}-{protocol}-s{seed}",
+              ft.dataset or study.encoders[enc].dataset, [b.encoder_model(enc), section], forced,
+              (b.pretrain_key(enc, seed),),
+              {"section": "finetune", "encoder": enc, "base": study.encoder_base(enc), "seed": seed,
+               "label_fraction": fraction, "head_layer": layer, "protocol": protocol})
+
+
+def _student_base(b: _Builder, student) -> str:
+    """Base-model label of a distillation student: explicit, its encoder's, or the backbone its overrides give."""
+    if student.base:
+        return student.base
+    if student.encoder:
+        return b.study.encoder_base(student.encoder)
+    model = nest_overrides(b.study.defaults).get("model", {}) | b.nest(student.set, "").get("model", {})
+    return str(model.get("backbone", "resnet18"))
+
+
+def _teacher_runs(b: _Builder, seed: int) -> dict[str, RunSpec]:
+    """The fine-tune run of every teacher for ``seed`` (name -> run; a teacher whose config failed is absent)."""
+    dist = b.study.distill
+    teacher_section = b.nest(dist.teacher_set, "distill.teacher_set")
+    runs = {}
+    for tname, teacher in dist.teachers.items():
+        forced = {"finetune": {"encoder": b.pretrain_dir(teacher.encoder, seed), "label_fraction": teacher.label_fraction,
+                               "from_head_layer": teacher.head_layer, "protocol": teacher.protocol}}
+        run = b.add("finetune", f"teacher-{tname}-s{seed}", dist.dataset,
+                    [b.encoder_model(teacher.encoder), teacher_section,
+                     b.nest(teacher.set, f"distill.teachers.{tname}.set")], forced,
+                    (b.pretrain_key(teacher.encoder, seed),),
+                    {"section": "teacher", "teacher": tname, "encoder": teacher.encoder,
+                     "teacher_base": b.study.encoder_base(teacher.encoder), "seed": seed,
+                     "label_fraction": teacher.label_fraction, "protocol": teacher.protocol,
+                     "head_layer": teacher.head_layer})
+        if run:
+            runs[tname] = run
+    return runs
+
+
+def distill_runs(b: _Builder) -> None:
+    """Per seed: every teacher's fine-tune run, every student's labels-only baseline, every (teacher, student) pair."""
+    study, dist = b.study, b.study.distill
+    section = b.nest(dist.set, "distill.set")
+    pairs = list(product(dist.teachers, dist.students)) if dist.pairs == "all" else [tuple(p) for p in dist.pairs]
+    student_base = {sname: _student_base(b, student) for sname, student in dist.students.items()}
+    for seed in study.seeds:
+        teachers = _teacher_runs(b, seed)
+        students = {}
+        for sname, student in dist.students.items():
+            layers = [b.encoder_model(student.encoder) if student.encoder else {}, section,
+                      b.nest(student.set, f"distill.students.{sname}.set")]
+            init = b.pretrain_dir(student.encoder, seed) if student.init == "pretrained" else ""
+            deps = (b.pretrain_key(student.encoder, seed),) if init else ()
+            students[sname] = (layers, init, deps)
+            if dist.baseline:
+                forced = {"distill": {"teacher": "", "student_init": init, "label_weight": 1.0}}
+                b.add("distill", f"baseline-{sname}-s{seed}", dist.dataset, layers, forced, deps,
+                      {"section": "baseline", "student": sname, "student_base": student_base[sname], "seed": seed})
+        for tname, sname in pairs:
+            teacher = teachers.get(tname)
+            if teacher is None or sname not in students:
+                continue
+            layers, init, deps = students[sname]
+            forced = {"distill": {"teacher": str(teacher.run_dir), "student_init": init}}
+            tbase = study.encoder_base(dist.teachers[tname].encoder)
+            b.add("distill", f"{tname}-to-{sname}-s{seed}", dist.dataset, layers, forced, (teacher.key, *deps),
+                  {"section": "distill", "teacher": tname, "student": sname, "teacher_base": tbase,
+                   "student_base": student_base[sname], "same_base": tbase == student_base[sname], "seed": seed})
+
+
+def transfer_runs(b: _Builder) -> None:
+    """seeds x encoders x protocols x (within: targets x k x class seeds, then across: whole datasets)."""
+    study, tr = b.study, b.study.transfer
+    section = b.nest(tr.set, "transfer.set")
+    for seed, enc, protocol in product(study.seeds, tr.encoders, tr.protocols):
+        common, deps = [b.encoder_model(enc), section], (b.pretrain_key(enc, seed),)
+        labels = {"section": "transfer", "encoder": enc, "seed": seed, "protocol": protocol}
+        forced = {"encoder": b.pretrain_dir(enc, seed), "images_per_class": tr.images_per_class, "protocol": protocol}
+        for target in tr.within:
+            for k, class_seed in product(target.num_classes, target.class_seeds):
+                b.add("transfer", f"{enc}-{target.dataset}-k{k}-c{class_seed}-{protocol}-s{seed}", target.dataset,
+                      common, {"transfer": {**forced, "num_classes": k, "class_seed": class_seed}}, deps,
+                      {**labels, "kind": "within", "k": k, "class_seed": class_seed})
+        for dataset in tr.across:
+            k_all = index_num_classes(study.shards_dir(dataset)) or source_num_classes(study.source(dataset))[0]
+            b.add("transfer", f"{enc}-{dataset}-all-{protocol}-s{seed}", dataset, common,
+                  {"transfer": {**forced, "num_classes": 0}}, deps,
+                  {**labels, "kind": "across", "k": k_all, "class_seed": None})
+
+
+SECTIONS = (("pretrain", pretrain_runs), ("finetune", finetune_runs), ("distill", distill_runs),
+            ("transfer", transfer_runs))
+"""Study section -> its expander, in expansion order (the readable order of runs within a wave)."""
+
+
 def build_plan(study: Study, where: str = "study") -> Plan:
     """Expand a validated study into its runs; a run config that does not validate is a StudyError line."""
     b = _Builder(study, where)
-    seeds = study.seeds
-
-    for seed in seeds:
-        for enc, spec in study.encoders.items():
-            b.add("pretrain", f"{enc}-s{seed}", spec.dataset,
-                  [b.nest(study.pretrain.set, "pretrain.set"), b.nest(spec.set, f"encoders.{enc}.set")], {}, (),
-                  {"section": "pretrain", "encoder": enc, "base": study.encoder_base(enc), "seed": seed})
-
-    if study.finetune:
-        ft = study.finetune
-        section = b.nest(ft.set, "finetune.set")
-        for seed in seeds:
-            for enc in ft.encoders:
-                dataset = ft.dataset or study.encoders[enc].dataset
-                for protocol in ft.protocols:
-                    for fraction in ft.label_fractions:
-                        for layer in ft.head_layers:
-                            forced = {"finetune": {"encoder": b.pretrain_dir(enc, seed), "label_fraction": fraction,
-                                                   "from_head_layer": layer, "protocol": protocol}}
-                            b.add("finetune", f"{enc}-lf{fmt_number(fraction)}-h{layer}-{protocol}-s{seed}", dataset,
-                                  [b.encoder_model(enc), section], forced, (b.pretrain_key(enc, seed),),
-                                  {"section": "finetune", "encoder": enc, "base": study.encoder_base(enc),
-                                   "seed": seed, "label_fraction": fraction, "head_layer": layer,
-                                   "protocol": protocol})
-
-    if study.distill:
-        dist = study.distill
-        section = b.nest(dist.set, "distill.set")
-        teacher_section = b.nest(dist.teacher_set, "distill.teacher_set")
-        pairs = ([(t, s) for t in dist.teachers for s in dist.students] if dist.pairs == "all"
-                 else [tuple(p) for p in dist.pairs])
-        student_base = {}
-        for sname, student in dist.students.items():
-            if student.base:
-                student_base[sname] = student.base
-            elif student.encoder:
-                student_base[sname] = study.encoder_base(student.encoder)
-            else:
-                model = _nest(study.defaults).get("model", {}) | b.nest(student.set, "").get("model", {})
-                student_base[sname] = str(model.get("backbone", "resnet18"))
-        for seed in seeds:
-            teacher_keys = {}
-            for tname, teacher in dist.teachers.items():
-                forced = {"finetune": {"encoder": b.pretrain_dir(teacher.encoder, seed),
-                                       "label_fraction": teacher.label_fraction, "from_head_layer": teacher.head_layer,
-                                       "protocol": teacher.protocol}}
-                run = b.add("finetune", f"teacher-{tname}-s{seed}", dist.dataset,
-                            [b.encoder_model(teacher.encoder), teacher_section,
-                             b.nest(teacher.set, f"distill.teachers.{tname}.set")], forced,
-                            (b.pretrain_key(teacher.encoder, seed),),
-                            {"section": "teacher", "teacher": tname, "encoder": teacher.encoder,
-                             "teacher_base": study.encoder_base(teacher.encoder), "seed": seed,
-                             "label_fraction": teacher.label_fraction, "protocol": teacher.protocol,
-                             "head_layer": teacher.head_layer})
-                if run:
-                    teacher_keys[tname] = run
-            student_layers = {}
-            for sname, student in dist.students.items():
-                layers = [b.encoder_model(student.encoder) if student.encoder else {}, section,
-                          b.nest(student.set, f"distill.students.{sname}.set")]
-                init = b.pretrain_dir(student.encoder, seed) if student.init == "pretrained" else ""
-                deps = (b.pretrain_key(student.encoder, seed),) if init else ()
-                student_layers[sname] = (layers, init, deps)
-                if dist.baseline:
-                    forced = {"distill": {"teacher": "", "student_init": init, "label_weight": 1.0}}
-                    b.add("distill", f"baseline-{sname}-s{seed}", dist.dataset, layers, forced, deps,
-                          {"section": "baseline", "student": sname, "student_base": student_base[sname],
-                           "seed": seed})
-            for tname, sname in pairs:
-                teacher = teacher_keys.get(tname)
-                if teacher is None or sname not in student_layers:
-                    continue
-                layers, init, deps = student_layers[sname]
-                forced = {"distill": {"teacher": str(teacher.run_dir), "student_init": init}}
-                tbase = study.encoder_base(dist.teachers[tname].encoder)
-                b.add("distill", f"{tname}-to-{sname}-s{seed}", dist.dataset, layers, forced, (teacher.key, *deps),
-                      {"section": "distill", "teacher": tname, "student": sname, "teacher_base": tbase,
-                       "student_base": student_base[sname], "same_base": tbase == student_base[sname],
-                       "seed": seed})
-
-    if study.transfer:
-        tr = study.transfer
-        section = b.nest(tr.set, "transfer.set")
-        for seed in seeds:
-            for enc in tr.encoders:
-                common = [b.encoder_model(enc), section]
-                deps = (b.pretrain_key(enc, seed),)
-                for protocol in tr.protocols:
-                    for target in tr.within:
-                        for k in target.num_classes:
-                            for class_seed in target.class_seeds:
-                                forced = {"transfer": {"encoder": b.pretrain_dir(enc, seed), "num_classes": k,
-                                                       "class_seed": class_seed,
-                                                       "images_per_class": tr.images_per_class, "protocol": protocol}}
-                                b.add("transfer", f"{enc}-{target.dataset}-k{k}-c{class_seed}-{protocol}-s{seed}",
-                                      target.dataset, common, forced, deps,
-                                      {"section": "transfer", "kind": "within", "encoder": enc, "seed": seed,
-                                       "k": k, "class_seed": class_seed, "protocol": protocol})
-                    for dataset in tr.across:
-                        k_all = index_num_classes(study.shards_dir(dataset)) or source_num_classes(study.source(dataset))[0]
-                        forced = {"transfer": {"encoder": b.pretrain_dir(enc, seed), "num_classes": 0,
-                                               "images_per_class": tr.images_per_class, "protocol": protocol}}
-                        b.add("transfer", f"{enc}-{dataset}-all-{protocol}-s{seed}", dataset, common, forced, deps,
-                              {"section": "transfer", "kind": "across", "encoder": enc, "seed": seed,
-                               "k": k_all, "class_seed": None, "protocol": protocol})
-
+    for section, expand in SECTIONS:
+        if section == "pretrain" or getattr(study, section):
+            expand(b)
     if b.problems:
         raise StudyError(b.problems)
     datasets = [DatasetJob(name, study.source(name), study.shards_dir(name), spec.val_fraction)
@@ -305,8 +238,5 @@ def build_plan(study: Study, where: str = "study") -> Plan:
 
 
 def load_plan(path: str | Path) -> Plan:
-    """Read, validate and expand a study file."""
-    from simclr_hpc.study.spec import load_study
-
-    study = load_study(path, check_configs=False)
-    return build_plan(study, where=str(path))
+    """Read, validate and expand a study file: every schema, reference and run-config problem, one line each."""
+    return build_plan(load_study(path), where=str(path))

@@ -1,7 +1,7 @@
-"""The study file: a whole fine-tuning / distillation / transfer study of arXiv 2108.00587 in one YAML file.
+"""Checks of a whole study file across its sections, and ``load_study``: every problem one line of one StudyError.
 
 A study names its datasets (a source spec each, shards built once), its SimCLR encoders (pretrain runs), and up to three
-sections that expand into runs (see ``plan.py``):
+sections that expand into runs (schema: ``schema.py``; expansion: ``plan.py``):
 
 ``finetune``
     encoders x label fractions x projection-head layer x protocol x seeds.
@@ -11,8 +11,9 @@ sections that expand into runs (see ``plan.py``):
     encoders x target datasets x class counts k (several random k-class subsets per k, a fixed number of images per class)
     x protocol x seeds, plus whole-dataset rows across datasets as the paper did.
 
-``load_study(path)`` validates everything before anything runs: the schema (unknown keys, wrong types, bad values),
-dataset sources, class counts, distill pairs, and every expanded run config (``simclr_hpc.config.build_config``).
+``load_study(path)`` validates the file before anything runs: the schema (unknown keys, wrong types, bad values),
+dataset sources (``data/source_spec.py``'s grammar), class counts, distill pairs, and every ``set`` on its own against
+the run config schema. ``plan.load_plan(path)`` adds the expanded run configs (``simclr_hpc.config.build_config``).
 Each problem is one line of a single :class:`StudyError`.
 
 This module imports no torch: ``study submit --dry-run`` runs on a login node.
@@ -20,305 +21,17 @@ This module imports no torch: ``study submit --dry-run`` runs on a login node.
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-from simclr_hpc.config import SAFE_NAME, UserError, format_errors, check_safe_name, read_yaml
+from simclr_hpc.config import ConfigError, UserError, build_config, check_safe_name, format_errors, read_yaml
+from simclr_hpc.data.index import index_num_classes
+from simclr_hpc.data.source_spec import source_num_classes
+from simclr_hpc.study.schema import Study, StudyError, nest_overrides
 
-# Class counts of the fixed-size sources; ``shapes:K`` has K, imagefolder/npz are counted on disk.
-KNOWN_CLASS_COUNTS = {"mnist5k": 10, "cifar10": 10, "cifar100": 100, "stl10": 10}
-SOURCE_KINDS = ("mnist5k", "shapes", "cifar10", "cifar100", "stl10", "imagefolder", "npz")
-SHAPES_DEFAULT_CLASSES = 10
-
-
-class StudyError(UserError):
-    """A study file is wrong: one line per problem, each naming the file and the dotted field."""
-
-
-def _nest(overrides: dict) -> dict:
-    """``{"train.steps": 5, "model": {"width": 0.5}}`` -> ``{"train": {"steps": 5}, "model": {"width": 0.5}}``."""
-    out: dict = {}
-    for key, value in overrides.items():
-        parts = str(key).split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"{key}: {part} is both a value and a section")
-        leaf = parts[-1]
-        if isinstance(value, dict):
-            node[leaf] = {**node.get(leaf, {}), **_nest(value)} if isinstance(node.get(leaf), dict) else _nest(value)
-        else:
-            node[leaf] = value
-    return out
-
-
-class Part(BaseModel):
-    """Base of every study-file section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-
-Overrides = dict[str, object]
-
-
-class DatasetSpec(Part):
-    source: str
-    """Source spec as ``simclr-hpc data shards`` takes it: ``mnist5k``, ``shapes:K``, ``cifar10:ROOT``, ``cifar100:ROOT``,
-    ``stl10:ROOT``, ``imagefolder:DIR``, ``npz:FILE``. ``{data_root}`` is replaced by the study's ``data_root``."""
-    shards: str = ""
-    """Shard directory; empty = ``<root>/<study>/data/<dataset name>``. Built before the first run if it has no index.json."""
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    """Fraction of the training images held out as the ``val`` split when the shards are built."""
-    set: Overrides = {}
-    """Config overrides for every run on this dataset (e.g. ``data.image_size: 28``)."""
-
-
-class EncoderSpec(Part):
-    dataset: str
-    """Dataset (a key of ``datasets``) the encoder is pretrained on with SimCLR."""
-    base: str = ""
-    """Base-model label for the distillation same-base/cross-base comparison; empty = ``model.backbone`` of the encoder."""
-    set: Overrides = {}
-    """Config overrides of this encoder's pretrain run (``model.backbone``, ``pretrain.temperature``, ``train.steps`` ...).
-    ``model.*`` also applies to every run that loads this encoder."""
-
-
-class StageDefaults(Part):
-    set: Overrides = {}
-    """Config overrides for every run of this stage."""
-
-
-class FinetuneStudy(Part):
-    encoders: list[str] = Field(min_length=1)
-    """Encoders (keys of ``encoders``) to fine-tune."""
-    dataset: str = ""
-    """Labelled dataset; empty = each encoder's pretraining dataset (the paper's semi-supervised setting)."""
-    label_fractions: list[float] = Field([1.0], min_length=1)
-    """Fractions of labelled training images, drawn class-balanced per seed (e.g. 0.01, 0.1, 1.0)."""
-    head_layers: list[int] = Field([0], min_length=1)
-    """Projection-head layers kept under the classifier (0 = encoder output)."""
-    protocols: list[Literal["linear", "full"]] = Field(["linear"], min_length=1)
-    """``linear`` (frozen encoder) and/or ``full`` (every layer trained)."""
-    set: Overrides = {}
-    """Config overrides for every fine-tune run of this section."""
-
-    @field_validator("label_fractions")
-    @classmethod
-    def _fractions(cls, value: list[float]) -> list[float]:
-        bad = [v for v in value if not 0.0 < v <= 1.0]
-        if bad:
-            raise ValueError(f"every label fraction must be in (0, 1], got {bad}")
-        return value
-
-    @field_validator("head_layers")
-    @classmethod
-    def _layers(cls, value: list[int]) -> list[int]:
-        bad = [v for v in value if not 0 <= v <= 4]
-        if bad:
-            raise ValueError(f"every head layer must be in 0..4, got {bad}")
-        return value
-
-
-class TeacherSpec(Part):
-    encoder: str
-    """Encoder whose fine-tuned classifier teaches (a fine-tune run that this study produces)."""
-    label_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    """Labels the teacher is fine-tuned on."""
-    protocol: Literal["linear", "full"] = "full"
-    """Teacher fine-tuning protocol."""
-    head_layer: int = Field(0, ge=0, le=4)
-    """Projection-head layer the teacher's classifier sits on."""
-    set: Overrides = {}
-    """Config overrides of this teacher's fine-tune run."""
-
-
-class StudentSpec(Part):
-    encoder: str = ""
-    """Encoder that gives the student its backbone (``model.*``) and, with ``init: pretrained``, its initial weights."""
-    init: Literal["pretrained", "random"] = "pretrained"
-    """``pretrained``: start from the encoder's SimCLR weights; ``random``: only its architecture."""
-    base: str = ""
-    """Base-model label; empty = the encoder's base, or ``model.backbone`` from ``set``."""
-    set: Overrides = {}
-    """Config overrides of this student's distill and baseline runs (e.g. ``model.backbone`` for a random student)."""
-
-    @model_validator(mode="after")
-    def _needs_encoder(self) -> "StudentSpec":
-        if self.init == "pretrained" and not self.encoder:
-            raise ValueError("a student with init: pretrained needs an encoder (or set init: random)")
-        return self
-
-
-class DistillStudy(Part):
-    dataset: str
-    """Dataset the teachers are fine-tuned on and the students distilled on."""
-    teachers: dict[str, TeacherSpec] = Field(min_length=1)
-    """Teacher name -> teacher."""
-    students: dict[str, StudentSpec] = Field(min_length=1)
-    """Student name -> student."""
-    pairs: Literal["all"] | list[tuple[str, str]] = "all"
-    """``all`` (every teacher x every student) or a list of ``[teacher, student]`` names."""
-    baseline: bool = True
-    """Also train each student on labels only (distill.teacher="", label_weight=1) with the same steps: its baseline."""
-    set: Overrides = {}
-    """Config overrides for every distill run (and baseline) of this section."""
-    teacher_set: Overrides = {}
-    """Config overrides for every teacher fine-tune run."""
-
-
-class WithinTarget(Part):
-    dataset: str
-    """Target dataset whose classes are subsampled."""
-    num_classes: list[int] = Field(min_length=1)
-    """Class counts k (each at least 2 and at most the dataset's class count)."""
-    class_seeds: list[int] = Field([0], min_length=1)
-    """One random k-class subset per class seed (several give the spread over which classes)."""
-
-    @field_validator("num_classes")
-    @classmethod
-    def _k(cls, value: list[int]) -> list[int]:
-        bad = [v for v in value if v < 2]
-        if bad:
-            raise ValueError(f"every class count must be at least 2, got {bad}")
-        return value
-
-
-class TransferStudy(Part):
-    encoders: list[str] = Field(min_length=1)
-    """Source encoders."""
-    protocols: list[Literal["linear", "full"]] = Field(["linear"], min_length=1)
-    """Transfer protocols."""
-    images_per_class: int = Field(0, ge=0)
-    """Training images per class (0 = all), so class counts are compared at equal data per class."""
-    within: list[WithinTarget] = []
-    """Class-subset sweeps inside one dataset (class count without the dataset confound)."""
-    across: list[str] = []
-    """Whole target datasets (all classes), as the paper compared them."""
-    set: Overrides = {}
-    """Config overrides for every transfer run."""
-
-    @model_validator(mode="after")
-    def _something(self) -> "TransferStudy":
-        if not self.within and not self.across:
-            raise ValueError("transfer needs at least one of within or across")
-        return self
-
-
-class Study(Part):
-    """A whole study file."""
-
-    name: str
-    """Study name: ``run.study`` of every run; runs go under ``<root>/<name>/``."""
-    root: str = "runs"
-    """Directory holding every study's runs (relative to the working directory, or absolute)."""
-    data_root: str = ""
-    """Replaces ``{data_root}`` in dataset sources (e.g. where CIFAR-10 lives on the cluster)."""
-    seeds: list[int] = Field([0], min_length=1)
-    """Seeds: each encoder is pretrained once per seed and every downstream run uses the encoder of its own seed."""
-    defaults: Overrides = {}
-    """Config overrides for every run of the study (nested sections or dotted keys)."""
-    datasets: dict[str, DatasetSpec] = Field(min_length=1)
-    """Dataset name -> source."""
-    encoders: dict[str, EncoderSpec] = Field(min_length=1)
-    """Encoder name -> SimCLR pretrain run."""
-    pretrain: StageDefaults = StageDefaults()
-    """Overrides for every pretrain run."""
-    finetune: FinetuneStudy | None = None
-    distill: DistillStudy | None = None
-    transfer: TransferStudy | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return check_safe_name(value, "name")
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, value: list[int]) -> list[int]:
-        if any(v < 0 for v in value):
-            raise ValueError(f"seeds must be >= 0, got {value}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"seeds must be distinct, got {value}")
-        return value
-
-    @field_validator("datasets", "encoders")
-    @classmethod
-    def _keys(cls, value: dict, info) -> dict:
-        for key in value:
-            check_safe_name(key, f"{info.field_name} name")
-        return value
-
-    def source(self, dataset: str) -> str:
-        """The dataset's source spec with ``{data_root}`` filled in."""
-        return self.datasets[dataset].source.replace("{data_root}", self.data_root.rstrip("/") or ".")
-
-    def shards_dir(self, dataset: str) -> Path:
-        """Where the dataset's shards live (built there if missing)."""
-        given = self.datasets[dataset].shards.replace("{data_root}", self.data_root.rstrip("/") or ".")
-        return Path(given) if given else Path(self.root) / self.name / "data" / dataset
-
-    def encoder_base(self, encoder: str) -> str:
-        """Base-model label of an encoder (explicit ``base`` or its backbone)."""
-        spec = self.encoders[encoder]
-        if spec.base:
-            return spec.base
-        model = _nest(self.defaults).get("model", {}) | _nest(spec.set).get("model", {})
-        return str(model.get("backbone", "resnet18"))
-
-
-def source_kind(source: str) -> tuple[str, str]:
-    """``"cifar10:/data/c10"`` -> ``("cifar10", "/data/c10")``; ``"shapes"`` -> ``("shapes", "")``."""
-    kind, _, arg = source.partition(":")
-    return kind, arg
-
-
-def index_num_classes(shards: Path) -> int | None:
-    """Class count recorded in a shard directory's ``index.json``, or None when there is none (not built yet)."""
-    path = Path(shards) / "index.json"
-    if not path.is_file():
-        return None
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if isinstance(index.get("num_classes"), int):
-        return index["num_classes"]
-    names = index.get("classes") or index.get("class_names")
-    return len(names) if isinstance(names, list) else None
-
-
-def source_num_classes(source: str) -> tuple[int | None, str | None]:
-    """(class count of a source spec or None when it cannot be known without reading it, problem or None)."""
-    kind, arg = source_kind(source)
-    if kind not in SOURCE_KINDS:
-        return None, f"unknown dataset source {source!r}; use one of: mnist5k, shapes:K, cifar10:ROOT, cifar100:ROOT, " \
-                     "stl10:ROOT, imagefolder:DIR, npz:FILE"
-    if kind == "shapes":
-        if not arg:
-            return SHAPES_DEFAULT_CLASSES, None
-        fields = arg.split(":")
-        if len(fields) > 4 or not all(re.fullmatch(r"\d+", f) for f in fields):
-            return None, f"shapes:{arg}: use shapes[:K[:N_PER_CLASS[:SIZE[:SEED]]]] with integers, e.g. shapes:10:200:32"
-        from simclr_hpc.data.generated import MAX_CLASSES  # numpy only, no torch
-
-        if not 2 <= int(fields[0]) <= MAX_CLASSES:
-            return None, f"shapes:{arg}: K must be an integer from 2 to {MAX_CLASSES}"
-        return int(fields[0]), None
-    if kind == "mnist5k":
-        return (10, None) if not arg else (None, f"{source!r}: mnist5k takes no argument")
-    if not arg:
-        return None, f"{source!r}: {kind} needs a path, e.g. {kind}:/path/to/data"
-    if kind in KNOWN_CLASS_COUNTS:
-        return KNOWN_CLASS_COUNTS[kind], None
-    path = Path(arg)
-    if kind == "imagefolder" and path.is_dir():
-        return sum(1 for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) or None, None
-    return None, None
+DATASET_SECTIONS = ("data", "model", "train", "optim")
+"""Config sections a dataset's ``set`` may touch (the rest belong to a stage)."""
 
 
 def _collect_schema_errors(err: ValidationError, source: str) -> list[str]:
@@ -330,98 +43,112 @@ def _collect_schema_errors(err: ValidationError, source: str) -> list[str]:
     return lines
 
 
-def check_semantics(study: Study, where: str) -> list[str]:
-    """Every cross-reference and count problem of a schema-valid study, one line each."""
-    problems: list[str] = []
-    classes: dict[str, int | None] = {}
-    for name, spec in study.datasets.items():
-        count, problem = source_num_classes(study.source(name))
-        if problem:
-            problems.append(f"{where}: datasets.{name}.source: {problem}")
-            classes[name] = None
-            continue
-        on_disk = index_num_classes(study.shards_dir(name))
-        classes[name] = on_disk if on_disk is not None else count
-        for key in _nest(spec.set):
-            if key not in ("data", "model", "train", "optim"):
-                problems.append(f"{where}: datasets.{name}.set: {key}.* cannot be set per dataset (only data, model, "
-                                "train, optim)")
+class _Checker:
+    """Collects the problems of one study, one line each, in the order of the file's sections."""
 
-    def need_dataset(field: str, dataset: str) -> bool:
-        if dataset not in study.datasets:
-            known = ", ".join(study.datasets) or "none"
-            problems.append(f"{where}: {field}: unknown dataset {dataset!r}; datasets of this study: {known}")
+    def __init__(self, study: Study, where: str):
+        self.study = study
+        self.where = where
+        self.problems: list[str] = []
+        self.classes: dict[str, int | None] = {}
+        """Class count of each dataset whose source parses (from index.json when its shards exist)."""
+
+    def add(self, field: str, text: str) -> None:
+        self.problems.append(f"{self.where}: {field}: {text}")
+
+    def need_dataset(self, field: str, dataset: str) -> bool:
+        if dataset not in self.study.datasets:
+            known = ", ".join(self.study.datasets) or "none"
+            self.add(field, f"unknown dataset {dataset!r}; datasets of this study: {known}")
             return False
         return True
 
-    def need_encoder(field: str, encoder: str) -> None:
-        if encoder not in study.encoders:
-            known = ", ".join(study.encoders) or "none"
-            problems.append(f"{where}: {field}: unknown encoder {encoder!r}; encoders of this study: {known}")
+    def need_encoder(self, field: str, encoder: str) -> None:
+        if encoder not in self.study.encoders:
+            known = ", ".join(self.study.encoders) or "none"
+            self.add(field, f"unknown encoder {encoder!r}; encoders of this study: {known}")
 
-    for name, enc in study.encoders.items():
-        need_dataset(f"encoders.{name}.dataset", enc.dataset)
+    def datasets(self) -> None:
+        for name, spec in self.study.datasets.items():
+            count, problem = source_num_classes(self.study.source(name))
+            if problem:
+                self.add(f"datasets.{name}.source", problem)
+                self.classes[name] = None
+                continue
+            on_disk = index_num_classes(self.study.shards_dir(name))
+            self.classes[name] = on_disk if on_disk is not None else count
+            for key in nest_overrides(spec.set):
+                if key not in DATASET_SECTIONS:
+                    self.add(f"datasets.{name}.set",
+                             f"{key}.* cannot be set per dataset (only {', '.join(DATASET_SECTIONS)})")
+        for name, enc in self.study.encoders.items():
+            self.need_dataset(f"encoders.{name}.dataset", enc.dataset)
 
-    if study.finetune:
-        for i, enc in enumerate(study.finetune.encoders):
-            need_encoder(f"finetune.encoders[{i}]", enc)
-        if study.finetune.dataset:
-            need_dataset("finetune.dataset", study.finetune.dataset)
+    def finetune(self) -> None:
+        ft = self.study.finetune
+        for i, enc in enumerate(ft.encoders):
+            self.need_encoder(f"finetune.encoders[{i}]", enc)
+        if ft.dataset:
+            self.need_dataset("finetune.dataset", ft.dataset)
 
-    if study.distill:
-        dist = study.distill
-        need_dataset("distill.dataset", dist.dataset)
+    def distill(self) -> None:
+        dist = self.study.distill
+        self.need_dataset("distill.dataset", dist.dataset)
         for name in list(dist.teachers) + list(dist.students):
             try:
                 check_safe_name(name, "name")
             except ValueError as exc:
-                problems.append(f"{where}: distill: {exc}")
+                self.add("distill", str(exc))
         for name, teacher in dist.teachers.items():
-            need_encoder(f"distill.teachers.{name}.encoder", teacher.encoder)
+            self.need_encoder(f"distill.teachers.{name}.encoder", teacher.encoder)
         for name, student in dist.students.items():
             if student.encoder:
-                need_encoder(f"distill.students.{name}.encoder", student.encoder)
+                self.need_encoder(f"distill.students.{name}.encoder", student.encoder)
         if dist.pairs != "all":
-            seen = set()
-            for i, (teacher, student) in enumerate(dist.pairs):
-                if teacher not in dist.teachers:
-                    known = ", ".join(dist.teachers)
-                    problems.append(
-                        f"{where}: distill.pairs[{i}]: teacher {teacher!r} is not produced by this study; "
-                        f"add it under distill.teachers (teachers: {known})"
-                    )
-                if student not in dist.students:
-                    known = ", ".join(dist.students)
-                    problems.append(f"{where}: distill.pairs[{i}]: unknown student {student!r}; students: {known}")
-                if (teacher, student) in seen:
-                    problems.append(f"{where}: distill.pairs[{i}]: pair [{teacher}, {student}] is listed twice")
-                seen.add((teacher, student))
+            self.pairs()
 
-    if study.transfer:
-        tr = study.transfer
+    def pairs(self) -> None:
+        dist = self.study.distill
+        seen = set()
+        for i, (teacher, student) in enumerate(dist.pairs):
+            if teacher not in dist.teachers:
+                self.add(f"distill.pairs[{i}]", f"teacher {teacher!r} is not produced by this study; add it under "
+                                                f"distill.teachers (teachers: {', '.join(dist.teachers)})")
+            if student not in dist.students:
+                self.add(f"distill.pairs[{i}]", f"unknown student {student!r}; students: {', '.join(dist.students)}")
+            if (teacher, student) in seen:
+                self.add(f"distill.pairs[{i}]", f"pair [{teacher}, {student}] is listed twice")
+            seen.add((teacher, student))
+
+    def transfer(self) -> None:
+        tr = self.study.transfer
         for i, enc in enumerate(tr.encoders):
-            need_encoder(f"transfer.encoders[{i}]", enc)
+            self.need_encoder(f"transfer.encoders[{i}]", enc)
         for i, target in enumerate(tr.within):
-            if not need_dataset(f"transfer.within[{i}].dataset", target.dataset):
+            if not self.need_dataset(f"transfer.within[{i}].dataset", target.dataset):
                 continue
-            have = classes.get(target.dataset)
-            if have is None:
-                continue
-            for k in target.num_classes:
+            have = self.classes.get(target.dataset)
+            for k in target.num_classes if have is not None else []:
                 if k > have:
-                    problems.append(
-                        f"{where}: transfer.within[{i}].num_classes: k={k} is more than the {have} classes of dataset "
-                        f"{target.dataset!r} ({study.source(target.dataset)}); use k <= {have}"
-                    )
+                    self.add(f"transfer.within[{i}].num_classes",
+                             f"k={k} is more than the {have} classes of dataset {target.dataset!r} "
+                             f"({self.study.source(target.dataset)}); use k <= {have}")
         for i, dataset in enumerate(tr.across):
-            need_dataset(f"transfer.across[{i}]", dataset)
+            self.need_dataset(f"transfer.across[{i}]", dataset)
 
+
+def check_semantics(study: Study, where: str) -> list[str]:
+    """Every cross-reference and count problem of a schema-valid study, one line each."""
+    check = _Checker(study, where)
+    check.datasets()
+    for section in ("finetune", "distill", "transfer"):
+        if getattr(study, section):
+            getattr(check, section)()
     for field_name, overrides in _override_fields(study):
-        problems.extend(_check_overrides(overrides, f"{where}: {field_name}"))
-
+        check.problems.extend(_check_overrides(overrides, f"{where}: {field_name}"))
     if not (study.finetune or study.distill or study.transfer):
-        problems.append(f"{where}: the study has none of finetune, distill, transfer: nothing to study")
-    return problems
+        check.problems.append(f"{where}: the study has none of finetune, distill, transfer: nothing to study")
+    return check.problems
 
 
 def _override_fields(study: Study) -> list[tuple[str, dict]]:
@@ -442,10 +169,8 @@ def _override_fields(study: Study) -> list[tuple[str, dict]]:
 
 def _check_overrides(overrides: dict, where: str) -> list[str]:
     """Problems of one override mapping on its own: unknown config keys, wrong types, impossible values."""
-    from simclr_hpc.config import ConfigError, build_config
-
     try:
-        build_config([_nest(overrides)], source=where)
+        build_config([nest_overrides(overrides)], source=where)
     except ValueError as exc:
         if isinstance(exc, ConfigError):
             # Cross-field rules may need keys set elsewhere in the study; the expanded runs check those.
@@ -466,35 +191,11 @@ def parse_study(data: dict, where: str = "study") -> Study:
     return study
 
 
-def load_study(path: str | Path, check_configs: bool = True) -> Study:
-    """Read and validate a study file; with ``check_configs`` also build every run's config (one line per problem)."""
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file (schema and cross-references; ``plan.load_plan`` also builds every run config)."""
     path = Path(path)
     try:
         data = read_yaml(path)
     except UserError as err:
         raise StudyError(err.lines) from None
-    study = parse_study(data, str(path))
-    if check_configs:
-        from simclr_hpc.study.plan import build_plan  # plan imports this module; a late import keeps one direction
-
-        build_plan(study, where=str(path))
-    return study
-
-
-__all__ = [
-    "SAFE_NAME",
-    "Study",
-    "StudyError",
-    "DatasetSpec",
-    "EncoderSpec",
-    "FinetuneStudy",
-    "DistillStudy",
-    "TransferStudy",
-    "TeacherSpec",
-    "StudentSpec",
-    "WithinTarget",
-    "load_study",
-    "parse_study",
-    "source_num_classes",
-    "index_num_classes",
-]
+    return parse_study(data, str(path))

@@ -1,4 +1,4 @@
-"""Atomic checkpoints and result files.
+"""Atomic checkpoints.
 
 A checkpoint is a directory ``checkpoints/step-NNNNNNNN/`` holding ``state.pt`` (tensors and plain values only, so it
 loads with ``weights_only=True``), ``meta.json`` (step, sha256 of state.pt, config hash) and an empty ``COMPLETE``
@@ -9,62 +9,27 @@ does not match is refused and the previous whole one is used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
+
+from simclr_hpc import fsutil
+from simclr_hpc.fsutil import sha256_file
+from simclr_hpc.rundir import LATEST
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 COMPLETE_FILE = "COMPLETE"
-LATEST = "latest"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written or none could be loaded; the message names the path and what to do."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write {path}: {err.strerror or err}; the previous version is unchanged") from err
-    _fsync_dir(path.parent)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def step_dir_name(step: int) -> str:
@@ -86,15 +51,14 @@ def save_checkpoint(root: Path, step: int, state: dict, meta: dict, keep: int = 
         meta = {**meta, "step": step, "sha256": sha256_file(tmp / STATE_FILE)}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         (tmp / COMPLETE_FILE).write_text("")
-        _fsync_dir(tmp)
+        fsutil.fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
-        os.rename(tmp, final)
-        link_tmp = root / f".{LATEST}.tmp-{os.getpid()}"
+        fsutil.replace(tmp, final)
+        link_tmp = fsutil.temp_path(root / LATEST)
         link_tmp.unlink(missing_ok=True)
         os.symlink(final.name, link_tmp)
-        os.replace(link_tmp, root / LATEST)
-        _fsync_dir(root)
+        fsutil.replace(link_tmp, root / LATEST)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         previous = latest_whole(root)

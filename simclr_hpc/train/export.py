@@ -32,73 +32,75 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from simclr_hpc.config import ConfigError, ModelSection, load_config
+from simclr_hpc import rundir
+from simclr_hpc.config import ConfigError, load_config
 from simclr_hpc.data.augment import MEAN, STD
-from simclr_hpc.models import build_backbone
+from simclr_hpc.models import Arch, build_backbone
+from simclr_hpc.rundir import Result
 
 FORMATS = ("torchvision", "safetensors", "torchscript")
 SUFFIX = {"torchvision": ".pt", "safetensors": ".safetensors", "torchscript": ".torchscript.pt"}
 METADATA_KEY = "simclr_hpc"
-EXPORT_DIR = "export"
 
 
 class ExportError(ConfigError):
     """The run cannot be exported as asked (not finished, no exported model, a part it does not have)."""
 
 
-def _finished_run(run_dir: Path) -> tuple[dict, dict, dict]:
+def _finished_run(run_dir: Path) -> tuple[dict, Arch, Result]:
     """(exported state, arch, result) of a finished run; ExportError naming RUN otherwise."""
-    from simclr_hpc.train.tasks import RESULT_FILE, load_export
+    from simclr_hpc.train.artifacts import load_export
 
     if not run_dir.is_dir():
         raise ExportError(f"RUN {run_dir}: no such run directory (give <root>/<study>/<stage>/<name>)")
-    if not (run_dir / RESULT_FILE).is_file():
-        raise ExportError(f"RUN {run_dir}: no {RESULT_FILE}, so the run has not finished; nothing to export yet")
+    result = Result.read(run_dir)
+    if result is None:
+        raise ExportError(f"RUN {run_dir}: no {rundir.RESULT}, so the run has not finished; nothing to export yet")
     try:
-        state, arch = load_export(run_dir, f"RUN {run_dir}")
+        export = load_export(run_dir, f"RUN {run_dir}")
     except ConfigError as err:
         raise ExportError(err.lines) from None
-    return state, arch, json.loads((run_dir / RESULT_FILE).read_text())
+    return export.state, export.arch, result
 
 
-def _parts(state: dict, arch: dict, head: bool, classifier: bool, run_dir: Path) -> tuple[dict, list[str]]:
+def _parts(state: dict, arch: Arch, head: bool, classifier: bool, run_dir: Path) -> tuple[dict, list[str]]:
     """The tensors to write, with torchvision's names for the encoder, and which parts they are."""
     tensors = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     includes = ["encoder"]
     if head:
-        if arch["kind"] != "simclr":
-            raise ExportError(f"--head: {run_dir} is a {arch['kind']} run; only pretrain runs have a projection head")
+        if arch.kind != "simclr":
+            raise ExportError(f"--head: {run_dir} is a {arch.kind} run; only pretrain runs have a projection head")
         tensors.update({k: v for k, v in state.items() if k.startswith("head.")})
         includes.append("head")
     if classifier:
-        if arch["kind"] != "classifier":
+        if arch.kind != "classifier":
             raise ExportError(f"--classifier: {run_dir} is a pretrain run; export a finetune or distill run's classifier")
-        if arch.get("head_layers", 0):
+        if arch.head_layers:
             raise ExportError(f"--classifier: the classifier of {run_dir} sits on projection-head layer "
-                              f"{arch['head_layers']}, not on the encoder; torchvision's fc cannot hold it")
+                              f"{arch.head_layers}, not on the encoder; torchvision's fc cannot hold it")
         tensors.update({"fc.weight": state["linear.weight"], "fc.bias": state["linear.bias"]})
         includes.append("classifier")
     return {k: v.detach().contiguous() for k, v in tensors.items()}, includes
 
 
-def metadata(arch: dict, result: dict, run_dir: Path, includes: list[str]) -> dict:
+def metadata(arch: Arch, result: Result, run_dir: Path, includes: list[str]) -> dict:
     """The JSON block every export carries (see the module docstring)."""
-    model = ModelSection.model_validate(arch["model"])
-    cfg = load_config(run_dir / "config.yaml")
+    model = arch.model
+    cfg = load_config(rundir.config_path(run_dir))
     compatible = model.width == 1.0 and not model.cifar_stem
     if compatible and "classifier" in includes:
-        loader = f"torchvision.models.{model.backbone}(num_classes={arch['num_classes']}).load_state_dict(sd)"
+        loader = f"torchvision.models.{model.backbone}(num_classes={arch.num_classes}).load_state_dict(sd)"
     elif compatible:
         loader = f"m = torchvision.models.{model.backbone}(); m.fc = torch.nn.Identity(); m.load_state_dict(sd)"
     else:
         loader = "simclr_hpc.train.export.load_encoder(FILE)"
-    metrics = {k: v for k, v in result.get("metrics", {}).items() if isinstance(v, (int, float))}
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     return {
         "architecture": model.backbone, "width": model.width, "cifar_stem": model.cifar_stem,
         "torchvision_compatible": compatible, "feat_dim": build_backbone(model.backbone, model.cifar_stem,
                                                                          model.width).feat_dim,
         "image_size": cfg.data.image_size, "normalisation": {"mean": list(MEAN), "std": list(STD)},
-        "stage": result.get("stage"), "config_hash": result.get("config_hash"), "metrics": metrics,
+        "stage": result.stage, "config_hash": result.config_hash, "metrics": metrics,
         "run_dir": str(run_dir), "includes": includes, "loader": loader,
     }
 
@@ -113,7 +115,7 @@ def export_run(run_dir: str | Path, fmt: str = "torchvision", out: str | Path | 
     state, arch, result = _finished_run(run_dir)
     tensors, includes = _parts(state, arch, head, classifier, run_dir)
     meta = metadata(arch, result, run_dir, includes)
-    path = Path(out) if out else run_dir / EXPORT_DIR / f"encoder{SUFFIX[fmt]}"
+    path = Path(out) if out else run_dir / rundir.EXPORT / f"encoder{SUFFIX[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchvision":
         torch.save(tensors, path)

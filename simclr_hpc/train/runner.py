@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
 from simclr_hpc import distributed as D
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_config
+from simclr_hpc.rundir import Result
 from simclr_hpc.train import checkpoint as ckpt
 from simclr_hpc.train.engine import Engine, derive_batch
 from simclr_hpc.train.loop import train
 from simclr_hpc.train.metrics import log, quiet_third_party, setup_logging
-from simclr_hpc.train.tasks import RESULT_FILE, TASKS, StageContext
+from simclr_hpc.train.stages import TASKS
+from simclr_hpc.train.task import StageContext, Task, TrainOutcome
 
 
 def _device_name(engine: Engine) -> str:
@@ -30,8 +33,8 @@ def _require_finished(ref: str, field: str, allow_random: bool = False) -> None:
         return
     if not ref:
         raise ConfigError(f"{field}: empty; set it to the run directory of a finished run")
-    if not (Path(ref) / RESULT_FILE).is_file():
-        what = "no such run directory" if not Path(ref).is_dir() else f"no {RESULT_FILE}: that run has not finished"
+    if not rundir.is_finished(ref):
+        what = "no such run directory" if not Path(ref).is_dir() else f"no {rundir.RESULT}: that run has not finished"
         raise ConfigError(f"{field}: {ref}: {what}; run it first or fix the path")
 
 
@@ -52,6 +55,11 @@ def check_inputs(stage: str, cfg: Config) -> None:
         index.split(cfg.data.eval_split)
     if stage == "finetune":
         _require_finished(cfg.finetune.encoder, "finetune.encoder", allow_random=True)
+        if cfg.finetune.label_subset_file:
+            from simclr_hpc.data.subsets import positions_from_file
+
+            train = index.split(cfg.data.train_split)
+            positions_from_file(cfg.finetune.label_subset_file, train.keys, train.names)
     elif stage == "transfer":
         _require_finished(cfg.transfer.encoder, "transfer.encoder", allow_random=True)
         if cfg.transfer.num_classes > index.num_classes:
@@ -72,17 +80,18 @@ def prepare_run_dir(stage: str, cfg: Config) -> None:
     A directory that already holds a different config is refused: resuming it would mix two experiments.
     """
     run_dir = cfg.run_dir(stage)
-    path = run_dir / "config.yaml"
+    path = rundir.config_path(run_dir)
     if path.exists():
         previous = load_config(path)
-        if previous.hash() != cfg.hash():
+        before, now = previous.hash(stage), cfg.hash(stage)
+        if before != now:
             raise ConfigError(
-                f"run.name: {run_dir} was started with a different config (hash {previous.hash()} != {cfg.hash()}); "
+                f"run.name: {run_dir} was started with a different config (hash {before} != {now}); "
                 "choose another run.name or delete that directory"
             )
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.write_bytes_atomic(path, dump_config(cfg).encode())
+    fsutil.write_text_atomic(path, dump_config(cfg))
 
 
 def run_stage(stage: str, cfg: Config) -> dict:
@@ -94,9 +103,9 @@ def run_stage(stage: str, cfg: Config) -> dict:
     # Checked before any process group starts: a bad split must not hang N ranks.
     per_device, micro, accumulation = derive_batch(cfg.train.global_batch, env.world_size, cfg.train.max_batch_per_device)
     run_dir = cfg.run_dir(stage)
-    result_path = run_dir / RESULT_FILE
-    if result_path.exists():
-        return json.loads(result_path.read_text())
+    done = rundir.result_path(run_dir)
+    if done.exists():
+        return json.loads(done.read_text())
     check_inputs(stage, cfg)
     if env.rank == 0:
         prepare_run_dir(stage, cfg)
@@ -111,38 +120,29 @@ def run_stage(stage: str, cfg: Config) -> dict:
             accumulation, micro, _device_name(engine),
         )
         task = TASKS[stage](ctx)
-        metrics = train(task, ctx)
-        extra = dict(ctx.extra)
-        for key in ("teacher_top1", "teacher_backbone", "loss"):
-            if key in extra:
-                metrics[key] = extra.pop(key)
-        latest = ckpt.latest_whole(run_dir / "checkpoints")
-        result = {
-            "stage": stage,
-            "study": cfg.run.study,
-            "run": cfg.run.name,
-            "run_dir": str(run_dir),
-            "config_hash": cfg.hash(),
-            "seed": cfg.run.seed,
-            "steps": cfg.train.steps,
-            "global_batch": cfg.train.global_batch,
-            "per_device_batch": per_device,
-            "accumulation": accumulation,
-            "metrics": metrics,
-            "wall_s": time.time() - t0,
-            "images_per_s": extra.pop("images_per_s"),
-            "skipped_samples": extra.pop("skipped_samples"),
-            "device": _device_name(engine),
-            "world_size": engine.world_size,
-            "hostnames": engine.hostnames,
-            "checkpoint_sha256": ckpt.read_meta(latest)["sha256"] if latest else None,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **extra,
-        }
+        if engine.is_main and task.subset() is not None:
+            fsutil.write_json_atomic(rundir.subset_path(run_dir), task.subset())
+        outcome = train(task, ctx)
+        result = _result(stage, ctx, task, outcome, time.time() - t0)
         if engine.is_main:
-            ckpt.write_json_atomic(result_path, result)
-            log.info("%s done: %s", run_dir, json.dumps(metrics))
+            result.write(run_dir)
+            log.info("%s done: %s", run_dir, json.dumps(result.metrics))
         engine.barrier()
     finally:
         engine.close()
-    return result
+    return result.to_json()
+
+
+def _result(stage: str, ctx: StageContext, task: Task, outcome: TrainOutcome, wall_s: float) -> Result:
+    """The run's result.json: its config's coordinates, the outcome, the runtime facts and the task's facts."""
+    cfg, engine = ctx.cfg, ctx.engine
+    latest = ckpt.latest_whole(rundir.checkpoints_dir(ctx.run_dir))
+    return Result(
+        stage=stage, study=cfg.run.study, run=cfg.run.name, run_dir=str(ctx.run_dir), config_hash=cfg.hash(stage),
+        seed=cfg.run.seed, steps=cfg.train.steps, global_batch=cfg.train.global_batch, per_device_batch=ctx.per_device,
+        accumulation=ctx.accumulation, metrics={**outcome.metrics, "loss": outcome.loss}, wall_s=wall_s,
+        images_per_s=outcome.images_per_s, skipped_samples=outcome.skipped_samples, device=_device_name(engine),
+        world_size=engine.world_size, hostnames=engine.hostnames,
+        checkpoint_sha256=ckpt.read_meta(latest)["sha256"] if latest else None,
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **task.facts(),
+    )

@@ -23,11 +23,9 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
+from simclr_hpc import rundir
 from simclr_hpc.config import Config, ConfigError
 
-TRACKING_FILE = "tracking.json"
-TENSORBOARD_DIR = "tensorboard"
-MLFLOW_DIR = "mlruns"
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # backend -> import name (= its extra)
 
 
@@ -67,17 +65,17 @@ class _Identity:
     """``tracking.json`` in the run directory: the ids that make a resumed job continue the same W&B / MLflow run."""
 
     def __init__(self, run_dir: Path):
-        self.path = run_dir / TRACKING_FILE
+        self.path = Path(run_dir) / rundir.TRACKING
         self.ids = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def get(self, key: str, new) -> tuple[str, bool]:
         """(id, existed): the stored id, or ``new()`` stored now."""
         if key in self.ids:
             return self.ids[key], True
-        from simclr_hpc.train.checkpoint import write_json_atomic
+        from simclr_hpc import fsutil
 
         self.ids[key] = new()
-        write_json_atomic(self.path, self.ids)
+        fsutil.write_json_atomic(self.path, self.ids)
         return self.ids[key], False
 
 
@@ -88,7 +86,7 @@ class TensorBoard:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
-        logdir = run_dir / TENSORBOARD_DIR
+        logdir = run_dir / rundir.TENSORBOARD
         earlier = logdir.is_dir() and any(logdir.glob("events.out.tfevents.*"))
         # purge_step makes readers discard the earlier attempt's events at and after it: the re-done steps replace them.
         self.writer = SummaryWriter(str(logdir), purge_step=start_step + 1 if earlier else None)
@@ -146,7 +144,7 @@ def _mlflow_store(root: str | Path, study: str):
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    store = (Path(root) / study / MLFLOW_DIR).resolve()
+    store = rundir.mlflow_store(root, study).resolve()
     client = MlflowClient(tracking_uri=store.as_uri())
     found = client.get_experiment_by_name(study)
     if found is not None:
@@ -259,7 +257,7 @@ def _report_tensorboard(report_dir: Path, done: list[dict], files: list[Path]) -
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
 
-    logdir = report_dir / TENSORBOARD_DIR
+    logdir = report_dir / rundir.TENSORBOARD
     shutil.rmtree(logdir, ignore_errors=True)  # the report is rewritten whole; old sessions would double the rows
     for row in done:
         params = {k: row[k] for k in REPORT_KEYS if row.get(k) not in (None, "")}
@@ -298,4 +296,4 @@ def _report_wandb(study: str, report_dir: Path, rows: list[dict]) -> str:
     columns = list(rows[0]) if rows else []
     run.log({"results": wandb.Table(columns=columns, data=[[str(row.get(c, "")) for c in columns] for row in rows])})
     run.finish()
-    return f"wandb: offline run {run_id} under {report_dir / 'wandb'} (wandb sync it to upload)"
+    return f"wandb: offline run {run_id} under {report_dir / rundir.WANDB} (wandb sync it to upload)"

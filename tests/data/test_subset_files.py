@@ -57,3 +57,46 @@ def test_unknown_or_ambiguous_lines_are_errors_naming_the_line(folder_shards, tm
         positions_from_file(path, ["a", "b", "c"], ["x.png", "n01440764_train3.png", "n01440764_train3.png"])
     with pytest.raises(DataError, match="file not found"):
         positions_from_file(tmp_path / "none.txt", train.keys, train.names)
+
+
+def test_finetune_with_a_subset_file_trains_on_exactly_its_images_and_records_the_hash(folder_shards, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from simclr_hpc.cli.main import app
+    from tests.conftest import tiny_overrides
+
+    train = read_index(folder_shards).split("train")
+    listed = sorted(train.names)[::3]  # 8 of the 24 training images, by file name
+    path = tmp_path / "eight.txt"
+    path.write_text("\n".join(listed) + "\n")
+    args = ["run", "finetune"] + [a for o in tiny_overrides(folder_shards, tmp_path, steps=2) + [
+        "run.name=sub", "finetune.encoder=random", f"finetune.label_subset_file={path}"] for a in ("--set", o)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "t" / "finetune" / "sub"
+    record = json.loads((run_dir / "subset.json").read_text())
+    assert sorted(record["train_keys"]) == sorted(train.keys[train.names.index(n)] for n in listed)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["subset_sha256"] == digest
+    done = json.loads((run_dir / "result.json").read_text())
+    assert done["label_subset_sha256"] == digest and done["train_images"] == 8
+
+
+def test_a_bad_subset_file_is_refused_before_anything_is_written(folder_shards, tmp_path):
+    from typer.testing import CliRunner
+
+    from simclr_hpc.cli.main import app
+    from tests.conftest import tiny_overrides
+
+    path = tmp_path / "bad.txt"
+    path.write_text("not_an_image.JPEG\n")
+    args = ["run", "finetune"] + [a for o in tiny_overrides(folder_shards, tmp_path, steps=2) + [
+        "run.name=bad", "finetune.encoder=random", f"finetune.label_subset_file={path}"] for a in ("--set", o)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: finetune.label_subset_file: {path} line 1: 'not_an_image.JPEG' names no image of the split "
+        "(neither a shard key nor a file name)"]
+    assert not (tmp_path / "t").exists()

@@ -81,3 +81,12 @@ def test_unlabeled_shards_pretrain_and_labelled_stages_refuse_them_in_one_line(u
             "pretrain on these"
         ]
         assert not (tmp_path / "t" / stage).exists()
+
+
+def test_data_shards_command_builds_unlabeled_shards(image_tree, tmp_path):
+    out = tmp_path / "photos"
+    result = CliRunner().invoke(app, ["data", "shards", f"unlabeled:{image_tree}", str(out)])
+    assert result.exit_code == 0, result.output
+    index = read_index(out)
+    assert index.labelled is False and sum(len(s.keys) for s in index.splits.values()) == 48
+    assert verify(out) == []

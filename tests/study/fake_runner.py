@@ -35,7 +35,7 @@ def run_stage(stage: str, cfg) -> dict:
     k = cfg.transfer.num_classes or 10
     top1 = 0.5 + 0.01 * (cfg.run.seed + len(cfg.run.name) % 7)
     metrics = {"top1": top1, "num_classes": k, "chance_norm_top1": (top1 - 1 / k) / (1 - 1 / k), "loss": 1.0}
-    result = {"stage": stage, "run": cfg.run.name, "config_hash": cfg.hash(), "seed": cfg.run.seed,
+    result = {"stage": stage, "run": cfg.run.name, "config_hash": cfg.hash(stage), "seed": cfg.run.seed,
               "steps": cfg.train.steps, "metrics": metrics, "run_dir": str(run_dir)}
     tmp = run_dir / ".result.json.tmp"
     tmp.write_text(json.dumps(result))

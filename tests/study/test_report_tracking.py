@@ -9,6 +9,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from simclr_hpc import rundir
 from simclr_hpc.cli.main import app
 from simclr_hpc.study.plan import load_plan
 from tests.study.helpers import write_study
@@ -27,7 +28,7 @@ def finished_study(tmp_path):
         metrics = {"top1": 0.5 + i / 100, "num_classes": 4, "chance_norm_top1": (0.5 + i / 100 - 0.25) / 0.75,
                    "loss": 1.0 / (i + 1)}
         (run.run_dir / "result.json").write_text(json.dumps({"stage": run.stage, "run": run.name, "metrics": metrics,
-                                                             "config_hash": run.cfg.hash(), "steps": 2}))
+                                                             "config_hash": run.cfg.hash(run.stage), "steps": 2}))
     return path, plan
 
 
@@ -60,7 +61,7 @@ def test_study_report_writes_the_table_into_mlflow_and_wandb(finished_study, mon
     report_dir = plan.study_dir / "report"
     ids = json.loads((report_dir / "tracking.json").read_text())
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    client = MlflowClient((plan.study_dir / "mlruns").resolve().as_uri())
+    client = MlflowClient(rundir.mlflow_store(plan.study.root, plan.study.name).resolve().as_uri())
     local = client.download_artifacts(ids["mlflow_run_id"], "results.json")
     table = json.loads(open(local).read())
     assert len(table["data"]) == len(plan.runs) and "top1" in table["columns"]

@@ -55,7 +55,7 @@ def test_a_killed_study_run_again_completes_without_redoing_finished_runs(plan):
     assert Counter(calls) == Counter(run.key for run in plan.runs)  # every run exactly once over both attempts
     assert sorted(report.skipped) == sorted(first)
     assert {k: v for k, v in _mtimes(plan).items() if k in before} == before  # finished results untouched
-    assert all(row["status"] == "done" for row in collect(plan))
+    assert all(row.status == "done" for row in collect(plan))
 
 
 def test_failed_run_blocks_its_dependents_and_both_rerun_next_time(plan):
@@ -67,11 +67,11 @@ def test_failed_run_blocks_its_dependents_and_both_rerun_next_time(plan):
     assert sorted(report.blocked) == sorted([
         "finetune/teacher-tb-s0", "distill/baseline-sb-s0", "distill/ta-to-sb-s0", "distill/tb-to-sa-s0",
         "distill/tb-to-sb-s0"])
-    status = {f"{r['stage']}/{r['name']}": r for r in collect(plan)}
-    assert status["pretrain/rb-s0"]["status"] == "failed"
-    assert "injected failure" in status["pretrain/rb-s0"]["error"]
-    assert status["distill/tb-to-sb-s0"]["status"] == "blocked"  # listed with its reason, not dropped
-    assert status["distill/tb-to-sb-s0"]["error"] == "dependency finetune/teacher-tb-s0 has no result"
+    status = {f"{r.stage}/{r.name}": r for r in collect(plan)}
+    assert status["pretrain/rb-s0"].status == "failed"
+    assert "injected failure" in status["pretrain/rb-s0"].error
+    assert status["distill/tb-to-sb-s0"].status == "blocked"  # listed with its reason, not dropped
+    assert status["distill/tb-to-sb-s0"].error == "dependency finetune/teacher-tb-s0 has no result"
 
     (root / "fail").unlink()
     done_before = _mtimes(plan)

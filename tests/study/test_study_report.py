@@ -14,7 +14,8 @@ from scipy import stats
 from simclr_hpc.study.aggregate import collect
 from simclr_hpc.study.engine import record_event
 from simclr_hpc.study.plan import load_plan
-from simclr_hpc.study.report import ols_slope, paired_test, t_interval, write_report
+from simclr_hpc.study.report import write_report
+from simclr_hpc.study.stats import ols_slope, paired_test, t_interval
 from tests.study.helpers import write_study
 
 
@@ -22,7 +23,7 @@ def _write_result(run, top1: float, k: int = 4, **metrics) -> None:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     m = {"top1": top1, "num_classes": k, "chance_norm_top1": (top1 - 1 / k) / (1 - 1 / k), "loss": 0.5, **metrics}
     (run.run_dir / "result.json").write_text(json.dumps({"stage": run.stage, "run": run.name, "metrics": m,
-                                                         "config_hash": run.cfg.hash(), "steps": 2}))
+                                                         "config_hash": run.cfg.hash(run.stage), "steps": 2}))
 
 
 def test_t_interval_matches_a_hand_computation():
@@ -84,7 +85,7 @@ def study_with_results(tmp_path_factory):
 def test_collect_keeps_every_planned_run_with_its_status(study_with_results):
     rows = collect(study_with_results)
     assert len(rows) == len(study_with_results.runs)
-    status = {f"{r['stage']}/{r['name']}": r["status"] for r in rows}
+    status = {f"{r.stage}/{r.name}": r.status for r in rows}
     assert status["finetune/ra-lf1-h1-linear-s1"] == "failed"
     assert status["transfer/ra-sh6-k6-c1-linear-s1"] == "started"
     assert status["distill/ta-to-sb-s1"] == "missing"

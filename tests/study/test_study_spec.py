@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from simclr_hpc.cli.main import app
+from simclr_hpc.study.plan import load_plan
 from simclr_hpc.study.spec import StudyError, load_study, source_num_classes
 from tests.study.helpers import TINY, study_dict, write_study
 
@@ -120,6 +121,7 @@ def test_known_class_counts_of_sources():
 @pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml"])
 def test_bundled_studies_validate(name):
     study = load_study(REPO / "configs" / "studies" / name)
+    load_plan(REPO / "configs" / "studies" / name)  # every expanded run config validates too
     assert len(study.seeds) >= 2
     assert study.finetune and study.distill and study.transfer
 

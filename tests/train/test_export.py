@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from simclr_hpc.cli.main import app
 from simclr_hpc.train.export import load_encoder, read_metadata
-from simclr_hpc.train.tasks import load_encoder as run_encoder
+from simclr_hpc.train.artifacts import load_simclr
 from tests.conftest import tiny_overrides
 
 
@@ -30,6 +30,12 @@ def runs(tiny_shards, tmp_path_factory):
     _run("pretrain", base + ["run.name=small"])
     return {name: root / "t" / stage / name for stage, name in (("pretrain", "tv"), ("finetune", "ft"),
                                                                   ("pretrain", "small"))}
+
+
+def run_encoder(run_dir: str, field: str):
+    """The encoder of a finished run, as the stages load it (the reference the exports are compared with)."""
+    simclr, model_cfg = load_simclr(run_dir, field)
+    return simclr.encoder, model_cfg, simclr.head
 
 
 def _export(*args):

@@ -7,7 +7,8 @@ import torch
 
 from simclr_hpc.config import ConfigError, load_config
 from simclr_hpc.train.engine import Engine, derive_batch
-from simclr_hpc.train.tasks import PretrainTask, StageContext
+from simclr_hpc.train.stages import PretrainTask
+from simclr_hpc.train.task import StageContext
 
 
 def _grads(micro: int, tmp_path: Path):

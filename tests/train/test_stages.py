@@ -137,17 +137,17 @@ def test_resume_after_sigkill_at_three_points_is_bitwise_exact(tiny_shards, tmp_
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_shards, tmp_path, monkeypatch):
-    from simclr_hpc.train import tasks
+    from simclr_hpc.train.stages import pretrain
 
     calls = {"n": 0}
-    real = tasks.nt_xent
+    real = pretrain.nt_xent
 
     def nan_from_step_5(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] >= 5 else loss
 
-    monkeypatch.setattr(tasks, "nt_xent", nan_from_step_5)
+    monkeypatch.setattr(pretrain, "nt_xent", nan_from_step_5)
     args = _cli("pretrain", tiny_overrides(tiny_shards, tmp_path, steps=8) + ["run.name=nan"])
     result = CliRunner().invoke(app, args)
     run_dir = tmp_path / "t" / "pretrain" / "nan"

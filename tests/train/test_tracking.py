@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from simclr_hpc.cli.main import app
 from simclr_hpc.train import checkpoint as ckpt
-from simclr_hpc.train import tracking
+from simclr_hpc import rundir
 from tests.conftest import tiny_overrides
 
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
@@ -36,7 +36,7 @@ def _jsonl(run_dir: Path) -> list[dict]:
 def _tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(run_dir / tracking.TENSORBOARD_DIR))  # purges orphaned events, as TensorBoard does
+    acc = EventAccumulator(str(run_dir / rundir.TENSORBOARD))  # purges orphaned events, as TensorBoard does
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
@@ -128,8 +128,8 @@ def test_run_sigkilled_after_a_checkpoint_and_resumed_logs_every_step_once(tiny_
         from mlflow.tracking import MlflowClient
 
         monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-        client = MlflowClient((tmp_path / "t" / tracking.MLFLOW_DIR).resolve().as_uri())
-        run_id = json.loads((run_dir / tracking.TRACKING_FILE).read_text())["mlflow_run_id"]
+        client = MlflowClient(rundir.mlflow_store(tmp_path, "t").resolve().as_uri())
+        run_id = json.loads((run_dir / rundir.TRACKING).read_text())["mlflow_run_id"]
         history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss"))
         assert [s for s, _ in history] == list(range(1, 9))
         assert [v for _, v in history] == pytest.approx([line["loss"] for line in lines], rel=1e-12)
@@ -143,9 +143,9 @@ class _Interrupted(Exception):
 
 @pytest.mark.skipif(not HAS_WANDB, reason="wandb is not installed (pip install 'simclr-hpc[wandb]')")
 def test_wandb_offline_run_is_continued_by_the_resumed_job_without_repeating_a_step(tiny_shards, tmp_path, monkeypatch):
-    from simclr_hpc.train import tasks
+    from simclr_hpc.train.stages import pretrain
 
-    real, calls = tasks.nt_xent, {"n": 0}
+    real, calls = pretrain.nt_xent, {"n": 0}
 
     def stop_at_step_6(*args, **kwargs):
         calls["n"] += 1
@@ -153,25 +153,27 @@ def test_wandb_offline_run_is_continued_by_the_resumed_job_without_repeating_a_s
             raise _Interrupted  # steps 1..5 logged, checkpoint 4 written: the resumed job re-does step 5
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tasks, "nt_xent", stop_at_step_6)
+    monkeypatch.setattr(pretrain, "nt_xent", stop_at_step_6)
     args = _args("pretrain", tiny_overrides(tiny_shards, tmp_path, steps=6) + ["run.name=wb", "log.backends=[wandb]"])
     first = CliRunner().invoke(app, args)
     assert isinstance(first.exception, _Interrupted), first.output
-    monkeypatch.setattr(tasks, "nt_xent", real)
+    monkeypatch.setattr(pretrain, "nt_xent", real)
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output
 
     run_dir = tmp_path / "t" / "pretrain" / "wb"
     rows, ids = _wandb_history(run_dir)
     assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2
-    assert ids == {json.loads((run_dir / tracking.TRACKING_FILE).read_text())["wandb_id"]}
+    assert ids == {json.loads((run_dir / rundir.TRACKING).read_text())["wandb_id"]}
     train_rows = [row for row in rows if "train/loss" in row]
     assert [row["_step"] for row in train_rows] == [1, 2, 3, 4, 5, 6]
     assert [row["train/loss"] for row in train_rows] == pytest.approx([line["loss"] for line in _jsonl(run_dir)])
-    assert not (run_dir / tracking.TENSORBOARD_DIR).exists()
+    assert not (run_dir / rundir.TENSORBOARD).exists()
 
 
 def test_backend_whose_package_is_missing_is_refused_in_one_line(tiny_shards, tmp_path, monkeypatch):
+    from simclr_hpc.train import tracking
+
     monkeypatch.setitem(tracking.PACKAGES, "wandb", "no_such_package_for_simclr_hpc_tests")
     args = _args("pretrain", tiny_overrides(tiny_shards, tmp_path, steps=2) + ["run.name=x", "log.backends=[wandb]"])
     result = CliRunner().invoke(app, args)

@@ -1,0 +1,130 @@
+"""A shard directory's ``index.json``: its name, its schema and its one reader (torch-free: a login node reads it too).
+
+``data/shards.py`` writes the file (see its docstring for what it records); everything that reads one comes here:
+``read_index`` for the whole, validated document, ``has_index`` for "is this directory built" and ``index_num_classes``
+for a study's class-count check before any shard exists.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from simclr_hpc.data.sources import DataError
+
+INDEX = "index.json"
+FORMAT = "simclr-hpc-shards/1"
+
+
+@dataclass
+class ShardInfo:
+    """One tar file: its name (relative to the shard directory), sample count and sha256."""
+
+    name: str
+    count: int
+    sha256: str
+
+
+@dataclass
+class SplitIndex:
+    """One split: sample keys and labels in shard order, and its shards (consecutive runs of those keys)."""
+
+    keys: list[str]
+    labels: np.ndarray
+    shards: list[ShardInfo]
+    names: list[str] | None = None
+    """Original file name of each sample (sources read from files, e.g. ImageFolder); None for array sources."""
+
+    def shard_ranges(self) -> list[tuple[ShardInfo, int, int]]:
+        """``(shard, start, stop)``: the positions in ``keys`` that each shard holds."""
+        out, start = [], 0
+        for shard in self.shards:
+            out.append((shard, start, start + shard.count))
+            start += shard.count
+        return out
+
+
+@dataclass
+class DatasetIndex:
+    """What ``index.json`` says about a shard directory (see the module docstring)."""
+
+    root: Path
+    source: str
+    classes: list[str]
+    image_size: tuple[int, int] | None
+    channels: int
+    image_format: str
+    seed: int
+    val_fraction: float
+    splits: dict[str, SplitIndex] = field(default_factory=dict)
+    content_hash: str = ""
+    labelled: bool = True
+    """False for shards of an ``unlabeled:`` source: no classes, every label -1; pretraining only."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> SplitIndex:
+        """The split called ``name``; a DataError listing the splits that exist otherwise."""
+        if name not in self.splits:
+            raise DataError(f"{self.root}: no split {name!r} (this directory has: {', '.join(self.splits)}); "
+                            f"set data.train_split / data.eval_split to one of those")
+        return self.splits[name]
+
+
+def read_index(shards_dir: str | Path) -> DatasetIndex:
+    """Read ``index.json`` of ``shards_dir``; a missing or malformed one is a DataError saying how to build it."""
+    root = Path(shards_dir)
+    build = f"build it with `simclr-hpc data shards SOURCE {root}`"
+    if not root.is_dir():
+        raise DataError(f"{root}: shard directory not found; {build}")
+    path = root / INDEX
+    if not path.is_file():
+        raise DataError(f"{path}: not found (no shards here, or an interrupted write); {build}")
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
+        splits = {}
+        for name, s in doc["splits"].items():
+            shards = [ShardInfo(str(x["name"]), int(x["count"]), str(x["sha256"])) for x in s["shards"]]
+            keys, labels = [str(k) for k in s["keys"]], np.asarray(s["labels"], dtype=np.int64)
+            if len(keys) != len(labels) or len(keys) != sum(x.count for x in shards):
+                raise ValueError(f"split {name}: {len(keys)} keys, {len(labels)} labels, shard counts sum to "
+                                 f"{sum(x.count for x in shards)}")
+            names = [str(n) for n in s["names"]] if "names" in s else None
+            if names is not None and len(names) != len(keys):
+                raise ValueError(f"split {name}: {len(keys)} keys but {len(names)} file names")
+            splits[name] = SplitIndex(keys, labels, shards, names)
+        size = doc.get("image_size")
+        return DatasetIndex(root=root, source=str(doc["source"]), classes=[str(c) for c in doc["classes"]],
+                            image_size=tuple(size) if size else None, channels=int(doc["channels"]),
+                            image_format=str(doc["image_format"]), seed=int(doc["seed"]),
+                            val_fraction=float(doc["val_fraction"]), splits=splits,
+                            content_hash=str(doc["content_hash"]), labelled=bool(doc.get("labelled", True)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a valid shard index ({exc}); {build}") from None
+
+
+def has_index(shards_dir: str | Path) -> bool:
+    """Whether ``shards_dir`` holds an ``index.json`` (written last and atomically, so: whether it is whole)."""
+    return (Path(shards_dir) / INDEX).is_file()
+
+
+def index_num_classes(shards_dir: str | Path) -> int | None:
+    """Class count recorded in a shard directory's ``index.json``, or None when there is none (not built yet)."""
+    path = Path(shards_dir) / INDEX
+    if not path.is_file():
+        return None
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(index.get("num_classes"), int):
+        return index["num_classes"]
+    names = index.get("classes") or index.get("class_names")
+    return len(names) if isinstance(names, list) else None

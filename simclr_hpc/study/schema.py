@@ -1,0 +1,250 @@
+"""The study file's schema: one pydantic model per section, unknown keys are errors (what each section expands to:
+``plan.py``; the checks across sections: ``spec.py``).
+
+This module imports no torch: ``study submit --dry-run`` runs on a login node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from simclr_hpc.config import UserError, check_safe_name
+
+
+class StudyError(UserError):
+    """A study file is wrong: one line per problem, each naming the file and the dotted field."""
+
+
+def nest_overrides(overrides: dict) -> dict:
+    """``{"train.steps": 5, "model": {"width": 0.5}}`` -> ``{"train": {"steps": 5}, "model": {"width": 0.5}}``."""
+    out: dict = {}
+    for key, value in overrides.items():
+        parts = str(key).split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{key}: {part} is both a value and a section")
+        leaf = parts[-1]
+        if isinstance(value, dict):
+            node[leaf] = {**node.get(leaf, {}), **nest_overrides(value)} if isinstance(node.get(leaf), dict) else nest_overrides(value)
+        else:
+            node[leaf] = value
+    return out
+
+
+class Part(BaseModel):
+    """Base of every study-file section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+Overrides = dict[str, object]
+
+
+class DatasetSpec(Part):
+    source: str
+    """Source spec as ``simclr-hpc data shards`` takes it: ``mnist5k``, ``shapes:K``, ``cifar10:ROOT``, ``cifar100:ROOT``,
+    ``stl10:ROOT``, ``imagefolder:DIR``, ``npz:FILE``. ``{data_root}`` is replaced by the study's ``data_root``."""
+    shards: str = ""
+    """Shard directory; empty = ``<root>/<study>/data/<dataset name>``. Built before the first run if it has no index.json."""
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Fraction of the training images held out as the ``val`` split when the shards are built."""
+    set: Overrides = {}
+    """Config overrides for every run on this dataset (e.g. ``data.image_size: 28``)."""
+
+
+class EncoderSpec(Part):
+    dataset: str
+    """Dataset (a key of ``datasets``) the encoder is pretrained on with SimCLR."""
+    base: str = ""
+    """Base-model label for the distillation same-base/cross-base comparison; empty = ``model.backbone`` of the encoder."""
+    set: Overrides = {}
+    """Config overrides of this encoder's pretrain run (``model.backbone``, ``pretrain.temperature``, ``train.steps`` ...).
+    ``model.*`` also applies to every run that loads this encoder."""
+
+
+class StageDefaults(Part):
+    set: Overrides = {}
+    """Config overrides for every run of this stage."""
+
+
+class FinetuneStudy(Part):
+    encoders: list[str] = Field(min_length=1)
+    """Encoders (keys of ``encoders``) to fine-tune."""
+    dataset: str = ""
+    """Labelled dataset; empty = each encoder's pretraining dataset (the paper's semi-supervised setting)."""
+    label_fractions: list[float] = Field([1.0], min_length=1)
+    """Fractions of labelled training images, drawn class-balanced per seed (e.g. 0.01, 0.1, 1.0)."""
+    head_layers: list[int] = Field([0], min_length=1)
+    """Projection-head layers kept under the classifier (0 = encoder output)."""
+    protocols: list[Literal["linear", "full"]] = Field(["linear"], min_length=1)
+    """``linear`` (frozen encoder) and/or ``full`` (every layer trained)."""
+    set: Overrides = {}
+    """Config overrides for every fine-tune run of this section."""
+
+    @field_validator("label_fractions")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        bad = [v for v in value if not 0.0 < v <= 1.0]
+        if bad:
+            raise ValueError(f"every label fraction must be in (0, 1], got {bad}")
+        return value
+
+    @field_validator("head_layers")
+    @classmethod
+    def _layers(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if not 0 <= v <= 4]
+        if bad:
+            raise ValueError(f"every head layer must be in 0..4, got {bad}")
+        return value
+
+
+class TeacherSpec(Part):
+    encoder: str
+    """Encoder whose fine-tuned classifier teaches (a fine-tune run that this study produces)."""
+    label_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    """Labels the teacher is fine-tuned on."""
+    protocol: Literal["linear", "full"] = "full"
+    """Teacher fine-tuning protocol."""
+    head_layer: int = Field(0, ge=0, le=4)
+    """Projection-head layer the teacher's classifier sits on."""
+    set: Overrides = {}
+    """Config overrides of this teacher's fine-tune run."""
+
+
+class StudentSpec(Part):
+    encoder: str = ""
+    """Encoder that gives the student its backbone (``model.*``) and, with ``init: pretrained``, its initial weights."""
+    init: Literal["pretrained", "random"] = "pretrained"
+    """``pretrained``: start from the encoder's SimCLR weights; ``random``: only its architecture."""
+    base: str = ""
+    """Base-model label; empty = the encoder's base, or ``model.backbone`` from ``set``."""
+    set: Overrides = {}
+    """Config overrides of this student's distill and baseline runs (e.g. ``model.backbone`` for a random student)."""
+
+    @model_validator(mode="after")
+    def _needs_encoder(self) -> "StudentSpec":
+        if self.init == "pretrained" and not self.encoder:
+            raise ValueError("a student with init: pretrained needs an encoder (or set init: random)")
+        return self
+
+
+class DistillStudy(Part):
+    dataset: str
+    """Dataset the teachers are fine-tuned on and the students distilled on."""
+    teachers: dict[str, TeacherSpec] = Field(min_length=1)
+    """Teacher name -> teacher."""
+    students: dict[str, StudentSpec] = Field(min_length=1)
+    """Student name -> student."""
+    pairs: Literal["all"] | list[tuple[str, str]] = "all"
+    """``all`` (every teacher x every student) or a list of ``[teacher, student]`` names."""
+    baseline: bool = True
+    """Also train each student on labels only (distill.teacher="", label_weight=1) with the same steps: its baseline."""
+    set: Overrides = {}
+    """Config overrides for every distill run (and baseline) of this section."""
+    teacher_set: Overrides = {}
+    """Config overrides for every teacher fine-tune run."""
+
+
+class WithinTarget(Part):
+    dataset: str
+    """Target dataset whose classes are subsampled."""
+    num_classes: list[int] = Field(min_length=1)
+    """Class counts k (each at least 2 and at most the dataset's class count)."""
+    class_seeds: list[int] = Field([0], min_length=1)
+    """One random k-class subset per class seed (several give the spread over which classes)."""
+
+    @field_validator("num_classes")
+    @classmethod
+    def _k(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if v < 2]
+        if bad:
+            raise ValueError(f"every class count must be at least 2, got {bad}")
+        return value
+
+
+class TransferStudy(Part):
+    encoders: list[str] = Field(min_length=1)
+    """Source encoders."""
+    protocols: list[Literal["linear", "full"]] = Field(["linear"], min_length=1)
+    """Transfer protocols."""
+    images_per_class: int = Field(0, ge=0)
+    """Training images per class (0 = all), so class counts are compared at equal data per class."""
+    within: list[WithinTarget] = []
+    """Class-subset sweeps inside one dataset (class count without the dataset confound)."""
+    across: list[str] = []
+    """Whole target datasets (all classes), as the paper compared them."""
+    set: Overrides = {}
+    """Config overrides for every transfer run."""
+
+    @model_validator(mode="after")
+    def _something(self) -> "TransferStudy":
+        if not self.within and not self.across:
+            raise ValueError("transfer needs at least one of within or across")
+        return self
+
+
+class Study(Part):
+    """A whole study file."""
+
+    name: str
+    """Study name: ``run.study`` of every run; runs go under ``<root>/<name>/``."""
+    root: str = "runs"
+    """Directory holding every study's runs (relative to the working directory, or absolute)."""
+    data_root: str = ""
+    """Replaces ``{data_root}`` in dataset sources (e.g. where CIFAR-10 lives on the cluster)."""
+    seeds: list[int] = Field([0], min_length=1)
+    """Seeds: each encoder is pretrained once per seed and every downstream run uses the encoder of its own seed."""
+    defaults: Overrides = {}
+    """Config overrides for every run of the study (nested sections or dotted keys)."""
+    datasets: dict[str, DatasetSpec] = Field(min_length=1)
+    """Dataset name -> source."""
+    encoders: dict[str, EncoderSpec] = Field(min_length=1)
+    """Encoder name -> SimCLR pretrain run."""
+    pretrain: StageDefaults = StageDefaults()
+    """Overrides for every pretrain run."""
+    finetune: FinetuneStudy | None = None
+    distill: DistillStudy | None = None
+    transfer: TransferStudy | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_safe_name(value, "name")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        if any(v < 0 for v in value):
+            raise ValueError(f"seeds must be >= 0, got {value}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct, got {value}")
+        return value
+
+    @field_validator("datasets", "encoders")
+    @classmethod
+    def _keys(cls, value: dict, info) -> dict:
+        for key in value:
+            check_safe_name(key, f"{info.field_name} name")
+        return value
+
+    def source(self, dataset: str) -> str:
+        """The dataset's source spec with ``{data_root}`` filled in."""
+        return self.datasets[dataset].source.replace("{data_root}", self.data_root.rstrip("/") or ".")
+
+    def shards_dir(self, dataset: str) -> Path:
+        """Where the dataset's shards live (built there if missing)."""
+        given = self.datasets[dataset].shards.replace("{data_root}", self.data_root.rstrip("/") or ".")
+        return Path(given) if given else Path(self.root) / self.name / "data" / dataset
+
+    def encoder_base(self, encoder: str) -> str:
+        """Base-model label of an encoder (explicit ``base`` or its backbone)."""
+        spec = self.encoders[encoder]
+        if spec.base:
+            return spec.base
+        model = nest_overrides(self.defaults).get("model", {}) | nest_overrides(spec.set).get("model", {})
+        return str(model.get("backbone", "resnet18"))

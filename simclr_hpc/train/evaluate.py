@@ -1,0 +1,91 @@
+"""Evaluation on a held-out split: which samples (:class:`EvalSet`), the batches of them each rank reads, top-1/top-k
+counts summed over ranks, and the accuracy metrics recorded in result.json.
+
+Every protocol reads its samples through :func:`eval_batches` and embeds them through the same ``embed`` hook (a frozen
+encoder's features, or the identity), so a feature-space protocol (kNN) needs only a new counting function here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from simclr_hpc import distributed as D
+from simclr_hpc.data import augment, pipeline
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Which samples of which split an evaluation reads, and how their labels map to the model's classes."""
+
+    split: str
+    num_classes: int
+    keys: list[str] | None = None
+    """Only these sample keys (None: the whole split)."""
+    label_map: dict[int, int] | None = None
+    """Original label -> model class (None: labels are the classes)."""
+
+
+def eval_batches(ctx, evalset: EvalSet) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """``(x on the device, y on the CPU, keys)`` of this rank's share: every sample is read exactly once across ranks,
+    un-augmented (centre view), ``train.eval_batch_per_device`` at a time."""
+    cfg = ctx.cfg
+    loader = pipeline.eval_loader(
+        cfg.data.shards, evalset.split, augment.EvalTransform(cfg.data.image_size),
+        cfg.train.eval_batch_per_device, ctx.engine.rank, ctx.engine.world_size,
+        keys=evalset.keys, label_map=evalset.label_map, on_error=cfg.data.on_error,
+    )
+    for batch in loader:
+        yield batch["views"][0].to(ctx.device, non_blocking=True), batch["y"], list(batch["keys"])
+
+
+def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks: Sequence[int]) -> list[int]:
+    """Samples whose true class is among the ``k`` highest logits, for each ``k`` in ``ks`` ([B, C] logits, [B] y).
+
+    Top-1 is the argmax (the first of tied maxima), so it matches ``logits.argmax(1) == y`` exactly."""
+    out = []
+    for k in ks:
+        if k == 1:
+            hit = logits.argmax(1) == y
+        else:
+            hit = (logits.topk(min(k, logits.shape[1]), dim=1).indices == y[:, None]).any(1)
+        out.append(int(hit.sum()))
+    return out
+
+
+def topk_counts(model: nn.Module, ctx, evalset: EvalSet, ks: Sequence[int] = (1,),
+                embed: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[list[int], int]:
+    """``(correct per k, total)`` on ``evalset`` over all ranks; logits are ``model(embed(x))`` (``embed``: a frozen
+    feature extractor kept in its own mode, or None). ``model`` is in eval mode while counting, train mode after."""
+    model.eval()
+    counts = torch.zeros(len(ks) + 1, dtype=torch.float64)
+    with torch.no_grad():
+        for x, y, _ in eval_batches(ctx, evalset):
+            with ctx.engine.autocast():
+                logits = model(embed(x) if embed is not None else x).cpu()
+            counts[: len(ks)] += torch.tensor(topk_correct(logits, y, ks), dtype=torch.float64)
+            counts[-1] += len(y)
+    D.all_reduce_sum(counts)
+    model.train()
+    return [int(c) for c in counts[: len(ks)]], int(counts[-1])
+
+
+def accuracy_metrics(correct: int, total: int, num_classes: int) -> dict:
+    """top-1 and chance-normalised top-1: (acc - 1/k) / (1 - 1/k), so 0 is chance and 1 is perfect at any k."""
+    top1 = correct / max(1, total)
+    chance = 1.0 / num_classes
+    return {
+        "top1": top1,
+        "chance_norm_top1": (top1 - chance) / (1.0 - chance),
+        "num_classes": num_classes,
+        "eval_images": total,
+    }
+
+
+def top1_metrics(model: nn.Module, ctx, evalset: EvalSet, embed=None) -> dict:
+    """:func:`accuracy_metrics` of ``model`` on ``evalset``: what every classifier stage reports."""
+    (correct,), total = topk_counts(model, ctx, evalset, (1,), embed)
+    return accuracy_metrics(correct, total, evalset.num_classes)

@@ -1,0 +1,230 @@
+"""Fine-tuning and transfer: a classifier on an encoder's head layer, trained on a labelled subset; and the
+classification step (cross-entropy in micro-batches) that distillation reuses.
+
+``linear``: the encoder is frozen, so its features are computed once (no augmentation) and only the linear layer is
+trained on them: the same optimum as the frozen-encoder protocol at a fraction of the cost. ``full``: every layer is
+trained on augmented images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simclr_hpc import distributed as D
+from simclr_hpc.config import ConfigError, FinetuneSection, ModelSection, TransferSection
+from simclr_hpc.data import augment, pipeline, subsets
+from simclr_hpc.data.shards import DatasetIndex, read_index
+from simclr_hpc.models import Arch, SimCLRModel, build_simclr, classifier_on
+from simclr_hpc.train.artifacts import load_simclr
+from simclr_hpc.train.evaluate import EvalSet, eval_batches, top1_metrics
+from simclr_hpc.train.task import StageContext
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, slice], torch.Tensor]
+"""``loss_fn(logits, x, y, part)`` of one micro-batch; ``part`` is its slice of the per-device batch."""
+
+
+def classification_step(ctx: StageContext, model: nn.Module, batch: dict, loss_fn: LossFn | None = None) -> torch.Tensor:
+    """Cross-entropy (or ``loss_fn``) over the per-device batch, in micro-batches of ``ctx.micro`` if needed."""
+    engine = ctx.engine
+    x = batch["views"][0].to(ctx.device, non_blocking=True)
+    y = batch["y"].to(ctx.device, non_blocking=True)
+    n, m = len(y), ctx.micro
+    total = torch.zeros((), device=ctx.device)
+    starts = list(range(0, n, m))
+    for i, s in enumerate(starts):
+        part = slice(s, s + m)
+        with engine.no_sync(model, last=i == len(starts) - 1):
+            with engine.autocast():
+                logits = model(x[part]).float()
+            loss = loss_fn(logits, x[part], y[part], part) if loss_fn else F.cross_entropy(logits, y[part])
+            # Scale each micro-batch by its share so the step's gradient is that of the mean over the whole batch.
+            loss = loss * (len(y[part]) / n)
+            engine.backward(loss)
+        total += loss.detach()
+    return total
+
+
+@dataclass(frozen=True)
+class LabelledSubset:
+    """The labelled training keys of a run, its classes, and the eval split's samples of those classes."""
+
+    train_keys: list[str]
+    num_classes: int
+    evalset: EvalSet
+    label_map: dict[int, int] | None = None
+    subset_file: str | None = None
+    """The ``finetune.label_subset_file`` the keys were read from, if any."""
+    subset_sha256: str | None = None
+    """Its sha256: which list a published number was compared with."""
+
+    def record(self) -> dict:
+        """The subset.json content."""
+        out = {"train_keys": self.train_keys, "label_map": self.label_map, "num_classes": self.num_classes}
+        if self.subset_file:
+            out.update(subset_file=self.subset_file, subset_sha256=self.subset_sha256)
+        return out
+
+
+def fraction_subset(index: DatasetIndex, train_split: str, eval_split: str, fraction: float, seed: int) -> LabelledSubset:
+    """A class-balanced ``fraction`` of the training split, every class, the whole eval split (fine-tuning)."""
+    split = index.splits[train_split]
+    indices = subsets.class_balanced_fraction(list(split.labels), fraction, seed)
+    return LabelledSubset([split.keys[i] for i in indices], index.num_classes, EvalSet(eval_split, index.num_classes))
+
+
+def file_subset(index: DatasetIndex, train_split: str, eval_split: str, path: str) -> LabelledSubset:
+    """Exactly the training images a subset file lists (``finetune.label_subset_file``), the whole eval split."""
+    split = index.splits[train_split]
+    indices, digest = subsets.positions_from_file(path, split.keys, split.names)
+    return LabelledSubset([split.keys[i] for i in indices], index.num_classes, EvalSet(eval_split, index.num_classes),
+                          subset_file=str(path), subset_sha256=digest)
+
+
+def class_subset(index: DatasetIndex, train_split: str, eval_split: str, section: TransferSection,
+                 seed: int) -> LabelledSubset:
+    """k seeded classes, relabelled 0..k-1, ``images_per_class`` of each, and the eval samples of those classes."""
+    split, held_out = index.splits[train_split], index.splits[eval_split]
+    k = section.num_classes or index.num_classes
+    indices, classes = subsets.class_subset(list(split.labels), k, section.class_seed, section.images_per_class, seed)
+    label_map = subsets.label_map(classes)
+    eval_keys = [held_out.keys[i] for i in subsets.positions_for_classes(held_out.labels, classes)]
+    return LabelledSubset([split.keys[i] for i in indices], k, EvalSet(eval_split, k, eval_keys, label_map), label_map)
+
+
+@dataclass(frozen=True)
+class Features:
+    """The frozen encoder's features of the labelled subset, in key order, identical on every rank."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class SupervisedTask:
+    """A classifier on head layer ``head_layers`` of ``section.encoder``, trained on ``subset`` (see the module doc)."""
+
+    stage: str
+
+    def __init__(self, ctx: StageContext, section: FinetuneSection | TransferSection, head_layers: int,
+                 subset: LabelledSubset):
+        self.ctx, self.cfg = ctx, ctx.cfg
+        self.section, self.head_layers, self.labelled = section, head_layers, subset
+        self.classifier = None  # built by build(); its linear layer is what the optimizer trains under ``linear``
+        self.features: Features | None = None
+        self.model_cfg: ModelSection | None = None
+
+    def _encoder(self) -> tuple[SimCLRModel, ModelSection]:
+        ref, field_name = self.section.encoder, f"{self.stage}.encoder"
+        if ref == "random":
+            return build_simclr(self.cfg.model), self.cfg.model
+        if not ref:
+            raise ConfigError(f"{field_name}: empty; set it to a pretrain run directory (or 'random' for a baseline)")
+        return load_simclr(ref, field_name)
+
+    def build(self) -> nn.Module:
+        simclr, self.model_cfg = self._encoder()
+        if self.head_layers > len(simclr.head.blocks):
+            raise ConfigError(
+                f"finetune.from_head_layer: {self.head_layers} but the encoder's projection head has "
+                f"{len(simclr.head.blocks)} layers; use 0..{len(simclr.head.blocks)}"
+            )
+        self.classifier = classifier_on(simclr, self.head_layers, self.labelled.num_classes)
+        if self.section.protocol == "full":
+            return self.classifier
+        self.features = self._extract_features()
+        return self.classifier.linear
+
+    def _extract_features(self) -> Features:
+        """Each rank embeds a share of the labelled subset, then all gather, sorted by key (rank-independent)."""
+        extractor = self.classifier.to(self.ctx.device).eval()
+        train = EvalSet(self.cfg.data.train_split, self.labelled.num_classes, self.labelled.train_keys,
+                        self.labelled.label_map)
+        rows = []
+        with torch.no_grad():
+            for x, y, keys in eval_batches(self.ctx, train):
+                with self.ctx.engine.autocast():
+                    feats = extractor.features(x).float().cpu()
+                rows += list(zip(keys, feats, y.tolist()))
+        rows = [row for part in D.all_gather_objects(rows) for row in part]
+        rows.sort(key=lambda row: row[0])
+        return Features(torch.stack([r[1] for r in rows]), torch.tensor([r[2] for r in rows], dtype=torch.long))
+
+    def batches(self, segment: int) -> Iterator[dict]:
+        cfg, engine = self.cfg, self.ctx.engine
+        if self.features is None:
+            return pipeline.train_loader(
+                cfg.data.shards, cfg.data.train_split, augment.SupervisedAugment(cfg.data.image_size),
+                self.ctx.per_device, cfg.run.seed, engine.rank, engine.world_size, segment, cfg.data.num_workers,
+                keys=self.labelled.train_keys, label_map=self.labelled.label_map, on_error=cfg.data.on_error,
+            )
+        return self._feature_batches(self.features, segment)
+
+    def _feature_batches(self, features: Features, segment: int) -> Iterator[dict]:
+        """Random global batches of precomputed features; each rank takes its slice, so DDP sees one global batch."""
+        gen = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + segment)
+        n, per, rank = len(features.y), self.ctx.per_device, self.ctx.engine.rank
+        while True:
+            idx = torch.randint(0, n, (per * self.ctx.engine.world_size,), generator=gen)[rank * per : (rank + 1) * per]
+            yield {"views": (features.x[idx],), "y": features.y[idx], "skipped": 0}
+
+    def step(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        return classification_step(self.ctx, model, batch)
+
+    def evaluate(self, model: nn.Module) -> dict:
+        trained = self.ctx.engine.unwrap(model)
+        if self.features is None:
+            return top1_metrics(trained.to(self.ctx.device), self.ctx, self.labelled.evalset)
+        # linear: the trained layer on the frozen encoder's features (the extractor stays in eval mode)
+        return top1_metrics(trained, self.ctx, self.labelled.evalset, embed=self.classifier.features)
+
+    def arch(self) -> Arch:
+        return Arch("classifier", self.model_cfg, self.head_layers, self.labelled.num_classes)
+
+    def export(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        state = self.classifier.state_dict()
+        if self.features is not None:  # the frozen parts, and the linear layer as the optimizer left it
+            state.update({f"linear.{k}": v for k, v in self.ctx.engine.unwrap(model).state_dict().items()})
+        return {k: v.cpu() for k, v in state.items()}
+
+    def facts(self) -> dict[str, int | str]:
+        facts: dict[str, int | str] = {"train_images": len(self.labelled.train_keys),
+                                       "num_classes": self.labelled.num_classes}
+        if self.labelled.subset_sha256:
+            facts["label_subset_sha256"] = self.labelled.subset_sha256
+        return facts
+
+    def subset(self) -> dict | None:
+        return self.labelled.record()
+
+
+class FinetuneTask(SupervisedTask):
+    """Fine-tuning: a class-balanced ``finetune.label_fraction`` of the labels, every class, or exactly the images of
+    ``finetune.label_subset_file``."""
+
+    stage = "finetune"
+
+    def __init__(self, ctx: StageContext):
+        cfg = ctx.cfg
+        index = read_index(cfg.data.shards)
+        if cfg.finetune.label_subset_file:
+            subset = file_subset(index, cfg.data.train_split, cfg.data.eval_split, cfg.finetune.label_subset_file)
+        else:
+            subset = fraction_subset(index, cfg.data.train_split, cfg.data.eval_split, cfg.finetune.label_fraction,
+                                     cfg.run.seed)
+        super().__init__(ctx, cfg.finetune, cfg.finetune.from_head_layer, subset)
+
+
+class TransferTask(SupervisedTask):
+    """Transfer: ``transfer.num_classes`` classes of the target dataset, on the encoder's output (head layer 0)."""
+
+    stage = "transfer"
+
+    def __init__(self, ctx: StageContext):
+        cfg = ctx.cfg
+        subset = class_subset(read_index(cfg.data.shards), cfg.data.train_split, cfg.data.eval_split, cfg.transfer,
+                              cfg.run.seed)
+        super().__init__(ctx, cfg.transfer, 0, subset)
