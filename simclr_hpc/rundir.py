@@ -112,6 +112,10 @@ class Result:
     """Labelled training images of a fine-tune or transfer run."""
     labelled_images: int | None = None
     """Images whose labels a distillation's label loss may see."""
+    precision: str | None = None
+    """What ``train.precision`` resolved to on the run's device: bf16, fp16 or fp32."""
+    amp_skipped_steps: int | None = None
+    """fp16: optimizer steps skipped because the scaled gradients overflowed."""
     label_subset_sha256: str | None = None
     """sha256 of the ``finetune.label_subset_file`` that chose the labelled images (a fine-tune run given one)."""
     extra: dict[str, Any] = field(default_factory=dict)

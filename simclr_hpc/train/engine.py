@@ -6,7 +6,11 @@
 - ``dist.engine=ddp``: Accelerate. On a machine without CUDA it is forced onto its CPU backend (gloo, MULTI_CPU):
   without ``cpu=True`` Accelerate starts N processes that each train alone.
 - ``dist.engine=deepspeed``: ``deepspeed.initialize`` with a JSON config derived from ours (micro batch, accumulation,
-  world size, ZeRO stage, bf16, offload), so the two never disagree.
+  world size, ZeRO stage, bf16 or fp16, offload), so the two never disagree.
+
+Precision (``train.precision``, resolved per device by ``precision.py``): bf16 through Accelerate's autocast (DDP) or
+torch's (DeepSpeed); fp16 through torch's autocast and our ``LossScaler`` (DDP: Accelerate's own scaler is hidden from
+our checkpoints, so a resumed run could not continue with the same scale) or DeepSpeed's own dynamic loss scale.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import nn
 
 from simclr_hpc import distributed as D
 from simclr_hpc.config import Config, ConfigError
+from simclr_hpc.train import precision as P
 
 
 class WorldSizeMismatch(RuntimeError):
@@ -50,8 +55,11 @@ def derive_batch(global_batch: int, world_size: int, max_batch_per_device: int) 
     return per_device, micro, per_device // micro
 
 
-def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int, bf16: bool) -> dict:
-    """DeepSpeed's JSON, derived from our config so batch sizes and precision cannot contradict it."""
+def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int, precision: str) -> dict:
+    """DeepSpeed's JSON, derived from our config so batch sizes and precision cannot contradict it.
+
+    ``precision`` is the resolved one (``bf16``, ``fp16`` or ``fp32``); fp16 gets DeepSpeed's dynamic loss scale with
+    the same policy as ``torch.amp.GradScaler`` (start at 2^16, halve on overflow, double after 2000 clean steps)."""
     zero: dict = {"stage": cfg.dist.zero_stage}
     if cfg.dist.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
@@ -60,7 +68,9 @@ def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accumulation,
         "zero_optimization": zero,
-        "bf16": {"enabled": bf16},
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 2000,
+                 "hysteresis": 1, "min_loss_scale": 1},
         "gradient_clipping": 0.0,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -75,10 +85,8 @@ class Engine:
         self.cfg = cfg
         self.env = env or D.DistEnv.from_env()
         self.cuda = _want_cuda()
-        self.bf16 = self.cuda and cfg.train.precision in ("auto", "bf16")
-        if cfg.train.precision == "bf16" and not self.cuda:
-            # bf16 autocast on CPU is slow and changes numerics; keep CPU runs in fp32 and say so.
-            self.bf16 = False
+        self.precision = P.resolve_precision(cfg.train.precision, self.cuda, self.cuda and torch.cuda.is_bf16_supported())
+        self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"
         self.kind = cfg.dist.engine
         timeout = datetime.timedelta(seconds=cfg.train.collective_timeout_s)
         backend = "nccl" if self.cuda else "gloo"
@@ -113,6 +121,9 @@ class Engine:
         self.world_size = D.world_size()
         self._check_world()
         self._ds_engine = None
+        # DeepSpeed scales fp16 losses itself; under DDP we do, with a scaler whose state goes into checkpoints.
+        self.scaler = P.LossScaler(self.precision if self.kind == "ddp" else "fp32", self.device)
+        self._ds_skipped_before = 0
 
     def _check_world(self) -> None:
         """Every rank must agree on the world size, and it must be the one the launcher asked for."""
@@ -156,9 +167,9 @@ class Engine:
 
         # The client optimizer's parameters in group order: the index space of the saved optimizer state.
         self._param_groups = [list(group["params"]) for group in optimizer.param_groups]
-        # Under bf16 DeepSpeed casts the module and copies its masters from the bf16 weights; keep the fp32 ones.
-        masters = {n: p.detach().clone() for n, p in model.named_parameters()} if self.bf16 else None
-        config = deepspeed_config(self.cfg, self.world_size, micro, accumulation, self.bf16)
+        # Under bf16/fp16 DeepSpeed casts the module and copies its masters from the cast weights; keep the fp32 ones.
+        masters = {n: p.detach().clone() for n, p in model.named_parameters()} if self.precision != "fp32" else None
+        config = deepspeed_config(self.cfg, self.world_size, micro, accumulation, self.precision)
         engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         self._ds_engine = engine
         if masters is not None and self._zero_mapped():
@@ -178,26 +189,46 @@ class Engine:
         return any(getattr(p, "_hp_mapping", None) is not None for group in self._param_groups for p in group)
 
     def autocast(self):
-        if self.kind == "ddp":
+        if self.kind == "ddp" and not self.fp16:
             return self.accelerator.autocast()
-        if self.bf16:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return P.autocast(self.precision, self.device)
 
     def backward(self, loss: torch.Tensor, last: bool = True) -> None:
         """Backpropagate one micro-batch's loss (already scaled by its share of the step; no further scaling)."""
         if self.kind == "ddp":
-            self.accelerator.backward(loss)
+            self.accelerator.backward(self.scaler.scale(loss))
         else:
             self._ds_engine.backward(loss, scale_wrt_gas=False)
             # DeepSpeed counts micro-batches and only updates at the accumulation boundary.
             self._ds_engine.step()
 
     def optimizer_step(self, optimizer) -> None:
-        """Apply the step's gradients (DeepSpeed already did at its accumulation boundary)."""
+        """Apply the step's gradients (DeepSpeed already did at its accumulation boundary). Under fp16 a step whose
+        gradients overflowed is skipped (and counted in ``amp_skipped``)."""
         if self.kind == "ddp":
-            optimizer.step()
+            self.scaler.step(optimizer)
             optimizer.zero_grad(set_to_none=True)
+
+    @property
+    def amp_skipped(self) -> int:
+        """Optimizer steps fp16 loss scaling skipped over the whole run (0 for bf16 and fp32)."""
+        if self.kind == "ddp" or self._ds_engine is None:
+            return self.scaler.skipped + self._ds_skipped_before
+        return self._ds_skipped_before + int(getattr(self._ds_engine, "skipped_steps", 0))
+
+    def amp_state(self) -> dict:
+        """The loss scaler's state for a checkpoint (plain values). DeepSpeed's own scale is not carried over: a resumed
+        DeepSpeed fp16 run starts again at 2^16 and finds its scale within a few steps; the skipped count is kept."""
+        if self.kind == "ddp":
+            return self.scaler.state_dict()
+        return {"scaler": {}, "skipped": self.amp_skipped}
+
+    def load_amp_state(self, state: dict | None) -> None:
+        """Restore :meth:`amp_state` from a checkpoint (before or after ``prepare``)."""
+        if self.kind == "ddp":
+            self.scaler.load_state_dict(state)
+        elif state:
+            self._ds_skipped_before = int(state.get("skipped", 0))
 
     def set_lr(self, optimizer, lr: float) -> None:
         for group in optimizer.param_groups:

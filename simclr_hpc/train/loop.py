@@ -109,6 +109,7 @@ def _resume(ctx: StageContext, model) -> tuple[int, int, dict | None]:
     state = ckpt.load_state(latest)
     model.load_state_dict(state["model"])
     _set_rng_state(state["rng"])
+    ctx.engine.load_amp_state(state.get("amp"))  # fp16: the same loss scale (and skipped count) as before the stop
     start = int(state["step"])
     log.info("resuming %s from %s (step %d)", ctx.run_dir, latest.name, start)
     return start, int(state.get("skipped", 0)), state.get("optimizer")
@@ -142,7 +143,10 @@ def _run_segment(task: Task, ctx: StageContext, model, optimizer, peak_lr: float
         if progress.step % cfg.train.log_every_steps == 0 or progress.step == total:
             now = time.perf_counter()
             rate = progress.images_log / max(now - progress.t_log, 1e-9)
-            writer.log(progress.step, {"loss": progress.loss, "lr": lr, "img_per_s": rate})
+            values = {"loss": progress.loss, "lr": lr, "img_per_s": rate}
+            if engine.fp16:
+                values["amp_skipped"] = engine.amp_skipped
+            writer.log(progress.step, values)
             progress.t_log, progress.images_log = now, 0
         else:
             writer.advance(progress.step)
@@ -162,7 +166,7 @@ def _save(ctx: StageContext, task: Task, model, optimizer, step: int, skipped: i
     model_state, optimizer_state = engine.model_state(model), engine.optimizer_state(optimizer)
     if engine.is_main:
         state = {"step": step, "skipped": skipped, "model": model_state, "optimizer": optimizer_state,
-                 "rng": _rng_state()}
+                 "rng": _rng_state(), "amp": engine.amp_state()}
         if export:
             state["export"] = task.export(model)
         meta = {"stage": task.stage, "config_hash": ctx.cfg.hash(task.stage), "arch": task.arch().to_meta(),

@@ -44,6 +44,9 @@ def check_inputs(stage: str, cfg: Config) -> None:
     from simclr_hpc.train.tracking import check_backends
 
     check_backends(cfg)
+    if cfg.train.precision == "fp16" and cfg.dist.engine == "deepspeed" and not torch.cuda.is_available():
+        raise ConfigError("train.precision: fp16 under dist.engine=deepspeed needs a GPU (DeepSpeed's CPU backend has "
+                          "no fp16 loss scaling); use train.precision=fp32, or dist.engine=ddp for fp16 on CPU")
     index = read_index(cfg.data.shards)
     if stage != "pretrain" and not index.labelled:
         raise ConfigError(
@@ -144,5 +147,6 @@ def _result(stage: str, ctx: StageContext, task: Task, outcome: TrainOutcome, wa
         images_per_s=outcome.images_per_s, skipped_samples=outcome.skipped_samples, device=_device_name(engine),
         world_size=engine.world_size, hostnames=engine.hostnames,
         checkpoint_sha256=ckpt.read_meta(latest)["sha256"] if latest else None,
-        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **task.facts(),
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), precision=engine.precision,
+        amp_skipped_steps=engine.amp_skipped if engine.fp16 else None, **task.facts(),
     )
