@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, in one go, on a machine with one CUDA GPU (sized for one H200 in under 8 minutes):
-#   doctor (GPU, memory, NCCL lines), `pytest -m gpu`, and the GPU benchmarks (`python -m bench.gpu`) if present.
+#   doctor (GPU, memory, NCCL lines), `pytest -m gpu`, an fp16 pretrain through the CLI, and the GPU benchmarks
+#   (`python -m bench.gpu`) if present.
 # Logs go to $OUT (or runs/gpu-check); the exit code is the first failing step's.
 #
 # Python: .venv if it exists, else `make install` builds it. On a GPU machine that cannot reach a package index but
@@ -42,6 +43,12 @@ step() {
 nvidia-smi > "$LOG_DIR/nvidia-smi.log" 2>&1 || true
 step doctor 60 "$PY" -m simclr_hpc.cli.main doctor --offline --run-root "$LOG_DIR/runs"
 step pytest-gpu 300 "$PY" -m pytest -m gpu -p no:cacheprovider --timeout=240 -q "--junitxml=$LOG_DIR/pytest-gpu.xml"
+# fp16 with dynamic loss scaling end to end through the CLI (the path V100 and T4 nodes take with precision=auto).
+rm -rf "$LOG_DIR/fp16-shards" "$LOG_DIR/runs/adhoc/pretrain/fp16"  # a rerun builds and trains again
+step fp16-shards 60 "$PY" -m simclr_hpc.cli.main data shards shapes:4:40:16 "$LOG_DIR/fp16-shards"
+step fp16-pretrain 120 "$PY" -m simclr_hpc.cli.main run pretrain --set "data.shards=$LOG_DIR/fp16-shards" \
+    --set "run.root=$LOG_DIR/runs" --set run.name=fp16 --set train.precision=fp16 --set data.image_size=16 \
+    --set model.width=0.25 --set train.global_batch=64 --set train.steps=20 --set train.ckpt_every_steps=10
 if [ -f bench/gpu.py ] || [ -f bench/gpu/__init__.py ]; then
     step bench-gpu 200 "$PY" -m bench.gpu
 fi

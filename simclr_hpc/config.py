@@ -164,8 +164,9 @@ class TrainSection(Section):
     """Interval of ``metrics.jsonl`` lines and log lines."""
     eval_batch_per_device: Int = Field(256, ge=1, le=MAX_BATCH)
     """Batch size of evaluation and feature extraction, per device."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """``auto``: bf16 autocast on GPU, fp32 on CPU."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """``auto``: bf16 autocast on a GPU that has bf16, fp16 with dynamic loss scaling on older GPUs (V100, T4), fp32 on
+    CPU. ``fp16`` also runs on CPU (autocast + GradScaler); ``bf16`` on CPU runs fp32."""
     channels_last: Bool = True
     """Use channels_last memory format on GPU (ignored on CPU)."""
     sync_bn: Bool = False
@@ -176,6 +177,20 @@ class TrainSection(Section):
     """A collective that waits longer than this ends the job instead of hanging the allocation."""
     keep_checkpoints: Int = Field(2, ge=1, le=1000)
     """How many whole checkpoints to keep on disk."""
+
+
+class LogSection(Section):
+    backends: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = ["jsonl", "tensorboard"]
+    """Where training scalars go: ``jsonl`` (``metrics.jsonl``, always on), ``tensorboard`` (event files in the run
+    directory), ``wandb`` (offline runs under the run directory; ``wandb sync`` them later) and ``mlflow`` (a local file
+    store ``<root>/<study>/mlruns``). W&B and MLflow need their packages (``pip install simclr-hpc[wandb]`` / ``[mlflow]``);
+    nothing goes over the network at run time."""
+
+    @field_validator("backends")
+    @classmethod
+    def _jsonl_always(cls, value: list[str]) -> list[str]:
+        # metrics.jsonl is what resume, reports and the other backends' step bookkeeping read: it cannot be turned off.
+        return ["jsonl"] + [b for b in dict.fromkeys(value) if b != "jsonl"]
 
 
 class DistSection(Section):
@@ -206,10 +221,20 @@ class FinetuneSection(Section):
     """Pretrain run directory whose encoder is fine-tuned, or a baseline: ``random`` or ``pixels``."""
     label_fraction: Float = Field(1.0, gt=0.0, le=1.0)
     """Fraction of labelled training images, drawn class-balanced with ``run.seed``."""
+    label_subset_file: str = ""
+    """A file listing exactly the labelled training images, one shard key or file name per line (the published 1 % /
+    10 % ImageNet lists of google-research/simclr, VISSL subset files); its sha256 is recorded. Empty: use
+    ``label_fraction``."""
     from_head_layer: Int = Field(0, ge=0, le=4)
     """Projection-head layers kept under the classifier (0 = encoder output, as in SimCLRv2)."""
     protocol: Literal["linear", "full"] = "linear"
     """``linear``: frozen encoder, classifier on features; ``full``: every layer trained."""
+
+    @model_validator(mode="after")
+    def _one_subset_rule(self) -> "FinetuneSection":
+        if self.label_subset_file and self.label_fraction != 1.0:
+            raise ValueError("label_subset_file and label_fraction both choose the labelled images; set only one")
+        return self
 
 
 class DistillSection(Section):
@@ -247,6 +272,7 @@ class Config(Section):
     optim: OptimSection = OptimSection()
     train: TrainSection = TrainSection()
     dist: DistSection = DistSection()
+    log: LogSection = LogSection()
     pretrain: PretrainSection = PretrainSection()
     finetune: FinetuneSection = FinetuneSection()
     distill: DistillSection = DistillSection()
@@ -287,12 +313,14 @@ class Config(Section):
         and refuse its resume. ``run.root`` is left out: where runs are stored (relative or absolute, moved or not) is
         not part of the experiment, and a job submitted with an absolute root must resume a run started with a
         relative one. The runner records this hash in result.json and every checkpoint, and compares it with the
-        run directory's config.yaml before resuming.
+        run directory's config.yaml before resuming. ``log`` is left out too: adding a tracking backend to a resumed
+        run does not change what it computes.
         """
         if stage not in STAGES:
             raise ConfigError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
         content = self.model_dump(mode="json")
         content["run"].pop("root")
+        content.pop("log")
         for other in STAGES:
             if other != stage:
                 content.pop(other)

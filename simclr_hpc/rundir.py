@@ -8,6 +8,10 @@
 - ``checkpoints/step-NNNNNNNN/`` and ``checkpoints/latest``: whole checkpoints (see ``train/checkpoint.py``).
 - ``subset.json``: the labelled training keys and label map of a fine-tune or transfer run.
 - ``result.json``: written last, atomically; its presence is what "finished" means everywhere.
+- ``tensorboard/``, ``wandb/``, ``tracking.json``: TensorBoard event files, offline W&B runs, and the W&B / MLflow run
+  ids that make a resumed job continue the same tracked run (``train/tracking.py``). The study's MLflow file store is
+  ``<root>/<study>/mlruns`` (``mlflow_store``).
+- ``export/``: what ``simclr-hpc export`` writes when no ``--out`` is given.
 
 Torch-free (a login node's ``status`` and ``study report`` read results without importing torch).
 """
@@ -29,6 +33,11 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 SUBSET = "subset.json"
 RESULT = "result.json"
+TRACKING = "tracking.json"
+TENSORBOARD = "tensorboard"
+WANDB = "wandb"
+EXPORT = "export"
+MLFLOW_STORE = "mlruns"
 
 
 def config_path(run_dir: str | Path) -> Path:
@@ -53,6 +62,11 @@ def subset_path(run_dir: str | Path) -> Path:
 
 def result_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / RESULT
+
+
+def mlflow_store(root: str | Path, study: str) -> Path:
+    """The study's MLflow file store, beside its runs."""
+    return Path(root) / study / MLFLOW_STORE
 
 
 def is_finished(run_dir: str | Path) -> bool:
@@ -100,6 +114,12 @@ class Result:
     """Labelled training images of a fine-tune or transfer run."""
     labelled_images: int | None = None
     """Images whose labels a distillation's label loss may see."""
+    precision: str | None = None
+    """What ``train.precision`` resolved to on the run's device: bf16, fp16 or fp32."""
+    amp_skipped_steps: int | None = None
+    """fp16: optimizer steps skipped because the scaled gradients overflowed."""
+    label_subset_sha256: str | None = None
+    """sha256 of the ``finetune.label_subset_file`` that chose the labelled images (a fine-tune run given one)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,7 +1,8 @@
 """GPU checks (marked ``gpu``; skipped without CUDA, run by scripts/gpu_check.sh on a GPU machine).
 
 bf16 autocast + channels_last through the real Engine, DeepSpeed ZeRO-2 on one GPU, and a ResNet-50 at 224 px step
-with its images/s and peak memory printed for the README.
+with its images/s and peak memory printed for the README; fp16 with dynamic loss scaling (the V100/T4 path) through the
+Engine, a whole pretrain run and DeepSpeed's own fp16.
 """
 
 import time
@@ -77,3 +78,62 @@ def test_resnet50_224px_bf16_step_throughput_and_memory(tmp_path):
     print(f"gpu figures: resnet50 224px bf16 channels_last batch {batch}: {rate:.0f} images/s, peak {peak_gb:.1f} GiB")
     assert rate > 0 and peak_gb > 0
     engine.close()
+
+
+def test_engine_uses_fp16_with_a_loss_scaler_on_gpu(tmp_path):
+    from simclr_hpc.config import load_config
+    from simclr_hpc.train.engine import Engine
+    from simclr_hpc.train.optim import build_optimizer
+    from simclr_hpc.train.stages import PretrainTask
+    from simclr_hpc.train.task import StageContext
+
+    cfg = load_config(overrides=["model.width=0.25", "train.global_batch=32", "train.precision=fp16"])
+    engine = Engine(cfg)
+    assert engine.fp16 and engine.scaler.enabled and not engine.bf16
+    task = PretrainTask(StageContext(cfg, engine, tmp_path, 32, 32, 1))
+    model = task.build()
+    model, opt = engine.prepare(model, build_optimizer(model, cfg.optim, 0.1))
+    x = torch.randn(32, 3, 32, 32)
+    for _ in range(5):
+        loss = task.step(model, {"views": (x, x.flip(-1)), "y": torch.zeros(32), "skipped": 0})
+        engine.optimizer_step(opt)
+        assert torch.isfinite(loss)
+    with engine.autocast():
+        assert engine.unwrap(model).encoder(x.cuda()).dtype == torch.float16
+    state = engine.amp_state()
+    assert state["scaler"]["scale"] > 0 and 0 <= state["skipped"] == engine.amp_skipped < 5
+    engine.close()
+
+
+def test_auto_precision_is_bf16_on_a_gpu_that_has_it():
+    from simclr_hpc.train.precision import device_precision
+
+    assert device_precision("auto", torch.device("cuda")) == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+
+
+def test_fp16_pretrain_run_on_gpu_records_its_precision_and_scaler(tiny_shards, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from simclr_hpc.cli.main import app
+    from simclr_hpc.train import checkpoint as ckpt
+    from tests.conftest import tiny_overrides
+
+    args = ["run", "pretrain"] + [a for o in tiny_overrides(tiny_shards, tmp_path, steps=4) + [
+        "run.name=fp16", "train.precision=fp16"] for a in ("--set", o)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "t" / "pretrain" / "fp16"
+    done = json.loads((run_dir / "result.json").read_text())
+    assert done["precision"] == "fp16" and done["device"].startswith("cuda") and done["amp_skipped_steps"] < 4
+    state = ckpt.load_state(ckpt.latest_whole(run_dir / "checkpoints"))
+    assert state["amp"]["scaler"]["scale"] > 0
+
+
+def test_deepspeed_zero1_fp16_one_gpu_trains(tmp_path):
+    args = {"overrides": ["model.width=0.25", "train.global_batch=32", "dist.engine=deepspeed", "dist.zero_stage=1",
+                          "train.precision=fp16", "optim.name=adamw", "optim.base_lr=0.001", "optim.lr_scaling=none"],
+            "steps": 5}
+    (out,) = run_ranks("train", 1, tmp_path, args, extra_env={"DS_ACCELERATOR": "cuda"})
+    assert all(torch.isfinite(torch.tensor(out["losses"])))

@@ -35,14 +35,42 @@ def _jobs(root: Path, study: str | None, all_: bool) -> None:
     if not rows:
         print(f"no jobs recorded under {root}" + (f" for study {study}" if study else ""))
         return
-    header = ("JOB", "STATE", "STUDY", "STAGE", "RUN", "NODES", "SUBMITTED")
+    header = ("JOB", "STATE", "STUDY", "STAGE", "RUN", "NODES", "SUBMITTED", "ELAPSED", "RESULT")
     table = [header] + [
-        (r.job_id, r.state, r.study, r.stage, r.run_name, str(r.nodes), r.submitted_at.replace("+00:00", "Z"))
+        (r.job_id, r.state, r.study, r.stage, r.run_name, str(r.nodes), r.submitted_at.replace("+00:00", "Z"),
+         *_progress_cells(r))
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+HEADLINE = ("top1", "loss")  # what a result is judged by: accuracy where a stage measures it, else the final loss
+
+
+def _progress_cells(rec) -> tuple[str, str]:
+    """(elapsed, headline result) of a job's run: the run's wall time and top-1 (or loss) once result.json is there;
+    while it runs, the time since its first logged step."""
+    import json
+    import time
+
+    from simclr_hpc import rundir
+    from simclr_hpc.train.metrics import format_duration
+
+    result = rundir.Result.read(rec.run_dir)
+    if result is not None:
+        key = next((k for k in HEADLINE if isinstance(result.metrics.get(k), (int, float))), None)
+        return format_duration(result.wall_s or 0.0), f"{key}={result.metrics[key]:.4f}" if key else "-"
+    metrics_file = rundir.metrics_path(rec.run_dir)
+    if rec.state == "RUNNING" and metrics_file.is_file():
+        with open(metrics_file) as f:
+            first = f.readline()
+        try:
+            return format_duration(time.time() - json.loads(first)["time"]), "-"
+        except (ValueError, KeyError):
+            pass
+    return "-", "-"
 
 
 def jobs(root: RootOpt = Path("runs"), study: StudyOpt = None,
@@ -64,7 +92,7 @@ def _lookup(root: Path, job: str):
 
 
 @user_errors
-def _logs(root: Path, job: str, stderr: bool, task: int) -> None:
+def _logs(root: Path, job: str, stdout: bool, task: int) -> None:
     from simclr_hpc.launch import LaunchError
     from simclr_hpc.launch.registry import log_paths
 
@@ -72,17 +100,19 @@ def _logs(root: Path, job: str, stderr: bool, task: int) -> None:
         if task >= rec.tasks:
             raise LaunchError(f"--task {task}: job {rec.job_id} has {rec.tasks} task(s), 0..{rec.tasks - 1}")
         out, err = log_paths(rec.log_dir, rec.job_id, task)
-        path = err if stderr else out
+        path = out if stdout else err
         print(f"==> {path} <==")
         print(path.read_text(errors="replace") if path.exists() else "(no log yet: the job has not started)")
 
 
 def logs(job: Annotated[str, typer.Argument(help="Job id (123, 123_4, or an array id for every task).")],
          root: RootOpt = Path("runs"),
-         stderr: Annotated[bool, typer.Option("--stderr", help="Show the task's stderr instead of stdout.")] = False,
+         stdout: Annotated[bool, typer.Option(
+             "--stdout", help="Show the task's stdout (submitit's own lines and the result) instead of the training log.")
+         ] = False,
          task: Annotated[int, typer.Option("--task", min=0, help="Task (rank) whose log to show.")] = 0) -> None:
-    """Print a job's log (rank 0's stdout unless told otherwise)."""
-    _logs(root, job, stderr, task)
+    """Print a job's training log: rank 0's stderr, where progress lines and errors go (--stdout for the other)."""
+    _logs(root, job, stdout, task)
 
 
 @user_errors

@@ -67,7 +67,8 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     print(dumps_json({"run_dir": result["run_dir"], "metrics": result["metrics"]}))
 
 
-config_app = typer.Typer(help="Show or validate a run configuration.", no_args_is_help=True)
+config_app = typer.Typer(help="Show a run configuration, or validate run configs, site profiles and studies.",
+                         no_args_is_help=True)
 
 
 @config_app.command("show")
@@ -76,28 +77,32 @@ def config_show(
     stage: Annotated[Optional[str], typer.Argument(help="Resolve with this stage's recipe: pretrain | finetune | distill | transfer.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    docs: Annotated[bool, typer.Option("--docs/--no-docs", help="Each field's documentation as a comment above it.")] = True,
 ) -> None:
-    """Print the fully resolved config (defaults + the stage's recipe + file + overrides) as YAML."""
-    print(dump_config(load_config(config, set_ or [], stage=_stage(stage) if stage else None)), end="")
+    """Print the fully resolved config (defaults + the stage's recipe + file + overrides) as YAML, each field with its
+    documentation."""
+    from simclr_hpc.cli.config_files import commented_yaml
+
+    cfg = load_config(config, set_ or [], stage=_stage(stage) if stage else None)
+    print(commented_yaml(cfg) if docs else dump_config(cfg), end="")
 
 
 @config_app.command("validate")
 @user_errors
 def config_validate(
-    files: Annotated[Optional[list[Path]], typer.Argument(help="Config files (default: every YAML under configs/ stages).")] = None,
+    files: Annotated[Optional[list[Path]], typer.Argument(help="YAML files (none: every file under configs/).")] = None,
+    kind: Annotated[str, typer.Option(
+        "--kind", help="auto (told by each file's keys), run (a stage config), profile (configs/clusters) or study.")
+    ] = "auto",
 ) -> None:
-    """Validate config files; one line per error naming file and dotted field. Exit 2 if any is invalid."""
-    if not files:
-        files = sorted(p for stage in STAGES for p in Path("configs", stage).glob("*.yaml"))
-    errors: list[str] = []
-    for path in files:
-        try:
-            load_config(path)
-        except ConfigError as err:
-            errors.extend(err.lines)
-    if errors:
-        raise ConfigError(errors)
-    print(f"{len(files)} config file(s) valid")
+    """Validate run configs, site profiles and study files; one line per error naming file and field. Exit 2 if any
+    is invalid."""
+    from simclr_hpc.cli.config_files import shipped_files, validate_files
+
+    files = files or shipped_files()
+    counts = validate_files(files, kind)
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    print(f"{len(files)} config file(s) valid" + (f" ({kinds})" if kinds else ""))
 
 
 def register(app: typer.Typer) -> None:

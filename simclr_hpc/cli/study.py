@@ -113,7 +113,7 @@ def run_cmd(
     executor: Annotated[str, typer.Option(help="local (submitit's local executor) or inprocess (this process).")] = "local",
     only: OnlyOpt = None,
     report: Annotated[bool, typer.Option(help="Write the report at the end.")] = True,
-    parallelism: Annotated[int, typer.Option(help="Local jobs running at once (default 1).")] = 0,
+    parallelism: Annotated[int, typer.Option(help="Local jobs running at once (0 = one at a time).")] = 0,
     rerun_stale: RerunStaleOpt = False,
     force: ForceOpt = False,
 ) -> None:
@@ -201,16 +201,28 @@ def status_cmd(study: StudyArg) -> None:
 def report_cmd(
     study: StudyArg,
     out: Annotated[Optional[Path], typer.Option(help="Output directory (default <root>/<study>/report).")] = None,
+    backends: Annotated[Optional[str], typer.Option(
+        "--backends", help="Also write the table into these tracking backends, comma-separated (tensorboard, wandb, "
+                           "mlflow; \"\" for none). Unset: the backends the study's runs log to.")] = None,
 ) -> None:
     """Aggregate every result.json into results.csv and write report.md with plots and confidence intervals."""
+    import csv
+
     from simclr_hpc.outputs import check_output_dir
     from simclr_hpc.study.report import write_report
+    from simclr_hpc.train.tracking import publish_report, report_backends
 
     plan = _plan(study)
     check_output_dir(out or plan.study_dir / "report", "--out", files=("report.md", "results.csv"))
+    names = report_backends(backends, [run.cfg for run in plan.runs])
     rep = write_report(plan, out)
     print(f"report: {rep.path}")
     _print_headline(rep)
+    with open(rep.csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for line in publish_report(names, plan.study.name, Path(plan.study.root), rep.path.parent, rows,
+                               [rep.path, rep.csv, *rep.plots]):
+        print(line)
 
 
 def _print_headline(rep) -> None:

@@ -36,6 +36,8 @@ class SplitIndex:
     keys: list[str]
     labels: np.ndarray
     shards: list[ShardInfo]
+    names: list[str] | None = None
+    """Original file name of each sample (sources read from files, e.g. ImageFolder); None for array sources."""
 
     def shard_ranges(self) -> list[tuple[ShardInfo, int, int]]:
         """``(shard, start, stop)``: the positions in ``keys`` that each shard holds."""
@@ -60,6 +62,8 @@ class DatasetIndex:
     val_fraction: float
     splits: dict[str, SplitIndex] = field(default_factory=dict)
     content_hash: str = ""
+    labelled: bool = True
+    """False for shards of an ``unlabeled:`` source: no classes, every label -1; pretraining only."""
 
     @property
     def num_classes(self) -> int:
@@ -99,13 +103,16 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
             if len(keys) != len(labels) or len(keys) != sum(x.count for x in shards):
                 raise ValueError(f"split {name}: {len(keys)} keys, {len(labels)} labels, shard counts sum to "
                                  f"{sum(x.count for x in shards)}")
-            splits[name] = SplitIndex(keys, labels, shards)
+            names = [str(n) for n in s["names"]] if "names" in s else None
+            if names is not None and len(names) != len(keys):
+                raise ValueError(f"split {name}: {len(keys)} keys but {len(names)} file names")
+            splits[name] = SplitIndex(keys, labels, shards, names)
         size = doc.get("image_size")
         return DatasetIndex(root=root, source=str(doc["source"]), classes=[str(c) for c in doc["classes"]],
                             image_size=tuple(size) if size else None, channels=int(doc["channels"]),
                             image_format=str(doc["image_format"]), seed=int(doc["seed"]),
                             val_fraction=float(doc["val_fraction"]), splits=splits,
-                            content_hash=str(doc["content_hash"]))
+                            content_hash=str(doc["content_hash"]), labelled=bool(doc.get("labelled", True)))
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not a valid shard index ({exc}); {build}") from None
 

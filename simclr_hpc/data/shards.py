@@ -31,7 +31,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
 from simclr_hpc import fsutil
 from simclr_hpc.data.index import FORMAT, INDEX, DatasetIndex, read_index
-from simclr_hpc.data.sources import DataError, Source, Split, encode_image, open_source
+from simclr_hpc.data.sources import UNLABELED, DataError, Source, Split, encode_image, open_source
 from simclr_hpc.data.tarcheck import end_marker_missing
 from simclr_hpc.outputs import check_output_dir, make_dir
 
@@ -105,7 +105,8 @@ def _write(source: Source, out: Path, val_fraction: float, shard_size: int, seed
 
     rng = np.random.default_rng([seed, 2108])
     splits: dict[str, Split] = dict(source.splits)
-    if "test" not in splits:
+    labelled = bool(source.classes)
+    if "test" not in splits and labelled:  # unlabeled images only pretrain: nothing to evaluate on
         test_pos = _stratified_take(splits["train"].labels, test_fraction, rng)
         rest = np.setdiff1d(np.arange(len(splits["train"])), test_pos)
         splits["test"], splits["train"] = splits["train"].subset(test_pos), splits["train"].subset(rest)
@@ -124,7 +125,7 @@ def _write(source: Source, out: Path, val_fraction: float, shard_size: int, seed
 
     make_dir(out, "OUT_DIR")
     doc: dict = {"format": FORMAT, "source": source.spec, "classes": source.classes, "image_format": image_format,
-                 "seed": seed, "val_fraction": val_fraction, "splits": {}}
+                 "seed": seed, "val_fraction": val_fraction, "labelled": labelled, "splits": {}}
     for name in SPLITS:
         if name not in splits:
             continue
@@ -152,6 +153,8 @@ def _write(source: Source, out: Path, val_fraction: float, shard_size: int, seed
                     keys.append(key)
             shards.append({"name": shard_name, "count": len(positions), "sha256": fsutil.sha256_file(out / shard_name)})
         doc["splits"][name] = {"keys": keys, "labels": [int(v) for v in split.labels], "shards": shards}
+        if split.files is not None:  # so subset files that list images by file name can be used
+            doc["splits"][name]["names"] = [f.name for f in split.files]
     doc["image_size"] = list(next(iter(sizes))) if len(sizes) == 1 else None
     doc["channels"] = int(channels)
     doc["content_hash"] = _content_hash(doc)
@@ -231,7 +234,8 @@ def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 def check_sample(key: str, parts: dict[str, bytes], num_classes: int) -> tuple[str | None, int | None]:
-    """``(problem, label)`` of one sample: problem is None when the image decodes and the label is in range."""
+    """``(problem, label)`` of one sample: problem is None when the image decodes and the label is in range
+    (``num_classes`` 0: shards of an unlabeled source, whose every label is ``UNLABELED``)."""
     from PIL import Image
 
     ext = next((e for e in IMAGE_EXTS if e in parts), None)
@@ -248,7 +252,9 @@ def check_sample(key: str, parts: dict[str, bytes], num_classes: int) -> tuple[s
         label = int(parts["cls"].decode().strip())
     except (UnicodeDecodeError, ValueError):
         return f"key {key}: label {parts['cls'][:20]!r} is not an integer", None
-    if not 0 <= label < num_classes:
+    if num_classes == 0 and label != UNLABELED:
+        return f"key {key}: label {label} in unlabeled shards (expected {UNLABELED})", None
+    if num_classes and not 0 <= label < num_classes:
         return f"key {key}: label {label} outside 0..{num_classes - 1}", None
     return None, label
 
@@ -299,9 +305,9 @@ def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64) -> dict:
     from PIL import Image, ImageDraw
 
     index = read_index(shards_dir)
-    counts = {name: {cls: int((s.labels == k).sum()) for k, cls in enumerate(index.classes)}
-              for name, s in index.splits.items()}
-    examples: dict[int, list] = {k: [] for k in range(index.num_classes)}
+    rows_of = list(enumerate(index.classes)) if index.labelled else [(UNLABELED, "(unlabeled)")]
+    counts = {name: {cls: int((s.labels == k).sum()) for k, cls in rows_of} for name, s in index.splits.items()}
+    examples: dict[int, list] = {k: [] for k, _ in rows_of}
     sheet_split = index.split("train") if "train" in index.splits else next(iter(index.splits.values()))
     for shard, _, _ in sheet_split.shard_ranges():
         try:
@@ -316,11 +322,11 @@ def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64) -> dict:
             pass
         if all(len(v) >= per_class for v in examples.values()):
             break
-    label_w, rows = 110, max(1, index.num_classes)
-    sheet = Image.new("RGB", (label_w + per_class * (tile + 2), rows * (tile + 2)), (255, 255, 255))
+    label_w = 110
+    sheet = Image.new("RGB", (label_w + per_class * (tile + 2), len(rows_of) * (tile + 2)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for k, cls in enumerate(index.classes):
-        y = k * (tile + 2)
+    for row, (k, cls) in enumerate(rows_of):
+        y = row * (tile + 2)
         draw.text((4, y + tile // 2 - 6), f"{k}: {cls}"[:18], fill=(0, 0, 0))
         for j, img in enumerate(examples[k]):
             sheet.paste(img, (label_w + j * (tile + 2), y))

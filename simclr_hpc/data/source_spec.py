@@ -83,6 +83,8 @@ KINDS: dict[str, Kind] = {
                    "training images per class (default 500; the test split gets max(20, N // 5) per class), SIZE px "
                    "(default 32), SEED (default: the seed argument, i.e. data shards --seed)",
                    lambda spec: spec.shapes_fields(0)[0]),
+    "unlabeled": Kind("DIR", "every image anywhere under DIR (any tree of folders, no classes): pretraining only; its "
+                      "shards record labelled: false and the labelled stages refuse them", _fixed(0)),
 }
 """Every source kind (name -> Kind). A source has a ``train`` split and usually a ``test`` split."""
 GRAMMAR = " ".join(f"{name}:{kind.takes}" if kind.needs_path else f"{name}{kind.takes}" for name, kind in KINDS.items())

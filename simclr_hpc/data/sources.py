@@ -213,6 +213,26 @@ def open_imagefolder(root: str) -> Source:
     return Source("imagefolder", f"imagefolder:{root}", classes, splits)
 
 
+UNLABELED = -1
+"""The label of every image of an unlabeled source (and the ``cls`` its shards hold): no class, pretraining only."""
+
+
+def open_unlabeled(root: str) -> Source:
+    """Every image anywhere under ``root`` (any tree, any depth, no classes): a ``train`` split for pretraining.
+
+    The source has no classes and every label is ``UNLABELED``; its shards say ``"labelled": false`` in index.json, and
+    stages that need labels refuse them."""
+    base = Path(root)
+    if not base.is_dir():
+        raise _missing(base, "point unlabeled: at a directory holding images (any tree of subdirectories)")
+    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(base).parts))
+    if not files:
+        raise DataError(f"{base}: no images ({', '.join(IMAGE_SUFFIXES)}) anywhere under it")
+    return Source("unlabeled", f"unlabeled:{root}", [],
+                  {"train": Split(labels=np.full(len(files), UNLABELED, dtype=np.int64), files=files)})
+
+
 def _npz_images(x: np.ndarray, where: str) -> np.ndarray:
     if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3)):
         raise DataError(f"{where}: expected uint8 N,H,W or N,H,W,C (C = 1 or 3), got {x.dtype} {x.shape}")
@@ -297,6 +317,7 @@ OPENERS: dict[str, Callable[[SourceSpec, int], Source]] = {
     "npz": lambda spec, seed: open_npz(spec.path),
     "mnist5k": lambda spec, seed: open_mnist5k(),
     "shapes": open_shapes,
+    "unlabeled": lambda spec, seed: open_unlabeled(spec.path),
 }
 """Kind (a key of ``source_spec.KINDS``, which owns the grammar) -> opener of a parsed spec."""
 
@@ -311,6 +332,8 @@ def open_source(spec: str, seed: int = 0) -> Source:
     for name, split in source.splits.items():
         if len(split) == 0:
             raise DataError(f"data source {spec!r}: split {name} is empty")
+        if not source.classes and (split.labels == UNLABELED).all():
+            continue  # an unlabeled source: no classes, every label UNLABELED
         if split.labels.min() < 0 or split.labels.max() >= len(source.classes):
             raise DataError(f"data source {spec!r}: split {name} has labels outside 0..{len(source.classes) - 1}")
     return source

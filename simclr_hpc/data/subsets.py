@@ -6,6 +6,9 @@ positions into it, so they are cheap, need no image reads, and map to sample key
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 
 from simclr_hpc.data.sources import DataError
@@ -63,3 +66,43 @@ def label_map(classes: list[int]) -> dict[int, int]:
 def positions_for_classes(labels: np.ndarray, classes: list[int]) -> np.ndarray:
     """Sorted positions of every sample whose label is in ``classes`` (e.g. the test split of a k-class transfer)."""
     return np.flatnonzero(np.isin(np.asarray(labels), np.asarray(classes)))
+
+
+def positions_from_file(path: str | Path, keys: list[str], names: list[str] | None = None,
+                        field: str = "finetune.label_subset_file") -> tuple[np.ndarray, str]:
+    """``(positions, sha256)``: the sorted positions of exactly the images a subset file lists, and the file's hash.
+
+    One image per line, named by its shard key (``train-0001234``) or by its original file name (``n01440764_10026.JPEG``,
+    as in google-research/simclr's ``imagenet_subsets/`` 1 % and 10 % lists, or VISSL's subset files; file names are
+    what ``index.json`` recorded for sources read from files). Blank lines and ``#`` comments are ignored. A line that
+    names no image, or a file name two images share, is an error naming the line: a subset that silently shrank would
+    make numbers incomparable with the published ones.
+    """
+    from simclr_hpc.data.sources import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{field}: {path}: file not found")
+    data = path.read_bytes()
+    by_key = {key: i for i, key in enumerate(keys)}
+    by_name: dict[str, list[int]] = {}
+    for i, name in enumerate(names or []):
+        by_name.setdefault(name, []).append(i)
+    chosen, problems = set(), []
+    for number, raw in enumerate(data.decode(errors="replace").splitlines(), 1):
+        entry = raw.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        found = [by_key[entry]] if entry in by_key else by_name.get(entry, [])
+        if len(found) != 1:
+            what = "names no image of the split (neither a shard key nor a file name)" if not found else \
+                f"is the file name of {len(found)} images; list their shard keys instead"
+            problems.append(f"{field}: {path} line {number}: {entry!r} {what}")
+        else:
+            chosen.add(found[0])
+    if problems:
+        raise DataError(problems[:20] + ([f"{field}: {path}: {len(problems) - 20} more lines like these"]
+                                         if len(problems) > 20 else []))
+    if not chosen:
+        raise DataError(f"{field}: {path} lists no image")
+    return np.asarray(sorted(chosen), dtype=np.int64), hashlib.sha256(data).hexdigest()

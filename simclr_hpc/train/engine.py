@@ -19,6 +19,7 @@ from torch import nn
 
 from simclr_hpc import distributed as D
 from simclr_hpc.config import Config, ConfigError
+from simclr_hpc.train import precision as P
 
 
 class WorldSizeMismatch(RuntimeError):
@@ -57,8 +58,10 @@ class Engine(ABC):
         self.cfg = cfg
         self.env = env or D.DistEnv.from_env()
         self.cuda = torch.cuda.is_available()
-        # bf16 autocast on CPU is slow and changes numerics: CPU runs stay fp32 whatever train.precision says.
-        self.bf16 = self.cuda and cfg.train.precision in ("auto", "bf16")
+        # train.precision resolved for this device (precision.py): bf16 or fp16 on a GPU, fp32 on a CPU unless fp16 is
+        # asked for explicitly (bf16 autocast on CPU is slow and changes numerics).
+        self.precision = P.resolve_precision(cfg.train.precision, self.cuda, self.cuda and torch.cuda.is_bf16_supported())
+        self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"
         self.backend = "nccl" if self.cuda else "gloo"
 
     def _joined(self) -> None:
@@ -109,7 +112,7 @@ class Engine(ABC):
 
     @abstractmethod
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The mixed-precision context of forward passes (bf16 on a GPU, nothing on a CPU)."""
+        """The mixed-precision context of forward passes (``self.precision``: bf16 or fp16 autocast, or nothing)."""
 
     @abstractmethod
     def backward(self, loss: torch.Tensor) -> None:
@@ -136,6 +139,18 @@ class Engine(ABC):
     def optimizer_state(self, optimizer) -> dict:
         """The optimizer state in torch's own format (``state`` keyed by parameter index in param-group order), so a
         checkpoint resumes under either engine at any world size and loads with weights_only. A collective."""
+
+    @property
+    def amp_skipped(self) -> int:
+        """Optimizer steps that fp16 loss scaling skipped over the whole run (0 for bf16 and fp32)."""
+        return 0
+
+    def amp_state(self) -> dict:
+        """The loss scaler's state for a checkpoint (plain values; empty without fp16)."""
+        return {}
+
+    def load_amp_state(self, state: dict | None) -> None:
+        """Restore :meth:`amp_state` from a checkpoint (before or after ``prepare``)."""
 
     def set_lr(self, optimizer, lr: float) -> None:
         """Set the learning rate of every parameter group for the next :meth:`optimizer_step`."""

@@ -16,6 +16,7 @@ from torch import nn
 
 from simclr_hpc import distributed as D
 from simclr_hpc.config import Config
+from simclr_hpc.train import precision as P
 from simclr_hpc.train.engine import Engine
 
 
@@ -33,6 +34,9 @@ class DDPEngine(Engine):
             cpu=not self.cuda, mixed_precision="bf16" if self.bf16 else "no", kwargs_handlers=handlers
         )
         self.device = self.accelerator.device
+        # fp16 is scaled by our own LossScaler, not Accelerate's: its state must go into our checkpoints so a resumed
+        # run continues with the same loss scale.
+        self.scaler = P.LossScaler(self.precision, self.device)
         self._joined()
 
     def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1,
@@ -43,14 +47,27 @@ class DDPEngine(Engine):
         return self.accelerator.prepare(model, optimizer)
 
     def autocast(self):
+        if self.fp16:
+            return P.autocast(self.precision, self.device)
         return self.accelerator.autocast()
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.accelerator.backward(loss)
+        self.accelerator.backward(self.scaler.scale(loss))
 
     def optimizer_step(self, optimizer) -> None:
-        optimizer.step()
+        """Apply the step (under fp16 a step whose gradients overflowed is skipped and counted), then clear."""
+        self.scaler.step(optimizer)
         optimizer.zero_grad(set_to_none=True)
+
+    @property
+    def amp_skipped(self) -> int:
+        return self.scaler.skipped
+
+    def amp_state(self) -> dict:
+        return self.scaler.state_dict()
+
+    def load_amp_state(self, state: dict | None) -> None:
+        self.scaler.load_state_dict(state)
 
     def no_sync(self, model: nn.Module, last: bool):
         if self.world_size > 1 and not last:

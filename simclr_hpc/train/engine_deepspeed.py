@@ -18,12 +18,16 @@ from torch import nn
 
 from simclr_hpc import distributed as D
 from simclr_hpc.config import Config
+from simclr_hpc.train import precision as P
 from simclr_hpc.train import zero_state
 from simclr_hpc.train.engine import Engine
 
 
-def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int, bf16: bool) -> dict:
-    """DeepSpeed's JSON, derived from our config so batch sizes and precision cannot contradict it."""
+def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int, precision: str) -> dict:
+    """DeepSpeed's JSON, derived from our config so batch sizes and precision cannot contradict it.
+
+    ``precision`` is the resolved one (``bf16``, ``fp16`` or ``fp32``); fp16 gets DeepSpeed's dynamic loss scale with
+    the same policy as ``torch.amp.GradScaler`` (start at 2^16, halve on overflow, double after 2000 clean steps)."""
     zero: dict = {"stage": cfg.dist.zero_stage}
     if cfg.dist.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
@@ -32,7 +36,9 @@ def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accumulation,
         "zero_optimization": zero,
-        "bf16": {"enabled": bf16},
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 2000,
+                 "hysteresis": 1, "min_loss_scale": 1},
         "gradient_clipping": 0.0,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -61,6 +67,7 @@ class DeepSpeedEngine(Engine):
         if self.cuda:
             torch.cuda.set_device(self.device)
         self._ds = None  # the DeepSpeed engine, from prepare()
+        self._skipped_before = 0  # fp16 steps skipped before this run resumed (DeepSpeed counts only its own)
         self._param_groups: list[list[nn.Parameter]] = []
         self._joined()
 
@@ -72,9 +79,9 @@ class DeepSpeedEngine(Engine):
         model = self._common_wrap(model)
         # The client optimizer's parameters in group order: the index space of the saved optimizer state.
         self._param_groups = [list(group["params"]) for group in optimizer.param_groups]
-        # Under bf16 DeepSpeed casts the module and copies its masters from the bf16 weights; keep the fp32 ones.
-        masters = {n: p.detach().clone() for n, p in model.named_parameters()} if self.bf16 else None
-        config = deepspeed_config(self.cfg, self.world_size, micro, accumulation, self.bf16)
+        # Under bf16/fp16 DeepSpeed casts the module and copies its masters from the cast weights; keep the fp32 ones.
+        masters = {n: p.detach().clone() for n, p in model.named_parameters()} if self.precision != "fp32" else None
+        config = deepspeed_config(self.cfg, self.world_size, micro, accumulation, self.precision)
         self._ds, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         mapped = zero_state.zero_mapped(self._param_groups)
         if masters is not None and mapped:
@@ -88,9 +95,20 @@ class DeepSpeedEngine(Engine):
         return self._ds, ds_optimizer
 
     def autocast(self):
-        if self.bf16:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return P.autocast(self.precision, self.device)
+
+    @property
+    def amp_skipped(self) -> int:
+        return self._skipped_before + int(getattr(self._ds, "skipped_steps", 0) if self._ds is not None else 0)
+
+    def amp_state(self) -> dict:
+        """DeepSpeed's own loss scale is not carried over: a resumed fp16 run starts again at 2^16 and finds its scale
+        within a few steps; the skipped count is kept."""
+        return {"scaler": {}, "skipped": self.amp_skipped} if self.fp16 else {}
+
+    def load_amp_state(self, state: dict | None) -> None:
+        if state:
+            self._skipped_before = int(state.get("skipped", 0))
 
     def backward(self, loss: torch.Tensor) -> None:
         self._ds.backward(loss, scale_wrt_gas=False)

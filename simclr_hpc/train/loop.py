@@ -23,6 +23,7 @@ from simclr_hpc.train import preempt
 from simclr_hpc.train.metrics import MetricsWriter, truncate_after
 from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
 from simclr_hpc.train.task import StageContext, Task, TrainOutcome
+from simclr_hpc.train.tracking import open_backends
 
 log = logging.getLogger("simclr_hpc")
 
@@ -77,15 +78,17 @@ def train(task: Task, ctx: StageContext) -> TrainOutcome:
     optimizer = build_optimizer(model, cfg.optim, peak_lr)
     start, skipped, optimizer_state = _resume(ctx, model)
     metrics_path = rundir.metrics_path(ctx.run_dir)
-    resumed = {}
+    resumed, logged_through = {}, 0
     if engine.is_main:
         if start:
             resumed = {"resumed_from": start, "steps_redone": preempt.steps_redone(metrics_path, start)}
-        truncate_after(metrics_path, start)
+        logged_through = truncate_after(metrics_path, start)
     model, optimizer = engine.prepare(model, optimizer, ctx.micro, ctx.accumulation, optimizer_state)
     model.train()
 
-    writer = MetricsWriter(metrics_path, cfg.train.steps, start, engine.is_main, f"{task.stage} {cfg.run.name}")
+    backends = open_backends(cfg, ctx.run_dir, task.stage, start, logged_through) if engine.is_main else []
+    writer = MetricsWriter(metrics_path, cfg.train.steps, start, engine.is_main, f"{task.stage} {cfg.run.name}",
+                           backends)
     progress = _Progress(start, skipped, resumed=resumed)
     t_train = time.perf_counter()
     previous_handler = preempt.install()
@@ -94,6 +97,7 @@ def train(task: Task, ctx: StageContext) -> TrainOutcome:
             _run_segment(task, ctx, model, optimizer, peak_lr, progress, writer)
             if progress.step < cfg.train.steps:
                 progress.settle_skipped()
+                writer.flush()  # the backends hold every step up to a checkpoint before it exists
                 _save(ctx, task, model, optimizer, progress.step, progress.skipped, export=False)
         if progress.preempted:
             log.info("preemption signal: checkpoint of step %d written, stopping for the requeue", progress.step)
@@ -101,6 +105,8 @@ def train(task: Task, ctx: StageContext) -> TrainOutcome:
             raise preempt.Preempted(progress.step, ctx.run_dir)
         train_s = time.perf_counter() - t_train
         metrics = task.evaluate(model)
+        writer.log_final(progress.step, metrics)
+        writer.flush()
         progress.settle_skipped()
         _save(ctx, task, model, optimizer, progress.step, progress.skipped, export=True)
     finally:
@@ -118,6 +124,7 @@ def _resume(ctx: StageContext, model) -> tuple[int, int, dict | None]:
     state = ckpt.load_state(latest)
     model.load_state_dict(state["model"])
     _set_rng_state(state["rng"])
+    ctx.engine.load_amp_state(state.get("amp"))  # fp16: the same loss scale (and skipped count) as before the stop
     start = int(state["step"])
     log.info("resuming %s from %s (step %d)", ctx.run_dir, latest.name, start)
     return start, int(state.get("skipped", 0)), state.get("optimizer")
@@ -156,9 +163,12 @@ def _run_segment(task: Task, ctx: StageContext, model, optimizer, peak_lr: float
         monitored = task.monitor(model, progress.step)
         if monitored or progress.preempted or progress.step % cfg.train.log_every_steps == 0 or progress.step == total:
             rate = progress.images_log / max(now - progress.t_log, 1e-9)  # training only: measured before monitoring
-            marks = {"preempted": True} if progress.preempted else {}
-            writer.log(progress.step, {"loss": progress.loss, "lr": lr, "img_per_s": rate, **monitored,
-                                       **progress.resumed, **marks})
+            values = {"loss": progress.loss, "lr": lr, "img_per_s": rate, **monitored, **progress.resumed}
+            if engine.fp16:
+                values["amp_skipped"] = engine.amp_skipped
+            if progress.preempted:
+                values["preempted"] = True
+            writer.log(progress.step, values)
             progress.t_log, progress.images_log, progress.resumed = time.perf_counter(), 0, {}
         else:
             writer.advance(progress.step)
@@ -178,7 +188,7 @@ def _save(ctx: StageContext, task: Task, model, optimizer, step: int, skipped: i
     model_state, optimizer_state = engine.model_state(model), engine.optimizer_state(optimizer)
     if engine.is_main:
         state = {"step": step, "skipped": skipped, "model": model_state, "optimizer": optimizer_state,
-                 "rng": _rng_state()}
+                 "rng": _rng_state(), "amp": engine.amp_state()}
         if export:
             state["export"] = task.export(model)
         meta = {"stage": task.stage, "config_hash": ctx.cfg.hash(task.stage), "arch": task.arch().to_meta(),

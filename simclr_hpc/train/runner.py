@@ -22,7 +22,7 @@ from simclr_hpc.train import checkpoint as ckpt
 from simclr_hpc.train.backends import create_engine
 from simclr_hpc.train.engine import Engine, derive_batch
 from simclr_hpc.train.loop import train
-from simclr_hpc.train.metrics import log, setup_logging
+from simclr_hpc.train.metrics import log, quiet_third_party, setup_logging
 from simclr_hpc.train.stages import TASKS
 from simclr_hpc.train.task import StageContext, Task, TrainOutcome
 
@@ -37,9 +37,24 @@ def check_inputs(stage: str, cfg: Config):
     """Everything a user can get wrong about a run's inputs, checked before anything is written or any group starts.
     Returns the shards' index."""
     from simclr_hpc.data.shards import read_index
+    from simclr_hpc.train.tracking import check_backends
 
+    check_backends(cfg)
+    if cfg.train.precision == "fp16" and cfg.dist.engine == "deepspeed" and not torch.cuda.is_available():
+        raise ConfigError("train.precision: fp16 under dist.engine=deepspeed needs a GPU (DeepSpeed's CPU backend has "
+                          "no fp16 loss scaling); use train.precision=fp32, or dist.engine=ddp for fp16 on CPU")
     index = read_index(cfg.data.shards)
+    if stage != "pretrain" and not index.labelled:
+        raise ConfigError(
+            f"data.shards: {cfg.data.shards} holds unlabeled images ({index.source}) and {stage} needs labels; "
+            "point data.shards at labelled shards (cifar10:, imagefolder:, npz:, ...) or run pretrain on these"
+        )
     check_references(stage, cfg)
+    if stage == "finetune" and cfg.finetune.label_subset_file:
+        from simclr_hpc.data.subsets import positions_from_file
+
+        train = index.split(cfg.data.train_split)
+        positions_from_file(cfg.finetune.label_subset_file, train.keys, train.names)
     if stage == "transfer" and cfg.transfer.num_classes > index.num_classes:
         raise ConfigError(
             f"transfer.num_classes: {cfg.transfer.num_classes} but {cfg.data.shards} has {index.num_classes} "
@@ -94,6 +109,7 @@ def run_stage(stage: str, cfg: Config, job_alive: Callable[[str], bool | None] |
     """
     if stage not in STAGES:
         raise ConfigError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
+    quiet_third_party()  # a job's process does not come through the CLI's own call
     env = D.DistEnv.from_env()
     # Checked before any process group starts: a bad split must not hang N ranks.
     per_device, micro, accumulation = derive_batch(cfg.train.global_batch, env.world_size, cfg.train.max_batch_per_device)
@@ -151,5 +167,6 @@ def _result(stage: str, ctx: StageContext, task: Task, outcome: TrainOutcome, wa
         images_per_s=outcome.images_per_s, skipped_samples=outcome.skipped_samples, device=_device_name(engine),
         world_size=engine.world_size, hostnames=engine.hostnames,
         checkpoint_sha256=ckpt.read_meta(latest)["sha256"] if latest else None,
-        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **task.facts(),
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), precision=engine.precision,
+        amp_skipped_steps=engine.amp_skipped if engine.fp16 else None, **task.facts(),
     )

@@ -80,8 +80,9 @@ class Task(Protocol):
         """The deployable model's state_dict on the CPU (what later stages load), for the final checkpoint."""
         ...
 
-    def facts(self) -> dict[str, int]:
-        """Stage facts for the top level of result.json (``num_classes``, ``train_images``, ``labelled_images``)."""
+    def facts(self) -> dict[str, int | str]:
+        """Stage facts for the top level of result.json (``num_classes``, ``train_images``, ``labelled_images``,
+        ``label_subset_sha256``)."""
         ...
 
     def subset(self) -> dict | None:

@@ -17,7 +17,7 @@ from tests.study.helpers import study_dict
 def test_every_kind_of_the_grammar_has_exactly_one_opener():
     assert set(OPENERS) == set(KINDS)
     assert GRAMMAR.split() == ["cifar10:ROOT", "cifar100:ROOT", "stl10:ROOT", "imagefolder:DIR", "npz:FILE", "mnist5k",
-                               "shapes[:K[:N[:SIZE[:SEED]]]]"]
+                               "shapes[:K[:N[:SIZE[:SEED]]]]", "unlabeled:DIR"]
 
 
 def test_parse_source_fills_shapes_defaults_and_keeps_paths():

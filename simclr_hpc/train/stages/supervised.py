@@ -63,10 +63,17 @@ class LabelledSubset:
     num_classes: int
     evalset: EvalSet
     label_map: dict[int, int] | None = None
+    subset_file: str | None = None
+    """The ``finetune.label_subset_file`` the keys were read from, if any."""
+    subset_sha256: str | None = None
+    """Its sha256: which list a published number was compared with."""
 
     def record(self) -> dict:
         """The subset.json content."""
-        return {"train_keys": self.train_keys, "label_map": self.label_map, "num_classes": self.num_classes}
+        out = {"train_keys": self.train_keys, "label_map": self.label_map, "num_classes": self.num_classes}
+        if self.subset_file:
+            out.update(subset_file=self.subset_file, subset_sha256=self.subset_sha256)
+        return out
 
 
 def fraction_subset(index: DatasetIndex, train_split: str, eval_split: str, fraction: float, seed: int) -> LabelledSubset:
@@ -74,6 +81,14 @@ def fraction_subset(index: DatasetIndex, train_split: str, eval_split: str, frac
     split = index.splits[train_split]
     indices = subsets.class_balanced_fraction(list(split.labels), fraction, seed)
     return LabelledSubset([split.keys[i] for i in indices], index.num_classes, EvalSet(eval_split, index.num_classes))
+
+
+def file_subset(index: DatasetIndex, train_split: str, eval_split: str, path: str) -> LabelledSubset:
+    """Exactly the training images a subset file lists (``finetune.label_subset_file``), the whole eval split."""
+    split = index.splits[train_split]
+    indices, digest = subsets.positions_from_file(path, split.keys, split.names)
+    return LabelledSubset([split.keys[i] for i in indices], index.num_classes, EvalSet(eval_split, index.num_classes),
+                          subset_file=str(path), subset_sha256=digest)
 
 
 def class_subset(index: DatasetIndex, train_split: str, eval_split: str, section: TransferSection,
@@ -200,22 +215,31 @@ class SupervisedTask:
             state.update({f"linear.{k}": v for k, v in folded.state_dict().items()})
         return {k: v.cpu() for k, v in state.items()}
 
-    def facts(self) -> dict[str, int]:
-        return {"train_images": len(self.labelled.train_keys), "num_classes": self.labelled.num_classes}
+    def facts(self) -> dict[str, int | str]:
+        facts: dict[str, int | str] = {"train_images": len(self.labelled.train_keys),
+                                       "num_classes": self.labelled.num_classes}
+        if self.labelled.subset_sha256:
+            facts["label_subset_sha256"] = self.labelled.subset_sha256
+        return facts
 
     def subset(self) -> dict | None:
         return self.labelled.record()
 
 
 class FinetuneTask(SupervisedTask):
-    """Fine-tuning: a class-balanced ``finetune.label_fraction`` of the labels, every class."""
+    """Fine-tuning: a class-balanced ``finetune.label_fraction`` of the labels, every class, or exactly the images of
+    ``finetune.label_subset_file``."""
 
     stage = "finetune"
 
     def __init__(self, ctx: StageContext):
         cfg = ctx.cfg
-        subset = fraction_subset(read_index(cfg.data.shards), cfg.data.train_split, cfg.data.eval_split,
-                                 cfg.finetune.label_fraction, cfg.run.seed)
+        index = read_index(cfg.data.shards)
+        if cfg.finetune.label_subset_file:
+            subset = file_subset(index, cfg.data.train_split, cfg.data.eval_split, cfg.finetune.label_subset_file)
+        else:
+            subset = fraction_subset(index, cfg.data.train_split, cfg.data.eval_split, cfg.finetune.label_fraction,
+                                     cfg.run.seed)
         super().__init__(ctx, cfg.finetune, cfg.finetune.from_head_layer, subset)
 
 
