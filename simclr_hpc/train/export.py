@@ -34,7 +34,7 @@ from torch import nn
 
 from simclr_hpc import rundir
 from simclr_hpc.config import ConfigError, load_config
-from simclr_hpc.data.augment import MEAN, STD
+from simclr_hpc.data.colour import MEAN, STD
 from simclr_hpc.models import Arch, build_backbone
 from simclr_hpc.rundir import Result
 
