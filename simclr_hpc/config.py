@@ -1,3 +1,4 @@
+# One module on purpose (over 300 lines): every config section and its field docs read top to bottom as the schema's reference.
 """Typed, validated run configuration.
 
 A run's configuration is built in layers: the defaults below (pretraining's), the recipe of the run's stage when it is

@@ -1,3 +1,4 @@
+# One module on purpose (over 300 lines): writing, verifying and inspecting the shard format share its layout rules.
 """WebDataset shards and their ``index.json``: write, verify, inspect (``index.py`` reads the index).
 
 A shard directory holds ``<split>-NNNNNN.tar`` files (splits ``train``, ``val``, ``test``), each a plain tar in WebDataset

@@ -1,3 +1,4 @@
+# One module on purpose (over 300 lines): one opener per source kind side by side, so adding a source is one place.
 """Datasets on local disk (or generated), opened from a one-word spec: ``open_source("cifar10:/data/cifar")``.
 
 Specs: ``source_spec.GRAMMAR`` (``cifar10:ROOT``, ``shapes:10:500:32`` ...); what each kind must point at is in

@@ -45,6 +45,9 @@ class LinearRegression:
         self.ctx.engine.backward(loss)
         return loss.detach()
 
+    def monitor(self, model: nn.Module, step: int) -> dict:
+        return {}
+
     def evaluate(self, model: nn.Module) -> dict:
         return {"weight_norm": float(self.ctx.engine.unwrap(model).weight.detach().norm())}
 
