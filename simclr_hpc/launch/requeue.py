@@ -35,12 +35,15 @@ def host_setup(run_root: Path) -> list[str]:
 
 
 def host_teardown() -> list[str]:
-    """Batch-script lines after ``srun``: requeue this job if a task asked (the reason goes to the job's log)."""
-    return [f'if [ -e "${REQUEUE_FILE_ENV}" ]; then',
+    """Batch-script lines after ``srun``: requeue this job if a task asked (the reason goes to the job's log), then exit
+    with srun's status, so a failed task still makes a FAILED job (``afterok`` dependents must not start after it)."""
+    return ['srun_status=$?',
+            f'if [ -e "${REQUEUE_FILE_ENV}" ]; then',
             f'    echo "simclr-hpc: requeue requested ($(cat "${REQUEUE_FILE_ENV}")): scontrol requeue $SLURM_JOB_ID" >&2',
             f'    rm -f "${REQUEUE_FILE_ENV}"',
             '    scontrol requeue "$SLURM_JOB_ID"',
-            'fi']
+            'fi',
+            'exit "$srun_status"']
 
 
 def request_requeue(reason: str) -> bool:

@@ -19,7 +19,7 @@ from simclr_hpc.train import preempt
 from simclr_hpc.train.runner import run_stage as _run_stage
 
 
-def run_stage(stage: str, cfg) -> dict:
+def run_stage(stage: str, cfg, job_alive=None) -> dict:
     hold_at = int(os.environ.get("SIMCLR_TEST_HOLD_AT", "0"))
     hold_max = float(os.environ.get("SIMCLR_TEST_HOLD_MAX_S", "150"))
     latest = ckpt.latest_whole(cfg.run_dir(stage) / "checkpoints")
@@ -36,4 +36,4 @@ def run_stage(stage: str, cfg) -> dict:
         return check()
 
     preempt.stop_requested = held
-    return _run_stage(stage, cfg)
+    return _run_stage(stage, cfg, job_alive=job_alive)
