@@ -109,6 +109,8 @@ def verdict(finding: str, effect: Estimate, claim_sign: int, n_seeds: int | None
 
 
 def _logit(p: float) -> float:
+    # Chance-normalised accuracies can fall below 0 (and synthetic ones above 1): clamp into (0, 1) instead of failing.
+    p = min(max(p, 1e-6), 1.0 - 1e-6)
     return math.log(p / (1.0 - p))
 
 
