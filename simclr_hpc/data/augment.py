@@ -141,6 +141,8 @@ class EvalTransform:
 
     def __init__(self, size: int, crop_fraction: float = 0.875):
         self.size, self.crop_fraction = size, crop_fraction
+        self.memo_key = ("eval", size, crop_fraction)
+        """Deterministic, so ``pipeline.eval_loader`` may keep its output (see there)."""
 
     def __call__(self, img, rng: random.Random | None = None) -> torch.Tensor:
         height, width = image_hw(img)

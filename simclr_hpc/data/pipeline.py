@@ -17,6 +17,11 @@ Corrupt data (truncated tar, undecodable image, missing label, a sample the inde
 does): ``on_error="raise"`` raises DataError naming the shard and key; ``"skip"`` drops the sample(s) and reports how
 many in the next batch's ``skipped``. A stream that can read nothing at all raises instead of spinning.
 
+Small evaluation splits are decoded once per process: ``eval_loader`` keeps the batches of deterministic
+transforms (``EvalTransform``) in memory, up to ``EVAL_MEMO_BYTES`` in all, keyed by the shard directory's
+``index.json`` and the split's shards (path, size, mtime), split, subset and batching. A local worker that runs many linear probes on the same
+MNIST test split one after another then decodes it once instead of once per run.
+
 Where the pieces live: ``stream.ShardDataset`` is one (rank, worker) stream as a ``webdataset.DataPipeline`` (its
 docstring says which parts are webdataset's and which are ours, and why); ``shard_reader.ShardReader`` reads one shard
 and does the per-shard accounting above; ``batching`` builds the batch dicts.
@@ -24,14 +29,19 @@ and does the per-shard accounting above; ``batching`` builds the batch dicts.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
 from torch.utils.data import DataLoader
 
+from simclr_hpc.data.index import INDEX
 from simclr_hpc.data.stream import ShardDataset
 
 SHUFFLE_BUFFER = 2000
+EVAL_MEMO_BYTES = 512 * 2**20
+"""At most this many bytes of decoded evaluation batches are kept in memory per process (oldest dropped first)."""
+_eval_memo: OrderedDict[tuple, list[dict]] = OrderedDict()
 
 
 def train_loader(shards_dir: str | Path, split: str, transform, batch_per_device: int, seed: int, rank: int = 0,
@@ -58,7 +68,43 @@ def eval_loader(shards_dir: str | Path, split: str, transform, batch_per_device:
     """
     dataset = ShardDataset(shards_dir, split, transform, batch_per_device, 0, rank, world_size, 0, num_workers,
                            keys, label_map, on_error, False, SHUFFLE_BUFFER)
-    return _loader(dataset, num_workers)
+    memo_key = _memo_key(shards_dir, split, transform, batch_per_device, rank, world_size, keys, label_map, on_error)
+    if memo_key is None:
+        return _loader(dataset, num_workers)
+    if memo_key in _eval_memo:
+        _eval_memo.move_to_end(memo_key)
+        return iter(_eval_memo[memo_key])
+    return _remembered(memo_key, _loader(dataset, num_workers))
+
+
+def _memo_key(shards_dir, split, transform, batch_per_device, rank, world_size, keys, label_map, on_error):
+    """What identifies an evaluation pass (None: not remembered, e.g. a transform with randomness)."""
+    transform_key = getattr(transform, "memo_key", None)
+    index = Path(shards_dir) / INDEX
+    if transform_key is None or on_error != "raise" or not index.is_file():
+        return None
+    files = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(index.parent.glob(f"{split}-*.tar")))
+    stat = index.stat()
+    return (str(index.resolve()), stat.st_size, stat.st_mtime_ns, files, split, transform_key, batch_per_device, rank,
+            world_size, tuple(keys) if keys is not None else None,
+            tuple(sorted(label_map.items())) if label_map is not None else None)
+
+
+def _remembered(memo_key: tuple, batches: Iterator[dict]) -> Iterator[dict]:
+    """Yield ``batches``; once all were read (a pass stopped halfway keeps nothing), keep them for the next pass."""
+    kept = []
+    for batch in batches:
+        kept.append(batch)
+        yield batch
+    if _nbytes(kept) > EVAL_MEMO_BYTES:
+        return
+    _eval_memo[memo_key] = kept
+    while sum(_nbytes(b) for b in _eval_memo.values()) > EVAL_MEMO_BYTES:
+        _eval_memo.popitem(last=False)
+
+
+def _nbytes(batches: list[dict]) -> int:
+    return sum(v.numel() * v.element_size() for b in batches for v in (*b["views"], b["y"]))
 
 
 def _loader(dataset: ShardDataset, num_workers: int) -> Iterator[dict]:

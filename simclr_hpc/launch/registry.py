@@ -180,11 +180,10 @@ class Registry:
                 if not found:
                     # Slurm has forgotten the job and accounting is off: result.json decides.
                     state = "COMPLETED" if rec.result_path.exists() else "ENDED"
+            elif rec.result_path.exists():
+                state = "COMPLETED"  # a local worker runs several runs: each is done when it wrote its result
             else:
-                if pid_alive(rec.job_id):
-                    state = "RUNNING"
-                else:
-                    state = "COMPLETED" if rec.result_path.exists() else "FAILED"
+                state = "RUNNING" if pid_alive(rec.job_id) else "FAILED"
             if state == "COMPLETED" and rec.result_path.exists():
                 rec.result_hash = sha256_file(rec.result_path)[:16]
             if state != rec.state or rec.result_hash:

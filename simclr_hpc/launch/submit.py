@@ -18,7 +18,7 @@ from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.executor import LaunchRequest, Plan, build_plan, make_executor, render_sbatch
 from simclr_hpc.launch.profile import check_plain_text
 from simclr_hpc.launch.registry import JobRecord, Registry, log_paths, registry_path
-from simclr_hpc.launch.task import RUN_TARGET, StageJob
+from simclr_hpc.launch.task import RUN_TARGET, LaneJob, StageJob
 from simclr_hpc.outputs import check_output_dir, check_output_file
 from simclr_hpc.references import check_references
 
@@ -39,6 +39,11 @@ def array_stamp() -> str:
 
 def _array_folder(stage: str, cfg: Config, stamp: str, chunk: int) -> Path:
     return Path(cfg.run.root) / cfg.run.study / stage / "_arrays" / f"{stamp}-{chunk}"
+
+
+def _lane_folder(stage: str, cfg: Config, stamp: str, lane: int) -> Path:
+    """Logs of one local worker process (its runs' output, one after another)."""
+    return Path(cfg.run.root) / cfg.run.study / stage / "_lanes" / f"{stamp}-{lane}"
 
 
 def _prepare(stage: str, cfgs: list[Config], request: LaunchRequest, dependency, dry_run: bool,
@@ -225,20 +230,25 @@ def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, paralle
 
 
 def _local_array(stage: str, cfgs: list[Config], plan: Plan, dep_ids: list[str], target: str) -> list[JobRecord]:
-    cap = plan.profile.array_parallelism
-    records: list[JobRecord] = []
-    for i, cfg in enumerate(cfgs):
-        waits = _local_waits(cfg, dep_ids)
-        before = [int(records[i - cap].job_id)] if i >= cap else []
-        folder = _stage_folder(stage, cfg)
-        _write_submitted_config(stage, cfg)
-        job = make_executor(plan, folder).submit(StageJob(target, waits, before), stage, cfg.model_dump(mode="json"))
+    """The local executor's array: ``cap`` worker processes (lanes), lane ``k`` running runs ``k, k + cap, ...`` one
+    after another. A process per run would pay Python's and torch's start-up (about 5 CPU-seconds) for every run, more
+    than a small linear probe costs; a lane pays it once. Each run still waits for its own dependencies (afterok)."""
+    cap = max(1, min(plan.profile.array_parallelism, len(cfgs)))
+    stamp = array_stamp()
+    records: dict[int, JobRecord] = {}
+    for k in range(cap):
+        lane = list(range(k, len(cfgs), cap))
+        calls = []
+        for i in lane:
+            _write_submitted_config(stage, cfgs[i])
+            calls.append((stage, cfgs[i].model_dump(mode="json"), _local_waits(cfgs[i], dep_ids)))
+        job = make_executor(plan, _lane_folder(stage, cfgs[k], stamp, k)).submit(LaneJob(target), calls)
         if plan.executor == "debug":
             job.result()
-        record = _record(stage, cfg, plan, job, folder, _afterok(dep_ids))
-        Registry(registry_path(cfg.run.root, cfg.run.study)).add([record])
-        records.append(record)
-    return records
+        for i in lane:
+            records[i] = _record(stage, cfgs[i], plan, job, _lane_folder(stage, cfgs[k], stamp, k), _afterok(dep_ids))
+        Registry(registry_path(cfgs[k].run.root, cfgs[k].run.study)).add([records[i] for i in lane])
+    return [records[i] for i in range(len(cfgs))]
 
 
 def write_manifest(stage: str, cfgs: list[Config], path: str | Path, force: bool = False) -> Path:

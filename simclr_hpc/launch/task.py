@@ -6,6 +6,7 @@ import importlib
 import inspect
 import os
 import time
+import traceback
 
 import submitit
 
@@ -89,14 +90,13 @@ class StageJob(submitit.helpers.Checkpointable):
     Every task (one per GPU) exports the torch distributed environment, then calls the target, which trains and resumes
     from the run's latest whole checkpoint by itself: a requeued job just calls it again.
     Local executor only (no Slurm to order jobs): ``wait_for`` emulates ``afterok`` with the ``(pid, result.json path)``
-    of jobs that must succeed first; ``wait_exit`` emulates an array's parallelism cap with pids that must end first.
+    of jobs that must succeed first.
     """
 
     def __init__(self, target: str = RUN_TARGET, wait_for: list[tuple[int, str]] | None = None,
-                 wait_exit: list[int] | None = None, max_requeues: int = 0):
+                 max_requeues: int = 0):
         self.target = target
         self.wait_for = list(wait_for or [])
-        self.wait_exit = list(wait_exit or [])
         self.max_requeues = max_requeues
         """Slurm only: requeue the job this many times at most when a rank fails because another rank was lost."""
 
@@ -133,9 +133,6 @@ class StageJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self, stage, cfg_dict)
 
     def _wait_for_dependencies(self) -> None:
-        for pid in self.wait_exit:
-            while pid_alive(pid):
-                time.sleep(1.0)
         for pid, result_path in self.wait_for:
             while not os.path.exists(result_path):
                 if not pid_alive(pid):
@@ -143,3 +140,25 @@ class StageJob(submitit.helpers.Checkpointable):
                         break
                     raise RuntimeError(f"dependency job {pid} ended without writing {result_path}")
                 time.sleep(1.0)
+
+
+class LaneJob:
+    """One worker process of a local array (``submit._local_array``): ``LaneJob(target)(calls)`` runs each
+    ``(stage, cfg_dict, wait_for)`` of ``calls`` in turn, as its own :class:`StageJob` would. A failed run does not stop
+    the runs after it (as on Slurm, where every run is its own task); the lane raises at the end, naming them."""
+
+    def __init__(self, target: str = RUN_TARGET):
+        self.target = target
+
+    def __call__(self, calls: list[tuple[str, dict, list[tuple[int, str]]]]) -> list[dict | None]:
+        results, failed = [], []
+        for stage, cfg_dict, wait_for in calls:
+            try:
+                results.append(StageJob(self.target, wait_for)(stage, cfg_dict))
+            except Exception as exc:  # noqa: BLE001 - reported below, after the other runs had their turn
+                traceback.print_exc()
+                results.append(None)
+                failed.append(f"{cfg_dict['run']['name']}: {type(exc).__name__}: {exc}".splitlines()[0][:300])
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(calls)} runs failed: " + "; ".join(failed))
+        return results

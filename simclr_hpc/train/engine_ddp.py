@@ -11,6 +11,7 @@ import datetime
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 from torch import nn
 
@@ -84,5 +85,9 @@ class DDPEngine(Engine):
         return optimizer.state_dict()
 
     def close(self) -> None:
+        """End training, leave the process group and forget Accelerate's process-wide state (a singleton), so that
+        the next run in this process (a local worker runs several) sets itself up afresh."""
         self.accelerator.end_training()
         super().close()
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()

@@ -114,12 +114,16 @@ def gather_features(ctx, evalset: EvalSet, embed: Callable[[torch.Tensor], torch
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(features [N, D], labels [N])`` of every sample of ``evalset``, identical on every rank, in key order: each
     rank embeds its share, then all gather (a collective: every rank calls it). ``embed`` runs without gradients."""
-    rows = []
+    keys, feats, labels = [], [], []
     with torch.no_grad():
-        for x, y, keys in eval_batches(ctx, evalset):
+        for x, y, batch_keys in eval_batches(ctx, evalset):
             with ctx.engine.autocast():
-                feats = embed(x).float().cpu()
-            rows += list(zip(keys, feats, y.tolist()))
-    rows = [row for part in D.all_gather_objects(rows) for row in part]
-    rows.sort(key=lambda row: row[0])  # rank-independent order
-    return torch.stack([r[1] for r in rows]), torch.tensor([r[2] for r in rows], dtype=torch.long)
+                feats.append(embed(x).float().cpu())
+            keys += batch_keys
+            labels.append(y)
+    # One tensor per rank goes through the gather: rows that were views of a batch would each pickle the whole batch.
+    mine = (keys, torch.cat(feats), torch.cat(labels)) if keys else (keys, None, None)
+    parts = [part for part in D.all_gather_objects(mine) if part[0]]
+    keys = [k for part in parts for k in part[0]]
+    order = sorted(range(len(keys)), key=keys.__getitem__)  # rank-independent order
+    return torch.cat([part[1] for part in parts])[order], torch.cat([part[2] for part in parts]).long()[order]

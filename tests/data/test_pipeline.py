@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import textwrap
@@ -135,3 +136,26 @@ def test_nothing_readable_raises_instead_of_hanging(tmp_path):
         rewrite_shard(out / shard.name, lambda n, d: None if n.endswith(".cls") else d)
     with pytest.raises(DataError, match="no readable samples"):
         next(train_loader(out, "train", SimCLRViews(16), 4, seed=0, on_error="skip"))
+
+
+def test_a_second_eval_pass_in_the_process_is_remembered_until_the_shards_change(tmp_path):
+    out = tmp_path / "m"
+    write_shards("shapes:2:8:16", out, shard_size=8, seed=0)
+    first = list(eval_loader(out, "test", EvalTransform(16), 4))
+    # The same pass again comes from memory: it no longer needs the shards' contents (same size and time stamp).
+    shard = out / read_index(out).split("test").shards[0].name
+    stat = shard.stat()
+    data = shard.read_bytes()
+    shard.write_bytes(b"\0" * len(data))
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = list(eval_loader(out, "test", EvalTransform(16), 4))
+    assert [b["keys"] for b in again] == [b["keys"] for b in first]
+    assert all(torch.equal(a["views"][0], b["views"][0]) for a, b in zip(first, again))
+    # A rewritten shard (new time stamp) is read again, and its damage shows.
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    with pytest.raises(DataError):
+        list(eval_loader(out, "test", EvalTransform(16), 4))
+    # A different batch size is a different pass.
+    shard.write_bytes(data)
+    sizes = [len(b["keys"]) for b in eval_loader(out, "test", EvalTransform(16), 3)]
+    assert sum(sizes) == sum(len(b["keys"]) for b in first) and max(sizes) == 3

@@ -70,3 +70,28 @@ def test_jobs_logs_cancel_commands_on_an_empty_root(tmp_path):
     assert proc.returncode == 2 and "not a job id" in proc.stderr
     proc = cli("jobs", "--study", "../x", "--root", str(tmp_path), env=env)
     assert proc.returncode == 2
+
+
+def fail_one(stage, cfg):
+    """A run target for the lane test: run ``bad`` raises, the others run the stand-in."""
+    if cfg.run.name == "bad":
+        raise ValueError("this run fails on purpose")
+    from tests.launch.standin import run_stage
+
+    return run_stage(stage, cfg)
+
+
+def test_local_array_runs_in_parallelism_workers_and_a_failed_run_does_not_stop_the_next(tmp_path, monkeypatch):
+    monkeypatch.setenv("STANDIN_STEP_S", "0.05")
+    names = ["a", "bad", "c", "d", "e"]
+    recs = submit_array("finetune", [_cfg(tmp_path, n, 2) for n in names],
+                        LaunchRequest(executor="local", gpus_per_node=0), parallelism=2,
+                        target="tests.launch.test_registry:fail_one")
+    assert [r.run_name for r in recs] == names  # records come back in submission order
+    # Two worker processes (lanes), not one per run: runs 0, 2, 4 in the first, 1, 3 in the second.
+    assert len({r.job_id for r in recs}) == 2 and recs[0].job_id == recs[2].job_id == recs[4].job_id
+    states = [r.wait(poll_s=0.2, timeout_s=120) for r in recs]
+    assert states == ["COMPLETED", "FAILED", "COMPLETED", "COMPLETED", "COMPLETED"]
+    # The run after the failed one in its lane still ran; the lane's log names the failure.
+    assert (tmp_path / "runs/loc/finetune/d/result.json").is_file()
+    assert "bad: ValueError: this run fails on purpose" in open(recs[1].stderr).read()
