@@ -118,7 +118,7 @@ def test_known_class_counts_of_sources():
     assert source_num_classes("cifar10")[1] is not None  # needs a root
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "demo-learning.yaml", "paper.yaml", "reference-cpu.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "smoke.yaml", "paper.yaml", "reference-cpu.yaml"])
 def test_bundled_studies_validate(name):
     study = load_study(REPO / "configs" / "studies" / name)
     load_plan(REPO / "configs" / "studies" / name)  # every expanded run config validates too
@@ -129,3 +129,19 @@ def test_bundled_studies_validate(name):
 def test_tiny_study_is_valid(tmp_path):
     study = load_study(write_study(tmp_path))
     assert study.name == TINY["name"]
+
+
+def test_the_bundled_demo_has_three_seeds_every_stage_and_a_baseline_beside_every_probe():
+    plan = load_plan(REPO / "configs" / "studies" / "demo.yaml")
+    assert plan.study.seeds == [0, 1, 2]
+    stages = {run.stage for run in plan.runs}
+    assert stages == {"pretrain", "finetune", "distill", "transfer"}
+    probes = [r for r in plan.runs if r.stage in ("finetune", "transfer") and not r.key.split("/")[1].startswith(
+        ("random-", "pixels-", "teacher-"))]
+    names = {r.key for r in plan.runs}
+    assert len(probes) == 3 * (4 + 4)  # per seed: 2 label fractions x 2 head layers, 3 class subsets + shapes10
+    for run in probes:  # each SimCLR probe has its random-init baseline (at layer 0) and a raw-pixel one
+        name = run.key.split("/")[1].replace("-h1-", "-h0-")
+        assert f"{run.stage}/random-{name}" in names, run.key
+        pixels = name.replace("r18-", "pixels-" if run.stage == "transfer" else "pixels-mnist-").replace("-h0", "")
+        assert f"{run.stage}/{pixels}" in names, run.key
