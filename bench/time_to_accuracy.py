@@ -11,8 +11,8 @@ images; its clock stops while it is probed. Same backbone (our ResNet-18
 at the same width and stem), batch, image size, DataLoader workers and threads; one fresh subprocess each.
 
 The probe: cosine kNN, k = 20, temperature-weighted votes (t = 0.07, as in InstDisc), bank = the train split's encoder
-features (deterministic centre view), queries = the val split. Each side stops at ``max_steps``. ``knn_top1`` is the
-same vote as ``simclr_hpc.train.knn`` (#13), kept here so the bench does not depend on the package's evaluation code.
+features (deterministic centre view), queries = the val split. Each side stops at ``max_steps``. The vote is the package's
+(``simclr_hpc.train.knn``), so both sides are scored by the protocol the reports use.
 """
 
 from __future__ import annotations
@@ -53,14 +53,11 @@ def _images(shards: Path, split: str, size: int):
 
 
 def knn_top1(bank, bank_y, query, query_y, k: int, t: float) -> float:
-    """Top-1 (%) of temperature-weighted cosine kNN votes."""
-    import torch
-    import torch.nn.functional as F
+    """Top-1 (%) of temperature-weighted cosine kNN votes (``simclr_hpc.train.knn``, the package's own protocol)."""
+    from simclr_hpc.train.knn import knn_accuracy
 
-    bank, query = F.normalize(bank, dim=1), F.normalize(query, dim=1)
-    sim, idx = (query @ bank.T).topk(k, dim=1)
-    votes = torch.zeros(len(query), int(bank_y.max()) + 1).scatter_add_(1, bank_y[idx], (sim / t).exp())
-    return float((votes.argmax(1) == query_y).float().mean()) * 100
+    num_classes = int(max(bank_y.max(), query_y.max())) + 1
+    return 100 * knn_accuracy(query, query_y, bank, bank_y, num_classes, ks=(k,), temperature=t)[f"knn_top1_k{k}"]
 
 
 class Probe:

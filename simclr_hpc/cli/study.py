@@ -249,8 +249,8 @@ def demo_study_path() -> Path:
 def demo(
     study: Annotated[Optional[Path], typer.Option(help="Study file (default: the bundled configs/studies/demo.yaml).")] = None,
     executor: Annotated[str, typer.Option(
-        help="local (submitit's local executor, one process per run: the same code path as on a cluster; about 4 "
-             "minutes on 2 quiet cores) or inprocess (every run in this process, no per-run start-up: about 1.5 minutes).")] = "local",
+        help="local (submitit's local executor: the same code path as on a cluster, in --parallelism worker "
+             "processes) or inprocess (every run in this process, one after another).")] = "local",
     parallelism: Annotated[int, typer.Option(help="Local jobs running at once (executor local).")] = 2,
 ) -> None:
     """The embedded default: a whole small study on bundled data, run locally, ending with the report and its findings."""
