@@ -230,24 +230,29 @@ def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, paralle
 
 
 def _local_array(stage: str, cfgs: list[Config], plan: Plan, dep_ids: list[str], target: str) -> list[JobRecord]:
-    """The local executor's array: ``cap`` worker processes (lanes), lane ``k`` running runs ``k, k + cap, ...`` one
-    after another. A process per run would pay Python's and torch's start-up (about 5 CPU-seconds) for every run, more
-    than a small linear probe costs; a lane pays it once. Each run still waits for its own dependencies (afterok)."""
+    """The local executor's array: ``cap`` worker processes (lanes), each running its share of the runs one after
+    another. A process per run would pay Python's and torch's start-up (about 5 CPU-seconds) for every run, more than
+    a small linear probe costs; a lane pays it once. Each run still waits for its own dependencies (afterok).
+
+    Runs are dealt to the lanes back and forth (0, 1, 1, 0, 0, 1, ... for two lanes), not round-robin: sweeps come as
+    repeating patterns (encoder x seed), and round-robin would give every heavy run of a pattern to the same lane."""
     cap = max(1, min(plan.profile.array_parallelism, len(cfgs)))
     stamp = array_stamp()
     records: dict[int, JobRecord] = {}
+    lane_of = [i % cap if (i // cap) % 2 == 0 else cap - 1 - i % cap for i in range(len(cfgs))]
     for k in range(cap):
-        lane = list(range(k, len(cfgs), cap))
+        lane = [i for i in range(len(cfgs)) if lane_of[i] == k]
         calls = []
         for i in lane:
             _write_submitted_config(stage, cfgs[i])
             calls.append((stage, cfgs[i].model_dump(mode="json"), _local_waits(cfgs[i], dep_ids)))
-        job = make_executor(plan, _lane_folder(stage, cfgs[k], stamp, k)).submit(LaneJob(target), calls)
+        folder = _lane_folder(stage, cfgs[lane[0]], stamp, k)
+        job = make_executor(plan, folder).submit(LaneJob(target), calls)
         if plan.executor == "debug":
             job.result()
         for i in lane:
-            records[i] = _record(stage, cfgs[i], plan, job, _lane_folder(stage, cfgs[k], stamp, k), _afterok(dep_ids))
-        Registry(registry_path(cfgs[k].run.root, cfgs[k].run.study)).add([records[i] for i in lane])
+            records[i] = _record(stage, cfgs[i], plan, job, folder, _afterok(dep_ids))
+        Registry(registry_path(cfgs[lane[0]].run.root, cfgs[lane[0]].run.study)).add([records[i] for i in lane])
     return [records[i] for i in range(len(cfgs))]
 
 

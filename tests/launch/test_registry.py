@@ -88,10 +88,11 @@ def test_local_array_runs_in_parallelism_workers_and_a_failed_run_does_not_stop_
                         LaunchRequest(executor="local", gpus_per_node=0), parallelism=2,
                         target="tests.launch.test_registry:fail_one")
     assert [r.run_name for r in recs] == names  # records come back in submission order
-    # Two worker processes (lanes), not one per run: runs 0, 2, 4 in the first, 1, 3 in the second.
-    assert len({r.job_id for r in recs}) == 2 and recs[0].job_id == recs[2].job_id == recs[4].job_id
+    # Two worker processes (lanes), not one per run, dealt back and forth: runs 0, 3, 4 in one, 1, 2 in the other.
+    assert len({r.job_id for r in recs}) == 2
+    assert recs[0].job_id == recs[3].job_id == recs[4].job_id and recs[1].job_id == recs[2].job_id
     states = [r.wait(poll_s=0.2, timeout_s=120) for r in recs]
     assert states == ["COMPLETED", "FAILED", "COMPLETED", "COMPLETED", "COMPLETED"]
     # The run after the failed one in its lane still ran; the lane's log names the failure.
-    assert (tmp_path / "runs/loc/finetune/d/result.json").is_file()
+    assert (tmp_path / "runs/loc/finetune/c/result.json").is_file()
     assert "bad: ValueError: this run fails on purpose" in open(recs[1].stderr).read()

@@ -139,7 +139,7 @@ def test_the_bundled_demo_has_three_seeds_every_stage_and_a_baseline_beside_ever
     probes = [r for r in plan.runs if r.stage in ("finetune", "transfer") and not r.key.split("/")[1].startswith(
         ("random-", "pixels-", "teacher-"))]
     names = {r.key for r in plan.runs}
-    assert len(probes) == 3 * (4 + 4)  # per seed: 2 label fractions x 2 head layers, 3 class subsets + shapes10
+    assert len(probes) == 3 * (4 + 3)  # per seed: 2 label fractions x 2 head layers, 3 class subsets of shapes20
     for run in probes:  # each SimCLR probe has its random-init baseline (at layer 0) and a raw-pixel one
         name = run.key.split("/")[1].replace("-h1-", "-h0-")
         assert f"{run.stage}/random-{name}" in names, run.key
