@@ -48,8 +48,9 @@ image:
 container-test: $(STAMP) slurm-deps image
 	SIMCLR_REQUIRE_IMAGE=1 $(PY) -m pytest -m container $(PYTEST_ARGS)
 
+# `make bench BENCH="demo time_to_accuracy"` runs only those rows.
 bench: $(STAMP)
-	$(PY) -m bench.run_all
+	$(PY) -m bench.run_all $(BENCH)
 
 gpu-check: $(STAMP)
 	bash scripts/gpu_check.sh

@@ -49,16 +49,25 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(only: list[str] | None = None) -> int:
+    """Run every benchmark (or those named in ``only``, e.g. ``python -m bench.run_all demo``) and append the table."""
     from bench import demo, end_to_end, grad_cache, loss, pipeline, scaling, time_to_accuracy, train_step
 
+    benches = (("loss", loss), ("pipeline", pipeline), ("train_step", train_step), ("end_to_end", end_to_end),
+               ("scaling", scaling), ("grad_cache", grad_cache), ("time_to_accuracy", time_to_accuracy),
+               ("demo", demo))
+    unknown = sorted(set(only or []) - {name for name, _ in benches})
+    if unknown:
+        print(f"unknown benchmark(s) {', '.join(unknown)}; use any of {', '.join(n for n, _ in benches)}",
+              file=sys.stderr)
+        return 2
     info = machine()
     started = datetime.datetime.now().astimezone()
     rows: list[Row] = []
     t0 = time.perf_counter()
-    for name, mod in (("loss", loss), ("pipeline", pipeline), ("train_step", train_step), ("end_to_end", end_to_end),
-                      ("scaling", scaling), ("grad_cache", grad_cache), ("time_to_accuracy", time_to_accuracy),
-                      ("demo", demo)):
+    for name, mod in benches:
+        if only and name not in only:
+            continue
         t = time.perf_counter()
         try:
             rows += mod.run()
@@ -66,16 +75,17 @@ def main() -> int:
             traceback.print_exc()
             rows.append(Row(name, "all", "-", None, None, None, None, f"not measured: crashed ({type(exc).__name__}: {exc})"))
         log(f"{name}: {time.perf_counter() - t:.0f}s")
-    import torch
+    if not only:
+        import torch
 
-    rows.append(Row("gpu", "ResNet-50 224px bf16, DDP (with and without device augmentation) and ZeRO-2",
-                    "images/s per GPU, MFU", None, None, None, None,
-                    "run separately on a GPU machine: `python -m bench.gpu` (scripts/gpu_check.sh); "
-                    + ("CUDA present but not run by make bench" if torch.cuda.is_available() else "no CUDA here")))
+        rows.append(Row("gpu", "ResNet-50 224px bf16, DDP (with and without device augmentation) and ZeRO-2",
+                        "images/s per GPU, MFU", None, None, None, None,
+                        "run separately on a GPU machine: `python -m bench.gpu` (scripts/gpu_check.sh); "
+                        + ("CUDA present but not run by make bench" if torch.cuda.is_available() else "no CUDA here")))
     total = time.perf_counter() - t0
     misses = [r for r in rows if r.passed is False]
     section = [
-        f"## {started:%Y-%m-%d %H:%M %Z}",
+        f"## {started:%Y-%m-%d %H:%M %Z}" + (f" (only: {', '.join(only)})" if only else ""),
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + f". Wall time {total / 60:.1f} min.",
         "",
@@ -98,4 +108,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
