@@ -19,8 +19,8 @@ many in the next batch's ``skipped``. A stream that can read nothing at all rais
 
 Small evaluation splits are decoded once per process: ``eval_loader`` keeps the batches of deterministic
 transforms (``EvalTransform``) in memory, up to ``EVAL_MEMO_BYTES`` in all, keyed by the shard directory's
-``index.json`` and the split's shards (path, size, mtime), split, subset and batching. A local worker that runs many linear probes on the same
-MNIST test split one after another then decodes it once instead of once per run.
+``index.json`` and the split's shards (path, size, mtime), split, subset and batching. A local worker that runs many
+linear probes on the same MNIST test split one after another then decodes it once instead of once per run.
 
 Where the pieces live: ``stream.ShardDataset`` is one (rank, worker) stream as a ``webdataset.DataPipeline`` (its
 docstring says which parts are webdataset's and which are ours, and why); ``shard_reader.ShardReader`` reads one shard
@@ -66,15 +66,14 @@ def eval_loader(shards_dir: str | Path, split: str, transform, batch_per_device:
 
     A rank may get an empty iterator when there are fewer samples than ranks; the last batch of each worker may be short.
     """
-    dataset = ShardDataset(shards_dir, split, transform, batch_per_device, 0, rank, world_size, 0, num_workers,
-                           keys, label_map, on_error, False, SHUFFLE_BUFFER)
     memo_key = _memo_key(shards_dir, split, transform, batch_per_device, rank, world_size, keys, label_map, on_error)
-    if memo_key is None:
-        return _loader(dataset, num_workers)
-    if memo_key in _eval_memo:
+    if memo_key in _eval_memo:  # the same pass over unchanged shards: its keys were checked when it was first read
         _eval_memo.move_to_end(memo_key)
         return iter(_eval_memo[memo_key])
-    return _remembered(memo_key, _loader(dataset, num_workers))
+    dataset = ShardDataset(shards_dir, split, transform, batch_per_device, 0, rank, world_size, 0, num_workers,
+                           keys, label_map, on_error, False, SHUFFLE_BUFFER)
+    loader = _loader(dataset, num_workers)
+    return loader if memo_key is None else _remembered(memo_key, loader)
 
 
 def _memo_key(shards_dir, split, transform, batch_per_device, rank, world_size, keys, label_map, on_error):
@@ -83,7 +82,8 @@ def _memo_key(shards_dir, split, transform, batch_per_device, rank, world_size, 
     index = Path(shards_dir) / INDEX
     if transform_key is None or on_error != "raise" or not index.is_file():
         return None
-    files = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(index.parent.glob(f"{split}-*.tar")))
+    stats = [(f.name, f.stat()) for f in sorted(index.parent.glob(f"{split}-*.tar"))]
+    files = tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
     stat = index.stat()
     return (str(index.resolve()), stat.st_size, stat.st_mtime_ns, files, split, transform_key, batch_per_device, rank,
             world_size, tuple(keys) if keys is not None else None,
@@ -99,8 +99,9 @@ def _remembered(memo_key: tuple, batches: Iterator[dict]) -> Iterator[dict]:
     if _nbytes(kept) > EVAL_MEMO_BYTES:
         return
     _eval_memo[memo_key] = kept
-    while sum(_nbytes(b) for b in _eval_memo.values()) > EVAL_MEMO_BYTES:
-        _eval_memo.popitem(last=False)
+    total = sum(_nbytes(b) for b in _eval_memo.values())
+    while total > EVAL_MEMO_BYTES:
+        total -= _nbytes(_eval_memo.popitem(last=False)[1])
 
 
 def _nbytes(batches: list[dict]) -> int:
