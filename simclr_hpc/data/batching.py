@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -13,10 +13,11 @@ class Batcher:
     """Collects transformed samples into batch dicts and carries the count of dropped samples into the next batch.
 
     Readers add to ``skipped`` for every sample they drop; the next batch reports that count and resets it.
+    ``finish``: applied to the stacked views of each batch (``SimCLRBatchViews.finish_batch``), or None.
     """
 
-    def __init__(self, batch_size: int):
-        self.batch_size, self.items, self.skipped = batch_size, [], 0
+    def __init__(self, batch_size: int, finish: Callable[..., tuple] | None = None):
+        self.batch_size, self.items, self.skipped, self.finish = batch_size, [], 0, finish
 
     def add(self, views: tuple[torch.Tensor, ...], label: int, key: str) -> dict | None:
         """Add one sample; returns the batch it completes, else None."""
@@ -34,8 +35,9 @@ class Batcher:
     def collate(self, items: list) -> dict:
         """One batch dict from ``(views, label, key)`` items; takes the skipped count gathered since the last batch."""
         n_views = len(items[0][0])
+        views = tuple(torch.stack([item[0][v] for item in items]) for v in range(n_views))
         batch = {
-            "views": tuple(torch.stack([item[0][v] for item in items]) for v in range(n_views)),
+            "views": self.finish(*views) if self.finish is not None else views,
             "y": torch.tensor([item[1] for item in items], dtype=torch.long),
             "keys": [item[2] for item in items],
             "skipped": self.skipped,

@@ -43,8 +43,16 @@ def colour_matrix(rng: random.Random, strength: float, channel_mean: np.ndarray,
 
     ``channel_mean`` (RGB in [0, 1]) of the crop is needed by contrast, which blends towards the current mean grey.
     """
-    a, t = _EYE, np.zeros(3)
-    w = _GRAY
+    a, t0, tm = colour_affine(rng, strength, p_jitter, p_gray)
+    return a, t0 + tm @ channel_mean
+
+
+def colour_affine(rng: random.Random, strength: float, p_jitter: float = 0.8,
+                  p_gray: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(A, t0, T)`` with ``out = A @ rgb + t0 + T @ mean``: :func:`colour_matrix` before the crop's channel mean
+    is known (contrast's grey level is linear in it), so a batch can draw its colours first and take the means later.
+    The same random draws, in the same order, as ``colour_matrix``."""
+    a, t0, tm = _EYE, np.zeros(3), np.zeros((3, 3))
     if rng.random() < p_jitter:
         s = strength
         factors = {
@@ -58,19 +66,19 @@ def colour_matrix(rng: random.Random, strength: float, channel_mean: np.ndarray,
         for op in order:
             f = factors[op]
             if op == "brightness":
-                a, t = f * a, f * t
+                a, t0, tm = f * a, f * t0, f * tm
                 continue
-            if op == "contrast":
-                grey = float(w @ (a @ channel_mean + t))
-                a, t = f * a, f * t + (1 - f) * grey
+            if op == "contrast":  # grey = w @ (A @ mean + t0 + T @ mean) = w @ t0 + (w @ (A + T)) @ mean
+                grey0, grey_m = float(_GRAY @ t0), _GRAY @ (a + tm)
+                a, t0, tm = f * a, f * t0 + (1 - f) * grey0, f * tm + (1 - f) * np.outer(np.ones(3), grey_m)
                 continue
             if op == "saturation":
-                m, c = f * _EYE + (1 - f) * _TO_GRAY, 0.0
+                m = f * _EYE + (1 - f) * _TO_GRAY
             else:
                 theta = 2 * math.pi * f
                 rot = np.array([[1, 0, 0], [0, math.cos(theta), -math.sin(theta)], [0, math.sin(theta), math.cos(theta)]])
-                m, c = _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ, 0.0
-            a, t = m @ a, m @ t + c
+                m = _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
+            a, t0, tm = m @ a, m @ t0, m @ tm
     if rng.random() < p_gray:
-        a, t = _TO_GRAY @ a, _TO_GRAY @ t
-    return a, t
+        a, t0, tm = _TO_GRAY @ a, _TO_GRAY @ t0, _TO_GRAY @ tm
+    return a, t0, tm

@@ -22,6 +22,17 @@ def open_image(data: bytes):
     return Image.open(io.BytesIO(data))
 
 
+def decoded_pixels(data: bytes) -> np.ndarray:
+    """Encoded bytes fully decoded to a read-only uint8 HWC (or HW, grayscale) array, in the mode ``to_uint8_chw``
+    would have converted the image to: the same pixels the transforms see, for keeping decoded images in memory."""
+    img = open_image(data)
+    if img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    arr = np.array(img)
+    arr.flags.writeable = False  # kept in a memo and shared by every later read: nobody may change it in place
+    return arr
+
+
 def to_uint8_chw(img) -> torch.Tensor:
     """A PIL image, uint8 HWC array or uint8 CHW tensor as a uint8 [3, H, W] tensor (grayscale expanded to 3 channels)."""
     if isinstance(img, torch.Tensor):

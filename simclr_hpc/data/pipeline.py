@@ -19,8 +19,9 @@ many in the next batch's ``skipped``. A stream that can read nothing at all rais
 
 Small evaluation splits are decoded once per process: ``eval_loader`` keeps the batches of deterministic
 transforms (``EvalTransform``) in memory, up to ``EVAL_MEMO_BYTES`` in all, keyed by the shard directory's
-``index.json`` and the split's shards (path, size, mtime), split, subset and batching. A local worker that runs many
-linear probes on the same MNIST test split one after another then decodes it once instead of once per run.
+``index.json`` and the split's shards (``memo.file_stamp``: path, inode, size, mtime), split, subset and batching. A
+local worker that runs many linear probes on the same MNIST test split one after another then decodes it once instead
+of once per run. Training streams over PNG shards decode each shard once per process (``shard_reader``).
 
 Where the pieces live: ``stream.ShardDataset`` is one (rank, worker) stream as a ``webdataset.DataPipeline`` (its
 docstring says which parts are webdataset's and which are ours, and why); ``shard_reader.ShardReader`` reads one shard
@@ -29,19 +30,19 @@ and does the per-shard accounting above; ``batching`` builds the batch dicts.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
 from torch.utils.data import DataLoader
 
 from simclr_hpc.data.index import INDEX
+from simclr_hpc.data.memo import ByteCappedMemo, file_stamp
 from simclr_hpc.data.stream import ShardDataset
 
 SHUFFLE_BUFFER = 2000
 EVAL_MEMO_BYTES = 512 * 2**20
 """At most this many bytes of decoded evaluation batches are kept in memory per process (oldest dropped first)."""
-_eval_memo: OrderedDict[tuple, list[dict]] = OrderedDict()
+_eval_memo = ByteCappedMemo(EVAL_MEMO_BYTES)
 
 
 def train_loader(shards_dir: str | Path, split: str, transform, batch_per_device: int, seed: int, rank: int = 0,
@@ -67,9 +68,9 @@ def eval_loader(shards_dir: str | Path, split: str, transform, batch_per_device:
     A rank may get an empty iterator when there are fewer samples than ranks; the last batch of each worker may be short.
     """
     memo_key = _memo_key(shards_dir, split, transform, batch_per_device, rank, world_size, keys, label_map, on_error)
-    if memo_key in _eval_memo:  # the same pass over unchanged shards: its keys were checked when it was first read
-        _eval_memo.move_to_end(memo_key)
-        return iter(_eval_memo[memo_key])
+    kept = _eval_memo.get(memo_key) if memo_key is not None else None
+    if kept is not None:  # the same pass over unchanged shards: its keys were checked when it was first read
+        return iter(kept)
     dataset = ShardDataset(shards_dir, split, transform, batch_per_device, 0, rank, world_size, 0, num_workers,
                            keys, label_map, on_error, False, SHUFFLE_BUFFER)
     loader = _loader(dataset, num_workers)
@@ -82,11 +83,9 @@ def _memo_key(shards_dir, split, transform, batch_per_device, rank, world_size, 
     index = Path(shards_dir) / INDEX
     if transform_key is None or on_error != "raise" or not index.is_file():
         return None
-    stats = [(f.name, f.stat()) for f in sorted(index.parent.glob(f"{split}-*.tar"))]
-    files = tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
-    stat = index.stat()
-    return (str(index.resolve()), stat.st_size, stat.st_mtime_ns, files, split, transform_key, batch_per_device, rank,
-            world_size, tuple(keys) if keys is not None else None,
+    files = tuple(file_stamp(f) for f in sorted(index.parent.glob(f"{split}-*.tar")))
+    return (file_stamp(index), files, split, transform_key, batch_per_device, rank, world_size,
+            tuple(keys) if keys is not None else None,
             tuple(sorted(label_map.items())) if label_map is not None else None)
 
 
@@ -96,12 +95,7 @@ def _remembered(memo_key: tuple, batches: Iterator[dict]) -> Iterator[dict]:
     for batch in batches:
         kept.append(batch)
         yield batch
-    if _nbytes(kept) > EVAL_MEMO_BYTES:
-        return
-    _eval_memo[memo_key] = kept
-    total = sum(_nbytes(b) for b in _eval_memo.values())
-    while total > EVAL_MEMO_BYTES:
-        total -= _nbytes(_eval_memo.popitem(last=False)[1])
+    _eval_memo.put(memo_key, kept, _nbytes(kept))
 
 
 def _nbytes(batches: list[dict]) -> int:

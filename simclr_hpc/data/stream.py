@@ -74,6 +74,7 @@ class ShardDataset(IterableDataset):
             for info, start, stop in split_index.shard_ranges()
         ]
         self.reader = ShardReader(split_index, self.root, split, transform, label_map, on_error)
+        self.finish_batch = getattr(transform, "finish_batch", None)  # a batched transform's pixel work, per batch
 
     def __iter__(self):
         worker = self._worker()
@@ -99,7 +100,7 @@ class ShardDataset(IterableDataset):
         aug_rng = random.Random(derive_seed("augment", *parts))
         # Never wait for more samples than this stream's shards hold: a 1 % subset must still flow.
         fill = max(1, min(self.shuffle_buffer, sum(s.wanted for s in mine)))
-        batcher = Batcher(self.batch_size)
+        batcher = Batcher(self.batch_size, self.finish_batch)
         pipeline = wds.DataPipeline(
             # deterministic=True: the draws depend only on worker_seed (ours) and the epoch, not on pid or time.
             wds.ResampledShards([str(s.path) for s in mine], seed=0, worker_seed=lambda: shard_seed,
@@ -121,7 +122,7 @@ class ShardDataset(IterableDataset):
         mask[mine] = True
         overlapping = [s for s in self.shards if s.stop > mine[0] and s.start <= mine[-1]]
         rng = random.Random(derive_seed("eval", self.rank, worker))
-        batcher = Batcher(self.batch_size)
+        batcher = Batcher(self.batch_size, self.finish_batch)
         nothing_read = (f"{self.root}: split {self.split}: none of the {len(mine)} samples of rank {self.rank} "
                         f"worker {worker} is readable; run `simclr-hpc data verify {self.root}`")
         pipeline = wds.DataPipeline(

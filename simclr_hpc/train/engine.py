@@ -97,7 +97,7 @@ class Engine(ABC):
         """SyncBN, channels_last and torch.compile, as the config asks (before the engine wraps the model)."""
         if self.cfg.train.sync_bn and self.world_size > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if self.cuda and self.cfg.train.channels_last:
+        if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.cfg.train.compile:
             model = torch.compile(model)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import rewrite_shard, truncate_file
-from simclr_hpc.data.augment import EvalTransform, SimCLRViews, SupervisedAugment
+from simclr_hpc.data.augment import EvalTransform, SimCLRBatchViews, SimCLRViews, SupervisedAugment
 from simclr_hpc.data.pipeline import eval_loader, train_loader
 from simclr_hpc.data.shards import read_index, write_shards
 from simclr_hpc.data.sources import DataError
@@ -159,3 +159,40 @@ def test_a_second_eval_pass_in_the_process_is_remembered_until_the_shards_change
     shard.write_bytes(data)
     sizes = [len(b["keys"]) for b in eval_loader(out, "test", EvalTransform(16), 3)]
     assert sum(sizes) == sum(len(b["keys"]) for b in first) and max(sizes) == 3
+
+
+def test_a_training_stream_reads_each_png_shard_from_disk_once_per_process(tmp_path):
+    out = tmp_path / "tm"
+    write_shards("shapes:2:12:16", out, shard_size=6, seed=0)  # 4 train shards of 6 samples: drawn many times
+    shards = [out / s.name for s in read_index(out).split("train").shards]
+    first = _take(train_loader(out, "train", SimCLRViews(16), 4, seed=3), 12)
+    # Every shard was read whole and clean, so it is remembered: the stream no longer needs the files' contents
+    # (zeroed under the same size and time stamp) and gives the same batches, bit for bit.
+    saved = []
+    for shard in shards:
+        stat, data = shard.stat(), shard.read_bytes()
+        saved.append((stat, data))
+        shard.write_bytes(b"\0" * len(data))
+        os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = _take(train_loader(out, "train", SimCLRViews(16), 4, seed=3), 12)
+    for a, b in zip(first, again):
+        assert a["keys"] == b["keys"] and torch.equal(a["y"], b["y"])
+        assert all(torch.equal(x, y) for x, y in zip(a["views"], b["views"]))
+    # A label subset of remembered shards is served from memory too, and holds only the subset's keys.
+    subset = read_index(out).split("train").keys[:5]
+    assert {k for b in _take(train_loader(out, "train", SimCLRViews(16), 4, seed=3, keys=subset), 5)
+            for k in b["keys"]} <= set(subset)
+    # A shard rewritten since (new time stamp) is read from disk again, and its damage shows (all zeros: an empty tar).
+    os.utime(shards[0], ns=(saved[0][0].st_atime_ns, saved[0][0].st_mtime_ns + 1))
+    with pytest.raises(DataError, match=rf"{shards[0].name}: key .*: listed in index.json but not in the shard"):
+        _take(train_loader(out, "train", SimCLRViews(16), 4, seed=3), 12)
+
+
+def test_a_batched_transform_gives_the_same_batch_shape_as_a_per_image_one(shapes_shards):
+    size = read_index(shapes_shards).image_size
+    batched = SimCLRBatchViews(32, size, crop_min_scale=1.0)
+    a = next(train_loader(shapes_shards, "train", batched, 16, seed=0))
+    b = next(train_loader(shapes_shards, "train", SimCLRViews(32, crop_min_scale=1.0), 16, seed=0))
+    assert a["keys"] == b["keys"] and torch.equal(a["y"], b["y"])
+    assert [v.shape for v in a["views"]] == [v.shape for v in b["views"]] == [(16, 3, 32, 32)] * 2
+    assert all(torch.allclose(x, y, atol=1e-4) for x, y in zip(a["views"], b["views"]))  # whole-image crops: equal

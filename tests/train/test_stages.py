@@ -162,11 +162,13 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_shards, tm
 
 def test_pretrain_with_augmentation_on_the_device_trains_like_the_worker_path(tiny_shards, tmp_path):
     """data.device_augment moves colour/blur/normalisation from the loader workers to the training device (the GPU on
-    a cluster, the CPU here): the same views, so the same per-step losses."""
+    a cluster, the CPU here): the same views as the per-image worker path, so the same per-step losses. (The worker
+    path is per image here: the shards' images have one size, which would otherwise select the batched path.)"""
     losses = {}
     for name, on_device in (("workers", "false"), ("device", "true")):
         args = _cli("pretrain", tiny_overrides(tiny_shards, tmp_path, steps=3) + [
-            f"run.name={name}", f"data.device_augment={on_device}", "data.color_strength=1.0"])
+            f"run.name={name}", f"data.device_augment={on_device}", "data.color_strength=1.0",
+            "data.batch_augment=false"])
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
         metrics = (tmp_path / "t" / "pretrain" / name / "metrics.jsonl").read_text().splitlines()

@@ -11,6 +11,7 @@ from torch import nn
 
 from simclr_hpc import distributed as D
 from simclr_hpc.data import augment, pipeline
+from simclr_hpc.data.index import read_index
 from simclr_hpc.losses import nt_xent
 from simclr_hpc.models import Arch, build_simclr
 from simclr_hpc.train.monitor import PretrainMonitor
@@ -51,14 +52,20 @@ class PretrainTask:
 
     def batches(self, segment: int) -> Iterator[dict]:
         cfg = self.cfg
-        transform = augment.SimCLRViews(
-            cfg.data.image_size, cfg.data.augment, cfg.data.color_strength, crop_min_scale=cfg.data.crop_min_scale,
-            on_device=cfg.data.device_augment,
-        )
         return pipeline.train_loader(
-            cfg.data.shards, cfg.data.train_split, transform, self.ctx.per_device, cfg.run.seed,
+            cfg.data.shards, cfg.data.train_split, self._transform(), self.ctx.per_device, cfg.run.seed,
             self.ctx.engine.rank, self.ctx.engine.world_size, segment, cfg.data.num_workers, on_error=cfg.data.on_error,
         )
+
+    def _transform(self):
+        """The two-view augmentation: batched when the shards' images all have one size (``data.batch_augment``)."""
+        data = self.cfg.data
+        image_hw = read_index(data.shards).image_size if data.batch_augment and not data.device_augment else None
+        if image_hw:
+            return augment.SimCLRBatchViews(data.image_size, image_hw, data.augment, data.color_strength,
+                                            crop_min_scale=data.crop_min_scale)
+        return augment.SimCLRViews(data.image_size, data.augment, data.color_strength,
+                                   crop_min_scale=data.crop_min_scale, on_device=data.device_augment)
 
     def _loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         gather = D.all_gather_with_grad if self.ctx.engine.world_size > 1 else None
@@ -71,7 +78,7 @@ class PretrainTask:
             half = len(views) // 2
             views = [augment.finish_on_device(v, p) for v, p in zip(views[:half], views[half:])]
         x_a, x_b = views
-        if engine.cuda and self.cfg.train.channels_last:
+        if self.cfg.train.channels_last:
             x_a, x_b = x_a.contiguous(memory_format=torch.channels_last), x_b.contiguous(memory_format=torch.channels_last)
         n, m = x_a.shape[0], self.ctx.micro
         if m >= n:
