@@ -7,10 +7,10 @@ index, undecodable images, and the guard that stops an infinite stream over shar
 the batcher's ``skipped``. Images are decoded lazily at reduced size (``decode.open_image``), not by webdataset's
 decoders, which decode every image at full size.
 
-A PNG shard read whole without a single problem is kept decoded in memory (``SHARD_MEMO``, keyed by its file stamp):
-small datasets' training streams draw the same few shards hundreds of times, and parsing the tar and decoding the PNGs
-was half of a 28 px pretraining step on one CPU core. A read from memory yields the same samples, labels and pixels as
-one from disk; a shard rewritten since (new size, time stamp or inode) is read from disk again.
+A PNG shard read whole without a single problem is kept decoded in memory (``SHARD_MEMO``, keyed by its file stamp
+and index.json's): small datasets' training streams draw the same few shards hundreds of times, and parsing the tar
+and decoding the PNGs was half of a 28 px pretraining step on one CPU core. A read from memory yields the same samples, labels and pixels as
+one from disk; a shard or index rewritten since (new size, time stamp or inode) is read from disk again.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ import numpy as np
 
 from simclr_hpc.data.batching import Batcher
 from simclr_hpc.data.decode import decoded_pixels, open_image
-from simclr_hpc.data.index import ShardInfo, SplitIndex
+from simclr_hpc.data.index import INDEX, ShardInfo, SplitIndex
 from simclr_hpc.data.memo import ByteCappedMemo, file_stamp
 from simclr_hpc.data.shards import IMAGE_EXTS, TruncatedShard, iter_tar_samples
 from simclr_hpc.data.sources import DataError
 
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)  # what PIL raises for corrupt or truncated image data
 SHARD_MEMO = ByteCappedMemo(256 * 2**20)
-"""Decoded PNG shards kept per process: ``file_stamp -> [(key, label, {"png": uint8 array, ...})]``, 256 MB at most."""
+"""Decoded PNG shards kept per process: ``(index stamp, shard stamp) -> [(pos, key, label, {"png": uint8 array})]``,
+256 MB at most (``memo.file_stamp``)."""
 
 
 @dataclass
@@ -61,8 +62,8 @@ class ShardReader:
 
     def read(self, shard: Shard, want: Callable[[int], bool], batcher: Batcher) -> Iterator[tuple[str, int, dict]]:
         """``(key, label, parts)`` of the wanted, sound samples of one shard, in file order; problems raise or count."""
-        try:
-            stamp = file_stamp(shard.path)
+        try:  # the index too: positions and labels were checked against it when the shard was remembered
+            stamp = (file_stamp(self.root / INDEX), file_stamp(shard.path))
         except FileNotFoundError:
             stamp = None  # reported below, where the tar is opened
         remembered = SHARD_MEMO.get(stamp) if stamp is not None else None

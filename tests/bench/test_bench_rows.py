@@ -37,9 +37,11 @@ def test_pipeline_bench_rows_on_a_handful_of_images():
     from bench import pipeline
 
     rows = pipeline.run(cases=("32px-png",), reps=1, batches=1, batch_size=4, workers=0, n_images=16)
-    assert len(rows) == 1
-    _well_formed(rows[0])
+    assert len(rows) == 2  # vs torchvision, and the batched views vs our per-image ones
+    for row in rows:
+        _well_formed(row)
     assert rows[0].ours > 0 and "classic PIL" in rows[0].note
+    assert rows[1].baseline == rows[0].ours and rows[1].target == pipeline.BATCHED_TARGET
 
 
 def test_torchvision_baseline_gives_two_normalised_views_of_the_requested_size():
