@@ -93,11 +93,14 @@ class Engine(ABC):
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def _common_wrap(self, model: nn.Module) -> nn.Module:
-        """SyncBN, channels_last and torch.compile, as the config asks (before the engine wraps the model)."""
+    def _common_wrap(self, model: nn.Module, channels_last: bool = True) -> nn.Module:
+        """SyncBN, channels_last and torch.compile, as the config asks (before the engine wraps the model).
+
+        ``channels_last=False``: keep the weights contiguous whatever the config says (DeepSpeed's ZeRO views each
+        parameter as bytes to flatten it, which a channels_last weight, last stride C, refuses)."""
         if self.cfg.train.sync_bn and self.world_size > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if self.cfg.train.channels_last:
+        if self.cfg.train.channels_last and channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.cfg.train.compile:
             model = torch.compile(model)

@@ -76,7 +76,7 @@ class DeepSpeedEngine(Engine):
         import deepspeed
         from deepspeed.utils import safe_set_full_fp32_param
 
-        model = self._common_wrap(model)
+        model = self._common_wrap(model, channels_last=False)  # ZeRO flattens contiguous weights only
         # The client optimizer's parameters in group order: the index space of the saved optimizer state.
         self._param_groups = [list(group["params"]) for group in optimizer.param_groups]
         # Under bf16/fp16 DeepSpeed casts the module and copies its masters from the cast weights; keep the fp32 ones.
