@@ -25,10 +25,7 @@ def open_image(data: bytes):
 def decoded_pixels(data: bytes) -> np.ndarray:
     """Encoded bytes fully decoded to a read-only uint8 HWC (or HW, grayscale) array, in the mode ``to_uint8_chw``
     would have converted the image to: the same pixels the transforms see, for keeping decoded images in memory."""
-    img = open_image(data)
-    if img.mode not in ("RGB", "L"):
-        img = img.convert("RGB")
-    arr = np.array(img)
+    arr = np.array(_pixels(open_image(data)))
     arr.flags.writeable = False  # kept in a memo and shared by every later read: nobody may change it in place
     return arr
 
@@ -39,9 +36,7 @@ def to_uint8_chw(img) -> torch.Tensor:
         t = img if img.ndim == 3 else img.unsqueeze(0)
     else:
         if not isinstance(img, np.ndarray):
-            if img.mode not in ("RGB", "L"):
-                img = img.convert("RGB")
-            img = np.asarray(img)
+            img = _pixels(img)
         arr = img if img.ndim == 3 else img[..., None]
         t = torch.from_numpy(np.array(arr, copy=not arr.flags.writeable)).permute(2, 0, 1)  # channels-last strides: torch's fast path
     if t.dtype != torch.uint8:
@@ -49,6 +44,11 @@ def to_uint8_chw(img) -> torch.Tensor:
     if t.shape[0] == 1:
         t = t.expand(3, -1, -1)
     return t
+
+
+def _pixels(img) -> np.ndarray:
+    """A PIL image's pixels as uint8 HWC (RGB) or HW (grayscale); other modes are converted to RGB."""
+    return np.asarray(img if img.mode in ("RGB", "L") else img.convert("RGB"))
 
 
 def image_hw(img) -> tuple[int, int]:
