@@ -55,7 +55,10 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	bash scripts/gpu_check.sh
 
+# ruff (rules and line length in pyproject.toml's [tool.ruff]) over the whole tree, then hadolint.
 lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint Dockerfile
 
 clean:
