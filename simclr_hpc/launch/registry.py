@@ -4,6 +4,10 @@ Every submission is recorded before ``submit`` returns (stage, run name, array i
 ``refresh`` updates the states of unfinished rows from, in order: ``squeue`` (queued/running), ``scontrol show job``
 (finished recently, no accounting needed), ``sacct`` (accounting), and finally the run's ``result.json`` (its presence
 means COMPLETED), so it works when accounting is off. Local-executor jobs are checked by their process id.
+
+A registry that cannot be used (a directory in its place, a corrupt or truncated file, one locked past the wait, one
+on a read-only file system, one written by a newer simclr-hpc) is one :class:`RegistryError` line naming the file and
+what to do, never a traceback: :meth:`Registry._open` is the one place that turns SQLite's errors into it.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import datetime as dt
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from simclr_hpc import rundir
 from simclr_hpc.fsutil import pid_alive, sha256_file
 from simclr_hpc.launch import slurm
+from simclr_hpc.launch.errors import RegistryError, sqlite_problem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -44,6 +51,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_job_id ON jobs (job_id);
 """
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the registries this version writes (0: written before versions were recorded). A
+registry of a higher version comes from a newer simclr-hpc and is refused rather than misread."""
+LOCK_WAIT_S = 30
 
 
 def _now() -> str:
@@ -122,14 +133,46 @@ class Registry:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=30)
+        con = sqlite3.connect(self.path, timeout=LOCK_WAIT_S)
         con.row_factory = sqlite3.Row
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            con.close()
+            raise RegistryError(f"{self.path}: job registry written by a newer simclr-hpc (schema {version}; this one "
+                                f"reads up to {SCHEMA_VERSION}); use that version, or another run.root")
         con.executescript(SCHEMA)
+        if version < SCHEMA_VERSION:
+            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return con
+
+    @contextmanager
+    def _open(self) -> Iterator[sqlite3.Connection]:
+        """A connection in a transaction (committed on leaving the block); every SQLite or file-system error of the
+        registry becomes one RegistryError line naming it."""
+        try:
+            con = self._connect()
+            try:
+                with con:
+                    yield con
+            finally:
+                con.close()
+        except sqlite3.Error as err:
+            raise RegistryError(sqlite_problem(self.path, err, LOCK_WAIT_S)) from None
+        except OSError as err:
+            raise RegistryError(f"{self.path}: cannot use the job registry ({err.strerror or err}); check that "
+                                f"{self.path.parent} is a writable directory") from None
+
+    def check_writable(self) -> None:
+        """RegistryError now if an existing registry could not record a job (corrupt, locked, read-only, newer):
+        called before a submission, so that no job runs unrecorded."""
+        if self.path.exists() or self.path.is_symlink():
+            with self._open() as con:
+                # A write that changes nothing: takes the write lock, so a read-only or locked file fails here.
+                con.execute("UPDATE jobs SET id = id WHERE 0")
 
     def add(self, records: list[JobRecord]) -> list[JobRecord]:
         """Insert records; sets their ``id``."""
-        with self._connect() as con:
+        with self._open() as con:
             for rec in records:
                 cur = con.execute(
                     f"INSERT INTO jobs ({', '.join(_FIELDS)}) VALUES ({', '.join('?' for _ in _FIELDS)})",
@@ -142,16 +185,17 @@ class Registry:
         """Every row, oldest first."""
         if not self.path.exists():
             return []
-        with self._connect() as con:
+        with self._open() as con:
             rows = con.execute("SELECT * FROM jobs ORDER BY id").fetchall()
-        return [JobRecord(**dict(row)) for row in rows]
+        known = set(_FIELDS) | {"id"}
+        return [JobRecord(**{k: v for k, v in dict(row).items() if k in known}) for row in rows]
 
     def find(self, job_id: str) -> list[JobRecord]:
         """Rows of a job id; an array id (``123``) matches all its tasks (``123_0``, ``123_1``, ...)."""
         return [r for r in self.all() if r.job_id == job_id or r.array_job_id == job_id]
 
     def _update(self, records: list[JobRecord]) -> None:
-        with self._connect() as con:
+        with self._open() as con:
             for rec in records:
                 con.execute(
                     "UPDATE jobs SET state = ?, result_hash = ?, updated_at = ? WHERE id = ?",
@@ -195,7 +239,7 @@ class Registry:
 
     def set_state(self, job_ids: list[str], state: str) -> None:
         """Mark rows (by job id or array id) with a state, e.g. CANCELLED right after scancel."""
-        with self._connect() as con:
+        with self._open() as con:
             for jid in job_ids:
                 con.execute(
                     "UPDATE jobs SET state = ?, updated_at = ? WHERE (job_id = ? OR array_job_id = ?) AND state NOT IN "

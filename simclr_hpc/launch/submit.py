@@ -173,6 +173,7 @@ def submit_stage(stage: str, cfg: Config, request: LaunchRequest, dependency: li
     """
     cfgs, plan, dep_ids = _prepare(stage, [cfg], request, dependency, dry_run=False, array=False, target=target)
     cfg = cfgs[0]
+    Registry(registry_path(cfg.run.root, cfg.run.study)).check_writable()  # before a job it could not record
     dep = _afterok(dep_ids)
     if dep and plan.executor == "slurm":
         plan.slurm_params["dependency"] = dep
@@ -201,6 +202,8 @@ def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, paralle
     if parallelism:
         request = request.model_copy(update={"array_parallelism": parallelism})
     cfgs, plan, dep_ids = _prepare(stage, cfgs, request, dependency, dry_run=False, array=True, target=target)
+    for path in dict.fromkeys(registry_path(c.run.root, c.run.study) for c in cfgs):
+        Registry(path).check_writable()  # before jobs it could not record
     if plan.executor != "slurm":
         return _local_array(stage, cfgs, plan, dep_ids, target)
     for cfg in cfgs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -63,3 +64,41 @@ def rewrite_shard(path: Path, edit: Callable[[str, bytes], bytes | None]) -> Non
 def tree(path: Path) -> set[str]:
     """Every path under ``path`` (relative), to compare a directory before and after."""
     return {str(p.relative_to(path)) for p in path.rglob("*")} if path.exists() else set()
+
+
+def can_mount() -> bool:
+    """This process may make a private mount namespace (root, as on the CI machine): the read-only and disk-full tests
+    mount a read-only bind or a tiny tmpfs there, a real file system refusing the write."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False).returncode == 0
+
+
+def cli_in_mounts(mounts: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``simclr-hpc ARGS`` in a private mount namespace after the shell lines ``mounts`` (e.g. ``mount -t tmpfs -o
+    size=64k tmpfs DIR``); the mounts vanish with the process."""
+    script = f'set -e\n{mounts}\nexec "$@"'
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *CLI, *args],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout, check=False)
+
+
+def read_only(path: Path) -> str:
+    """Shell lines that make ``path`` read-only inside the namespace (a read-only bind mount of itself)."""
+    return f"mount --bind '{path}' '{path}'\nmount -o remount,bind,ro '{path}'"
+
+
+def tmpfs(path: Path, size_kb: int) -> str:
+    """Shell lines that mount a ``size_kb`` KiB tmpfs at ``path`` inside the namespace: a disk that fills up."""
+    return f"mkdir -p '{path}'\nmount -t tmpfs -o size={size_kb}k tmpfs '{path}'"
+
+
+def one_error_line(stderr: str, *words: str) -> str:
+    """The single ``error:`` line of ``stderr`` (no traceback), holding every one of ``words``."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
