@@ -113,7 +113,8 @@ def run(cases=tuple(CASES), reps: int = 3, batches: int | None = None, batch_siz
             def ours(on_device=False, batched=False):
                 views = (augment.SimCLRBatchViews(size, (_h, _w), preset, strength) if batched
                          else augment.SimCLRViews(size, preset, strength, on_device=on_device))
-                return pipeline.train_loader(shards, "train", views, batch_size, seed=0, num_workers=workers)
+                return pipeline.train_loader(shards, "train", views, batch_per_device=batch_size, seed=0,
+                                             num_workers=workers)
 
             def theirs(make_views):
                 dataset = ImageFolder(str(folder), transform=make_views(size, preset, strength))

@@ -45,7 +45,7 @@ def _images(shards: Path, split: str, size: int):
     views, raw, labels = [], [], []
     evaluate = augment.EvalTransform(size)
     both = lambda img, rng=None: (evaluate(img), to_uint8_chw(img))  # noqa: E731
-    for batch in pipeline.eval_loader(shards, split, both, 500):
+    for batch in pipeline.eval_loader(shards, split, both, batch_per_device=500):
         views.append(batch["views"][0])
         raw.append(batch["views"][1])
         labels += batch["y"].tolist()

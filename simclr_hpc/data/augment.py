@@ -28,6 +28,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.ops import roi_align
 
+from simclr_hpc.data import layout
 from simclr_hpc.data.blur import blur_channels, blur_kernel_size, gaussian_blur, gaussian_kernels
 from simclr_hpc.data.colour import IDENTITY_255, ZERO3, colour_affine, colour_matrix, normalise_affine
 from simclr_hpc.data.decode import decode_for_boxes, image_hw, to_uint8_chw
@@ -92,8 +93,7 @@ class SimCLRViews:
                 mean = crop.float().mean(dim=(1, 2)) / 255.0
                 a, t = colour_matrix(rng, self.color_strength, mean.double().numpy())
                 views.append(crop)
-                params.append(torch.cat([torch.from_numpy(a / 255.0).flatten(), torch.from_numpy(t),
-                                         torch.tensor([sigma], dtype=torch.float64)]).float())
+                params.append(torch.from_numpy(layout.DEVICE.pack(colour=a / 255.0, offset=t, sigma=sigma)).float())
                 continue
             x = crop.float()
             if sigma:
@@ -104,17 +104,18 @@ class SimCLRViews:
         return tuple(views + params)
 
 
-N_PARAMS = 13  # per view on the device path: the colour matrix (9, scaled by 1/255), its offset (3), blur sigma (1)
+N_PARAMS = layout.DEVICE.width
 
 
 def finish_on_device(views: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """The device half of ``SimCLRViews(on_device=True)`` for a whole batch: blur, colour, clamp and normalisation.
 
-    ``views``: uint8 [B, 3, S, S]; ``params``: float [B, 13] from the workers; both on the device that trains. Returns
-    float [B, 3, S, S]. Per-sample blur is one grouped convolution per direction (sigma 0 = no blur)."""
-    b = views.shape[0]
-    x = _blur_batch(views.float(), params[:, 12])
-    return normalise_affine(params[:, :9].reshape(b, 3, 3), params[:, 9:12], x)
+    ``views``: uint8 [B, 3, S, S]; ``params``: float [B, 13] (``layout.DEVICE``) from the workers; both on the device
+    that trains. Returns float [B, 3, S, S]. Per-sample blur is one grouped convolution per direction (sigma 0 = no
+    blur)."""
+    b, cols = views.shape[0], layout.DEVICE
+    x = _blur_batch(views.float(), cols.scalar(params, "sigma"))
+    return normalise_affine(cols.get(params, "colour").reshape(b, 3, 3), cols.get(params, "offset"), x)
 
 
 def _blur_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -133,12 +134,12 @@ class SimCLRBatchViews:
     """``SimCLRViews`` for shards whose images all have one size: the same augmentations, batched.
 
     Per image (``__call__``) only the random draws are made, the same draws in the same order as ``SimCLRViews``
-    (crop boxes, then per view flip, blur sigma, colour); the sample is ``(uint8 [3, H, W] image, float64
-    [n_views, 27] parameters)``. The batcher stacks the samples and calls :meth:`finish_batch`, which makes the views
-    of the whole batch at once: crops by ``roi_align`` (bilinear, averaged over each output pixel's footprint when a
-    crop shrinks), flips by index, blur by a grouped convolution, colour and normalisation by one batched affine map.
-    Views differ from ``SimCLRViews``' only in interpolation detail: torchvision's antialiased resize of a uint8 crop
-    rounds to integers and clamps at the crop's edge, ``roi_align`` does neither.
+    (crop boxes, then per view flip, blur sigma, colour); the sample is ``(uint8 [3, H, W] image, float64 [n_views, 27]
+    parameters)`` (columns named by ``layout.VIEW``). The batcher stacks the samples and calls :meth:`finish_batch`,
+    which makes the views of the whole batch at once: crops by ``roi_align`` (bilinear, averaged over each output
+    pixel's footprint when a crop shrinks), flips by index, blur by a grouped convolution, colour and normalisation by
+    one batched affine map. Views differ from ``SimCLRViews``' only in interpolation detail: torchvision's antialiased
+    resize of a uint8 crop rounds to integers and clamps at the crop's edge, ``roi_align`` does neither.
     """
 
     def __init__(self, size: int, image_hw: tuple[int, int], preset: Literal["cifar", "imagenet"] = "cifar",
@@ -160,22 +161,23 @@ class SimCLRBatchViews:
             flip = 1.0 if rng.random() < 0.5 else 0.0
             sigma = rng.uniform(0.1, 2.0) if self.preset == "imagenet" and rng.random() < 0.5 else 0.0
             a, t0, tm = colour_affine(rng, self.color_strength)
-            params.append(np.concatenate([(left, top, left + w, top + h, flip, sigma), a.ravel(), t0, tm.ravel()]))
+            params.append(layout.VIEW.pack(box=(left, top, left + w, top + h), flip=flip, sigma=sigma, colour=a,
+                                           offset=t0, mean_map=tm))
         return to_uint8_chw(img), torch.from_numpy(np.stack(params))
 
     def finish_batch(self, images: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """uint8 [B, 3, H, W] images and their [B, n_views, 27] parameters -> ``n_views`` float [B, 3, S, S] views."""
         b, v = params.shape[:2]
-        p = params.reshape(b * v, -1).float()
+        p, cols = params.reshape(b * v, -1).float(), layout.VIEW
         owner = torch.arange(b, dtype=torch.float32).repeat_interleave(v).unsqueeze(1)
         # aligned=True: pixel centres at +0.5, as in torchvision's resize; sampling_ratio=0: ceil(crop / size) samples
         # per output pixel and direction, so a crop larger than the output is averaged rather than aliased.
-        x = roi_align(images.float(), torch.cat([owner, p[:, :4]], dim=1), self.size, 1.0, 0, True)
-        x = torch.where(p[:, 4].bool()[:, None, None, None], x.flip(-1), x)
-        x = _blur_batch(x, p[:, 5])
+        x = roi_align(images.float(), torch.cat([owner, cols.get(p, "box")], dim=1), self.size, 1.0, 0, True)
+        x = torch.where(cols.scalar(p, "flip").bool()[:, None, None, None], x.flip(-1), x)
+        x = _blur_batch(x, cols.scalar(p, "sigma"))
         mean = x.mean(dim=(2, 3)) / 255.0
-        a, t0, tm = p[:, 6:15].reshape(-1, 3, 3), p[:, 15:18], p[:, 18:27].reshape(-1, 3, 3)
-        t = t0 + torch.matmul(tm, mean.unsqueeze(-1)).squeeze(-1)
+        a, t0 = cols.get(p, "colour").reshape(-1, 3, 3), cols.get(p, "offset")
+        t = t0 + torch.matmul(cols.get(p, "mean_map").reshape(-1, 3, 3), mean.unsqueeze(-1)).squeeze(-1)
         views = normalise_affine(a / 255.0, t, x)
         return tuple(views.reshape(b, v, *views.shape[1:]).unbind(1))
 

@@ -64,13 +64,25 @@ class DatasetIndex:
     content_hash: str = ""
     labelled: bool = True
     """False for shards of an ``unlabeled:`` source: no classes, every label -1; pretraining only."""
+    eval_split: str = "test"
+    """The split results are reported on: ``test``, or ``val`` when the source had its own validation set and no test
+    set (ImageNet's official val/)."""
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def is_evaluation(self, name: str) -> bool:
+        """Whether split ``name`` is the one results are reported on (never to be tuned on)."""
+        return name == self.eval_split or (name == "test" and "test" not in self.splits)
+
     def split(self, name: str) -> SplitIndex:
-        """The split called ``name``; a DataError listing the splits that exist otherwise."""
+        """The split called ``name``; a DataError listing the splits that exist otherwise.
+
+        ``test`` names the evaluation split (``eval_split``) in shards that have no test split: ``data.eval_split``'s
+        default reads ImageNet's official val/ there. Whoever tunes on ``val`` must check :meth:`is_evaluation`."""
+        if name == "test" and name not in self.splits and self.eval_split in self.splits:
+            name = self.eval_split
         if name not in self.splits:
             raise DataError(f"{self.root}: no split {name!r} (this directory has: {', '.join(self.splits)}); "
                             f"set data.train_split / data.eval_split to one of those")
@@ -112,7 +124,8 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
                             image_size=tuple(size) if size else None, channels=int(doc["channels"]),
                             image_format=str(doc["image_format"]), seed=int(doc["seed"]),
                             val_fraction=float(doc["val_fraction"]), splits=splits,
-                            content_hash=str(doc["content_hash"]), labelled=bool(doc.get("labelled", True)))
+                            content_hash=str(doc["content_hash"]), labelled=bool(doc.get("labelled", True)),
+                            eval_split=str(doc.get("eval_split", "test")))
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not a valid shard index ({exc}); {build}") from None
 

@@ -60,21 +60,25 @@ class ShardReader:
             raise DataError(f"{shard.path}: {message}; run `simclr-hpc data verify {self.root}` "
                             f"(or set data.on_error=skip to drop corrupt samples)")
 
-    def read(self, shard: Shard, want: Callable[[int], bool], batcher: Batcher) -> Iterator[tuple[str, int, dict]]:
-        """``(key, label, parts)`` of the wanted, sound samples of one shard, in file order; problems raise or count."""
+    def read(self, shard: Shard, want: Callable[[int], bool], batcher: Batcher,
+             skip: int = 0) -> Iterator[tuple[str, int, dict]]:
+        """``(key, label, parts)`` of the wanted, sound samples of one shard, in file order, after the first ``skip``
+        wanted ones; problems raise or count."""
         try:  # the index too: positions and labels were checked against it when the shard was remembered
             stamp = (file_stamp(self.root / INDEX), file_stamp(shard.path))
         except FileNotFoundError:
             stamp = None  # reported below, where the tar is opened
         remembered = SHARD_MEMO.get(stamp) if stamp is not None else None
         if remembered is not None:
-            yield from ((key, label, parts) for pos, key, label, parts in remembered if want(pos))
+            wanted = [(key, label, parts) for pos, key, label, parts in remembered if want(pos)]
+            yield from wanted[skip:]
             return
         shard_keys = self.split_index.keys[shard.start:shard.stop]
         expected = {k: p for p, k in enumerate(shard_keys, start=shard.start) if want(p)}
         listed = set(shard_keys)
         seen: set[str] = set()
-        whole = [] if len(expected) == len(shard_keys) else None  # what to remember: a shard read whole and clean
+        # What to remember: a PNG shard read whole and clean (a JPEG shard is never kept: see _remember).
+        whole = [] if len(expected) == len(shard_keys) else None
         try:
             for key, parts in iter_tar_samples(shard.path):
                 pos = expected.get(key)
@@ -83,18 +87,22 @@ class ShardReader:
                         self.problem(shard, f"key {key} is not listed in index.json for this shard")
                     continue
                 seen.add(key)
-                label = _label(parts)
-                ext = next((e for e in IMAGE_EXTS if e in parts), None)
-                if label is None or ext is None or label != int(self.split_index.labels[pos]):
-                    what = ("missing image" if ext is None else "missing or unreadable label" if label is None
-                            else f"label {label} differs from index.json ({int(self.split_index.labels[pos])})")
-                    self.problem(shard, f"key {key}: {what}")
-                    batcher.skipped += 1
+                if whole is not None and "png" not in parts:
+                    whole = None  # not a PNG shard: holding its samples would hold the whole shard for nothing
+                in_range = len(seen) > skip  # not before this read's start (a segment may start mid-shard)
+                if not in_range and whole is None:
+                    continue
+                problem, label = self._check(pos, key, parts)
+                if problem is not None:
+                    if in_range:
+                        self.problem(shard, problem)
+                        batcher.skipped += 1
                     whole = None
                     continue
                 if whole is not None:
                     whole.append((pos, key, label, parts))
-                yield key, label, parts
+                if in_range:
+                    yield key, label, parts
         except FileNotFoundError:
             self.problem(shard, "shard file missing")
             whole = None
@@ -111,23 +119,36 @@ class ShardReader:
         elif stamp is not None and whole is not None and len(whole) == len(shard_keys):
             _remember(stamp, whole)
 
-    def samples(self, urls: Iterator[dict], by_url: dict[str, Shard], want: Callable[[int], bool],
-                batcher: Batcher, guard: int | None) -> Iterator[tuple]:
-        """Pipeline stage: shard URLs -> ``(shard, key, label, parts)`` of their wanted, sound samples.
+    def _check(self, pos: int, key: str, parts: dict) -> tuple[str | None, int]:
+        """``(problem or None, label)`` of a sample the index lists at ``pos``."""
+        label, expected = _label(parts), int(self.split_index.labels[pos])
+        if not any(e in parts for e in IMAGE_EXTS):
+            return f"key {key}: missing image", -1
+        if label is None:
+            return f"key {key}: missing or unreadable label", -1
+        if label != expected:
+            return f"key {key}: label {label} differs from index.json ({expected})", -1
+        return None, label
+
+    def samples(self, draws: Iterator[dict], want: Callable[[int], bool], batcher: Batcher,
+                guard: int | None) -> Iterator[tuple]:
+        """Pipeline stage: ``{"shard": Shard, "skip": n}`` draws -> ``(shard, key, label, parts)`` of their wanted,
+        sound samples (after the first ``skip``).
 
         ``guard``: raise after that many consecutive shard reads gave nothing usable (an infinite stream over broken
         shards must not spin); None for a finite pass.
         """
-        barren = 0
-        for item in urls:
-            shard = by_url[item["url"]]
+        barren, shards = 0, set()
+        for item in draws:
+            shard = item["shard"]
+            shards.add(shard.info.name)
             got = 0
-            for key, label, raw in self.read(shard, want, batcher):
+            for key, label, raw in self.read(shard, want, batcher, item["skip"]):
                 got += 1
                 yield shard, key, label, raw
             barren = 0 if got else barren + 1
             if guard is not None and barren > guard:
-                raise DataError(f"{self.root}: split {self.split}: no readable samples in {len(by_url)} shard(s) "
+                raise DataError(f"{self.root}: split {self.split}: no readable samples in {len(shards)} shard(s) "
                                 f"after {barren} reads; run `simclr-hpc data verify {self.root}`")
 
     def decoded(self, samples: Iterator[tuple], rng: random.Random, batcher: Batcher) -> Iterator[tuple]:

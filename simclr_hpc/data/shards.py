@@ -70,10 +70,11 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
     """Write ``source`` (a Source or a spec for ``open_source``) as shards + ``index.json`` into ``out_dir``.
 
     ``val_fraction`` of train (stratified, seeded) becomes the ``val`` split; a source without a test split gets a
-    stratified ``test_fraction`` of train as ``test``. Train and val are shuffled with ``seed`` before sharding, so that
-    every shard holds every class (a shuffle buffer cannot mix a shard of one class). ``image_format``: ``png``
-    (lossless), ``jpg`` (quality 95), or ``auto`` (png up to 128 px, jpg above; JPEG files of an ImageFolder are stored
-    as they are when the format is jpg).
+    stratified ``test_fraction`` of train as ``test``, unless it has its own val split (an ImageFolder's ``val/``): that
+    one is then the evaluation split, and index.json's ``eval_split`` says so. Train and val are shuffled with ``seed``
+    before sharding, so that every shard holds every class (a shuffle buffer cannot mix a shard of one class).
+    ``image_format``: ``png`` (lossless), ``jpg`` (quality 95), or ``auto`` (png up to 128 px, jpg above; JPEG files of
+    an ImageFolder are stored as they are when the format is jpg).
     """
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"--val-fraction {val_fraction}: must be in [0, 1)")
@@ -86,6 +87,9 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
         raise DataError(f"{out}: already holds shards; remove it or choose another output directory")
     if isinstance(source, str):
         source = open_source(source, seed=seed)
+    if val_fraction > 0 and "val" in source.splits:
+        raise DataError(f"--val-fraction {val_fraction}: {source.spec} has its own validation split (val/), which is "
+                        f"kept as it is; leave --val-fraction at 0")
     created = [p for p in [out, *out.parents] if not p.exists()]
     try:
         return _write(source, out, val_fraction, shard_size, seed, image_format, test_fraction)
@@ -101,13 +105,19 @@ def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float 
         raise
 
 
-def _write(source: Source, out: Path, val_fraction: float, shard_size: int, seed: int, image_format: str,
-           test_fraction: float) -> DatasetIndex:
+def carve_splits(source: Source, val_fraction: float, test_fraction: float,
+                 seed: int) -> tuple[dict[str, Split], str]:
+    """The splits to write, in the order their samples are written, and the name of the evaluation split.
 
+    A source without a test split gets a stratified ``test_fraction`` of train as ``test``, unless it has its own val
+    split (then that is the evaluation split); ``val_fraction`` of train becomes ``val``. Train and val are shuffled
+    (seeded) so that every shard holds every class (a shuffle buffer cannot mix a shard of one class)."""
     rng = np.random.default_rng([seed, 2108])
     splits: dict[str, Split] = dict(source.splits)
-    labelled = bool(source.classes)
-    if "test" not in splits and labelled:  # unlabeled images only pretrain: nothing to evaluate on
+    eval_split = "test"
+    if "test" not in splits and "val" in splits:
+        eval_split = "val"  # the source's own validation set (ImageNet's val/): the split results are reported on
+    elif "test" not in splits and source.classes:  # unlabeled images only pretrain: nothing to evaluate on
         test_pos = _stratified_take(splits["train"].labels, test_fraction, rng)
         rest = np.setdiff1d(np.arange(len(splits["train"])), test_pos)
         splits["test"], splits["train"] = splits["train"].subset(test_pos), splits["train"].subset(rest)
@@ -118,7 +128,13 @@ def _write(source: Source, out: Path, val_fraction: float, shard_size: int, seed
     for name in ("train", "val"):
         if name in splits:
             splits[name] = splits[name].subset(rng.permutation(len(splits[name])))
+    return {name: splits[name] for name in SPLITS if name in splits}, eval_split
 
+
+def _write(source: Source, out: Path, val_fraction: float, shard_size: int, seed: int, image_format: str,
+           test_fraction: float) -> DatasetIndex:
+    splits, eval_split = carve_splits(source, val_fraction, test_fraction, seed)
+    labelled = bool(source.classes)
     first = splits["train"].image(0)
     sizes, channels = set(), first.shape[2]
     if image_format == "auto":
@@ -126,7 +142,8 @@ def _write(source: Source, out: Path, val_fraction: float, shard_size: int, seed
 
     make_dir(out, "OUT_DIR")
     doc: dict = {"format": FORMAT, "source": source.spec, "classes": source.classes, "image_format": image_format,
-                 "seed": seed, "val_fraction": val_fraction, "labelled": labelled, "splits": {}}
+                 "seed": seed, "val_fraction": val_fraction, "labelled": labelled, "eval_split": eval_split,
+                 "splits": {}}
     for name in SPLITS:
         if name not in splits:
             continue

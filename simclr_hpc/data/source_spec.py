@@ -74,7 +74,9 @@ KINDS: dict[str, Kind] = {
     "cifar100": Kind("ROOT", "ROOT/cifar-100-python/ (train, test, meta; the 100 fine labels)", _fixed(100)),
     "stl10": Kind("ROOT", "ROOT/stl10_binary/ (train_X.bin, train_y.bin, test_X.bin, test_y.bin, class_names.txt; the "
                   "unlabeled split is not used)", _fixed(10)),
-    "imagefolder": Kind("DIR", "DIR/<class>/*.jpg|png|..., or DIR/train/<class>/... and DIR/test/<class>/...",
+    "imagefolder": Kind("DIR", "DIR/<class>/*.jpg|png|..., or DIR/train/<class>/... with DIR/val/<class>/... (or "
+                        "validation/: the val split, and the evaluation split when there is no test/) and "
+                        "DIR/test/<class>/...",
                         _imagefolder_classes),
     "npz": Kind("FILE", "arrays x (uint8 N,H,W or N,H,W,C) and y (int), optional x_test/y_test, optional classes "
                 "(names)", lambda spec: None),

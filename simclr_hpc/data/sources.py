@@ -189,25 +189,60 @@ def open_stl10(root: str) -> Source:
     return Source("stl10", f"stl10:{root}", classes, splits)
 
 
+VAL_DIRS = ("val", "validation")
+"""Names of an ImageFolder's validation tree (ImageNet's official validation set ships as ``val/``)."""
+
+
+def _imagefolder_trees(base: Path) -> dict[str, Path]:
+    """The split trees of an ImageFolder root: ``train/`` (else the root itself), ``val/`` or ``validation/``,
+    ``test/``."""
+    if not (base / "train").is_dir():
+        return {"train": base}
+    trees = {"train": base / "train"}
+    vals = [base / name for name in VAL_DIRS if (base / name).is_dir()]
+    if len(vals) > 1:
+        raise DataError(f"{base}: has both val/ and validation/; keep one of them as the validation split")
+    if vals:
+        trees["val"] = vals[0]
+    if (base / "test").is_dir():
+        trees["test"] = base / "test"
+    return trees
+
+
+def _tree_files(tree: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """The images under ``tree/<class>/`` for each class (directory order: sorted names), and their labels."""
+    extra = sorted(p.name for p in tree.iterdir() if p.is_dir() and p.name not in classes and not p.name.startswith("."))
+    if extra:
+        raise DataError(f"{tree}: class directory {extra[0]!r} is not in the training tree's classes; every split "
+                        f"must use the training classes")
+    loose = [p for p in tree.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if loose and not any((tree / cls).is_dir() for cls in classes):
+        raise DataError(f"{tree}: images lie directly in it ({loose[0].name}, ...); sort them into "
+                        f"{tree}/<class>/ subdirectories named as in the training tree (for ImageNet's val/, with "
+                        f"the labels of its devkit)")
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+        found = sorted(p for p in (tree / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
+            if (tree / cls).is_dir() else []
+        files += found
+        labels += [label] * len(found)
+    return files, labels
+
+
 def open_imagefolder(root: str) -> Source:
-    """``root/<class>/<image>``, or with ``root/train/`` and ``root/test/`` subtrees of that shape."""
+    """``root/<class>/<image>``, or ``root/train/`` with optional ``root/val/`` (or ``validation/``) and ``root/test/``
+    subtrees of that shape. ``val/`` becomes the ``val`` split; with no ``test/`` it is also the split to evaluate on
+    (``shards.write_shards`` records that in index.json)."""
     base = Path(root)
     if not base.is_dir():
         raise _missing(base, "point imagefolder: at a directory with one subdirectory of images per class")
-    trees = {"train": base / "train", "test": base / "test"} if (base / "train").is_dir() else {"train": base}
-    classes = sorted(p.name for p in trees["train"].iterdir() if p.is_dir())
+    trees = _imagefolder_trees(base)
+    classes = sorted(p.name for p in trees["train"].iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{trees['train']}: no class subdirectories; expected {trees['train']}/<class>/<image>.jpg")
     splits = {}
     for split, tree in trees.items():
-        if not tree.is_dir():
-            continue
-        files, labels = [], []
-        for label, cls in enumerate(classes):
-            found = sorted(p for p in (tree / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
-                if (tree / cls).is_dir() else []
-            files += found
-            labels += [label] * len(found)
+        files, labels = _tree_files(tree, classes)
         if not files:
             raise DataError(f"{tree}: no images ({', '.join(IMAGE_SUFFIXES)}) under its class subdirectories")
         splits[split] = Split(labels=np.asarray(labels, dtype=np.int64), files=files)

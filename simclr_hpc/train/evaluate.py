@@ -35,8 +35,8 @@ def eval_batches(ctx, evalset: EvalSet) -> Iterator[tuple[torch.Tensor, torch.Te
     cfg = ctx.cfg
     loader = pipeline.eval_loader(
         cfg.data.shards, evalset.split, augment.EvalTransform(cfg.data.image_size),
-        cfg.train.eval_batch_per_device, ctx.engine.rank, ctx.engine.world_size,
-        keys=evalset.keys, label_map=evalset.label_map, on_error=cfg.data.on_error,
+        batch_per_device=cfg.train.eval_batch_per_device, rank=ctx.engine.rank, world_size=ctx.engine.world_size,
+        num_workers=cfg.data.num_workers, keys=evalset.keys, label_map=evalset.label_map, on_error=cfg.data.on_error,
     )
     for batch in loader:
         yield batch["views"][0].to(ctx.device, non_blocking=True), batch["y"], list(batch["keys"])

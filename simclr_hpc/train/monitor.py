@@ -42,7 +42,8 @@ def _load(shards: str, split: str, keys: list[str], transform, batch: int, on_er
     """Every view of the ``keys`` (one tensor per view, in index order) and their labels."""
     # A DataLoader draws its base seed from torch's global generator: keep that draw from shifting the training RNG.
     with torch.random.fork_rng(devices=[]):
-        batches = list(pipeline.eval_loader(shards, split, transform, batch, keys=keys, on_error=on_error))
+        batches = list(pipeline.eval_loader(shards, split, transform, batch_per_device=batch, keys=keys,
+                                            on_error=on_error))
     if not batches:
         raise ValueError(f"{shards}: split {split} has no images to monitor with")
     views = [torch.cat([b["views"][i] for b in batches]) for i in range(len(batches[0]["views"]))]

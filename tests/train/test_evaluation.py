@@ -46,7 +46,7 @@ def test_linear_probe_reports_knn_top5_epochs_and_train_loss_and_exports_the_fol
     classifier.eval()
     correct = total = 0
     with torch.no_grad():
-        for batch in pipeline.eval_loader(shapes10, "test", augment.EvalTransform(16), 64):
+        for batch in pipeline.eval_loader(shapes10, "test", augment.EvalTransform(16), batch_per_device=64):
             correct += int((classifier(batch["views"][0]).argmax(1) == batch["y"]).sum())
             total += len(batch["y"])
     assert total == m["eval_images"] and correct / total == pytest.approx(m["top1"])

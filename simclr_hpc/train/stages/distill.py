@@ -17,6 +17,7 @@ from simclr_hpc.losses import distill_kl
 from simclr_hpc.models import Arch, Classifier, build_classifier
 from simclr_hpc.train.artifacts import finished_result, load_classifier, load_simclr
 from simclr_hpc.train.evaluate import EvalSet, top1_metrics
+from simclr_hpc.train.stages.loaders import train_stream
 from simclr_hpc.train.stages.supervised import classification_step
 from simclr_hpc.train.task import StageContext
 
@@ -77,12 +78,11 @@ class DistillTask:
         return student
 
     def batches(self, segment: int) -> Iterator[dict]:
-        cfg, engine = self.cfg, self.ctx.engine
+        cfg = self.cfg
         keys = None if self.teacher is not None else sorted(self.labelled)
         return pipeline.train_loader(
-            cfg.data.shards, cfg.data.train_split, augment.SupervisedAugment(cfg.data.image_size), self.ctx.per_device,
-            cfg.run.seed, engine.rank, engine.world_size, segment, cfg.data.num_workers, keys=keys,
-            on_error=cfg.data.on_error,
+            cfg.data.shards, cfg.data.train_split, augment.SupervisedAugment(cfg.data.image_size), keys=keys,
+            **train_stream(self.ctx, segment),
         )
 
     def step(self, model: nn.Module, batch: dict) -> torch.Tensor:

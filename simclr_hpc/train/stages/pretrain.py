@@ -15,6 +15,7 @@ from simclr_hpc.data.index import read_index
 from simclr_hpc.losses import nt_xent
 from simclr_hpc.models import Arch, build_simclr
 from simclr_hpc.train.monitor import PretrainMonitor
+from simclr_hpc.train.stages.loaders import train_stream
 from simclr_hpc.train.task import StageContext
 
 
@@ -53,8 +54,7 @@ class PretrainTask:
     def batches(self, segment: int) -> Iterator[dict]:
         cfg = self.cfg
         return pipeline.train_loader(
-            cfg.data.shards, cfg.data.train_split, self._transform(), self.ctx.per_device, cfg.run.seed,
-            self.ctx.engine.rank, self.ctx.engine.world_size, segment, cfg.data.num_workers, on_error=cfg.data.on_error,
+            cfg.data.shards, cfg.data.train_split, self._transform(), **train_stream(self.ctx, segment),
         )
 
     def _transform(self):

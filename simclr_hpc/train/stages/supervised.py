@@ -28,6 +28,7 @@ from simclr_hpc.train.artifacts import load_simclr
 from simclr_hpc.train.evaluate import EvalSet, gather_features, logits_metrics, top1_metrics
 from simclr_hpc.train.knn import knn_accuracy
 from simclr_hpc.train.probe import Standardizer, probe_epochs
+from simclr_hpc.train.stages.loaders import train_stream
 from simclr_hpc.train.task import StageContext
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, slice], torch.Tensor]
@@ -162,12 +163,11 @@ class SupervisedTask:
         return Features(*gather_features(self.ctx, train, extractor.features))
 
     def batches(self, segment: int) -> Iterator[dict]:
-        cfg, engine = self.cfg, self.ctx.engine
+        cfg = self.cfg
         if self.features is None:
             return pipeline.train_loader(
                 cfg.data.shards, cfg.data.train_split, augment.SupervisedAugment(cfg.data.image_size),
-                self.ctx.per_device, cfg.run.seed, engine.rank, engine.world_size, segment, cfg.data.num_workers,
-                keys=self.labelled.train_keys, label_map=self.labelled.label_map, on_error=cfg.data.on_error,
+                keys=self.labelled.train_keys, label_map=self.labelled.label_map, **train_stream(self.ctx, segment),
             )
         return self._feature_batches(self.features, segment)
 
