@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import rewrite_shard  # noqa: F401  (re-exported for the data tests)
-
 from simclr_hpc.data.shards import write_shards
+from tests.faults.helpers import rewrite_shard  # noqa: F401  (re-exported for the data tests)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
+from conftest import rewrite_shard
 from typer.testing import CliRunner
 
-from conftest import rewrite_shard
 from simclr_hpc.cli.main import app
 from simclr_hpc.data.shards import read_index
 

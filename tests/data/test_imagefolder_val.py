@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from simclr_hpc.data.shards import read_index, write_shards
+from simclr_hpc.data.shards import write_shards
 from simclr_hpc.data.sources import DataError, open_source
 
 

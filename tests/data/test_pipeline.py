@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import rewrite_shard, truncate_file
+
 from simclr_hpc.data.augment import EvalTransform, SimCLRBatchViews, SimCLRViews, SupervisedAugment
 from simclr_hpc.data.pipeline import eval_loader, train_loader
 from simclr_hpc.data.shards import read_index, write_shards

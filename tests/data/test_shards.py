@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import rewrite_shard, truncate_file
-from simclr_hpc.data.shards import read_index, verify, inspect, write_shards
+
+from simclr_hpc.data.shards import inspect, read_index, verify, write_shards
 from simclr_hpc.data.sources import DataError
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from simclr_hpc.data.source_spec import GRAMMAR, KINDS, SourceSpecError, parse_source, source_num_classes
 from simclr_hpc.data.sources import OPENERS, DataError, open_source
-from simclr_hpc.study.spec import parse_study
 from simclr_hpc.study.schema import StudyError
+from simclr_hpc.study.spec import parse_study
 from tests.study.helpers import study_dict
 
 
