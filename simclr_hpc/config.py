@@ -182,7 +182,8 @@ class TrainSection(Section):
     compile: Bool = False
     """Wrap the model in torch.compile."""
     collective_timeout_s: Int = Field(600, ge=10, le=7 * 24 * 3600)
-    """A collective that waits longer than this ends the job instead of hanging the allocation."""
+    """A collective that waits longer than this ends the job instead of hanging the allocation; also the deadline of
+    the ranks' first meeting (the rendezvous at MASTER_ADDR:MASTER_PORT)."""
     keep_checkpoints: Int = Field(2, ge=1, le=1000)
     """How many whole checkpoints to keep on disk."""
 

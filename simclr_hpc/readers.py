@@ -36,6 +36,24 @@ class UserError(ValueError):
         super().__init__("\n".join(self.lines))
 
 
+def quote(value: object, limit: int = 60) -> str:
+    """``value`` as it may appear in an error line: quoted, every unprintable character escaped (a terminal never
+    receives an escape sequence or a NUL from a user's file) and at most ``limit`` characters, with the full length
+    said when it is cut. The one way a message quotes back what a user gave."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    if isinstance(value, bytes):
+        text = repr(value[:limit])
+    else:
+        text = repr(value[:limit] if isinstance(value, str) else value)
+        text = text if isinstance(value, str) else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    length = len(value) if isinstance(value, (str, bytes)) else len(text)
+    if length > limit:
+        unit = "bytes" if isinstance(value, bytes) else "characters"
+        return f"{text[:limit + 2]}... ({length} {unit})"
+    return text
+
+
 class FileError(UserError):
     """A file named by the user cannot be read as what it should be."""
 

@@ -118,6 +118,9 @@ def run_stage(stage: str, cfg: Config, job_alive: Callable[[str], bool | None] |
         return done
     data_hash = check_inputs(stage, cfg).content_hash
     check_output_dir(cfg.run.root, "run.root")
+    # Meet the other ranks before anything is written, under a deadline that names them (a stale WORLD_SIZE in a
+    # shell must not hang silently or leave a run directory); the engine then finds the group started (its backend).
+    D.join_process_group(env, "nccl" if torch.cuda.is_available() else "gloo", cfg.train.collective_timeout_s)
     with RunLock(cfg.run_dir(stage), job_alive) if env.rank == 0 else contextlib.nullcontext():
         done = finished_result(stage, cfg)  # finished while we waited for the lock
         if done is not None:

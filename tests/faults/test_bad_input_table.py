@@ -99,6 +99,13 @@ ROWS = [
     ("eval_batch_zero", run("pretrain", "train.eval_batch_per_device=0"), ["train.eval_batch_per_device"], {}),
     ("world_size_3", run("pretrain", "train.global_batch=16"), ["not divisible by the world size 3"],
      {"env": {"WORLD_SIZE": "3", "RANK": "0"}}),
+    ("world_size_not_a_number", run("pretrain"), ["WORLD_SIZE='two'", "whole number"],
+     {"env": {"WORLD_SIZE": "two"}}),  # issue 24
+    ("rank_beyond_world_size", run("pretrain"), ["RANK=5", "WORLD_SIZE=2", "unset WORLD_SIZE"],
+     {"env": {"WORLD_SIZE": "2", "RANK": "5"}}),  # issue 24
+    ("master_port_out_of_range", run("pretrain"), ["MASTER_PORT='99999'"],
+     {"env": {"WORLD_SIZE": "2", "MASTER_PORT": "99999"}}),  # issue 24
+    ("rank_negative", run("pretrain"), ["RANK='-1'"], {"env": {"WORLD_SIZE": "2", "RANK": "-1"}}),  # issue 24
     ("time_99999_days", submit("pretrain", "--time", "99999-00:00:00"), ["time", "more than 365 days"], {}),  # issue
     ("time_garbage", submit("pretrain", "--time", "soon"), ["time", "D-H:M:S"], {}),
     ("time_zero", submit("pretrain", "--time", "0"), ["time", "at least 1 minute"], {}),
