@@ -226,11 +226,9 @@ def report_cmd(
 
 
 def _print_headline(rep) -> None:
-    """The report's verdicts and baseline flags (indented), then its findings (one ``- `` line each)."""
-    for line in rep.judged:
-        print("  " + line.removeprefix("- ").replace("**", ""))
-    for line in rep.findings:
-        print(f"- {line}")
+    """The report's headline: its verdicts, then every number below a baseline (one ``- `` line each)."""
+    for line in rep.headline:
+        print(line.replace("**", ""))
 
 
 def demo_study_path() -> Path:

@@ -32,13 +32,21 @@ def class_balanced_fraction(labels: np.ndarray, fraction: float, seed: int) -> n
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
+def class_order(available, draw: int, seed: int) -> list[int]:
+    """A random order of the ``available`` classes, drawn from ``(seed, draw)``: the k-class subsets of one draw are
+    its first k classes, so they are nested (2 within 5 within 10 ...), and each seed draws its own."""
+    rng = np.random.default_rng([seed, draw, 104729])
+    return [int(c) for c in rng.permutation(np.asarray(sorted(int(c) for c in available)))]
+
+
 def class_subset(labels: np.ndarray, k: int, class_seed: int, images_per_class: int = 0,
                  seed: int = 0) -> tuple[np.ndarray, list[int]]:
-    """``(positions, classes)``: ``k`` classes chosen with ``class_seed`` and, of each, ``images_per_class`` samples
-    chosen with ``seed`` (0 = all of them).
+    """``(positions, classes)``: the first ``k`` classes of draw ``class_seed``'s order of the classes for ``seed``
+    (:func:`class_order`) and, of each, ``images_per_class`` samples chosen with ``seed`` (0 = all of them).
 
-    ``classes`` is sorted; remap labels with ``label_map(classes)`` so the model sees 0..k-1. Separate seeds let a study
-    vary the class draw and the image draw independently. A class with fewer images than asked keeps all it has.
+    ``classes`` is sorted; remap labels with ``label_map(classes)`` so the model sees 0..k-1. The same (seed, draw)
+    gives nested subsets across k; another seed or draw gives another order. A class with fewer images than asked
+    keeps all it has.
     """
     labels = np.asarray(labels)
     available = np.unique(labels)
@@ -47,8 +55,7 @@ def class_subset(labels: np.ndarray, k: int, class_seed: int, images_per_class: 
                         f"choose 1 <= transfer.num_classes <= {len(available)}")
     if images_per_class < 0:
         raise DataError(f"class subset: images_per_class={images_per_class} must be >= 0 (0 = all)")
-    rng = np.random.default_rng([class_seed, 104729])
-    classes = sorted(int(c) for c in rng.choice(available, size=k, replace=False))
+    classes = sorted(class_order(available, class_seed, seed)[:k])
     chosen = []
     for cls in classes:
         pos = np.flatnonzero(labels == cls)

@@ -17,6 +17,7 @@ from pathlib import Path
 from simclr_hpc import fsutil, rundir
 from simclr_hpc.study.runs import Plan, RunSpec
 
+
 @dataclass
 class Row:
     """One planned run in the study's results: where it sits in the study, its status and its metrics (None = unknown).
@@ -29,7 +30,8 @@ class Row:
     status: str
     """done, failed, blocked, queued, running, started or missing (see the module docstring)."""
     section: str | None = None
-    """pretrain, finetune, teacher, baseline, distill or transfer: which analysis of the report the run belongs to."""
+    """pretrain, student_init (a distillation student's encoder, pretrained under another seed), finetune, teacher,
+    baseline, distill or transfer: which analysis of the report the run belongs to."""
     kind: str | None = None
     """Transfer: ``within`` (k-class subsets of one dataset) or ``across`` (whole datasets)."""
     encoder: str | None = None
@@ -40,6 +42,7 @@ class Row:
     """Fine-tune and transfer: the encoder's architecture key (a random baseline matches the runs that share it)."""
     base: str | None = None
     seed: int | None = None
+    """The replicate the run belongs to (the study's seed; a student_init run is pretrained with 1000 + it)."""
     dataset: str | None = None
     label_fraction: float | None = None
     head_layer: int | None = None
@@ -49,13 +52,19 @@ class Row:
     teacher_base: str | None = None
     student_base: str | None = None
     same_base: bool | None = None
+    student_init: str | None = None
+    """Distillation: ``random`` or ``pretrained`` (the student's encoder under seed 1000 + seed)."""
     k: int | None = None
     """Transfer: number of classes."""
-    class_seed: int | None = None
+    subset_draw: int | None = None
+    """Transfer within a dataset: which nested draw of class subsets of this seed (``data/subsets.class_order``)."""
     top1: float | None = None
     """Top-1 accuracy as a fraction."""
     chance_norm_top1: float | None = None
-    """``(top1 - 1/k) / (1 - 1/k)``: 0 = chance, 1 = perfect."""
+    """``(top1 - 1/k) / (1 - 1/k)``: 0 = chance, 1 = perfect (descriptive: it falls with k by itself)."""
+    dprime: float | None = None
+    """d' of the top-1 under the equal-variance model of a k-way choice (``separability.py``): constant in k when
+    every class pair is equally separable; computed here from top1, num_classes and eval_images."""
     num_classes: int | None = None
     eval_images: int | None = None
     """Size of the evaluation set the accuracies were measured on."""
@@ -104,6 +113,8 @@ RESULT_METRICS = ("top1", "chance_norm_top1", "num_classes", "eval_images", "top
 RESULT_FACTS = ("steps", "wall_s", "images_per_s", "world_size", "skipped_samples", "config_hash")
 """Top-level keys of a result copied into its row."""
 EVENTS_FILE = "study-events.jsonl"
+DEFAULT_EVAL_IMAGES = 1000
+"""Eval-set size assumed for a result that does not record one (results older than ``eval_images``)."""
 
 
 def events_path(plan: Plan) -> Path:
@@ -188,6 +199,10 @@ def _row(run: RunSpec, status: str, result: dict | None, error: str) -> Row:
                   **{key: result.get(key) for key in RESULT_FACTS})
     if row.k is None and row.section == "transfer":
         row.k = row.num_classes
+    if row.top1 is not None and (row.num_classes or 0) >= 2:
+        from simclr_hpc.study.separability import dprime
+
+        row.dprime = float(dprime(row.top1, row.num_classes, row.eval_images or DEFAULT_EVAL_IMAGES)[0])
     row.stale = bool(result.get("config_hash")) and result.get("config_hash") != run.cfg.hash(run.stage)
     return row
 

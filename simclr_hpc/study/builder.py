@@ -17,7 +17,7 @@ class PlanBuilder:
     """Collects a study's runs: each run's config is built from its layers (defaults, dataset, section, cell), and every
     problem is kept as one line so a bad study file reports all of them at once."""
 
-   
+
     def __init__(self, study: Study, where: str):
         self.study = study
         self.where = where
@@ -65,7 +65,8 @@ class PlanBuilder:
             return None
         study = self.study
         wiring = {
-            "run": {"name": name, "study": study.name, "root": study.root, "seed": labels["seed"]},
+            "run": {"name": name, "study": study.name, "root": study.root,
+                    "seed": labels.get("run_seed", labels["seed"])},  # a student's encoder: another seed than its unit
             "data": {"shards": str(study.shards_dir(dataset))},
         }
         all_layers = [self.nest(study.defaults, "defaults"), self.dataset_layer(dataset), *layers, forced, wiring]
@@ -75,6 +76,7 @@ class PlanBuilder:
             for line in err.lines:
                 self.problem(f"{self.where}: {labels.get('section', stage)} run config ({key}): {line}")
             return None
+        labels = {key: value for key, value in labels.items() if key != "run_seed"}
         run = RunSpec(stage, name, cfg, depends_on, {**labels, "dataset": dataset})
         self._keys.add(key)
         self.runs.append(run)

@@ -3,27 +3,31 @@
 One expander per study section (``pretrain_runs``, ``finetune_runs``, ``distill_runs``, ``transfer_runs``), each a
 product over the section's axes; the result is a ``runs.Plan``.
 
-Names (``<root>/<study>/<stage>/<name>``), one per seed ``s``:
+Names (``<root>/<study>/<stage>/<name>``), one per seed ``s`` (``lf``: label fraction, ``d``: subset draw):
 
-=========  ====================================================  ==========================================
-stage      name                                                  depends on
-=========  ====================================================  ==========================================
-pretrain   ``<encoder>-s<s>``                                    -
-finetune   ``<encoder>-lf<fraction>-h<layer>-<protocol>-s<s>``   its encoder's pretrain run
-finetune   ``teacher-<teacher>-s<s>`` (a distillation teacher)    its encoder's pretrain run
-distill    ``<teacher>-to-<student>-s<s>``                       the teacher run, the student's pretrain run
-distill    ``baseline-<student>-s<s>`` (labels only)             the student's pretrain run (if pretrained)
-transfer   ``<encoder>-<dataset>-k<k>-c<class seed>-<protocol>-s<s>``, ``<encoder>-<dataset>-all-<protocol>-s<s>``
-=========  ====================================================  ==========================================
+=========  ========================================================  ==========================================
+stage      name                                                      depends on
+=========  ========================================================  ==========================================
+pretrain   ``<encoder>-s<s>``                                        -
+pretrain   ``<encoder>-student-s<s>`` (a pretrained distillation     -
+           student's encoder, pretrained with seed 1000 + s)
+finetune   ``<encoder>-lf<fraction>-h<layer>-<protocol>-s<s>``       its encoder's pretrain run
+finetune   ``teacher-<teacher>-lf<fraction>-s<s>`` (a teacher)        its encoder's pretrain run
+distill    ``<teacher>-to-<student>-lf<fraction>-s<s>``              the teacher run (and the student's encoder)
+distill    ``baseline-<student>-lf<fraction>-s<s>`` (labels only)    (the student's encoder, if pretrained)
+transfer   ``<encoder>-<dataset>-k<k>-d<draw>-<protocol>-s<s>``, ``<encoder>-<dataset>-all-<protocol>-s<s>``
+=========  ========================================================  ==========================================
 
 Baselines (``finetune.baselines`` / ``transfer.baselines``, both by default), with the seeds, protocols and splits of
 the runs they are compared with and no dependency: ``random-<encoder>-...`` (a random-init encoder of that encoder's
 architecture, one per distinct architecture, named after its first encoder; under ``full``: trained from scratch) and
 ``pixels-<dataset>-...`` (a linear classifier on raw pixels, one per split), e.g. ``finetune/random-r18-lf0.1-h0-
-linear-s0``, ``finetune/pixels-mnist-lf0.1-linear-s0``, ``transfer/pixels-shapes20-k5-c0-linear-s0``.
+linear-s0``, ``finetune/pixels-mnist-lf0.1-linear-s0``, ``transfer/pixels-shapes20-k5-d0-linear-s0``.
 
 Every downstream run of seed ``s`` uses the encoder pretrained with seed ``s``, so seeds are independent replicates of the
-whole pipeline and a confidence interval over seeds covers pretraining noise too.
+whole pipeline and a confidence interval over seeds covers pretraining noise too. A distillation student never starts
+from the weights its teacher was fine-tuned from: it is random-init (SimCLRv2's students) or starts from its encoder
+pretrained under seed 1000 + s, a run of its own that no other seed shares.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ from pathlib import Path
 
 from simclr_hpc.data.index import index_num_classes
 from simclr_hpc.data.source_spec import source_num_classes
-from simclr_hpc.study.schema import Study, StudyError, nest_overrides
-from simclr_hpc.study.runs import WAVES, DatasetJob, Plan, RunSpec, fmt_number
 from simclr_hpc.study.builder import PlanBuilder
 from simclr_hpc.study.plan_baselines import finetune_baselines, transfer_baselines
+from simclr_hpc.study.runs import WAVES, DatasetJob, Plan, RunSpec, fmt_number
+from simclr_hpc.study.schema import STUDENT_SEED_OFFSET, Study, StudyError, nest_overrides
 from simclr_hpc.study.spec import load_study
+
 
 def pretrain_runs(b: PlanBuilder) -> None:
     """One SimCLR run per (seed, encoder)."""
@@ -74,68 +79,104 @@ def _student_base(b: PlanBuilder, student) -> str:
     return str(model.get("backbone", "resnet18"))
 
 
-def _teacher_runs(b: PlanBuilder, seed: int) -> dict[str, RunSpec]:
-    """The fine-tune run of every teacher for ``seed`` (name -> run; a teacher whose config failed is absent)."""
+def _teacher_runs(b: PlanBuilder, seed: int, fraction: float) -> dict[str, RunSpec]:
+    """The fine-tune run of every teacher on ``fraction`` of the labels for ``seed`` (name -> run; a teacher whose
+    config failed is absent). The labelled subset is the one its students' baselines get (same fraction and seed)."""
     dist = b.study.distill
     teacher_section = b.nest(dist.teacher_set, "distill.teacher_set")
     runs = {}
     for tname, teacher in dist.teachers.items():
-        forced = {"finetune": {"encoder": b.pretrain_dir(teacher.encoder, seed), "label_fraction": teacher.label_fraction,
+        forced = {"finetune": {"encoder": b.pretrain_dir(teacher.encoder, seed), "label_fraction": fraction,
                                "from_head_layer": teacher.head_layer, "protocol": teacher.protocol}}
-        run = b.add("finetune", f"teacher-{tname}-s{seed}", dist.dataset,
+        run = b.add("finetune", f"teacher-{tname}-lf{fmt_number(fraction)}-s{seed}", dist.dataset,
                     [b.encoder_model(teacher.encoder), teacher_section,
                      b.nest(teacher.set, f"distill.teachers.{tname}.set")], forced,
                     (b.pretrain_key(teacher.encoder, seed),),
                     {"section": "teacher", "teacher": tname, "encoder": teacher.encoder,
                      "teacher_base": b.study.encoder_base(teacher.encoder), "seed": seed,
-                     "label_fraction": teacher.label_fraction, "protocol": teacher.protocol,
-                     "head_layer": teacher.head_layer})
+                     "label_fraction": fraction, "protocol": teacher.protocol, "head_layer": teacher.head_layer})
         if run:
             runs[tname] = run
     return runs
 
 
+def _student_inits(b: PlanBuilder, seed: int) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Student name -> (``distill.student_init``, its dependencies) for ``seed``: empty for a random student; for a
+    pretrained one, its encoder pretrained under seed ``STUDENT_SEED_OFFSET + seed`` (planned here, once), never the
+    run its teachers were fine-tuned from."""
+    study, out = b.study, {}
+    for sname, student in study.distill.students.items():
+        if student.init == "random":
+            out[sname] = ("", ())
+            continue
+        enc, run_seed = student.encoder, STUDENT_SEED_OFFSET + seed
+        spec = study.encoders[enc]
+        key = f"pretrain/{enc}-student-s{seed}"
+        if key not in {run.key for run in b.runs}:
+            b.add("pretrain", f"{enc}-student-s{seed}", spec.dataset,
+                  [b.nest(study.pretrain.set, "pretrain.set"), b.nest(spec.set, f"encoders.{enc}.set")], {}, (),
+                  {"section": "student_init", "encoder": enc, "base": study.encoder_base(enc), "seed": seed,
+                   "run_seed": run_seed})
+        out[sname] = (str(Path(study.root) / study.name / key), (key,))
+    return out
+
+
 def distill_runs(b: PlanBuilder) -> None:
-    """Per seed: every teacher's fine-tune run, every student's labels-only baseline, every (teacher, student) pair."""
+    """Per seed and label fraction: every teacher fine-tuned on that fraction, every student's baseline trained on
+    the same labelled subset alone, and every (teacher, student) pair distilled on all training images without
+    labels; a baseline and its distilled students share their seed, steps and initial weights."""
     study, dist = b.study, b.study.distill
     section = b.nest(dist.set, "distill.set")
     pairs = list(product(dist.teachers, dist.students)) if dist.pairs == "all" else [tuple(p) for p in dist.pairs]
     student_base = {sname: _student_base(b, student) for sname, student in dist.students.items()}
     for seed in study.seeds:
-        teachers = _teacher_runs(b, seed)
-        students = {}
-        for sname, student in dist.students.items():
-            layers = [b.encoder_model(student.encoder) if student.encoder else {}, section,
-                      b.nest(student.set, f"distill.students.{sname}.set")]
-            init = b.pretrain_dir(student.encoder, seed) if student.init == "pretrained" else ""
-            deps = (b.pretrain_key(student.encoder, seed),) if init else ()
-            students[sname] = (layers, init, deps)
-            if dist.baseline:
-                forced = {"distill": {"teacher": "", "student_init": init, "label_weight": 1.0}}
-                b.add("distill", f"baseline-{sname}-s{seed}", dist.dataset, layers, forced, deps,
-                      {"section": "baseline", "student": sname, "student_base": student_base[sname], "seed": seed})
-        for tname, sname in pairs:
-            teacher = teachers.get(tname)
-            if teacher is None or sname not in students:
-                continue
-            layers, init, deps = students[sname]
-            forced = {"distill": {"teacher": str(teacher.run_dir), "student_init": init}}
-            tbase = study.encoder_base(dist.teachers[tname].encoder)
-            b.add("distill", f"{tname}-to-{sname}-s{seed}", dist.dataset, layers, forced, (teacher.key, *deps),
-                  {"section": "distill", "teacher": tname, "student": sname, "teacher_base": tbase,
-                   "student_base": student_base[sname], "same_base": tbase == student_base[sname], "seed": seed})
+        inits = _student_inits(b, seed)
+        layers = {sname: [b.encoder_model(st.encoder) if st.encoder else {}, section,
+                          b.nest(st.set, f"distill.students.{sname}.set")] for sname, st in dist.students.items()}
+        for fraction in dist.label_fractions:
+            teachers = _teacher_runs(b, seed, fraction)
+            lf = fmt_number(fraction)
+            common = {"seed": seed, "label_fraction": fraction}
+            for sname, student in dist.students.items() if dist.baseline else ():
+                init, deps = inits[sname]
+                forced = {"distill": {"teacher": "", "student_init": init, "label_weight": 1.0,
+                                      "label_fraction": fraction}}
+                b.add("distill", f"baseline-{sname}-lf{lf}-s{seed}", dist.dataset, layers[sname], forced, deps,
+                      {"section": "baseline", "student": sname, "student_base": student_base[sname],
+                       "student_init": student.init, **common})
+            for tname, sname in pairs:
+                teacher = teachers.get(tname)
+                if teacher is None:
+                    continue
+                init, deps = inits[sname]
+                forced = {"distill": {"teacher": str(teacher.run_dir), "student_init": init, "label_weight": 0.0,
+                                      "label_fraction": fraction}}
+                tbase = study.encoder_base(dist.teachers[tname].encoder)
+                b.add("distill", f"{tname}-to-{sname}-lf{lf}-s{seed}", dist.dataset, layers[sname], forced,
+                      (teacher.key, *deps),
+                      {"section": "distill", "teacher": tname, "student": sname, "teacher_base": tbase,
+                       "student_base": student_base[sname], "same_base": tbase == student_base[sname],
+                       "student_init": dist.students[sname].init, **common})
+
+
+def _class_count(study: Study, dataset: str) -> int | None:
+    """Classes of a dataset: from its shards' index.json when built, else from its source spec."""
+    return index_num_classes(study.shards_dir(dataset)) or source_num_classes(study.source(dataset))[0]
 
 
 def _transfer_targets(b: PlanBuilder):
-    """``(dataset, name part, transfer.* fields, labels)`` of every transfer target: k-class subsets, whole datasets."""
+    """``(dataset, name part, transfer.* fields, labels)`` of every transfer target: nested k-class subsets (``draws``
+    per k, one run for k = all classes), then whole datasets."""
     study, tr = b.study, b.study.transfer
     for target in tr.within:
-        for k, class_seed in product(target.num_classes, target.class_seeds):
-            yield (target.dataset, f"{target.dataset}-k{k}-c{class_seed}", {"num_classes": k, "class_seed": class_seed},
-                   {"kind": "within", "k": k, "class_seed": class_seed})
+        k_all = _class_count(study, target.dataset)
+        for k in target.num_classes:
+            for draw in range(1 if k == k_all else target.draws):
+                yield (target.dataset, f"{target.dataset}-k{k}-d{draw}", {"num_classes": k, "class_seed": draw},
+                       {"kind": "within", "k": k, "subset_draw": draw})
     for dataset in tr.across:
-        k_all = index_num_classes(study.shards_dir(dataset)) or source_num_classes(study.source(dataset))[0]
-        yield dataset, f"{dataset}-all", {"num_classes": 0}, {"kind": "across", "k": k_all, "class_seed": None}
+        k_all = _class_count(study, dataset)
+        yield dataset, f"{dataset}-all", {"num_classes": 0}, {"kind": "across", "k": k_all, "subset_draw": None}
 
 
 def transfer_runs(b: PlanBuilder) -> None:

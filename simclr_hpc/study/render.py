@@ -1,7 +1,8 @@
-"""Markdown of the report: one ``render_*`` per summary of ``summaries.py``, formatting only (no statistics here).
+"""Markdown of the report's descriptive sections: one ``render_*`` per summary of ``summaries.py``, formatting only.
 
-Each renderer returns a :class:`Section`: its Markdown lines, the plots it wrote (``plots.py``) and its headline finding.
-Numbers are top-1 fractions shown in percent; ``fmt_ci`` writes a mean with its 95% interval.
+Each renderer returns a :class:`Section`: its Markdown lines, the plots it wrote (``plots.py``), its headline bullets
+and any named snippets (Markdown files written beside the report for READMEs to include verbatim). Accuracies are
+fractions shown in percent; ``fmt_ci`` writes a mean with its 95% interval.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 
 from simclr_hpc.study import plots
 from simclr_hpc.study.aggregate import Row, not_done
-from simclr_hpc.study.stats import Interval
-from simclr_hpc.study.summaries import DistillSummary, FinetuneSummary, TransferSummary, eval_sizes
+from simclr_hpc.study.cells import eval_sizes
+from simclr_hpc.study.summaries import SECONDARY, DistillFraction, DistillSummary, FinetuneSummary, TransferSummary
 
 
 @dataclass
@@ -23,163 +24,152 @@ class Section:
 
     lines: list[str]
     plots: list[Path] = field(default_factory=list)
-    finding: str | None = None
-    """The headline finding (one line, no final period), or None when there is nothing to conclude yet."""
+    headline: list[str] = field(default_factory=list)
+    """Bullets (``- ...``) for the report's headline, in this section's order."""
+    snippets: dict[str, list[str]] = field(default_factory=dict)
+    """Name -> Markdown lines written as ``<name>.md`` beside the report (what READMEs include verbatim)."""
 
 
-def pct(value: float) -> str:
+def pct(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
-def fmt_ci(iv: Interval, signed: bool = False) -> str:
-    """``"83.2 [80.1, 86.3]"`` in percent; ``"83.2 (n=1, no CI)"`` when there is a single run."""
-    if iv.n == 0:
+def fmt_ci(iv, signed: bool = False, scale: float = 100.0, digits: int = 1) -> str:
+    """``"83.2 [80.1, 86.3]"`` (a fraction in percent, or ``scale=1`` for other units); ``"83.2 (n=1, no CI)"`` for
+    one unit."""
+    if iv is None or iv.n == 0 or math.isnan(iv.mean):
         return "n/a"
-    sign = "+" if signed and iv.mean >= 0 else ""
+
+    def num(v: float, sign: bool) -> str:
+        return f"{scale * v:+.{digits}f}" if sign else f"{scale * v:.{digits}f}"
+
     if iv.n < 2:
-        return f"{sign}{pct(iv.mean)} (n=1, no CI)"
-    return f"{sign}{pct(iv.mean)} [{pct(iv.lo)}, {pct(iv.hi)}]"
+        return f"{num(iv.mean, signed)} (n=1, no CI)"
+    return f"{num(iv.mean, signed)} [{num(iv.lo, signed)}, {num(iv.hi, signed)}]"
 
 
 def link_runs(rows: list[Row], report_dir: Path) -> str:
-    """Markdown links from the report to each run's directory, labelled by seed (and class seed)."""
+    """Markdown links from the report to each run's directory, labelled by seed (and subset draw)."""
     out = []
     for row in rows:
-        label = f"s{row.seed}" + (f"c{row.class_seed}" if row.class_seed is not None else "")
+        label = f"s{row.seed}" + (f"d{row.subset_draw}" if row.subset_draw is not None else "")
         out.append(f"[{label}]({os.path.relpath(row.run_dir, report_dir)})")
     return " ".join(out)
 
 
-def _finetune_finding(s: FinetuneSummary) -> str:
-    best = s.best
-    text = (f"Fine-tuning: best cell is head layer {best.head_layer} at {100 * best.label_fraction:g}% labels "
-            f"({best.encoder}, {best.protocol}): top-1 {fmt_ci(best.top1)}% (n={best.top1.n})")
-    if s.fractions:
-        f = s.fractions
-        text += (f"; {100 * f.high_fraction:g}% vs {100 * f.low_fraction:g}% labels: "
-                 f"{100 * (f.high.mean - f.low.mean):+.1f} pp (means over every layer and seed, n={f.high.n} vs "
-                 f"{f.low.n})")
-    if s.best_layer is not None:
-        text += f"; best head layer on average: {s.best_layer}"
-    return text
-
-
 def render_finetune(s: FinetuneSummary, out: Path) -> Section:
-    """Section 1: the table of cells, the accuracy-by-fraction plot and the finding."""
+    """Section 1: the cells per protocol, the head-layer contrasts per protocol and fraction, the plot."""
     lines = ["## 1. Fine-tuning: label fraction and projection-head layer", "",
-             "Top-1 (%) on the evaluation split (eval images: its size), mean and 95% logit t-interval over seeds; "
-             "n = runs per cell.", "",
-             "| encoder | protocol | label fraction | head layer | eval images | n | top-1 % [95% CI] | runs |",
+             "Top-1 (%) on the evaluation split, mean and 95% logit t-interval over seeds (n = seeds). Protocols are "
+             "never pooled.", "",
+             "| protocol | encoder | label fraction | head layer | eval images | n | top-1 % [95% CI] | runs |",
              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {c.encoder} | {c.protocol} | {100 * c.label_fraction:g}% | {c.head_layer} | {eval_sizes(c.runs)} | "
-              f"{c.top1.n} | {fmt_ci(c.top1)} | {link_runs(c.runs, out)} |" for c in s.cells]
+    lines += [f"| {c.split.protocol} | {c.encoder} | {100 * c.split.label_fraction:g}% | {c.split.head_layer} | "
+              f"{eval_sizes(c.runs)} | {c.top1.n} | {fmt_ci(c.top1)} | {link_runs(c.runs, out)} |" for c in s.cells]
     lines.append("")
     if not s.cells:
         return Section(lines + ["No fine-tuning run has finished yet.", ""])
+    if s.contrasts:
+        lines += ["### Head layer against layer 0, per protocol and label fraction", "",
+                  f"Top-1 at the head layer - at layer 0 in points, per seed (averaged over encoders), with a paired "
+                  f"t-interval over seeds; {SECONDARY}: the head-layer verdict is decided on the primary contrast "
+                  "alone (see Verdicts).", "",
+                  "| protocol | label fraction | head layer | n seeds | effect pp [95% CI] | reading |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {c.protocol} | {100 * c.label_fraction:g}% | {c.head_layer} | {c.effect.n} | "
+                  f"{fmt_ci(c.effect, True)} | {c.reading} |" for c in s.contrasts]
+        lines.append("")
     path = plots.finetune(s, out / "finetune.png")
-    finding = _finetune_finding(s)
-    lines += [f"![fine-tuning accuracy by label fraction and head layer]({path.name})", "",
-              f"**Finding.** {finding}.", ""]
-    return Section(lines, [path], finding)
+    lines += [f"![fine-tuning accuracy by label fraction and head layer]({path.name})", ""]
+    return Section(lines, [path])
 
 
-def _distill_tables(s: DistillSummary, out: Path) -> list[str]:
-    lines = ["### Teachers", "", "| teacher | base | eval images | n | teacher top-1 % [95% CI] | runs |",
+def _group_table(title: str, what: str, groups, out: Path) -> list[str]:
+    lines = [f"#### {title}", "", f"| {what} | base | eval images | n | top-1 % [95% CI] | runs |",
              "|---|---|---|---|---|---|"]
-    lines += [f"| {g.name} | {g.base} | {eval_sizes(g.runs)} | {g.top1.n} | {fmt_ci(g.top1)} | {link_runs(g.runs, out)} |"
-              for g in s.teachers]
-    lines += ["", "### Students without a teacher (baselines)", "",
-              "| student | base | eval images | n | baseline top-1 % [95% CI] | runs |", "|---|---|---|---|---|---|"]
-    lines += [f"| {g.name} | {g.base} | {eval_sizes(g.runs)} | {g.top1.n} | {fmt_ci(g.top1)} | {link_runs(g.runs, out)} |"
-              for g in s.baselines]
-    lines += ["", "### Distilled students", "",
-              "| teacher | student | pair | eval images | n | student top-1 % [95% CI] | gain pp [95% CI] | runs |",
-              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {p.teacher} | {p.student} | {'same base' if p.same_base else 'cross base'} | {eval_sizes(p.runs)} | "
-              f"{p.top1.n} | {fmt_ci(p.top1)} | {fmt_ci(p.gain, True)} | {link_runs(p.runs, out)} |" for p in s.pairs]
+    lines += [f"| {g.name} | {g.base} | {eval_sizes(g.runs)} | {g.top1.n} | {fmt_ci(g.top1)} | "
+              f"{link_runs(g.runs, out)} |" for g in groups]
     return lines + [""]
 
 
+def _distill_fraction(f: DistillFraction, out: Path) -> list[str]:
+    lines = [f"### Teachers fine-tuned on {100 * f.label_fraction:g}% of the labels", ""]
+    lines += _group_table("Teachers", "teacher", f.teachers, out)
+    lines += _group_table("Students on the labelled subset alone (baselines)", "student", f.baselines, out)
+    lines += ["#### Distilled students (every training image, no labels)", "",
+              "| teacher | student | pair | eval images | n | student top-1 % [95% CI] | gain pp [95% CI] | runs |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {p.teacher} | {p.student} | {'same base' if p.same_base else 'cross base'} | {eval_sizes(p.runs)} | "
+              f"{p.top1.n} | {fmt_ci(p.top1)} | {fmt_ci(p.gain, True)} | {link_runs(p.runs, out)} |" for p in f.pairs]
+    lines += ["", f"Gain over labels-only, every pair averaged per seed: {fmt_ci(f.gain, True)} pp (n = {f.gain.n} "
+                  f"seeds). Same-base - cross-base gain per student, averaged per seed: "
+                  f"{fmt_ci(f.same_minus_cross, True)} pp (n = {f.same_minus_cross.n} seeds).", ""]
+    return lines
+
+
 def render_distill(s: DistillSummary, out: Path) -> Section:
-    """Section 2: teachers, baselines, pairs, the paired same-base test, the gain heatmap and the finding."""
+    """Section 2: per label fraction, teachers, baselines, pairs and the per-seed contrasts, and the heatmap."""
     lines = ["## 2. Distillation: teacher x student, same base vs cross base", "",
-             "Gain = distilled student's top-1 - the same student's labels-only baseline (same seed), in percentage "
-             "points (pp). Teachers' own accuracies are shown because teacher accuracy and the capacity gap are "
-             "confounders of the same-base comparison.", "", *_distill_tables(s, out),
-             "### Same base vs cross base (paired over student x seed)", ""]
-    finding = None
-    test = s.test
-    if test is None:
-        lines += [f"Not testable: {s.units} (student, seed) unit(s) have both a same-base and a cross-base teacher "
-                  "finished; a paired test needs at least 2.", ""]
-    else:
-        lines += ["| n pairs | same-base gain pp [95% CI] | cross-base gain pp [95% CI] | difference pp [95% CI] | t | p |",
-                  "|---|---|---|---|---|---|",
-                  f"| {test.n} | {fmt_ci(s.same, True)} | {fmt_ci(s.cross, True)} | {fmt_ci(test.diff, True)} | "
-                  f"{test.t:.2f} | {test.p:.3g} |", "",
-                  "Pairs: " + ", ".join(test.pairs) + ". Test: two-sided paired t-test (scipy.stats.ttest_rel).", ""]
-        verdict = "larger" if test.diff.mean > 0 else "smaller"
-        finding = (f"Distillation: same-base gain {fmt_ci(s.same, True)} pp vs cross-base {fmt_ci(s.cross, True)} pp; "
-                   f"same-base is {verdict} by {100 * test.diff.mean:+.1f} pp (paired t-test, n={test.n} student-seed "
-                   f"pairs, p={test.p:.3g})")
-        lines += [f"**Finding.** {finding}.", ""]
-    if not s.pairs:
-        return Section(lines, [], finding)
+             "SimCLRv2's regime: each teacher is its SimCLR encoder fully fine-tuned on a fraction of the labels; each "
+             "student (never started from its teacher's weights) is distilled on every training image without "
+             "labels, and its baseline is the same student trained on the same labelled subset alone with the same "
+             "steps. Gain = distilled top-1 - that baseline's (same seed), in points (pp); intervals are over seeds, "
+             "each seed's students averaged first. A teacher's own accuracy bounds what it can teach.", ""]
+    for fraction in s.fractions:
+        lines += _distill_fraction(fraction, out)
+    if not any(f.pairs for f in s.fractions):
+        return Section(lines + ["No distillation pair has finished with its baseline yet.", ""])
     path = plots.distill(s, out / "distill.png")
-    lines += [f"![distillation gain heatmap and teacher accuracy]({path.name})", ""]
-    return Section(lines, [path], finding)
+    return Section(lines + [f"![distillation gain heatmap and teacher accuracy]({path.name})", ""], [path])
 
 
 def _slope_lines(s: TransferSummary) -> list[str]:
-    lines = ["### Slope of chance-normalised top-1 on log2 k", "",
-             "OLS over individual runs; slope in percentage points of chance-normalised top-1 per doubling of the number "
-             "of classes, with a 95% t-interval (n - 2 df). Negative = fewer classes transfer better.", "",
-             "| encoder | protocol | rows | n runs | slope pp / doubling [95% CI] | p |", "|---|---|---|---|---|---|"]
-    for row in s.slopes:
-        fit = row.fit
-        if fit is None:
-            lines.append(f"| {row.encoder} | {row.protocol} | {row.label} | {row.n_runs} | n/a (needs 3+ runs and 2+ "
-                         "values of k) | |")
-        else:
-            lines.append(f"| {row.encoder} | {row.protocol} | {row.label} | {fit.n} | {100 * fit.slope:+.1f} "
-                         f"[{100 * fit.lo:+.1f}, {100 * fit.hi:+.1f}] | {fit.p:.3g} |")
+    lines = ["### Slopes on log2 k, per seed", "",
+             "Per seed, each k's value averaged over the seed's subset draws, then the least-squares slope on log2 k; "
+             "mean and t-interval over seeds. d' (per doubling of k) is constant in k when every class pair is equally "
+             "separable; chance-normalised top-1 (pp per doubling) falls with k even then and is shown for comparison "
+             "only.", "", "| encoder | protocol | dataset | quantity | n seeds | slope per doubling [95% CI] |",
+             "|---|---|---|---|---|---|"]
+    for fit in s.slopes:
+        dprime = fit.metric == "dprime"
+        value = fmt_ci(fit.slope, True, 1.0, 2) if dprime else fmt_ci(fit.slope, True) + " pp"
+        quantity = "d'" if dprime else "chance-normalised"
+        lines.append(f"| {fit.encoder} | {fit.protocol} | {fit.dataset} | {quantity} | "
+                     f"{fit.slope.n} | {value} |")
     return lines + [""]
 
 
 def render_transfer(s: TransferSummary, out: Path) -> Section:
-    """Section 3: the table by k, the slope table, the finding and the accuracy-vs-classes plot."""
+    """Section 3: the cells by k (top-1, chance-normalised, d', noise), the slope table and the plot."""
     lines = ["## 3. Transfer vs number of classes", "",
-             "Top-1 and chance-normalised top-1 ((top1 - 1/k) / (1 - 1/k): 0 = chance, 100 = perfect), in %. "
-             "Within-dataset rows use random k-class subsets of one dataset (n = class subsets x seeds per k) at a fixed "
-             "number of training images per class, which removes the dataset confound of the paper's comparison; "
-             "across-dataset rows compare whole datasets as the paper did.", "",
-             "| encoder | protocol | kind | dataset | k | eval images | n | top-1 % [95% CI] | chance-norm. % [95% CI] | "
-             "runs |", "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {c.encoder} | {c.protocol} | {c.kind} | {c.dataset} | {c.k} | {eval_sizes(c.runs)} | {c.top1.n} | "
-              f"{fmt_ci(c.top1)} | {fmt_ci(c.norm)} | {link_runs(c.runs, out)} |" for c in s.cells]
+             "Within a dataset: nested random k-class subsets (each draw a random order of the classes, k = its first "
+             "k; every seed draws its own), a fixed number of training images per class, all classes once. Across: "
+             "whole datasets, as the paper compared them (confounded with the dataset). Top-1 and chance-normalised "
+             "top-1 in %, d' from top-1 under the equal-variance model (`separability.py`); mean [95% CI] over "
+             "seeds, each seed's draws averaged first. Test SE: the binomial standard error of one run's top-1 from "
+             "its eval-set size; seed SD: the spread of the per-seed means. Ceiling: runs at 100 % (d' a lower bound).",
+             "", "| encoder | protocol | kind | dataset | k | eval images | n | draws | top-1 % [95% CI] | "
+             "chance-norm. % | d' [95% CI] | test SE pp | seed SD pp | ceiling | runs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in s.cells:
+        sp = c.split
+        lines.append(f"| {c.encoder} | {sp.protocol} | {sp.kind} | {sp.dataset} | {sp.k} | {eval_sizes(c.runs)} | "
+                     f"{c.top1.n} | {c.draws} | {fmt_ci(c.top1)} | {fmt_ci(c.norm)} | "
+                     f"{fmt_ci(c.dprime, False, 1.0, 2)} "
+                     f"| {pct(c.test_se)} | {pct(c.seed_sd)} | {c.ceiling} | {link_runs(c.runs, out)} |")
     lines += ["", *_slope_lines(s)]
-    finding = None
-    head = s.headline
-    if head:
-        fit = head.fit
-        finding = (f"Transfer: chance-normalised top-1 changes by {100 * fit.slope:+.1f} pp per doubling of classes "
-                   f"(95% CI [{100 * fit.lo:+.1f}, {100 * fit.hi:+.1f}], OLS on log2 k, n={fit.n} runs, {head.label}, "
-                   f"{head.encoder} {head.protocol})")
-        lines += [f"**Finding.** {finding}.", ""]
     if not s.cells:
-        return Section(lines, [], finding)
+        return Section(lines)
     path = plots.transfer(s, out / "transfer.png")
-    lines += [f"![transfer accuracy vs number of classes]({path.name})", ""]
-    return Section(lines, [path], finding)
+    return Section(lines + [f"![transfer accuracy vs number of classes]({path.name})", ""], [path])
 
 
-def render_header(study_name: str, seeds: list[int], counts: dict[str, int], total: int, findings: list[str],
-                  judged: list[str] = ()) -> list[str]:
-    """Title, the verdicts and baseline flags (``judged``: bullets), the headline findings (one bullet per section that
-    has one) and the run counts."""
+def render_header(study_name: str, seeds: list[int], counts: dict[str, int], total: int,
+                  headline: list[str]) -> list[str]:
+    """Title, the headline bullets every section contributed, and the run counts."""
     lines = [f"# Study `{study_name}`", ""]
-    if findings or judged:
-        lines += ["## Headline findings", "", *judged, *[f"- {f}" for f in findings], ""]
+    if headline:
+        lines += ["## Headline", "", *headline, ""]
     return lines + [f"Runs: {total} planned; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ". "
                     f"Seeds: {', '.join(map(str, seeds))}. Every run's numbers are in [results.csv](results.csv); each "
                     "table cell links its run directories (labelled by seed).", ""]

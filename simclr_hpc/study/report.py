@@ -1,19 +1,11 @@
-"""``report.md``, PNG plots and ``results.csv`` for a study: the paper's three analyses with seeds and intervals.
+"""``report.md``, its snippets, PNG plots and ``results.csv`` for a study: the paper's three analyses with seeds,
+intervals and verdicts.
 
-Statistics (all on top-1 as a fraction, shown in percent; the functions are in ``stats.py``):
-
-* Means carry a 95% t-interval over runs: ``mean +- t_{0.975, n-1} * sd / sqrt(n)`` (sd with n-1). With n = 1 there is
-  no interval and the table says so.
-* Distillation gain of a (teacher, student, seed) = top-1 of the distilled student - top-1 of the same student's
-  labels-only baseline with the same seed. Same-base vs cross-base: for every (student, seed) that has both kinds of teacher,
-  the mean gain from same-base teachers is paired with the mean gain from cross-base teachers; a paired t-test
-  (``scipy.stats.ttest_rel``) over those pairs gives the p-value.
-* Transfer slope: ordinary least squares of chance-normalised top-1 (``(top1 - 1/k) / (1 - 1/k)``) on ``log2 k`` over
-  individual runs, i.e. the change in chance-normalised accuracy per doubling of the class count, with a 95% t-interval
-  (n - 2 degrees of freedom). Runs of one seed share an encoder, so the interval assumes more independence than there is.
-
-An analysis is a summary (``summaries.py``: rows -> dataclass) and a renderer (``render.py``: dataclass -> Markdown and
-plots); ``ANALYSES`` lists them in report order, so a new analysis is one new pair there.
+An analysis is a summary (rows and the study -> a dataclass, or None when the study has nothing for it) and a
+renderer (dataclass -> a ``render.Section``: Markdown, plots, headline bullets, snippets). ``ANALYSES`` lists them in
+report order; the headline is what the sections contribute, in that order, so a new analysis is one new pair here.
+The statistics are described in ``verdict.py`` (verdicts), ``cells.py`` (the seed as the unit), ``baselines.py``,
+``properties.py`` and ``separability.py``.
 """
 
 from __future__ import annotations
@@ -23,30 +15,35 @@ from pathlib import Path
 from typing import Any, Callable
 
 from simclr_hpc import fsutil
-from simclr_hpc.study import findings, render, render_findings, summaries
+from simclr_hpc.study import baselines, findings, properties, render, render_findings, summaries
 from simclr_hpc.study.aggregate import Row, collect, summary, write_csv
 from simclr_hpc.study.runs import Plan
+from simclr_hpc.study.schema import Study
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """One analysis of the report: ``summarize(rows)`` (None = not in this study) and ``render(summary, out_dir)``."""
+    """One analysis of the report: ``summarize(rows, study)`` (None: not in this study), ``render(summary, out)``."""
 
-    summarize: Callable[[list[Row]], Any]
+    summarize: Callable[[list[Row], Study], Any]
     render: Callable[[Any, Path], render.Section]
 
 
-def _or_none(summarize: Callable[[list[Row]], list]) -> Callable[[list[Row]], list | None]:
+def _or_none(summarize: Callable[[list[Row], Study], list]) -> Callable[[list[Row], Study], list | None]:
     """A summary that is a list of cells, as a section that is absent when there are none."""
-    return lambda rows: summarize(rows) or None
+    return lambda rows, study: summarize(rows, study) or None
+
+
+def _properties(rows: list[Row], study: Study):
+    return properties.summarize_properties(rows, study) if any(r.section == "finetune" for r in rows) else None
 
 
 ANALYSES = (
-    Analysis(_or_none(findings.summarize_baselines), render_findings.render_baselines),
-    Analysis(_or_none(findings.summarize_pretrain), render_findings.render_pretrain),
+    Analysis(findings.summarize_verdicts, render_findings.render_verdicts),
+    Analysis(_or_none(baselines.summarize_baselines), render_findings.render_baselines),
+    Analysis(_or_none(properties.summarize_pretrain), render_findings.render_pretrain),
     Analysis(summaries.summarize_finetune, render.render_finetune),
-    Analysis(lambda rows: findings.summarize_properties(rows) if summaries.summarize_finetune(rows) else None,
-             render_findings.render_properties),
+    Analysis(_properties, render_findings.render_properties),
     Analysis(summaries.summarize_distill, render.render_distill),
     Analysis(summaries.summarize_transfer, render.render_transfer),
 )
@@ -55,19 +52,21 @@ ANALYSES = (
 
 @dataclass
 class Report:
-    """What ``write_report`` produced: paths and the three headline findings (one line each)."""
+    """What ``write_report`` produced: paths, the headline bullets and the run counts."""
 
     path: Path
     csv: Path
     plots: list[Path] = field(default_factory=list)
-    findings: list[str] = field(default_factory=list)
+    headline: list[str] = field(default_factory=list)
+    """The headline's bullets (Markdown, ``- `` first): verdicts, then numbers below a baseline."""
     counts: dict[str, int] = field(default_factory=dict)
-    judged: list[str] = field(default_factory=list)
-    """The headline's verdict and below-baseline bullets (Markdown, ``- `` first)."""
+    snippets: list[Path] = field(default_factory=list)
+    """``<name>.md`` files beside the report (e.g. ``verdicts.md``) that READMEs include verbatim."""
 
 
 def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
-    """Aggregate every planned run and write ``report.md``, ``results.csv`` and the plots into ``<study>/report/``."""
+    """Aggregate every planned run and write ``report.md``, its snippets, ``results.csv`` and the plots into
+    ``<study>/report/``."""
     out = Path(out_dir) if out_dir else plan.study_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     rows = collect(plan)
@@ -75,15 +74,19 @@ def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
     counts = summary(rows)
     sections = []
     for analysis in ANALYSES:
-        result = analysis.summarize(rows)
+        result = analysis.summarize(rows, plan.study)
         if result is not None:
             sections.append(analysis.render(result, out))
-    found = [s.finding for s in sections if s.finding]
-    judged = render_findings.headline(findings.summarize_verdicts(rows), findings.summarize_baselines(rows))
-    lines = render.render_header(plan.study.name, plan.study.seeds, counts, len(rows), found, judged)
+    headline = [bullet for s in sections for bullet in s.headline]
+    lines = render.render_header(plan.study.name, plan.study.seeds, counts, len(rows), headline)
     for section in sections:
         lines += section.lines
     lines += render.render_missing(rows, out)
     path = out / "report.md"
     fsutil.write_text_atomic(path, "\n".join(lines))
-    return Report(path, csv_path, [p for s in sections for p in s.plots], found, counts, judged)
+    snippets = []
+    for section in sections:
+        for name, snippet in section.snippets.items():
+            snippets.append(out / f"{name}.md")
+            fsutil.write_text_atomic(snippets[-1], "\n".join(snippet) + "\n")
+    return Report(path, csv_path, [p for s in sections for p in s.plots], headline, counts, snippets)

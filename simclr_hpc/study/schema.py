@@ -9,9 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from simclr_hpc.config import UserError, check_safe_name
+from simclr_hpc.study.contrasts import DistillPrimary, HeadLayerPrimary, Part, TransferPrimary
+
+STUDENT_SEED_OFFSET = 1000
+"""A pretrained distillation student of seed s starts from its encoder pretrained with seed s + this."""
 
 
 class StudyError(UserError):
@@ -34,12 +38,6 @@ def nest_overrides(overrides: dict) -> dict:
         else:
             node[leaf] = value
     return out
-
-
-class Part(BaseModel):
-    """Base of every study-file section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 Overrides = dict[str, object]
@@ -72,6 +70,13 @@ class StageDefaults(Part):
     """Config overrides for every run of this stage."""
 
 
+def _fractions_ok(value: list[float]) -> list[float]:
+    bad = [v for v in value if not 0.0 < v <= 1.0]
+    if bad:
+        raise ValueError(f"every label fraction must be in (0, 1], got {bad}")
+    return value
+
+
 class FinetuneStudy(Part):
     encoders: list[str] = Field(min_length=1)
     """Encoders (keys of ``encoders``) to fine-tune."""
@@ -87,16 +92,15 @@ class FinetuneStudy(Part):
     """Baselines run beside the encoders under the same protocol, split and seeds: ``random`` (a random-init encoder
     of each encoder architecture; under ``full``, that network trained from scratch) and ``pixels`` (a linear
     classifier on the raw pixels). [] for none."""
+    primary: HeadLayerPrimary = HeadLayerPrimary()
+    """The head-layer finding's primary contrast (the one its verdict is decided on)."""
     set: Overrides = {}
     """Config overrides for every fine-tune run of this section."""
 
     @field_validator("label_fractions")
     @classmethod
     def _fractions(cls, value: list[float]) -> list[float]:
-        bad = [v for v in value if not 0.0 < v <= 1.0]
-        if bad:
-            raise ValueError(f"every label fraction must be in (0, 1], got {bad}")
-        return value
+        return _fractions_ok(value)
 
     @field_validator("head_layers")
     @classmethod
@@ -109,24 +113,25 @@ class FinetuneStudy(Part):
 
 class TeacherSpec(Part):
     encoder: str
-    """Encoder whose fine-tuned classifier teaches (a fine-tune run that this study produces)."""
-    label_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    """Labels the teacher is fine-tuned on."""
+    """Encoder whose fine-tuned classifier teaches (a fine-tune run that this study produces, one per label fraction
+    and seed, on the labelled subset its students' baselines get)."""
     protocol: Literal["linear", "full"] = "full"
-    """Teacher fine-tuning protocol."""
+    """Teacher fine-tuning protocol (SimCLRv2 fine-tunes its teachers fully)."""
     head_layer: int = Field(0, ge=0, le=4)
     """Projection-head layer the teacher's classifier sits on."""
     set: Overrides = {}
-    """Config overrides of this teacher's fine-tune run."""
+    """Config overrides of this teacher's fine-tune runs."""
 
 
 class StudentSpec(Part):
     encoder: str = ""
-    """Encoder that gives the student its backbone (``model.*``) and, with ``init: pretrained``, its initial weights."""
-    init: Literal["pretrained", "random"] = "pretrained"
-    """``pretrained``: start from the encoder's SimCLR weights; ``random``: only its architecture."""
+    """Encoder that gives the student its architecture (``model.*``) and, with ``init: pretrained``, its weights."""
+    init: Literal["random", "pretrained"] = "random"
+    """``random`` (SimCLRv2's students): only the architecture; ``pretrained``: the encoder pretrained with SimCLR
+    under another seed (``1000 + seed``, planned as a run of its own), so a student never starts from the weights its
+    teacher was fine-tuned from and seeds stay independent."""
     base: str = ""
-    """Base-model label; empty = the encoder's base, or ``model.backbone`` from ``set``."""
+    """Base label (architecture and recipe); empty = the encoder's base, or ``model.backbone`` from ``set``."""
     set: Overrides = {}
     """Config overrides of this student's distill and baseline runs (e.g. ``model.backbone`` for a random student)."""
 
@@ -140,6 +145,9 @@ class StudentSpec(Part):
 class DistillStudy(Part):
     dataset: str
     """Dataset the teachers are fine-tuned on and the students distilled on."""
+    label_fractions: list[float] = Field([0.1], min_length=1)
+    """Labels the teachers are fine-tuned on and each student's baseline is trained on (the same class-balanced subset
+    per seed); the students are distilled on every training image without labels (SimCLRv2's regime: 1 % and 10 %)."""
     teachers: dict[str, TeacherSpec] = Field(min_length=1)
     """Teacher name -> teacher."""
     students: dict[str, StudentSpec] = Field(min_length=1)
@@ -147,11 +155,18 @@ class DistillStudy(Part):
     pairs: Literal["all"] | list[tuple[str, str]] = "all"
     """``all`` (every teacher x every student) or a list of ``[teacher, student]`` names."""
     baseline: bool = True
-    """Also train each student on labels only (distill.teacher="", label_weight=1) with the same steps: its baseline."""
+    """Also train each student on the labelled subset alone (no teacher) with the same steps: its baseline."""
+    primary: DistillPrimary = DistillPrimary()
+    """The distillation finding's primary contrast."""
     set: Overrides = {}
     """Config overrides for every distill run (and baseline) of this section."""
     teacher_set: Overrides = {}
     """Config overrides for every teacher fine-tune run."""
+
+    @field_validator("label_fractions")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        return _fractions_ok(value)
 
 
 class WithinTarget(Part):
@@ -159,8 +174,10 @@ class WithinTarget(Part):
     """Target dataset whose classes are subsampled."""
     num_classes: list[int] = Field(min_length=1)
     """Class counts k (each at least 2 and at most the dataset's class count)."""
-    class_seeds: list[int] = Field([0], min_length=1)
-    """One random k-class subset per class seed (several give the spread over which classes)."""
+    draws: int = Field(1, ge=1, le=1000)
+    """Nested class subsets per seed: each draw is a random order of the dataset's classes (from the run's seed and
+    the draw), and its k-class subset is the first k of that order, so the subsets of one draw are nested (2 within
+    5 within 10 ...). k = all classes is one run per seed, whatever the draws."""
 
     @field_validator("num_classes")
     @classmethod
@@ -186,6 +203,8 @@ class TransferStudy(Part):
     """Class-subset sweeps inside one dataset (class count without the dataset confound)."""
     across: list[str] = []
     """Whole target datasets (all classes), as the paper compared them."""
+    primary: TransferPrimary = TransferPrimary()
+    """The transfer finding's primary contrast."""
     set: Overrides = {}
     """Config overrides for every transfer run."""
 
@@ -206,7 +225,10 @@ class Study(Part):
     data_root: str = ""
     """Replaces ``{data_root}`` in dataset sources (e.g. where CIFAR-10 lives on the cluster)."""
     seeds: list[int] = Field([0], min_length=1)
-    """Seeds: each encoder is pretrained once per seed and every downstream run uses the encoder of its own seed."""
+    """Seeds: each encoder is pretrained once per seed and every downstream run uses the encoder of its own seed, so a
+    seed is one independent replicate of the whole pipeline: the unit of every interval and verdict."""
+    alpha: float = Field(0.05, gt=0.0, lt=0.5)
+    """Family-wise error rate of the verdicts: Holm's adjustment over the findings the study tests."""
     defaults: Overrides = {}
     """Config overrides for every run of the study (nested sections or dotted keys)."""
     datasets: dict[str, DatasetSpec] = Field(min_length=1)
@@ -227,8 +249,8 @@ class Study(Part):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, value: list[int]) -> list[int]:
-        if any(v < 0 for v in value):
-            raise ValueError(f"seeds must be >= 0, got {value}")
+        if any(v < 0 or v >= STUDENT_SEED_OFFSET for v in value):
+            raise ValueError(f"seeds must be in 0..{STUDENT_SEED_OFFSET - 1}, got {value}")
         if len(set(value)) != len(value):
             raise ValueError(f"seeds must be distinct, got {value}")
         return value

@@ -90,6 +90,16 @@ class _Checker:
             self.need_encoder(f"finetune.encoders[{i}]", enc)
         if ft.dataset:
             self.need_dataset("finetune.dataset", ft.dataset)
+        primary = ft.primary
+        if primary.protocol and primary.protocol not in ft.protocols:
+            self.add("finetune.primary.protocol", f"{primary.protocol} is not among finetune.protocols "
+                                                  f"({', '.join(ft.protocols)}); add it there or pick one of them")
+        if primary.label_fraction is not None and primary.label_fraction not in ft.label_fractions:
+            self.add("finetune.primary.label_fraction", f"{primary.label_fraction} is not among "
+                                                        f"finetune.label_fractions {ft.label_fractions}")
+        if len(ft.head_layers) > 1 and not {0, primary.head_layer} <= set(ft.head_layers):
+            self.add("finetune.primary.head_layer", f"the contrast needs head layers 0 and {primary.head_layer} in "
+                                                    f"finetune.head_layers (has {ft.head_layers})")
 
     def distill(self) -> None:
         dist = self.study.distill
@@ -106,6 +116,10 @@ class _Checker:
                 self.need_encoder(f"distill.students.{name}.encoder", student.encoder)
         if dist.pairs != "all":
             self.pairs()
+        fraction = dist.primary.label_fraction
+        if fraction is not None and fraction not in dist.label_fractions:
+            self.add("distill.primary.label_fraction", f"{fraction} is not among distill.label_fractions "
+                                                       f"{dist.label_fractions}")
 
     def pairs(self) -> None:
         dist = self.study.distill
@@ -135,6 +149,18 @@ class _Checker:
                              f"({self.study.source(target.dataset)}); use k <= {have}")
         for i, dataset in enumerate(tr.across):
             self.need_dataset(f"transfer.across[{i}]", dataset)
+            whole = [t for t in tr.within if t.dataset == dataset and self.classes.get(dataset) in t.num_classes]
+            if whole:
+                self.add(f"transfer.across[{i}]", f"{dataset} with all {self.classes[dataset]} classes is already a "
+                                                  "transfer.within target (k = all classes); count it once: drop it "
+                                                  "from across or that k from within")
+        within = [t.dataset for t in tr.within]
+        if tr.primary.dataset and tr.primary.dataset not in within:
+            self.add("transfer.primary.dataset", f"{tr.primary.dataset!r} is not a transfer.within dataset "
+                                                 f"({', '.join(within) or 'none'})")
+        if tr.primary.protocol and tr.primary.protocol not in tr.protocols:
+            self.add("transfer.primary.protocol", f"{tr.primary.protocol} is not among transfer.protocols "
+                                                  f"({', '.join(tr.protocols)})")
 
 
 def check_semantics(study: Study, where: str) -> list[str]:

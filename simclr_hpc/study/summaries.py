@@ -1,266 +1,231 @@
-"""The numbers of each analysis of the report, as dataclasses: one ``summarize_*`` per study section, nothing rendered.
+"""The numbers of each descriptive section of the report, as dataclasses: one ``summarize_*(rows, study)`` per study
+section, nothing rendered. The verdicts are ``findings.py``'s; the baselines ``baselines.py``'s.
 
-Each ``summarize_*(rows)`` takes every row of the study (``aggregate.collect``) and returns its summary, or None when the
-study plans no run of that section. Only finished runs with a top-1 enter the statistics (``stats.py``); the report
-lists the others. ``render.py`` formats a summary; ``report.py`` pairs each summary with its renderer.
+Only finished runs with a top-1 enter (the report lists the others). Every interval is over seeds, each seed's runs
+averaged first (``cells.per_seed``), so ``n`` counts seeds everywhere in these tables.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
 from dataclasses import dataclass
 
 from simclr_hpc.study.aggregate import Row
-from simclr_hpc.study.stats import Interval, PairedTest, Slope, ols_slope, paired_test, t_interval
-from simclr_hpc.study.verdict import accuracy_interval
+from simclr_hpc.study.cells import Split, accuracy, finished, group, per_seed, seed_mean
+from simclr_hpc.study.findings import Gain, distill_gains, same_minus_cross, seed_slopes
+from simclr_hpc.study.verdict import Estimate, mean_interval
 
-DEFAULT_EVAL_IMAGES = 1000
-"""Eval-set size assumed for the interval of a result that does not record one (results older than ``eval_images``)."""
-
-
-def finished(rows: list[Row], **match) -> list[Row]:
-    """Rows of finished runs that have a top-1 and whose fields equal ``match``; baseline encoders (random, pixels)
-    are left to ``findings.py``, which sets them beside each encoder."""
-    return [r for r in rows if r.status == "done" and r.top1 is not None and not r.baseline
-            and all(getattr(r, k) == v for k, v in match.items())]
+SECONDARY = "secondary (unadjusted 95% interval)"
 
 
-def accuracy(rows: list[Row], metric: str = "top1") -> Interval:
-    """Mean of ``metric`` (an accuracy) over the rows' seeds with the bounded logit interval (``verdict.py``)."""
-    rows = [r for r in rows if getattr(r, metric) is not None]
-    return accuracy_interval([getattr(r, metric) for r in rows], [r.eval_images or DEFAULT_EVAL_IMAGES for r in rows])
-
-
-def eval_sizes(rows: list[Row]) -> str:
-    """The eval-set size(s) behind a cell, e.g. ``"1000"`` or ``"480-520"``."""
-    sizes = sorted({r.eval_images for r in rows if r.eval_images})
-    if not sizes:
-        return "n/a"
-    return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
-
-
-def _top1(rows: list[Row]) -> Interval:
-    return accuracy(rows)
+def _label(effect: Estimate, claim_sign: int) -> str:
+    """A secondary contrast's reading: which side of 0 its interval excludes, if any."""
+    if effect.n < 3 or not effect.excludes_zero:
+        return "not shown"
+    return "paper's direction" if (effect.mean > 0) == (claim_sign > 0) else "against the paper (contradicted)"
 
 
 @dataclass
 class FinetuneCell:
-    """One (encoder, protocol, label fraction, head layer) cell: top-1 over its finished seeds."""
+    """One (encoder, split) cell: top-1 over seeds."""
 
     encoder: str
-    protocol: str
-    label_fraction: float
-    head_layer: int
-    top1: Interval
+    split: Split
+    top1: Estimate
     runs: list[Row]
 
 
 @dataclass
-class Contrast:
-    """Top-1 of the lowest vs the highest label fraction, pooled over every layer and seed."""
+class LayerContrast:
+    """Top-1 at a head layer - at layer 0, per seed, averaged over encoders: one protocol and label fraction."""
 
-    low_fraction: float
-    high_fraction: float
-    low: Interval
-    high: Interval
+    protocol: str
+    label_fraction: float
+    head_layer: int
+    effect: Estimate
+    reading: str
+    """``paper's direction``, ``against the paper (contradicted)`` or ``not shown``."""
 
 
 @dataclass
 class FinetuneSummary:
-    """Fine-tuning by label fraction and projection-head layer."""
+    """Fine-tuning by protocol, label fraction and projection-head layer (never averaged across protocols)."""
 
     cells: list[FinetuneCell]
-    """Cells with at least one finished run, sorted by (encoder, protocol, label fraction, head layer)."""
-    best: FinetuneCell | None
-    """The cell with the highest mean top-1 (the first in order on a tie)."""
-    fractions: Contrast | None
-    """None with a single label fraction."""
-    best_layer: int | None
-    """Head layer with the highest mean top-1 pooled over fractions and seeds; None with a single layer."""
+    contrasts: list[LayerContrast]
 
 
-def summarize_finetune(rows: list[Row]) -> FinetuneSummary | None:
+def _layer_contrasts(done: list[Row]) -> list[LayerContrast]:
+    out = []
+    for (protocol, fraction), runs in sorted(group(done, lambda r: (r.protocol, r.label_fraction)).items()):
+        layers = sorted({r.head_layer for r in runs})
+        for layer in (x for x in layers if x > 0 and 0 in layers):
+            diffs: dict[int, list[float]] = {}
+            for mine in group(runs, lambda r: r.encoder).values():
+                top, base = per_seed([r for r in mine if r.head_layer == layer]), per_seed(
+                    [r for r in mine if r.head_layer == 0])
+                for seed in set(top) & set(base):
+                    diffs.setdefault(seed, []).append(top[seed] - base[seed])
+            effect = mean_interval([sum(v) / len(v) for v in diffs.values()], bound=1.0)
+            out.append(LayerContrast(protocol, fraction, layer, effect, _label(effect, +1)))
+    return out
+
+
+def summarize_finetune(rows: list[Row], study=None) -> FinetuneSummary | None:
     """Section 1 of the report."""
     if not any(r.section == "finetune" for r in rows):
         return None
-    ft = finished(rows, section="finetune")
-    groups: dict[tuple, list[Row]] = defaultdict(list)
-    for r in ft:
-        groups[(r.encoder, r.protocol, r.label_fraction, r.head_layer)].append(r)
-    cells = [FinetuneCell(*key, _top1(groups[key]), groups[key]) for key in sorted(groups)]
-    if not cells:
-        return FinetuneSummary([], None, None, None)
-    best = max(cells, key=lambda c: c.top1.mean)
-    fracs = sorted({c.label_fraction for c in cells})
-    contrast = None
-    if len(fracs) > 1:
-        contrast = Contrast(fracs[0], fracs[-1], _top1([r for r in ft if r.label_fraction == fracs[0]]),
-                            _top1([r for r in ft if r.label_fraction == fracs[-1]]))
-    layers = sorted({c.head_layer for c in cells})
-    best_layer = None
-    if len(layers) > 1:
-        by_layer = {layer: _top1([r for r in ft if r.head_layer == layer]).mean for layer in layers}
-        best_layer = max(by_layer, key=by_layer.get)
-    return FinetuneSummary(cells, best, contrast, best_layer)
+    done = finished(rows, section="finetune")
+    cells = [FinetuneCell(enc, split, accuracy(runs), runs)
+             for (enc, split), runs in sorted(group(done, lambda r: (r.encoder, Split.of(r))).items(),
+                                              key=lambda kv: (kv[0][1].protocol, kv[0][0], kv[0][1]))]
+    return FinetuneSummary(cells, _layer_contrasts(done))
 
 
 @dataclass
 class Group:
-    """A named teacher or student with its base model and top-1 over its finished runs."""
+    """A named teacher or student with its base model and top-1 over its seeds."""
 
     name: str
     base: str
-    top1: Interval
+    top1: Estimate
     runs: list[Row]
 
 
 @dataclass
 class DistillPair:
-    """One planned (teacher, student) pair: the distilled student's top-1 and its gain over its own baseline."""
+    """One (teacher, student) pair: the distilled student's top-1 and its gain over its own baseline."""
 
     teacher: str
     student: str
     same_base: bool
-    top1: Interval
-    gain: Interval
+    top1: Estimate
+    gain: Estimate
     """Distilled top-1 - the same student's baseline top-1 with the same seed, over seeds."""
     runs: list[Row]
 
 
 @dataclass
-class DistillSummary:
-    """Distillation: teachers, labels-only baselines, pairs, and the paired same-base vs cross-base test."""
+class DistillFraction:
+    """Distillation at one label fraction: teachers, labels-only baselines, pairs, and the per-seed contrasts."""
 
+    label_fraction: float
     teachers: list[Group]
     baselines: list[Group]
     pairs: list[DistillPair]
-    units: int
-    """(student, seed) units with both a same-base and a cross-base gain: the pairs of the test."""
-    test: PairedTest | None
-    """None with fewer than 2 units."""
-    same: Interval | None
-    """Mean same-base gain per unit, over units (with the test)."""
-    cross: Interval | None
+    gain: Estimate
+    """Gain over labels-only averaged over every pair, per seed: does distillation help at all."""
+    same_minus_cross: Estimate
+    """Mean same-base gain - mean cross-base gain per student, averaged over students, per seed."""
 
 
-def _gains(rows: list[Row], baseline: dict[tuple, Row]) -> dict[tuple[str, str], list[tuple[Row, float]]]:
-    """(teacher, student) -> (finished distill run, its gain) for every run whose baseline of the same seed finished."""
-    gains: dict[tuple[str, str], list[tuple[Row, float]]] = defaultdict(list)
-    for r in rows:
-        base = baseline.get((r.student, r.seed))
-        if r.section == "distill" and r.status == "done" and r.top1 is not None and base is not None:
-            gains[(r.teacher, r.student)].append((r, r.top1 - base.top1))
-    return gains
+@dataclass
+class DistillSummary:
+    fractions: list[DistillFraction]
 
 
-def _same_vs_cross(gains: dict, same_base: dict[tuple[str, str], bool]) -> tuple[int, PairedTest | None, list, list]:
-    """Pair, per (student, seed), the mean gain from same-base teachers with the mean gain from cross-base teachers."""
-    per_unit: dict[tuple[str, int], dict[bool, list[float]]] = defaultdict(lambda: {True: [], False: []})
-    for (teacher, student), got in gains.items():
-        for r, g in got:
-            per_unit[(student, r.seed)][same_base[(teacher, student)]].append(g)
-    units = sorted(u for u, d in per_unit.items() if d[True] and d[False])
-    same = [sum(per_unit[u][True]) / len(per_unit[u][True]) for u in units]
-    cross = [sum(per_unit[u][False]) / len(per_unit[u][False]) for u in units]
-    return len(units), paired_test(same, cross, [f"{s}/s{seed}" for s, seed in units]), same, cross
+def _groups(runs: list[Row], name: str, base: str) -> list[Group]:
+    return [Group(n, getattr(mine[0], base) or "", accuracy(mine), mine)
+            for n, mine in sorted(group(runs, lambda r: getattr(r, name)).items())]
 
 
-def summarize_distill(rows: list[Row]) -> DistillSummary | None:
-    """Section 2 of the report."""
-    if not any(r.section in ("distill", "baseline", "teacher") for r in rows):
+def _pairs(rows: list[Row], gains: list[Gain], fraction: float) -> list[DistillPair]:
+    done = {(r.teacher, r.student, r.seed): r for r in finished(rows, section="distill", label_fraction=fraction)}
+    out = []
+    for (teacher, student), mine in sorted(group(gains, lambda g: (g.teacher, g.student)).items()):
+        runs = [done[(teacher, student, g.seed)] for g in mine]
+        out.append(DistillPair(teacher, student, mine[0].same_base, accuracy(runs),
+                               mean_interval([g.gain for g in mine], bound=1.0), runs))
+    return out
+
+
+def summarize_distill(rows: list[Row], study=None) -> DistillSummary | None:
+    """Section 2 of the report: one part per label fraction."""
+    planned = [r for r in rows if r.section in ("distill", "baseline", "teacher")]
+    if not planned:
         return None
-    baseline = {(r.student, r.seed): r for r in finished(rows, section="baseline")}
-    teacher_runs: dict[str, list[Row]] = defaultdict(list)
-    for r in finished(rows, section="teacher"):
-        teacher_runs[r.teacher].append(r)
-    teacher_base = {r.teacher: r.teacher_base for r in rows if r.section == "teacher"}
-    teachers = [Group(name, teacher_base[name], _top1(teacher_runs.get(name, [])), teacher_runs.get(name, []))
-                for name in sorted(teacher_base)]
-    student_base = {r.student: r.student_base for r in rows if r.section in ("baseline", "distill")}
-    baselines = []
-    for name in sorted(student_base):
-        runs = [r for (s, _), r in baseline.items() if s == name]
-        baselines.append(Group(name, student_base[name], _top1(runs), runs))
-    same_base = {(r.teacher, r.student): bool(r.same_base) for r in rows if r.section == "distill"}
-    gains = _gains(rows, baseline)
-    pairs = [DistillPair(t, s, same_base[(t, s)], _top1([r for r, _ in gains.get((t, s), [])]),
-                         t_interval([g for _, g in gains.get((t, s), [])]), [r for r, _ in gains.get((t, s), [])])
-             for t, s in sorted(same_base)]
-    units, test, same, cross = _same_vs_cross(gains, same_base)
-    if test is None:
-        return DistillSummary(teachers, baselines, pairs, units, None, None, None)
-    return DistillSummary(teachers, baselines, pairs, units, test, t_interval(same), t_interval(cross))
+    out = []
+    for fraction in sorted({r.label_fraction for r in planned if r.label_fraction is not None}):
+        gains = distill_gains(rows, fraction)
+        per = group(gains, lambda g: g.seed)
+        overall = mean_interval([sum(g.gain for g in v) / len(v) for v in per.values()], bound=1.0)
+        out.append(DistillFraction(
+            fraction, _groups(finished(rows, section="teacher", label_fraction=fraction), "teacher", "teacher_base"),
+            _groups(finished(rows, section="baseline", label_fraction=fraction), "student", "student_base"),
+            _pairs(rows, gains, fraction), overall,
+            mean_interval(list(same_minus_cross(gains).values()), bound=1.0)))
+    return DistillSummary(out)
 
 
 @dataclass
 class TransferCell:
-    """One (encoder, protocol, kind, dataset, k) cell: top-1 and chance-normalised top-1 over its finished runs."""
+    """One (encoder, split) transfer cell over its seeds (each seed's subset draws averaged first)."""
 
     encoder: str
-    protocol: str
-    kind: str
-    dataset: str
-    k: int
-    top1: Interval
-    norm: Interval
+    split: Split
+    top1: Estimate
+    norm: Estimate
+    """Chance-normalised top-1 (descriptive: it falls with k by itself)."""
+    dprime: Estimate
+    draws: int
+    """Class-subset draws per seed."""
+    ceiling: int
+    """Runs at 100 % (their d' is a lower bound)."""
+    test_se: float
+    """Binomial standard error of one run's top-1 from its eval-set size (test sampling), averaged over runs."""
+    seed_sd: float
+    """Standard deviation of the per-seed mean top-1 across seeds (NaN below 2 seeds)."""
     runs: list[Row]
 
 
 @dataclass
 class SlopeFit:
-    """Slope of chance-normalised top-1 on log2 k over one (encoder, protocol, within a dataset | across datasets)."""
+    """Per-seed slope on log2 k of one metric for one (encoder, protocol, dataset), over seeds."""
 
     encoder: str
     protocol: str
-    label: str
-    """``within <dataset>`` or ``across datasets (confounded with dataset)``."""
-    n_runs: int
-    fit: Slope | None
-    """None with fewer than 3 runs or a single value of k."""
+    dataset: str
+    metric: str
+    slope: Estimate
 
 
 @dataclass
 class TransferSummary:
-    """Transfer by number of classes."""
-
     cells: list[TransferCell]
-    """Within-dataset groups first, then across; k ascending within a group."""
+    """Within-dataset cells first, then across; k ascending within a group."""
     slopes: list[SlopeFit]
 
-    @property
-    def headline(self) -> SlopeFit | None:
-        """The first within-dataset slope that could be fitted: the report's transfer finding."""
-        return next((s for s in self.slopes if s.fit is not None and s.label.startswith("within")), None)
+
+def _transfer_cell(encoder: str, split: Split, runs: list[Row]) -> TransferCell:
+    test_se = sum(math.sqrt(r.top1 * (1 - r.top1) / r.eval_images) for r in runs if r.eval_images) / max(
+        1, sum(1 for r in runs if r.eval_images))
+    seed_top1 = list(per_seed(runs).values())
+    mean = sum(seed_top1) / len(seed_top1)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in seed_top1) / (len(seed_top1) - 1)) if len(seed_top1) > 1 else math.nan
+    draws = max(len(v) for v in group(runs, lambda r: r.seed).values())
+    ceiling = sum(1 for r in runs if r.eval_images and round(r.top1 * r.eval_images) >= r.eval_images)
+    return TransferCell(encoder, split, accuracy(runs), seed_mean(runs, "chance_norm_top1"), seed_mean(runs, "dprime"),
+                        draws, ceiling, test_se, sd, runs)
 
 
-def _slopes(done: list[Row], groups: list[tuple]) -> list[SlopeFit]:
-    out = []
-    for enc, proto in sorted({(g[0], g[1]) for g in groups}):
-        for kind in ("within", "across"):
-            datasets = sorted({g[3] for g in groups if g[:3] == (enc, proto, kind)}) if kind == "within" else [None]
-            for dataset in datasets:
-                sel = [r for r in done if r.encoder == enc and r.protocol == proto and r.kind == kind
-                       and (dataset is None or r.dataset == dataset) and r.chance_norm_top1 is not None]
-                if not sel:
-                    continue
-                label = f"within {dataset}" if kind == "within" else "across datasets (confounded with dataset)"
-                out.append(SlopeFit(enc, proto, label, len(sel),
-                                    ols_slope([r.k for r in sel], [r.chance_norm_top1 for r in sel])))
-    return out
+def _order(item) -> tuple:
+    (encoder, split), _ = item
+    return encoder, split.protocol, split.kind != "within", split.dataset, split.k
 
 
-def summarize_transfer(rows: list[Row]) -> TransferSummary | None:
+def summarize_transfer(rows: list[Row], study=None) -> TransferSummary | None:
     """Section 3 of the report."""
-    planned = [r for r in rows if r.section == "transfer"]
-    if not planned:
+    if not any(r.section == "transfer" for r in rows):
         return None
-    done = finished(rows, section="transfer")
-    groups = sorted({(r.encoder, r.protocol, r.kind, r.dataset) for r in planned},
-                    key=lambda g: (g[0], g[1], g[2] != "within", g[3]))
-    cells = []
-    for group in groups:
-        runs = [r for r in done if (r.encoder, r.protocol, r.kind, r.dataset) == group]
-        for k in sorted({r.k for r in runs if r.k}):
-            cell = [r for r in runs if r.k == k]
-            cells.append(TransferCell(*group, k, _top1(cell), t_interval([r.chance_norm_top1 for r in cell]), cell))
-    return TransferSummary(cells, _slopes(done, groups))
+    done = [r for r in finished(rows, section="transfer") if r.k]
+    cells = [_transfer_cell(enc, split, runs)
+             for (enc, split), runs in sorted(group(done, lambda r: (r.encoder, Split.of(r))).items(), key=_order)]
+    slopes = []
+    within = [r for r in done if r.kind == "within" and r.dprime is not None]
+    for (enc, protocol, dataset), runs in sorted(group(within, lambda r: (r.encoder, r.protocol, r.dataset)).items()):
+        for metric in ("dprime", "chance_norm_top1"):
+            per = seed_slopes(runs, metric)
+            if per:
+                slopes.append(SlopeFit(enc, protocol, dataset, metric, mean_interval(list(per.values()))))
+    return TransferSummary(cells, slopes)
+

@@ -54,3 +54,14 @@ def test_class_subset_all_images_and_label_map():
 def test_k_larger_than_classes_names_both_numbers():
     with pytest.raises(DataError, match=r"k=6 but the split has 5 classes"):
         class_subset(LABELS, 6, class_seed=0)
+
+
+def test_class_subsets_of_one_draw_are_nested_and_each_seed_draws_its_own():
+    labels = np.repeat(np.arange(20), 3)
+    for seed, draw in ((0, 0), (0, 1), (3, 0)):
+        subsets = [set(class_subset(labels, k, class_seed=draw, seed=seed)[1]) for k in (2, 5, 10, 20)]
+        assert all(small < big for small, big in zip(subsets, subsets[1:])), (seed, draw)
+        assert subsets[-1] == set(range(20))
+    pairs = {(seed, draw): tuple(class_subset(labels, 5, class_seed=draw, seed=seed)[1])
+             for seed in range(4) for draw in range(4)}
+    assert len(set(pairs.values())) == len(pairs)  # 16 (seed, draw) pairs, 16 different 5-class subsets

@@ -18,7 +18,7 @@ TINY = {
     "distill": {"dataset": "sh4", "teachers": {"ta": {"encoder": "ra"}, "tb": {"encoder": "rb"}},
                 "students": {"sa": {"encoder": "ra"}, "sb": {"encoder": "rb"}}},
     "transfer": {"encoders": ["ra"], "images_per_class": 5,
-                 "within": [{"dataset": "sh6", "num_classes": [2, 3, 6], "class_seeds": [0, 1]}], "across": ["sh4"]},
+                 "within": [{"dataset": "sh6", "num_classes": [2, 3, 6], "draws": 2}], "across": ["sh4"]},
 }
 
 

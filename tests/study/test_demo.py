@@ -33,12 +33,17 @@ def test_demo_runs_every_study_and_reports_three_sections_with_cis(tmp_path):
     report = (tmp_path / "runs/smoke/report/report.md").read_text()
     for heading in ("## 1. Fine-tuning", "## 2. Distillation", "## 3. Transfer"):
         assert heading in report
-    # every section shows intervals computed over the study's 2 seeds
-    assert re.search(r"\[-?\d+\.\d, -?\d+\.\d\]% \(n=2\)", report)
-    assert "paired t-test" in report and "95% CI" in report
+    # every verdict shows its interval over the study's 2 seeds, and is inconclusive by rule with 2
+    verdicts = (tmp_path / "runs/smoke/report/verdicts.md").read_text().splitlines()[2:]
+    assert len(verdicts) == 3 and all("**inconclusive**" in v and "| 2 seeds" in v for v in verdicts)
+    assert all(re.search(r"\[[-+]\d+\.\d+, [-+]\d+\.\d+\]", v) for v in verdicts)
+    assert "Holm" in report and "95% CI" in report
     for plot in ("finetune.png", "distill.png", "transfer.png"):
         assert (tmp_path / "runs/smoke/report" / plot).stat().st_size > 10_000
     rows = list(csv.DictReader(open(tmp_path / "runs/smoke/report/results.csv")))
     assert len(rows) == 72 and all(r["status"] == "done" for r in rows)
     headlines = [line for line in proc.stdout.splitlines() if line.startswith("- ")]
-    assert [h.split(":")[0] for h in headlines] == ["- Fine-tuning", "- Distillation", "- Transfer"]
+    assert [h.split(";")[0] for h in headlines[:3]] == [
+        "- inconclusive: fine-tuning from projection-head layer 1 beats fine-tuning from the encoder output",
+        "- inconclusive: distillation gains more from a teacher of the same base model",
+        "- inconclusive: transfer is better to datasets with fewer classes"]

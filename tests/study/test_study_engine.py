@@ -63,15 +63,14 @@ def test_failed_run_blocks_its_dependents_and_both_rerun_next_time(plan):
     (root / "fail").write_text("pretrain/rb-s0\n")
     report = run_plan(plan, InProcessBackend(FAKE, log=_quiet), log=_quiet)
     assert report.failed == ["pretrain/rb-s0"]
-    # rb-s0 feeds teacher tb-s0 and student sb (seed 0): the teacher, its pairs, sb's pairs and baseline are blocked.
-    assert sorted(report.blocked) == sorted([
-        "finetune/teacher-tb-s0", "distill/baseline-sb-s0", "distill/ta-to-sb-s0", "distill/tb-to-sa-s0",
-        "distill/tb-to-sb-s0"])
+    # rb-s0 feeds teacher tb (seed 0): the teacher and its pairs are blocked (students are random-init).
+    blocked = ["finetune/teacher-tb-lf0.1-s0", "distill/tb-to-sa-lf0.1-s0", "distill/tb-to-sb-lf0.1-s0"]
+    assert sorted(report.blocked) == sorted(blocked)
     status = {f"{r.stage}/{r.name}": r for r in collect(plan)}
     assert status["pretrain/rb-s0"].status == "failed"
     assert "injected failure" in status["pretrain/rb-s0"].error
-    assert status["distill/tb-to-sb-s0"].status == "blocked"  # listed with its reason, not dropped
-    assert status["distill/tb-to-sb-s0"].error == "dependency finetune/teacher-tb-s0 has no result"
+    assert status["distill/tb-to-sb-lf0.1-s0"].status == "blocked"  # listed with its reason, not dropped
+    assert status["distill/tb-to-sb-lf0.1-s0"].error == "dependency finetune/teacher-tb-lf0.1-s0 has no result"
 
     (root / "fail").unlink()
     done_before = _mtimes(plan)
@@ -80,9 +79,7 @@ def test_failed_run_blocks_its_dependents_and_both_rerun_next_time(plan):
     n_calls = len(fake_runner.calls(root))
     report = run_plan(plan, InProcessBackend(FAKE, log=_quiet), log=_quiet)
     rerun = fake_runner.calls(root)[n_calls:]
-    assert sorted(rerun) == sorted(["pretrain/rb-s0", victim.key, *[
-        "finetune/teacher-tb-s0", "distill/baseline-sb-s0", "distill/ta-to-sb-s0", "distill/tb-to-sa-s0",
-        "distill/tb-to-sb-s0"]])
+    assert sorted(rerun) == sorted(["pretrain/rb-s0", victim.key, *blocked])
     assert not report.failed and not report.blocked
     unchanged = {k: v for k, v in _mtimes(plan).items() if k in done_before and k != victim.key}
     assert unchanged == {k: v for k, v in done_before.items() if k != victim.key}
@@ -107,7 +104,7 @@ def test_slurm_submission_is_all_at_once_with_afterok_on_the_arrays_it_needs(pla
     report = run_plan(plan, slurm, log=_quiet)
     stages = [(stage, after, job) for stage, _, after, job in slurm.arrays]
     assert stages == [("pretrain", [], "1000"), ("finetune", ["1000"], "1001"), ("transfer", ["1000"], "1002"),
-                      ("distill", ["1000", "1001"], "1003")]
+                      ("distill", ["1001"], "1003")]  # random-init students wait only for their teachers
     assert len(report.submitted) == len(plan.runs) and not report.done  # nothing waited for
 
     # Resubmission after pretraining finished: pretrain is skipped and the later arrays need no afterok on it.
@@ -137,7 +134,7 @@ def test_local_executor_runs_the_graph_in_order_through_the_launch_api(tmp_path,
 
     data = study_dict(seeds=[0], finetune=None, distill=None)
     data["encoders"] = {"ra": data["encoders"]["ra"]}
-    data["transfer"]["within"] = [{"dataset": "sh6", "num_classes": [2, 6], "class_seeds": [0]}]
+    data["transfer"]["within"] = [{"dataset": "sh6", "num_classes": [2, 6]}]
     plan = load_plan(write_study(tmp_path, data))
     backend = LaunchBackend(make_request(executor="local", gpus_per_node=0), parallelism=2, target=FAKE, log=_quiet)
     report = run_plan(plan, backend, log=_quiet)

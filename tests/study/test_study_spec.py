@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from simclr_hpc.cli.main import app
@@ -53,8 +52,16 @@ BAD = [
     ("unsafe_study_name", _with("name", "x$(reboot)"), ["name: name 'x$(reboot)' is not allowed"]),
     ("dotdot_encoder_name", _with("encoders", {"..": {"dataset": "sh4"}}), ["encoders"]),
     ("bad_shapes_spec", _with("datasets.sh6", {"source": "shapes:6;rm"}), ["datasets.sh6.source: shapes:6;rm"]),
-    ("missing_section_field", _with("distill", {"teachers": {"ta": {"encoder": "ra"}}, "students": {"sa": {}}}),
+    ("missing_section_field", _with("distill", {"teachers": {"ta": {"encoder": "ra"}},
+                                                "students": {"sa": {"init": "pretrained"}}}),
      ["distill.dataset: Field required", "distill.students.sa: a student with init: pretrained needs an encoder"]),
+    ("primary_outside_the_grid", _with("finetune", {"encoders": ["ra"], "label_fractions": [0.1], "head_layers": [0, 1],
+                                                     "primary": {"protocol": "full", "label_fraction": 0.5}}),
+     ["finetune.primary.protocol: full is not among finetune.protocols",
+      "finetune.primary.label_fraction: 0.5 is not among finetune.label_fractions"]),
+    ("whole_dataset_twice", _with("transfer", {"encoders": ["ra"], "across": ["sh6"],
+                                               "within": [{"dataset": "sh6", "num_classes": [2, 6]}]}),
+     ["transfer.across[0]: sh6 with all 6 classes is already a transfer.within target"]),
 ]
 
 

@@ -1,16 +1,25 @@
 """Distillation: a frozen teacher classifier teaches a student on unlabeled images, or (no teacher) the student's own
-supervised baseline."""
+supervised baseline.
+
+SimCLRv2's regime (and a study's plan): the teacher is fine-tuned on a label fraction, the student is distilled on every
+training image with ``label_weight: 0``, and its baseline is the same student trained on the same labelled subset
+(``distill.label_fraction`` with the run's seed picks the images the teacher's fine-tuning saw) with the same steps. A
+student never starts from the weights its teacher was fine-tuned from (:func:`check_not_teachers_weights`): that would
+make "same base" mean "same weights".
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simclr_hpc.config import ConfigError
+from simclr_hpc import rundir
+from simclr_hpc.config import ConfigError, read_yaml
 from simclr_hpc.data import augment, pipeline, subsets
 from simclr_hpc.data.shards import read_index
 from simclr_hpc.losses import distill_kl
@@ -29,6 +38,20 @@ class Teacher:
     model: Classifier
     top1: float
     backbone: str
+
+
+def check_not_teachers_weights(teacher: str, student_init: str) -> None:
+    """ConfigError when ``student_init`` is the teacher run or the encoder the teacher was fine-tuned from."""
+    if not teacher or not student_init:
+        return
+    same = Path(student_init).resolve()
+    config = rundir.config_path(teacher)
+    source = read_yaml(config).get("finetune", {}).get("encoder", "") if config.is_file() else ""
+    if same == Path(teacher).resolve() or (source and same == Path(source).resolve()):
+        raise ConfigError(
+            f"distill.student_init: {student_init} holds the weights the teacher ({teacher}) was fine-tuned from; "
+            "start the student from random weights (student_init empty) or an encoder pretrained with another seed"
+        )
 
 
 class DistillTask:
@@ -65,6 +88,7 @@ class DistillTask:
     def build(self) -> nn.Module:
         d = self.cfg.distill
         if d.teacher:
+            check_not_teachers_weights(d.teacher, d.student_init)
             self.teacher = self._load_teacher()
         student = build_classifier(self.cfg.model, 0, self.num_classes)
         if d.student_init:
