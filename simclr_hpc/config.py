@@ -263,9 +263,10 @@ class TransferSection(Section):
     encoder: str = ""
     """Pretrain (or fine-tune) run directory whose encoder is transferred, or a baseline: ``random`` or ``pixels``."""
     num_classes: Int = Field(0, ge=0, le=1_000_000)
-    """Restrict the target dataset to k classes chosen with ``class_seed``; 0 = every class."""
+    """Restrict the target dataset to k classes: the first k of draw ``class_seed``'s order of the classes for the
+    run's seed (``data/subsets.class_order``), so the subsets of one draw are nested; 0 = every class."""
     class_seed: Int = Field(0, ge=0, le=MAX_SEED)
-    """Seed of the class subset (several subsets per k give a spread)."""
+    """Which draw of nested class subsets (a study sets 0..draws-1; several draws give the spread over classes)."""
     images_per_class: Int = Field(0, ge=0, le=100_000_000)
     """Training images per class (0 = all), so class counts are compared at equal data per class."""
     protocol: Literal["linear", "full"] = "linear"

@@ -61,8 +61,9 @@ class EncoderCell:
 
 def _baseline_runs(done: list[Row], cell: Split, arch: str | None, baseline: str) -> list[Row]:
     want = cell.baseline_split(baseline)
-    return [r for r in done if r.baseline == baseline and Split.of(r) == want
-            and (baseline == "pixels" or r.arch == arch)]
+    return [
+        r for r in done if r.baseline == baseline and Split.of(r) == want and (baseline == "pixels" or r.arch == arch)
+    ]
 
 
 def summarize_baselines(rows: list[Row], study=None) -> list[EncoderCell]:
@@ -78,6 +79,5 @@ def summarize_baselines(rows: list[Row], study=None) -> list[EncoderCell]:
             if base:
                 margins.append(Margin(name, accuracy(base), paired_difference(per_seed(runs), per_seed(base))))
         knn = accuracy(runs, "knn_top1_k200")
-        out.append(EncoderCell(encoder, split, accuracy(runs), knn if knn.n else None, eval_sizes(runs), margins,
-                               runs))
+        out.append(EncoderCell(encoder, split, accuracy(runs), knn if knn.n else None, eval_sizes(runs), margins, runs))
     return out

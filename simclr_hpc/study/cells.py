@@ -37,8 +37,9 @@ class Split:
     @classmethod
     def of(cls, row: Row) -> "Split":
         if row.section == "finetune":
-            return cls("finetune", row.dataset or "", row.protocol or "", float(row.label_fraction),
-                       int(row.head_layer or 0))
+            return cls(
+                "finetune", row.dataset or "", row.protocol or "", float(row.label_fraction), int(row.head_layer or 0)
+            )
         return cls("transfer", row.dataset or "", row.protocol or "", kind=row.kind or "", k=int(row.k or 0))
 
     def baseline_split(self, baseline: str) -> "Split":
@@ -57,8 +58,14 @@ class Split:
 def finished(rows: Iterable[Row], baselines: bool = False, **match) -> list[Row]:
     """Rows of finished runs that have a top-1 and whose fields equal ``match``; baseline runs (random, pixels) only
     with ``baselines``."""
-    return [r for r in rows if r.status == "done" and r.top1 is not None and (baselines or not r.baseline)
-            and all(getattr(r, k) == v for k, v in match.items())]
+    return [
+        r
+        for r in rows
+        if r.status == "done"
+        and r.top1 is not None
+        and (baselines or not r.baseline)
+        and all(getattr(r, k) == v for k, v in match.items())
+    ]
 
 
 def group(rows: Iterable[Row], key: Callable[[Row], object]) -> dict:

@@ -42,7 +42,7 @@ def head_layer_effect(rows: list[Row], study: Study) -> Effect | None:
     fraction = primary.label_fraction or min(ft.label_fractions)
     done = finished(rows, section="finetune", protocol=protocol, label_fraction=fraction)
     diffs: dict[int, list[float]] = {}
-    for encoder, runs in group(done, lambda r: r.encoder).items():
+    for runs in group(done, lambda r: r.encoder).values():
         top = per_seed([r for r in runs if r.head_layer == primary.head_layer])
         base = per_seed([r for r in runs if r.head_layer == 0])
         for seed in sorted(set(top) & set(base)):
@@ -51,8 +51,12 @@ def head_layer_effect(rows: list[Row], study: Study) -> Effect | None:
         f"fine-tuning from projection-head layer {primary.head_layer} beats fine-tuning from the encoder output",
         f"top-1 at head layer {primary.head_layer} - head layer 0, {protocol} fine-tuning at "
         f"{100 * fraction:g}% labels",
-        +1, {s: sum(v) / len(v) for s, v in diffs.items()}, primary.margin_pp / 100, "pp",
-        f"{len(ft.encoders)} encoder(s)")
+        +1,
+        {s: sum(v) / len(v) for s, v in diffs.items()},
+        primary.margin_pp / 100,
+        "pp",
+        f"{len(ft.encoders)} encoder(s)",
+    )
 
 
 @dataclass(frozen=True)
@@ -70,14 +74,17 @@ class Gain:
 def distill_gains(rows: list[Row], fraction: float) -> list[Gain]:
     """Every finished distillation at ``fraction`` whose student's baseline (same seed) finished too."""
     baseline = {(r.student, r.seed): r.top1 for r in finished(rows, section="baseline", label_fraction=fraction)}
-    return [Gain(r.teacher, r.student, bool(r.same_base), r.seed, r.top1 - baseline[(r.student, r.seed)], r.top1)
-            for r in finished(rows, section="distill", label_fraction=fraction) if (r.student, r.seed) in baseline]
+    return [
+        Gain(r.teacher, r.student, bool(r.same_base), r.seed, r.top1 - baseline[(r.student, r.seed)], r.top1)
+        for r in finished(rows, section="distill", label_fraction=fraction)
+        if (r.student, r.seed) in baseline
+    ]
 
 
 def same_minus_cross(gains: list[Gain]) -> dict[int, float]:
     """Per seed: the mean over students of (mean same-base gain - mean cross-base gain), students with both only."""
     out: dict[int, list[float]] = {}
-    for (student, seed), mine in group(gains, lambda g: (g.student, g.seed)).items():
+    for (_, seed), mine in group(gains, lambda g: (g.student, g.seed)).items():
         same = [g.gain for g in mine if g.same_base]
         cross = [g.gain for g in mine if not g.same_base]
         if same and cross:
@@ -97,16 +104,27 @@ def distill_effect(rows: list[Row], study: Study) -> Effect | None:
         return None
     fraction = distill_fraction(study)
     per = same_minus_cross(distill_gains(rows, fraction))
-    bases = sorted({r.teacher_base for r in rows if r.section == "teacher"} |
-                   {r.student_base for r in rows if r.section in ("distill", "baseline")} - {None})
+    bases = sorted(
+        {r.teacher_base for r in rows if r.section == "teacher"}
+        | {r.student_base for r in rows if r.section in ("distill", "baseline")} - {None}
+    )
     notes = []
     if len(bases) < 3:
-        notes.append(f"only {len(bases)} base model(s) ({', '.join(bases)}): with fewer than 3, same-base vs "
-                     "cross-base is also bigger vs smaller teacher (capacity), not only same vs different base")
-    return Effect("distillation gains more from a teacher of the same base model",
-                  f"gain over the labels-only baseline from same-base - cross-base teachers, teachers fine-tuned on "
-                  f"{100 * fraction:g}% labels", +1, per, dist.primary.margin_pp / 100, "pp",
-                  f"{len(dist.students)} student(s)", notes)
+        notes.append(
+            f"only {len(bases)} base model(s) ({', '.join(bases)}): with fewer than 3, same-base vs "
+            "cross-base is also bigger vs smaller teacher (capacity), not only same vs different base"
+        )
+    return Effect(
+        "distillation gains more from a teacher of the same base model",
+        f"gain over the labels-only baseline from same-base - cross-base teachers, teachers fine-tuned on "
+        f"{100 * fraction:g}% labels",
+        +1,
+        per,
+        dist.primary.margin_pp / 100,
+        "pp",
+        f"{len(dist.students)} student(s)",
+        notes,
+    )
 
 
 def transfer_target(study: Study) -> tuple[str, str] | None:
@@ -134,19 +152,34 @@ def transfer_effect(rows: list[Row], study: Study) -> Effect | None:
     if target is None:
         return None
     dataset, protocol = target
-    done = [r for r in finished(rows, section="transfer", kind="within", dataset=dataset, protocol=protocol)
-            if r.dprime is not None]
+    done = [
+        r
+        for r in finished(rows, section="transfer", kind="within", dataset=dataset, protocol=protocol)
+        if r.dprime is not None
+    ]
     slopes: dict[int, list[float]] = {}
     for runs in group(done, lambda r: r.encoder).values():
         for seed, slope in seed_slopes(runs, "dprime").items():
             slopes.setdefault(seed, []).append(slope)
     ceiling = [r for r in done if r.eval_images and round(r.top1 * r.eval_images) >= r.eval_images]
-    notes = [f"{len(ceiling)} of {len(done)} runs score 100 %: their d' is a lower bound (half an image wrong), "
-             "which flattens a fall with k"] if ceiling else []
-    return Effect("transfer is better to datasets with fewer classes",
-                  f"slope of d' on log2 k (per doubling of the classes), {dataset} nested class subsets, {protocol}",
-                  -1, {s: sum(v) / len(v) for s, v in sorted(slopes.items())}, study.transfer.primary.margin,
-                  "d' per doubling", f"{len(study.transfer.encoders)} encoder(s) and the subset draws", notes)
+    notes = (
+        [
+            f"{len(ceiling)} of {len(done)} runs score 100 %: their d' is a lower bound (half an image wrong), "
+            "which flattens a fall with k"
+        ]
+        if ceiling
+        else []
+    )
+    return Effect(
+        "transfer is better to datasets with fewer classes",
+        f"slope of d' on log2 k (per doubling of the classes), {dataset} nested class subsets, {protocol}",
+        -1,
+        {s: sum(v) / len(v) for s, v in sorted(slopes.items())},
+        study.transfer.primary.margin,
+        "d' per doubling",
+        f"{len(study.transfer.encoders)} encoder(s) and the subset draws",
+        notes,
+    )
 
 
 @dataclass
@@ -167,4 +200,3 @@ def summarize_verdicts(rows: list[Row], study: Study) -> VerdictSummary | None:
     if not effects:
         return None
     return VerdictSummary(judge(effects, study.alpha), study.alpha)
-

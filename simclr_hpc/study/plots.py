@@ -36,9 +36,14 @@ def finetune(s: FinetuneSummary, path: Path) -> Path:
         mine = [c for c in s.cells if (c.encoder, c.split.protocol) == (enc, proto)]
         for layer in sorted({c.split.head_layer for c in mine}):
             cells = sorted((c for c in mine if c.split.head_layer == layer), key=lambda c: c.split.label_fraction)
-            ax.errorbar([100 * c.split.label_fraction for c in cells], [100 * c.top1.mean for c in cells],
-                        yerr=[100 * c.top1.half if c.top1.n > 1 else 0.0 for c in cells], marker="o", capsize=3,
-                        label=f"head layer {layer}")
+            ax.errorbar(
+                [100 * c.split.label_fraction for c in cells],
+                [100 * c.top1.mean for c in cells],
+                yerr=[100 * c.top1.half if c.top1.n > 1 else 0.0 for c in cells],
+                marker="o",
+                capsize=3,
+                label=f"head layer {layer}",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("labelled training images (%)")
         ax.set_ylabel("top-1 accuracy (%)")
@@ -54,8 +59,10 @@ def _gain_heatmap(ax, fig, f: DistillFraction) -> None:
     s_names = sorted({p.student for p in f.pairs})
     student_base = {g.name: g.base for g in f.baselines}
     teacher_base = {g.name: g.base for g in f.teachers}
-    grid = [[100 * gains[(t, st)].gain.mean if (t, st) in gains and gains[(t, st)].gain.n else math.nan
-             for st in s_names] for t in t_names]
+    grid = [
+        [100 * gains[(t, st)].gain.mean if (t, st) in gains and gains[(t, st)].gain.n else math.nan for st in s_names]
+        for t in t_names
+    ]
     vmax = max([abs(v) for row in grid for v in row if not math.isnan(v)] or [1.0]) or 1.0
     im = ax.imshow(grid, cmap="RdBu", vmin=-vmax, vmax=vmax)
     for i, t in enumerate(t_names):
@@ -66,14 +73,17 @@ def _gain_heatmap(ax, fig, f: DistillFraction) -> None:
                 continue
             half = f"\n±{100 * pair.gain.half:.1f}" if pair.gain.n > 1 else ""
             mark = " *" if pair.same_base else ""
-            ax.text(j, i, f"{100 * pair.gain.mean:+.1f}{half}{mark}\nn={pair.gain.n}", ha="center", va="center",
-                    fontsize=8)
+            ax.text(
+                j, i, f"{100 * pair.gain.mean:+.1f}{half}{mark}\nn={pair.gain.n}", ha="center", va="center", fontsize=8
+            )
     ax.set_xticks(range(len(s_names)), [f"{st}\n({student_base.get(st, '')})" for st in s_names])
     ax.set_yticks(range(len(t_names)), [f"{t} ({teacher_base.get(t, '')})" for t in t_names])
     ax.set_xlabel("student (base)")
     ax.set_ylabel("teacher (base)")
-    ax.set_title(f"gain over labels-only, pp, {100 * f.label_fraction:g}% labels\n(mean ± 95% CI over seeds; "
-                 "* = same base)", fontsize=9)
+    ax.set_title(
+        f"gain over labels-only, pp, {100 * f.label_fraction:g}% labels\n(mean ± 95% CI over seeds; * = same base)",
+        fontsize=9,
+    )
     fig.colorbar(im, ax=ax, label="gain (percentage points)")
 
 
@@ -83,16 +93,26 @@ def distill(s: DistillSummary, path: Path) -> Path:
     parts = [f for f in s.fractions if f.pairs]
     width = max(len({p.student for p in f.pairs}) for f in parts)
     height = max(len({p.teacher for p in f.pairs}) for f in parts)
-    fig, axes = plt.subplots(len(parts), 2, figsize=(5 + 1.3 * width, (3.5 + 0.5 * height) * len(parts)),
-                             gridspec_kw={"width_ratios": [width + 1, 2]}, squeeze=False)
+    fig, axes = plt.subplots(
+        len(parts),
+        2,
+        figsize=(5 + 1.3 * width, (3.5 + 0.5 * height) * len(parts)),
+        gridspec_kw={"width_ratios": [width + 1, 2]},
+        squeeze=False,
+    )
     for (ax, ax2), f in zip(axes, parts):
         _gain_heatmap(ax, fig, f)
-        bars = [(f"teacher {g.name}", g.top1) for g in f.teachers] + [(f"labels-only {g.name}", g.top1)
-                                                                      for g in f.baselines]
+        bars = [(f"teacher {g.name}", g.top1) for g in f.teachers] + [
+            (f"labels-only {g.name}", g.top1) for g in f.baselines
+        ]
         bars = [(name, iv) for name, iv in bars if iv.n]
-        ax2.barh(range(len(bars)), [100 * iv.mean for _, iv in bars],
-                 xerr=[100 * iv.half if iv.n > 1 else 0 for _, iv in bars], capsize=3,
-                 color=["gray" if name.startswith("teacher") else "silver" for name, _ in bars])
+        ax2.barh(
+            range(len(bars)),
+            [100 * iv.mean for _, iv in bars],
+            xerr=[100 * iv.half if iv.n > 1 else 0 for _, iv in bars],
+            capsize=3,
+            color=["gray" if name.startswith("teacher") else "silver" for name, _ in bars],
+        )
         ax2.set_yticks(range(len(bars)), [name for name, _ in bars])
         ax2.invert_yaxis()
         ax2.set_xlabel("top-1 accuracy (%, mean, 95% CI)")
@@ -106,11 +126,16 @@ def transfer(s: TransferSummary, path: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     for group in sorted({(c.encoder, c.split.protocol, c.split.kind, c.split.dataset) for c in s.cells}):
         enc, proto, kind, dataset = group
-        cells = sorted((c for c in s.cells if (c.encoder, c.split.protocol, c.split.kind, c.split.dataset) == group),
-                       key=lambda c: c.split.k)
+        cells = sorted(
+            (c for c in s.cells if (c.encoder, c.split.protocol, c.split.kind, c.split.dataset) == group),
+            key=lambda c: c.split.k,
+        )
         ks = [c.split.k for c in cells]
-        for ax, ivs, scale in ((axes[0], [c.top1 for c in cells], 100), (axes[1], [c.norm for c in cells], 100),
-                               (axes[2], [c.dprime for c in cells], 1)):
+        for ax, ivs, scale in (
+            (axes[0], [c.top1 for c in cells], 100),
+            (axes[1], [c.norm for c in cells], 100),
+            (axes[2], [c.dprime for c in cells], 1),
+        ):
             means = [scale * iv.mean for iv in ivs]
             if kind == "within":
                 line = ax.plot(ks, means, marker="o", label=f"{enc} {proto}: {dataset} subsets")[0]
@@ -118,8 +143,15 @@ def transfer(s: TransferSummary, path: Path) -> Path:
                 hi = [scale * (iv.hi if iv.n > 1 else iv.mean) for iv in ivs]
                 ax.fill_between(ks, lo, hi, alpha=0.2, color=line.get_color())
             else:
-                ax.errorbar(ks, means, yerr=[scale * iv.half if iv.n > 1 else 0 for iv in ivs], marker="s",
-                            linestyle="none", capsize=3, label=f"{enc} {proto}: whole {dataset}")
+                ax.errorbar(
+                    ks,
+                    means,
+                    yerr=[scale * iv.half if iv.n > 1 else 0 for iv in ivs],
+                    marker="s",
+                    linestyle="none",
+                    capsize=3,
+                    label=f"{enc} {proto}: whole {dataset}",
+                )
     labels = ("top-1 accuracy (%)", "chance-normalised top-1 (%)", "d' (equal-variance model)")
     for ax, ylabel in zip(axes, labels):
         ax.set_xscale("log", base=2)
@@ -141,8 +173,11 @@ def properties(corrs, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(props), figsize=(4.5 * len(props), 3.8), squeeze=False)
     for ax, prop in zip(axes[0], props):
         for c in (c for c in corrs if c.prop == prop):
-            ax.scatter([p[0] for p in c.points], [100 * p[1] for p in c.points],
-                       label=f"{c.protocol} {100 * c.label_fraction:g}%: rho {c.rho.mean:+.2f}")
+            ax.scatter(
+                [p[0] for p in c.points],
+                [100 * p[1] for p in c.points],
+                label=f"{c.protocol} {100 * c.label_fraction:g}%: rho {c.rho.mean:+.2f}",
+            )
             for x, y, name in c.points:
                 ax.annotate(name, (x, 100 * y), fontsize=6, alpha=0.7)
         ax.set_xlabel(prop + (" (fraction)" if prop.startswith("knn") else ""))

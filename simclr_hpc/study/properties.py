@@ -47,10 +47,16 @@ def summarize_pretrain(rows: list[Row], study=None) -> list[PretrainCell]:
     """Every encoder whose pretrain runs were monitored (``pretrain.monitor_every_steps`` > 0)."""
     out = []
     for encoder, runs in sorted(group(_pretrain_rows(rows), lambda r: r.encoder).items()):
-        out.append(PretrainCell(
-            encoder, accuracy(runs, "knn_top1_k200"), eval_sizes(runs),
-            *(seed_mean(runs, key) for key in ("alignment", "uniformity", "embed_std", "positive_rank1")),
-            seed_mean(runs, lambda r: r.monitor_s_total / r.wall_s if r.monitor_s_total and r.wall_s else None), runs))
+        out.append(
+            PretrainCell(
+                encoder,
+                accuracy(runs, "knn_top1_k200"),
+                eval_sizes(runs),
+                *(seed_mean(runs, key) for key in ("alignment", "uniformity", "embed_std", "positive_rank1")),
+                seed_mean(runs, lambda r: r.monitor_s_total / r.wall_s if r.monitor_s_total and r.wall_s else None),
+                runs,
+            )
+        )
     return out
 
 
@@ -88,6 +94,9 @@ def summarize_properties(rows: list[Row], study=None) -> list[PropertyCorrelatio
             if len(points) >= MIN_ENCODERS:
                 xs, ys = [p[0] for p in points], [p[1] for p in points]
                 seeds = max(len(per_seed(by_encoder[p[2]])) for p in points)
-                out.append(PropertyCorrelation(prop, fraction, protocol, spearman_interval(xs, ys),
-                                               spearman_p(xs, ys), points, seeds))
+                out.append(
+                    PropertyCorrelation(
+                        prop, fraction, protocol, spearman_interval(xs, ys), spearman_p(xs, ys), points, seeds
+                    )
+                )
     return out

@@ -59,25 +59,39 @@ def link_runs(rows: list[Row], report_dir: Path) -> str:
 
 def render_finetune(s: FinetuneSummary, out: Path) -> Section:
     """Section 1: the cells per protocol, the head-layer contrasts per protocol and fraction, the plot."""
-    lines = ["## 1. Fine-tuning: label fraction and projection-head layer", "",
-             "Top-1 (%) on the evaluation split, mean and 95% logit t-interval over seeds (n = seeds). Protocols are "
-             "never pooled.", "",
-             "| protocol | encoder | label fraction | head layer | eval images | n | top-1 % [95% CI] | runs |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {c.split.protocol} | {c.encoder} | {100 * c.split.label_fraction:g}% | {c.split.head_layer} | "
-              f"{eval_sizes(c.runs)} | {c.top1.n} | {fmt_ci(c.top1)} | {link_runs(c.runs, out)} |" for c in s.cells]
+    lines = [
+        "## 1. Fine-tuning: label fraction and projection-head layer",
+        "",
+        "Top-1 (%) on the evaluation split, mean and 95% logit t-interval over seeds (n = seeds). Protocols are "
+        "never pooled.",
+        "",
+        "| protocol | encoder | label fraction | head layer | eval images | n | top-1 % [95% CI] | runs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c.split.protocol} | {c.encoder} | {100 * c.split.label_fraction:g}% | {c.split.head_layer} | "
+        f"{eval_sizes(c.runs)} | {c.top1.n} | {fmt_ci(c.top1)} | {link_runs(c.runs, out)} |"
+        for c in s.cells
+    ]
     lines.append("")
     if not s.cells:
         return Section(lines + ["No fine-tuning run has finished yet.", ""])
     if s.contrasts:
-        lines += ["### Head layer against layer 0, per protocol and label fraction", "",
-                  f"Top-1 at the head layer - at layer 0 in points, per seed (averaged over encoders), with a paired "
-                  f"t-interval over seeds; {SECONDARY}: the head-layer verdict is decided on the primary contrast "
-                  "alone (see Verdicts).", "",
-                  "| protocol | label fraction | head layer | n seeds | effect pp [95% CI] | reading |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {c.protocol} | {100 * c.label_fraction:g}% | {c.head_layer} | {c.effect.n} | "
-                  f"{fmt_ci(c.effect, True)} | {c.reading} |" for c in s.contrasts]
+        lines += [
+            "### Head layer against layer 0, per protocol and label fraction",
+            "",
+            f"Top-1 at the head layer - at layer 0 in points, per seed (averaged over encoders), with a paired "
+            f"t-interval over seeds; {SECONDARY}: the head-layer verdict is decided on the primary contrast "
+            "alone (see Verdicts).",
+            "",
+            "| protocol | label fraction | head layer | n seeds | effect pp [95% CI] | reading |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c.protocol} | {100 * c.label_fraction:g}% | {c.head_layer} | {c.effect.n} | "
+            f"{fmt_ci(c.effect, True)} | {c.reading} |"
+            for c in s.contrasts
+        ]
         lines.append("")
     path = plots.finetune(s, out / "finetune.png")
     lines += [f"![fine-tuning accuracy by label fraction and head layer]({path.name})", ""]
@@ -85,10 +99,16 @@ def render_finetune(s: FinetuneSummary, out: Path) -> Section:
 
 
 def _group_table(title: str, what: str, groups, out: Path) -> list[str]:
-    lines = [f"#### {title}", "", f"| {what} | base | eval images | n | top-1 % [95% CI] | runs |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {g.name} | {g.base} | {eval_sizes(g.runs)} | {g.top1.n} | {fmt_ci(g.top1)} | "
-              f"{link_runs(g.runs, out)} |" for g in groups]
+    lines = [
+        f"#### {title}",
+        "",
+        f"| {what} | base | eval images | n | top-1 % [95% CI] | runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {g.name} | {g.base} | {eval_sizes(g.runs)} | {g.top1.n} | {fmt_ci(g.top1)} | {link_runs(g.runs, out)} |"
+        for g in groups
+    ]
     return lines + [""]
 
 
@@ -96,25 +116,39 @@ def _distill_fraction(f: DistillFraction, out: Path) -> list[str]:
     lines = [f"### Teachers fine-tuned on {100 * f.label_fraction:g}% of the labels", ""]
     lines += _group_table("Teachers", "teacher", f.teachers, out)
     lines += _group_table("Students on the labelled subset alone (baselines)", "student", f.baselines, out)
-    lines += ["#### Distilled students (every training image, no labels)", "",
-              "| teacher | student | pair | eval images | n | student top-1 % [95% CI] | gain pp [95% CI] | runs |",
-              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {p.teacher} | {p.student} | {'same base' if p.same_base else 'cross base'} | {eval_sizes(p.runs)} | "
-              f"{p.top1.n} | {fmt_ci(p.top1)} | {fmt_ci(p.gain, True)} | {link_runs(p.runs, out)} |" for p in f.pairs]
-    lines += ["", f"Gain over labels-only, every pair averaged per seed: {fmt_ci(f.gain, True)} pp (n = {f.gain.n} "
-                  f"seeds). Same-base - cross-base gain per student, averaged per seed: "
-                  f"{fmt_ci(f.same_minus_cross, True)} pp (n = {f.same_minus_cross.n} seeds).", ""]
+    lines += [
+        "#### Distilled students (every training image, no labels)",
+        "",
+        "| teacher | student | pair | eval images | n | student top-1 % [95% CI] | gain pp [95% CI] | runs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p.teacher} | {p.student} | {'same base' if p.same_base else 'cross base'} | {eval_sizes(p.runs)} | "
+        f"{p.top1.n} | {fmt_ci(p.top1)} | {fmt_ci(p.gain, True)} | {link_runs(p.runs, out)} |"
+        for p in f.pairs
+    ]
+    lines += [
+        "",
+        f"Gain over labels-only, every pair averaged per seed: {fmt_ci(f.gain, True)} pp (n = {f.gain.n} "
+        f"seeds). Same-base - cross-base gain per student, averaged per seed: "
+        f"{fmt_ci(f.same_minus_cross, True)} pp (n = {f.same_minus_cross.n} seeds).",
+        "",
+    ]
     return lines
 
 
 def render_distill(s: DistillSummary, out: Path) -> Section:
     """Section 2: per label fraction, teachers, baselines, pairs and the per-seed contrasts, and the heatmap."""
-    lines = ["## 2. Distillation: teacher x student, same base vs cross base", "",
-             "SimCLRv2's regime: each teacher is its SimCLR encoder fully fine-tuned on a fraction of the labels; each "
-             "student (never started from its teacher's weights) is distilled on every training image without "
-             "labels, and its baseline is the same student trained on the same labelled subset alone with the same "
-             "steps. Gain = distilled top-1 - that baseline's (same seed), in points (pp); intervals are over seeds, "
-             "each seed's students averaged first. A teacher's own accuracy bounds what it can teach.", ""]
+    lines = [
+        "## 2. Distillation: teacher x student, same base vs cross base",
+        "",
+        "SimCLRv2's regime: each teacher is its SimCLR encoder fully fine-tuned on a fraction of the labels; each "
+        "student (never started from its teacher's weights) is distilled on every training image without "
+        "labels, and its baseline is the same student trained on the same labelled subset alone with the same "
+        "steps. Gain = distilled top-1 - that baseline's (same seed), in points (pp); intervals are over seeds, "
+        "each seed's students averaged first. A teacher's own accuracy bounds what it can teach.",
+        "",
+    ]
     for fraction in s.fractions:
         lines += _distill_fraction(fraction, out)
     if not any(f.pairs for f in s.fractions):
@@ -124,39 +158,49 @@ def render_distill(s: DistillSummary, out: Path) -> Section:
 
 
 def _slope_lines(s: TransferSummary) -> list[str]:
-    lines = ["### Slopes on log2 k, per seed", "",
-             "Per seed, each k's value averaged over the seed's subset draws, then the least-squares slope on log2 k; "
-             "mean and t-interval over seeds. d' (per doubling of k) is constant in k when every class pair is equally "
-             "separable; chance-normalised top-1 (pp per doubling) falls with k even then and is shown for comparison "
-             "only.", "", "| encoder | protocol | dataset | quantity | n seeds | slope per doubling [95% CI] |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "### Slopes on log2 k, per seed",
+        "",
+        "Per seed, each k's value averaged over the seed's subset draws, then the least-squares slope on log2 k; "
+        "mean and t-interval over seeds. d' (per doubling of k) is constant in k when every class pair is equally "
+        "separable; chance-normalised top-1 (pp per doubling) falls with k even then and is shown for comparison "
+        "only.",
+        "",
+        "| encoder | protocol | dataset | quantity | n seeds | slope per doubling [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     for fit in s.slopes:
         dprime = fit.metric == "dprime"
         value = fmt_ci(fit.slope, True, 1.0, 2) if dprime else fmt_ci(fit.slope, True) + " pp"
         quantity = "d'" if dprime else "chance-normalised"
-        lines.append(f"| {fit.encoder} | {fit.protocol} | {fit.dataset} | {quantity} | "
-                     f"{fit.slope.n} | {value} |")
+        lines.append(f"| {fit.encoder} | {fit.protocol} | {fit.dataset} | {quantity} | {fit.slope.n} | {value} |")
     return lines + [""]
 
 
 def render_transfer(s: TransferSummary, out: Path) -> Section:
     """Section 3: the cells by k (top-1, chance-normalised, d', noise), the slope table and the plot."""
-    lines = ["## 3. Transfer vs number of classes", "",
-             "Within a dataset: nested random k-class subsets (each draw a random order of the classes, k = its first "
-             "k; every seed draws its own), a fixed number of training images per class, all classes once. Across: "
-             "whole datasets, as the paper compared them (confounded with the dataset). Top-1 and chance-normalised "
-             "top-1 in %, d' from top-1 under the equal-variance model (`separability.py`); mean [95% CI] over "
-             "seeds, each seed's draws averaged first. Test SE: the binomial standard error of one run's top-1 from "
-             "its eval-set size; seed SD: the spread of the per-seed means. Ceiling: runs at 100 % (d' a lower bound).",
-             "", "| encoder | protocol | kind | dataset | k | eval images | n | draws | top-1 % [95% CI] | "
-             "chance-norm. % | d' [95% CI] | test SE pp | seed SD pp | ceiling | runs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## 3. Transfer vs number of classes",
+        "",
+        "Within a dataset: nested random k-class subsets (each draw a random order of the classes, k = its first "
+        "k; every seed draws its own), a fixed number of training images per class, all classes once. Across: "
+        "whole datasets, as the paper compared them (confounded with the dataset). Top-1 and chance-normalised "
+        "top-1 in %, d' from top-1 under the equal-variance model (`separability.py`); mean [95% CI] over "
+        "seeds, each seed's draws averaged first. Test SE: the binomial standard error of one run's top-1 from "
+        "its eval-set size; seed SD: the spread of the per-seed means. Ceiling: runs at 100 % (d' a lower bound).",
+        "",
+        "| encoder | protocol | kind | dataset | k | eval images | n | draws | top-1 % [95% CI] | "
+        "chance-norm. % | d' [95% CI] | test SE pp | seed SD pp | ceiling | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in s.cells:
         sp = c.split
-        lines.append(f"| {c.encoder} | {sp.protocol} | {sp.kind} | {sp.dataset} | {sp.k} | {eval_sizes(c.runs)} | "
-                     f"{c.top1.n} | {c.draws} | {fmt_ci(c.top1)} | {fmt_ci(c.norm)} | "
-                     f"{fmt_ci(c.dprime, False, 1.0, 2)} "
-                     f"| {pct(c.test_se)} | {pct(c.seed_sd)} | {c.ceiling} | {link_runs(c.runs, out)} |")
+        lines.append(
+            f"| {c.encoder} | {sp.protocol} | {sp.kind} | {sp.dataset} | {sp.k} | {eval_sizes(c.runs)} | "
+            f"{c.top1.n} | {c.draws} | {fmt_ci(c.top1)} | {fmt_ci(c.norm)} | "
+            f"{fmt_ci(c.dprime, False, 1.0, 2)} "
+            f"| {pct(c.test_se)} | {pct(c.seed_sd)} | {c.ceiling} | {link_runs(c.runs, out)} |"
+        )
     lines += ["", *_slope_lines(s)]
     if not s.cells:
         return Section(lines)
@@ -164,15 +208,19 @@ def render_transfer(s: TransferSummary, out: Path) -> Section:
     return Section(lines + [f"![transfer accuracy vs number of classes]({path.name})", ""], [path])
 
 
-def render_header(study_name: str, seeds: list[int], counts: dict[str, int], total: int,
-                  headline: list[str]) -> list[str]:
+def render_header(
+    study_name: str, seeds: list[int], counts: dict[str, int], total: int, headline: list[str]
+) -> list[str]:
     """Title, the headline bullets every section contributed, and the run counts."""
     lines = [f"# Study `{study_name}`", ""]
     if headline:
         lines += ["## Headline", "", *headline, ""]
-    return lines + [f"Runs: {total} planned; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ". "
-                    f"Seeds: {', '.join(map(str, seeds))}. Every run's numbers are in [results.csv](results.csv); each "
-                    "table cell links its run directories (labelled by seed).", ""]
+    return lines + [
+        f"Runs: {total} planned; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ". "
+        f"Seeds: {', '.join(map(str, seeds))}. Every run's numbers are in [results.csv](results.csv); each "
+        "table cell links its run directories (labelled by seed).",
+        "",
+    ]
 
 
 def render_missing(rows: list[Row], out: Path) -> list[str]:
@@ -180,8 +228,13 @@ def render_missing(rows: list[Row], out: Path) -> list[str]:
     missing = not_done(rows)
     lines = ["## Runs without a result", ""]
     if missing:
-        lines += [f"{len(missing)} of {len(rows)} planned runs have no result; they are excluded from the statistics "
-                  "above and listed here.", "", "| run | status | error | run directory |", "|---|---|---|---|"]
+        lines += [
+            f"{len(missing)} of {len(rows)} planned runs have no result; they are excluded from the statistics "
+            "above and listed here.",
+            "",
+            "| run | status | error | run directory |",
+            "|---|---|---|---|",
+        ]
         for r in missing:
             err = (r.error or "").replace("|", "/").replace("\n", " ")
             lines.append(f"| {r.key} | {r.status} | {err} | [{r.run_dir}]({os.path.relpath(r.run_dir, out)}) |")
@@ -189,6 +242,9 @@ def render_missing(rows: list[Row], out: Path) -> list[str]:
         lines.append("None: every planned run finished.")
     stale = [r for r in rows if r.stale]
     if stale:
-        lines += ["", f"{len(stale)} run(s) have a result made with a different config than the study now asks for "
-                  "(edited study file?): " + ", ".join(r.key for r in stale)]
+        lines += [
+            "",
+            f"{len(stale)} run(s) have a result made with a different config than the study now asks for "
+            "(edited study file?): " + ", ".join(r.key for r in stale),
+        ]
     return lines + [""]

@@ -50,8 +50,9 @@ def _table(k: int) -> np.ndarray:
 def dprime(accuracy, k, eval_images) -> np.ndarray:
     """d' of each k-way ``accuracy`` (fractions) measured on ``eval_images`` images (arrays broadcast together; k may
     vary). Each accuracy is moved by half an image first (see the module docstring), so 0 % and 100 % give finite d'."""
-    acc, ks, n = np.broadcast_arrays(np.atleast_1d(np.asarray(accuracy, float)), np.asarray(k, int),
-                                     np.asarray(eval_images, float))
+    acc, ks, n = np.broadcast_arrays(
+        np.atleast_1d(np.asarray(accuracy, float)), np.asarray(k, int), np.asarray(eval_images, float)
+    )
     p = (acc * n + 0.5) / (n + 1)
     out = np.empty(acc.shape)
     for kk in np.unique(ks):

@@ -77,8 +77,15 @@ def one_sample_t(values: Sequence[float], level: float = 0.95) -> TTest:
         return TTest(iv.mean, iv.lo, iv.hi, iv.n)
     sd = math.sqrt(sum((v - iv.mean) ** 2 for v in vals) / (iv.n - 1))
     if sd == 0:
-        return TTest(iv.mean, iv.mean, iv.mean, iv.n, 0.0, math.copysign(math.inf, iv.mean) if iv.mean else 0.0,
-                     0.0 if iv.mean else 1.0)
+        return TTest(
+            iv.mean,
+            iv.mean,
+            iv.mean,
+            iv.n,
+            0.0,
+            math.copysign(math.inf, iv.mean) if iv.mean else 0.0,
+            0.0 if iv.mean else 1.0,
+        )
     t = iv.mean / (sd / math.sqrt(iv.n))
     return TTest(iv.mean, iv.lo, iv.hi, iv.n, sd, t, float(2 * stats.t.sf(abs(t), iv.n - 1)))
 
@@ -96,7 +103,7 @@ def tost_p(values: Sequence[float], margin: float) -> float:
     se = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1) / n)
     if se == 0:
         return 0.0 if abs(mean) < margin else 1.0
-    p_low = stats.t.sf((mean + margin) / se, n - 1)   # H0: mean <= -margin
+    p_low = stats.t.sf((mean + margin) / se, n - 1)  # H0: mean <= -margin
     p_high = stats.t.cdf((mean - margin) / se, n - 1)  # H0: mean >= +margin
     return float(max(p_low, p_high))
 
@@ -133,8 +140,10 @@ def t_power(effect: float, sd: float, n: int, alpha: float) -> float:
 
     # T = (Z + nc) / S with S = sqrt(chi2_df / df): P(|T| > c) = E_S[Phi(nc - c S) + Phi(-nc - c S)].
     root = math.sqrt(df)
-    integrand = lambda s: (stats.norm.cdf(nc - crit * s) + stats.norm.cdf(-nc - crit * s)) * stats.chi.pdf(  # noqa: E731
-        s * root, df) * root
+
+    def integrand(s: float) -> float:
+        return (stats.norm.cdf(nc - crit * s) + stats.norm.cdf(-nc - crit * s)) * stats.chi.pdf(s * root, df) * root
+
     return float(min(1.0, quad(integrand, 0.0, math.inf, limit=200)[0]))
 
 
@@ -183,8 +192,9 @@ def log2_slope(ks: Sequence[float], ys: Sequence[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
-def spearman_interval(xs: Sequence[float], ys: Sequence[float], level: float = 0.95, resamples: int = 2000,
-                      seed: int = 0) -> Interval:
+def spearman_interval(
+    xs: Sequence[float], ys: Sequence[float], level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> Interval:
     """Spearman's rho of the (x, y) points (``scipy.stats.spearmanr``) with a percentile bootstrap interval over
     resampled points (seeded; resamples where one side is constant have no rho and are dropped). NaN below 3 points.
     The points must be the independent units: a study passes one per encoder (its seeds averaged first)."""

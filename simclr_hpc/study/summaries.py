@@ -62,8 +62,10 @@ def _layer_contrasts(done: list[Row]) -> list[LayerContrast]:
         for layer in (x for x in layers if x > 0 and 0 in layers):
             diffs: dict[int, list[float]] = {}
             for mine in group(runs, lambda r: r.encoder).values():
-                top, base = per_seed([r for r in mine if r.head_layer == layer]), per_seed(
-                    [r for r in mine if r.head_layer == 0])
+                top, base = (
+                    per_seed([r for r in mine if r.head_layer == layer]),
+                    per_seed([r for r in mine if r.head_layer == 0]),
+                )
                 for seed in set(top) & set(base):
                     diffs.setdefault(seed, []).append(top[seed] - base[seed])
             effect = mean_interval([sum(v) / len(v) for v in diffs.values()], bound=1.0)
@@ -76,9 +78,13 @@ def summarize_finetune(rows: list[Row], study=None) -> FinetuneSummary | None:
     if not any(r.section == "finetune" for r in rows):
         return None
     done = finished(rows, section="finetune")
-    cells = [FinetuneCell(enc, split, accuracy(runs), runs)
-             for (enc, split), runs in sorted(group(done, lambda r: (r.encoder, Split.of(r))).items(),
-                                              key=lambda kv: (kv[0][1].protocol, kv[0][0], kv[0][1]))]
+    cells = [
+        FinetuneCell(enc, split, accuracy(runs), runs)
+        for (enc, split), runs in sorted(
+            group(done, lambda r: (r.encoder, Split.of(r))).items(),
+            key=lambda kv: (kv[0][1].protocol, kv[0][0], kv[0][1]),
+        )
+    ]
     return FinetuneSummary(cells, _layer_contrasts(done))
 
 
@@ -125,8 +131,10 @@ class DistillSummary:
 
 
 def _groups(runs: list[Row], name: str, base: str) -> list[Group]:
-    return [Group(n, getattr(mine[0], base) or "", accuracy(mine), mine)
-            for n, mine in sorted(group(runs, lambda r: getattr(r, name)).items())]
+    return [
+        Group(n, getattr(mine[0], base) or "", accuracy(mine), mine)
+        for n, mine in sorted(group(runs, lambda r: getattr(r, name)).items())
+    ]
 
 
 def _pairs(rows: list[Row], gains: list[Gain], fraction: float) -> list[DistillPair]:
@@ -134,8 +142,16 @@ def _pairs(rows: list[Row], gains: list[Gain], fraction: float) -> list[DistillP
     out = []
     for (teacher, student), mine in sorted(group(gains, lambda g: (g.teacher, g.student)).items()):
         runs = [done[(teacher, student, g.seed)] for g in mine]
-        out.append(DistillPair(teacher, student, mine[0].same_base, accuracy(runs),
-                               mean_interval([g.gain for g in mine], bound=1.0), runs))
+        out.append(
+            DistillPair(
+                teacher,
+                student,
+                mine[0].same_base,
+                accuracy(runs),
+                mean_interval([g.gain for g in mine], bound=1.0),
+                runs,
+            )
+        )
     return out
 
 
@@ -149,11 +165,16 @@ def summarize_distill(rows: list[Row], study=None) -> DistillSummary | None:
         gains = distill_gains(rows, fraction)
         per = group(gains, lambda g: g.seed)
         overall = mean_interval([sum(g.gain for g in v) / len(v) for v in per.values()], bound=1.0)
-        out.append(DistillFraction(
-            fraction, _groups(finished(rows, section="teacher", label_fraction=fraction), "teacher", "teacher_base"),
-            _groups(finished(rows, section="baseline", label_fraction=fraction), "student", "student_base"),
-            _pairs(rows, gains, fraction), overall,
-            mean_interval(list(same_minus_cross(gains).values()), bound=1.0)))
+        out.append(
+            DistillFraction(
+                fraction,
+                _groups(finished(rows, section="teacher", label_fraction=fraction), "teacher", "teacher_base"),
+                _groups(finished(rows, section="baseline", label_fraction=fraction), "student", "student_base"),
+                _pairs(rows, gains, fraction),
+                overall,
+                mean_interval(list(same_minus_cross(gains).values()), bound=1.0),
+            )
+        )
     return DistillSummary(out)
 
 
@@ -198,14 +219,25 @@ class TransferSummary:
 
 def _transfer_cell(encoder: str, split: Split, runs: list[Row]) -> TransferCell:
     test_se = sum(math.sqrt(r.top1 * (1 - r.top1) / r.eval_images) for r in runs if r.eval_images) / max(
-        1, sum(1 for r in runs if r.eval_images))
+        1, sum(1 for r in runs if r.eval_images)
+    )
     seed_top1 = list(per_seed(runs).values())
     mean = sum(seed_top1) / len(seed_top1)
     sd = math.sqrt(sum((v - mean) ** 2 for v in seed_top1) / (len(seed_top1) - 1)) if len(seed_top1) > 1 else math.nan
     draws = max(len(v) for v in group(runs, lambda r: r.seed).values())
     ceiling = sum(1 for r in runs if r.eval_images and round(r.top1 * r.eval_images) >= r.eval_images)
-    return TransferCell(encoder, split, accuracy(runs), seed_mean(runs, "chance_norm_top1"), seed_mean(runs, "dprime"),
-                        draws, ceiling, test_se, sd, runs)
+    return TransferCell(
+        encoder,
+        split,
+        accuracy(runs),
+        seed_mean(runs, "chance_norm_top1"),
+        seed_mean(runs, "dprime"),
+        draws,
+        ceiling,
+        test_se,
+        sd,
+        runs,
+    )
 
 
 def _order(item) -> tuple:
@@ -218,8 +250,10 @@ def summarize_transfer(rows: list[Row], study=None) -> TransferSummary | None:
     if not any(r.section == "transfer" for r in rows):
         return None
     done = [r for r in finished(rows, section="transfer") if r.k]
-    cells = [_transfer_cell(enc, split, runs)
-             for (enc, split), runs in sorted(group(done, lambda r: (r.encoder, Split.of(r))).items(), key=_order)]
+    cells = [
+        _transfer_cell(enc, split, runs)
+        for (enc, split), runs in sorted(group(done, lambda r: (r.encoder, Split.of(r))).items(), key=_order)
+    ]
     slopes = []
     within = [r for r in done if r.kind == "within" and r.dprime is not None]
     for (enc, protocol, dataset), runs in sorted(group(within, lambda r: (r.encoder, r.protocol, r.dataset)).items()):
@@ -228,4 +262,3 @@ def summarize_transfer(rows: list[Row], study=None) -> TransferSummary | None:
             if per:
                 slopes.append(SlopeFit(enc, protocol, dataset, metric, mean_interval(list(per.values()))))
     return TransferSummary(cells, slopes)
-

@@ -91,8 +91,13 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float], level: flo
     return mean_interval([float(a[s]) - float(b[s]) for s in seeds], level, "paired t-interval over seeds", bound=1.0)
 
 
-def mean_interval(values: Sequence[float], level: float = LEVEL, method: str = "t-interval over seeds",
-                  unit: str = "seeds", bound: float = math.inf) -> Estimate:
+def mean_interval(
+    values: Sequence[float],
+    level: float = LEVEL,
+    method: str = "t-interval over seeds",
+    unit: str = "seeds",
+    bound: float = math.inf,
+) -> Estimate:
     """Mean of one value per unit with its t-interval, clipped to ``[-bound, bound]``."""
     iv = t_interval(list(values), level)
     if iv.n < 2:
@@ -172,21 +177,33 @@ def judge(effects: Sequence[Effect], alpha: float = ALPHA, min_seeds: int = MIN_
     out = []
     for effect, test, pd, pe_raw, pe in zip(effects, tests, p_diff, p_tost_raw, p_tost):
         label, reason = _label(effect, test, pd, pe, alpha, min_seeds)
-        out.append(Verdict(effect, label, test, pd, pe_raw, pe, mde(test.n, test.sd, level),
-                           seeds_needed(test.mean, test.sd, level), reason))
+        out.append(
+            Verdict(
+                effect,
+                label,
+                test,
+                pd,
+                pe_raw,
+                pe,
+                mde(test.n, test.sd, level),
+                seeds_needed(test.mean, test.sd, level),
+                reason,
+            )
+        )
     return out
 
 
-def _label(effect: Effect, test: TTest, p_diff: float, p_equiv: float, alpha: float, min_seeds: int
-           ) -> tuple[str, str]:
+def _label(effect: Effect, test: TTest, p_diff: float, p_equiv: float, alpha: float, min_seeds: int) -> tuple[str, str]:
     if test.n < min_seeds:
         return "inconclusive", f"{test.n} seed(s): fewer than {min_seeds}, inconclusive by rule"
     if p_diff <= alpha:
         agrees = (test.mean > 0) == (effect.claim_sign > 0)
         small = " (but smaller than the margin)" if p_equiv <= alpha else ""
         side = "the paper's side" if agrees else "the side opposite to the paper's"
-        return ("reproduced" if agrees else "contradicted",
-                f"differs from 0 on {side}, Holm-adjusted p = {p_diff:.2g}{small}")
+        return (
+            "reproduced" if agrees else "contradicted",
+            f"differs from 0 on {side}, Holm-adjusted p = {p_diff:.2g}{small}",
+        )
     if p_equiv <= alpha:
         return "absent", f"shown within the margin, Holm-adjusted equivalence p = {p_equiv:.2g}"
     return "inconclusive", f"neither an effect (Holm p = {p_diff:.2g}) nor its absence (equivalence p = {p_equiv:.2g})"

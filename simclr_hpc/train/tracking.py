@@ -202,8 +202,8 @@ def open_backends(cfg: Config, run_dir: Path, stage: str, start_step: int, logge
 
 
 REPORT_KEYS = ("section", "kind", "encoder", "base", "seed", "dataset", "label_fraction", "head_layer", "protocol",
-               "teacher", "student", "k", "class_seed")
-REPORT_METRICS = ("top1", "chance_norm_top1", "loss", "teacher_top1")
+               "teacher", "student", "k", "subset_draw")
+REPORT_METRICS = ("top1", "chance_norm_top1", "dprime", "loss", "teacher_top1")
 
 
 def report_backends(requested: str | None, configs: list[Config]) -> list[str]:

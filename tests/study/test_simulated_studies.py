@@ -22,18 +22,21 @@ from tests.study.helpers import study_dict
 KS = (2, 5, 10, 20)
 SEEDS, ENCODERS, DRAWS = 5, 2, 5
 TEST_IMAGES_PER_CLASS = 40
-STUDY = parse_study(study_dict(
-    datasets={"sh4": {"source": "shapes:4"}, "sh20": {"source": "shapes:20"}},
-    transfer={"encoders": ["ra", "rb"], "within": [{"dataset": "sh20", "num_classes": list(KS), "draws": DRAWS}]},
-    finetune={"encoders": ["ra"], "label_fractions": [0.1], "head_layers": [0, 1],
-              "primary": {"margin_pp": 1.0}}))
+STUDY = parse_study(
+    study_dict(
+        datasets={"sh4": {"source": "shapes:4"}, "sh20": {"source": "shapes:20"}},
+        transfer={"encoders": ["ra", "rb"], "within": [{"dataset": "sh20", "num_classes": list(KS), "draws": DRAWS}]},
+        finetune={"encoders": ["ra"], "label_fractions": [0.1], "head_layers": [0, 1], "primary": {"margin_pp": 1.0}},
+    )
+)
 
 
 def _transfer_rows(rng: np.random.Generator, slope_per_doubling: float) -> list[Row]:
     """One study: per seed and encoder a d' (pretraining noise), per run the k-way accuracy of that d' at k (plus
     ``slope_per_doubling`` x log2 k), counted on 40 test images per class."""
-    cells = [(s, e, k, d) for s in range(SEEDS) for e in range(ENCODERS) for k in KS
-             for d in range(1 if k == 20 else DRAWS)]
+    cells = [
+        (s, e, k, d) for s in range(SEEDS) for e in range(ENCODERS) for k in KS for d in range(1 if k == 20 else DRAWS)
+    ]
     base = rng.normal(1.3, 0.15, (SEEDS, ENCODERS))
     true = np.array([base[s, e] + slope_per_doubling * math.log2(k) for s, e, k, _ in cells])
     ks = np.array([c[2] for c in cells])
@@ -43,10 +46,27 @@ def _transfer_rows(rng: np.random.Generator, slope_per_doubling: float) -> list[
         p[ks == k] = correct_probability(true[ks == k], k)
     top1 = rng.binomial(n, p) / n
     dp = dprime(top1, ks, n)
-    return [Row("transfer", f"r{i}", "done", section="transfer", kind="within", encoder=f"e{e}", seed=s,
-                dataset="sh20", protocol="linear", k=k, subset_draw=d, top1=float(a), num_classes=k,
-                eval_images=int(m), dprime=float(x), chance_norm_top1=float((a - 1 / k) / (1 - 1 / k)))
-            for i, ((s, e, k, d), a, m, x) in enumerate(zip(cells, top1, n, dp))]
+    return [
+        Row(
+            "transfer",
+            f"r{i}",
+            "done",
+            section="transfer",
+            kind="within",
+            encoder=f"e{e}",
+            seed=s,
+            dataset="sh20",
+            protocol="linear",
+            k=k,
+            subset_draw=d,
+            top1=float(a),
+            num_classes=k,
+            eval_images=int(m),
+            dprime=float(x),
+            chance_norm_top1=float((a - 1 / k) / (1 - 1 / k)),
+        )
+        for i, ((s, e, k, d), a, m, x) in enumerate(zip(cells, top1, n, dp))
+    ]
 
 
 def _labels(rows: list[Row], metric: str) -> list[str]:
@@ -83,20 +103,47 @@ def _distill_rows(rng: np.random.Generator, same: float, cross: float) -> list[R
         teacher = dict(zip(bases, rng.normal(0, 0.02, 3)))
         for st in bases:
             baseline = 0.6 + rng.normal(0, 0.01)
-            rows.append(Row("distill", f"b-{st}-{s}", "done", section="baseline", student=st, seed=s,
-                            label_fraction=0.1, top1=baseline, student_base=st))
+            rows.append(
+                Row(
+                    "distill",
+                    f"b-{st}-{s}",
+                    "done",
+                    section="baseline",
+                    student=st,
+                    seed=s,
+                    label_fraction=0.1,
+                    top1=baseline,
+                    student_base=st,
+                )
+            )
             for t in bases:
                 gain = (same if t == st else cross) + teacher[t] + rng.normal(0, 0.005)
-                rows.append(Row("distill", f"{t}-{st}-{s}", "done", section="distill", teacher=t, student=st,
-                                seed=s, label_fraction=0.1, top1=baseline + gain, teacher_base=t, student_base=st,
-                                same_base=t == st))
+                rows.append(
+                    Row(
+                        "distill",
+                        f"{t}-{st}-{s}",
+                        "done",
+                        section="distill",
+                        teacher=t,
+                        student=st,
+                        seed=s,
+                        label_fraction=0.1,
+                        top1=baseline + gain,
+                        teacher_base=t,
+                        student_base=st,
+                        same_base=t == st,
+                    )
+                )
     return rows
 
 
 def test_distillation_interval_over_seeds_covers_the_true_effect_despite_shared_teachers():
     rng = np.random.default_rng(22)
-    study = parse_study(study_dict(distill={"dataset": "sh4", "teachers": {"a": {"encoder": "ra"}},
-                                            "students": {"a": {"encoder": "ra"}}}))
+    study = parse_study(
+        study_dict(
+            distill={"dataset": "sh4", "teachers": {"a": {"encoder": "ra"}}, "students": {"a": {"encoder": "ra"}}}
+        )
+    )
     truth, covered, trials = 0.01, 0, 1000
     for _ in range(trials):
         test = distill_effect(_distill_rows(rng, 0.03 + truth, 0.03), study).test()
@@ -112,9 +159,21 @@ def test_a_true_zero_with_enough_seeds_is_absent():
         for s in range(10):
             encoder = 0.8 + rng.normal(0, 0.02)
             for layer in (0, 1):
-                rows.append(Row("finetune", f"h{layer}-s{s}", "done", section="finetune", encoder="ra", seed=s,
-                                dataset="sh4", protocol="linear", label_fraction=0.1, head_layer=layer,
-                                top1=encoder + rng.normal(0, 0.004)))
+                rows.append(
+                    Row(
+                        "finetune",
+                        f"h{layer}-s{s}",
+                        "done",
+                        section="finetune",
+                        encoder="ra",
+                        seed=s,
+                        dataset="sh4",
+                        protocol="linear",
+                        label_fraction=0.1,
+                        head_layer=layer,
+                        top1=encoder + rng.normal(0, 0.004),
+                    )
+                )
         labels.append(judge([head_layer_effect(rows, STUDY)])[0].label)
     assert labels.count("absent") >= 95, labels
 
