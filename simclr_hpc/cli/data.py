@@ -7,37 +7,101 @@ pay for torch) and prints the result.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from simclr_hpc.cli.common import user_errors
+from simclr_hpc.config import UserError
 from simclr_hpc.data.source_spec import GRAMMAR
 
 data_app = typer.Typer(help="Build, inspect and verify WebDataset shard directories.", no_args_is_help=True)
+
+
+def _available_cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+class _Progress:
+    """One line per 5 % of the shards written (a large build is long; a small one prints little)."""
+
+    def __init__(self) -> None:
+        self.shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        step = done * 20 // total
+        if step != self.shown and total > 1:
+            self.shown = step
+            typer.echo(f"shards: {done} of {total} written", err=True)
 
 
 @data_app.command("shards")
 @user_errors
 def shards(
     source: Annotated[str, typer.Argument(help=f"Dataset source: one of {GRAMMAR}.")],
-    out_dir: Annotated[Path, typer.Argument(help="Directory to create (must not already hold shards).")],
+    out_dir: Annotated[Path, typer.Argument(help="Directory to create, or the directory of an unfinished build of the "
+                                                 "same source and settings (only what is missing is written).")],
     val_fraction: Annotated[float, typer.Option(help="Fraction of train carved out as a stratified val split.")] = 0.0,
     shard_size: Annotated[int, typer.Option(help="Samples per tar file.")] = 1000,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1,
                                       help="Seed of the split carving and shuffling (and of generated datasets).")] = 0,
     image_format: Annotated[str, typer.Option(help="png, jpg, or auto (png up to 128 px, jpg above).")] = "auto",
+    workers: Annotated[Optional[int], typer.Option(min=1, max=1024, help="Processes writing shards (default: the CPUs "
+                                                   "available to this process; with --submit: CPUs of each task, "
+                                                   "default the profile's CPUs of a node).")] = None,
+    check: Annotated[str, typer.Option(help="header: each image's header parses and the file is not cut short; full: "
+                                            "decode every image.")] = "header",
+    submit: Annotated[bool, typer.Option("--submit", help="Build as a Slurm array (one task per shard range), then a "
+                                                          "job that writes index.json.")] = False,
+    tasks: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="With --submit: array tasks (default: the "
+                                                 "shards, at most 64).")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="With --submit: site profile (configs/clusters/NAME.yaml or "
+                                                        "a path).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --submit: print the sbatch scripts; write and "
+                                                            "submit nothing.")] = False,
 ) -> None:
     """Write SOURCE as train/val/test WebDataset shards plus index.json into OUT_DIR."""
-    from simclr_hpc.data.shards import write_shards
+    from simclr_hpc.data.build import CHECKS, write_shards
 
+    if check not in CHECKS:
+        raise UserError(f"--check {check!r}: use header or full")
+    if submit or dry_run:
+        _submit_shards(source, out_dir, val_fraction=val_fraction, shard_size=shard_size, seed=seed,
+                       image_format=image_format, workers=workers, check=check, tasks=tasks, profile=profile,
+                       dry_run=dry_run)
+        return
     index = write_shards(source, out_dir, val_fraction=val_fraction, shard_size=shard_size, seed=seed,
-                         image_format=image_format)
+                         image_format=image_format, workers=workers or _available_cpus(), check=check,
+                         progress=_Progress())
     size = "x".join(map(str, index.image_size)) if index.image_size else "mixed sizes"
     for name, split in index.splits.items():
         typer.echo(f"{name}: {len(split.keys)} samples in {len(split.shards)} shard(s)")
     typer.echo(f"{index.num_classes} classes, {size}, {index.channels} channel(s), {index.image_format}; "
-               f"content hash {index.content_hash[:16]}; wrote {index.root / 'index.json'}")
+               f"evaluation split {index.eval_split}; content hash {index.content_hash[:16]}; "
+               f"wrote {index.root / 'index.json'}")
+
+
+def _submit_shards(source: str, out_dir: Path, *, tasks: int | None, profile: str | None, workers: int | None,
+                   check: str, dry_run: bool, **settings) -> None:
+    """``--submit``: plan here (the source is listed once), then the array and the index job."""
+    from simclr_hpc.data.build import plan_build, start_build
+    from simclr_hpc.launch import make_request
+    from simclr_hpc.launch.shard_array import MAX_TASKS, render_shard_array, submit_shard_array
+
+    request = make_request(profile=profile)
+    plan, _ = plan_build(source, out_dir, **settings)
+    tasks = min(tasks or MAX_TASKS, len(plan.shards()))
+    if dry_run:
+        for script in render_shard_array(plan.root, tasks, request, workers):
+            typer.echo(script)
+        return
+    pending = start_build(plan)
+    jobs = submit_shard_array(plan.root, tasks, request, check, workers)
+    typer.echo(f"submitted array job {jobs.array_job_id} ({jobs.tasks} task(s); {len(pending)} of "
+               f"{len(plan.shards())} shard(s) to write) and job {jobs.finish_job_id}, which writes "
+               f"{plan.root / 'index.json'} once every task succeeded; logs in {jobs.log_dir}")
 
 
 @data_app.command("inspect")

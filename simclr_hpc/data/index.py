@@ -27,6 +27,8 @@ class ShardInfo:
     name: str
     count: int
     sha256: str
+    bytes: int | None = None
+    """File size (None in directories written before it was recorded)."""
 
 
 @dataclass
@@ -110,7 +112,8 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
             raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
         splits = {}
         for name, s in doc["splits"].items():
-            shards = [ShardInfo(str(x["name"]), int(x["count"]), str(x["sha256"])) for x in s["shards"]]
+            shards = [ShardInfo(str(x["name"]), int(x["count"]), str(x["sha256"]),
+                                int(x["bytes"]) if "bytes" in x else None) for x in s["shards"]]
             keys, labels = [str(k) for k in s["keys"]], np.asarray(s["labels"], dtype=np.int64)
             if len(keys) != len(labels) or len(keys) != sum(x.count for x in shards):
                 raise ValueError(f"split {name}: {len(keys)} keys, {len(labels)} labels, shard counts sum to "

@@ -1,183 +1,38 @@
-# One module on purpose (over 300 lines): writing, verifying and inspecting the shard format share its layout rules.
-"""WebDataset shards and their ``index.json``: write, verify, inspect (``index.py`` reads the index).
+"""WebDataset shards and their ``index.json``: read, verify, inspect (``build`` writes them, ``index.py`` reads the index).
 
 A shard directory holds ``<split>-NNNNNN.tar`` files (splits ``train``, ``val``, ``test``), each a plain tar in WebDataset
-layout: per sample ``<key>.png`` (or ``.jpg``) and ``<key>.cls`` (the integer label as ASCII). Beside them, ``index.json``
-records what a reader needs without opening a tar: class names, image size and channels, every split's sample keys and
-labels in shard order (label fractions and class subsets are computed from it), per-shard counts and sha256, and a content
-hash over all of it. ``index.json`` is written last, atomically: its presence means the directory is whole.
+layout: per sample ``<key>.png`` (or ``.jpg``) and ``<key>.cls`` (the integer label as ASCII), and ``index.json``
+(see ``build.py``). ``write_shards`` (``build.write_shards``) is re-exported here for the callers that build shards.
 
-Tars are written by ``webdataset.TarWriter`` (members of a sample in sorted extension order: ``cls`` before the
-image) with fixed metadata (mtime 0, uid/gid 0, empty user and group names, mode 0644), so the same source and seed give
-byte-identical shards. They are read by webdataset's own stages (``url_opener`` -> ``tar_file_expander`` ->
-``group_by_keys``) with a handler that records the first read error and stops the shard; ``iter_tar_samples`` turns it
-into ``TruncatedShard`` naming the last whole key. One check stays ours: tarfile's stream mode (which webdataset uses)
-ends quietly when a file is cut inside a header or exactly between members, and webdataset keeps the ``TarFile`` object
-to itself, so its end offset cannot be compared with the file size. Instead a shard whose size is not a whole number of
-512-byte blocks, or whose last two blocks are not the zero end-of-archive marker, counts as cut short (a cut file ends
-in a member's data or header, never in two zero blocks: our members are PNG/JPEG files and ASCII labels).
+Tars are read by webdataset's own stages (``url_opener`` -> ``tar_file_expander`` -> ``group_by_keys``) with a handler
+that records the first read error and stops the shard; ``iter_tar_samples`` turns it into ``TruncatedShard`` naming the
+last whole key. One check stays ours: tarfile's stream mode (which webdataset uses) ends quietly when a file is cut
+inside a header or exactly between members, and webdataset keeps the ``TarFile`` object to itself, so its end offset
+cannot be compared with the file size. Instead a shard whose size is not a whole number of 512-byte blocks, or whose
+last two blocks are not the zero end-of-archive marker, counts as cut short (a cut file ends in a member's data or
+header, never in two zero blocks: our members are PNG/JPEG files and ASCII labels).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
 from simclr_hpc import fsutil
-from simclr_hpc.data.index import FORMAT, INDEX, DatasetIndex, read_index
-from simclr_hpc.data.sources import UNLABELED, DataError, Source, Split, encode_image, open_source
+from simclr_hpc.data.build import write_shards
+from simclr_hpc.data.index import DatasetIndex, read_index
+from simclr_hpc.data.shard_plan import IMAGE_EXTS, SPLITS
+from simclr_hpc.data.sources import UNLABELED
 from simclr_hpc.data.tarcheck import end_marker_missing
-from simclr_hpc.outputs import check_output_dir, make_dir
 
-SPLITS = ("train", "val", "test")
-IMAGE_EXTS = ("png", "jpg")
+__all__ = ["IMAGE_EXTS", "SPLITS", "DatasetIndex", "TruncatedShard", "check_sample", "inspect", "iter_tar_samples",
+           "read_index", "verify", "write_shards"]
 CONTACT_SHEET = "contact_sheet.png"
 
 
-
-
-def _stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Positions of about ``fraction`` of each class (at least 1 of any class with 2+ samples), sorted."""
-    taken = []
-    for cls in np.unique(labels):
-        pos = np.flatnonzero(labels == cls)
-        n = int(round(len(pos) * fraction))
-        n = min(max(n, 1 if len(pos) >= 2 else 0), len(pos) - 1)
-        taken.append(rng.permutation(pos)[:n])
-    return np.sort(np.concatenate(taken)) if taken else np.zeros(0, dtype=np.int64)
-
-
-def _tar_writer(path: Path) -> wds.TarWriter:
-    """A TarWriter whose output depends only on the samples written (no clock, user or host in the headers)."""
-    # encoder=False: samples arrive as bytes already (images are encoded by us, with fixed PNG/JPEG settings).
-    return wds.TarWriter(str(path), user="", group="", mode=0o644, mtime=0, encoder=False)
-
-
-def _content_hash(doc: dict) -> str:
-    body = {k: doc[k] for k in ("classes", "image_size", "channels", "splits")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def write_shards(source: Source | str, out_dir: str | Path, val_fraction: float = 0.0, shard_size: int = 1000,
-                 seed: int = 0, image_format: str = "auto", test_fraction: float = 0.2) -> DatasetIndex:
-    """Write ``source`` (a Source or a spec for ``open_source``) as shards + ``index.json`` into ``out_dir``.
-
-    ``val_fraction`` of train (stratified, seeded) becomes the ``val`` split; a source without a test split gets a
-    stratified ``test_fraction`` of train as ``test``, unless it has its own val split (an ImageFolder's ``val/``): that
-    one is then the evaluation split, and index.json's ``eval_split`` says so. Train and val are shuffled with ``seed``
-    before sharding, so that every shard holds every class (a shuffle buffer cannot mix a shard of one class).
-    ``image_format``: ``png`` (lossless), ``jpg`` (quality 95), or ``auto`` (png up to 128 px, jpg above; JPEG files of
-    an ImageFolder are stored as they are when the format is jpg).
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"--val-fraction {val_fraction}: must be in [0, 1)")
-    if shard_size < 1:
-        raise DataError(f"--shard-size {shard_size}: must be >= 1")
-    if image_format not in ("auto", *IMAGE_EXTS):
-        raise DataError(f"--image-format {image_format!r}: use png, jpg or auto")
-    out = check_output_dir(out_dir, "OUT_DIR")
-    if (out / INDEX).exists() or any(out.glob("*.tar")):
-        raise DataError(f"{out}: already holds shards; remove it or choose another output directory")
-    if isinstance(source, str):
-        source = open_source(source, seed=seed)
-    if val_fraction > 0 and "val" in source.splits:
-        raise DataError(f"--val-fraction {val_fraction}: {source.spec} has its own validation split (val/), which is "
-                        f"kept as it is; leave --val-fraction at 0")
-    created = [p for p in [out, *out.parents] if not p.exists()]
-    try:
-        return _write(source, out, val_fraction, shard_size, seed, image_format, test_fraction)
-    except BaseException:
-        # Nothing half-written stays behind (a bad image found halfway, an interrupt): the corrected retry starts clean.
-        for part in out.glob("*.tar"):
-            part.unlink()
-        for path in created:
-            try:
-                path.rmdir()
-            except OSError:
-                break
-        raise
-
-
-def carve_splits(source: Source, val_fraction: float, test_fraction: float,
-                 seed: int) -> tuple[dict[str, Split], str]:
-    """The splits to write, in the order their samples are written, and the name of the evaluation split.
-
-    A source without a test split gets a stratified ``test_fraction`` of train as ``test``, unless it has its own val
-    split (then that is the evaluation split); ``val_fraction`` of train becomes ``val``. Train and val are shuffled
-    (seeded) so that every shard holds every class (a shuffle buffer cannot mix a shard of one class)."""
-    rng = np.random.default_rng([seed, 2108])
-    splits: dict[str, Split] = dict(source.splits)
-    eval_split = "test"
-    if "test" not in splits and "val" in splits:
-        eval_split = "val"  # the source's own validation set (ImageNet's val/): the split results are reported on
-    elif "test" not in splits and source.classes:  # unlabeled images only pretrain: nothing to evaluate on
-        test_pos = _stratified_take(splits["train"].labels, test_fraction, rng)
-        rest = np.setdiff1d(np.arange(len(splits["train"])), test_pos)
-        splits["test"], splits["train"] = splits["train"].subset(test_pos), splits["train"].subset(rest)
-    if val_fraction > 0:
-        val_pos = _stratified_take(splits["train"].labels, val_fraction, rng)
-        rest = np.setdiff1d(np.arange(len(splits["train"])), val_pos)
-        splits["val"], splits["train"] = splits["train"].subset(val_pos), splits["train"].subset(rest)
-    for name in ("train", "val"):
-        if name in splits:
-            splits[name] = splits[name].subset(rng.permutation(len(splits[name])))
-    return {name: splits[name] for name in SPLITS if name in splits}, eval_split
-
-
-def _write(source: Source, out: Path, val_fraction: float, shard_size: int, seed: int, image_format: str,
-           test_fraction: float) -> DatasetIndex:
-    splits, eval_split = carve_splits(source, val_fraction, test_fraction, seed)
-    labelled = bool(source.classes)
-    first = splits["train"].image(0)
-    sizes, channels = set(), first.shape[2]
-    if image_format == "auto":
-        image_format = "png" if max(first.shape[:2]) <= 128 else "jpg"
-
-    make_dir(out, "OUT_DIR")
-    doc: dict = {"format": FORMAT, "source": source.spec, "classes": source.classes, "image_format": image_format,
-                 "seed": seed, "val_fraction": val_fraction, "labelled": labelled, "eval_split": eval_split,
-                 "splits": {}}
-    for name in SPLITS:
-        if name not in splits:
-            continue
-        split, keys, shards = splits[name], [], []
-        for first_pos in range(0, len(split), shard_size):
-            shard_name = f"{name}-{first_pos // shard_size:06d}.tar"
-            positions = range(first_pos, min(first_pos + shard_size, len(split)))
-            with _tar_writer(out / shard_name) as tar:
-                for pos in positions:
-                    key = f"{name}-{pos:07d}"
-                    raw = split.encoded(pos)
-                    if raw is not None and raw[1] == image_format and channels == 3:
-                        data, ext = raw
-                        from PIL import Image
-
-                        with Image.open(io.BytesIO(data)) as img:
-                            sizes.add((img.height, img.width))
-                    else:
-                        image = split.image(pos)
-                        if image.shape[2] != channels:
-                            image = np.repeat(image, 3, axis=2) if channels == 3 else image[..., :1]
-                        sizes.add(image.shape[:2])
-                        data, ext = encode_image(image, image_format), image_format
-                    tar.write({"__key__": key, ext: data, "cls": str(int(split.labels[pos])).encode()})
-                    keys.append(key)
-            shards.append({"name": shard_name, "count": len(positions), "sha256": fsutil.sha256_file(out / shard_name)})
-        doc["splits"][name] = {"keys": keys, "labels": [int(v) for v in split.labels], "shards": shards}
-        if split.files is not None:  # so subset files that list images by file name can be used
-            doc["splits"][name]["names"] = [f.name for f in split.files]
-    doc["image_size"] = list(next(iter(sizes))) if len(sizes) == 1 else None
-    doc["channels"] = int(channels)
-    doc["content_hash"] = _content_hash(doc)
-    fsutil.write_text_atomic(out / INDEX, json.dumps(doc, indent=1))
-    return read_index(out)
 
 
 class TruncatedShard(Exception):

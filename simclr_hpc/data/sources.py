@@ -58,24 +58,6 @@ class Split:
             raise bad_image(self.files[i], exc) from None
         return arr[..., None] if arr.ndim == 2 else arr
 
-    def encoded(self, i: int) -> tuple[bytes, str] | None:
-        """The original file bytes and format (``jpg``/``png``) when they can be stored as they are, else None."""
-        if self.files is None:
-            return None
-        suffix = self.files[i].suffix.lower()
-        ext = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png"}.get(suffix)
-        if not ext:
-            return None
-        data = self.files[i].read_bytes()
-        from PIL import Image
-
-        try:  # stored as they are, so decode them once here: a truncated file must not reach a training job
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise bad_image(self.files[i], exc) from None
-        return data, ext
-
     def subset(self, idx: np.ndarray) -> "Split":
         """The samples at positions ``idx`` (in that order)."""
         return Split(

@@ -134,8 +134,7 @@ class ShardDataset(IterableDataset):
         self.candidates = [s for s in self.shards if s.wanted]
         self.schedule = ShardSchedule([s.wanted for s in self.candidates], self.placement.world_size * streams,
                                       derive_seed("schedule", r.seed, self.split))
-        wanted_bytes = sum(s.path.stat().st_size * s.wanted / max(1, s.stop - s.start) for s in self.candidates
-                           if s.path.exists())
+        wanted_bytes = sum(_shard_bytes(s) * s.wanted / max(1, s.stop - s.start) for s in self.candidates)
         per_sample = max(1.0, wanted_bytes / max(1, len(self.wanted_pos)))
         # Never wait for more samples than the selection holds: a 1 % subset must still flow.
         self.buffer = int(max(1, min(r.shuffle_buffer_bytes / streams / per_sample, len(self.wanted_pos))))
@@ -209,6 +208,13 @@ class ShardDataset(IterableDataset):
             partial(finite_batches, batcher=batcher, nothing_read=nothing_read),
         )
         return iter(pipeline)
+
+
+def _shard_bytes(shard: Shard) -> int:
+    """A shard's size: from index.json, else from the file (0 when it is missing: reading it reports that)."""
+    if shard.info.bytes is not None:
+        return shard.info.bytes
+    return shard.path.stat().st_size if shard.path.exists() else 0
 
 
 def segment_candidates(batches: int, batch_size: int, buffer: int) -> int:

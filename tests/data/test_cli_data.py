@@ -40,3 +40,17 @@ def test_user_errors_exit_2_with_one_line(tmp_path):
     assert not (tmp_path / "o").exists()
     result = runner.invoke(app, ["data", "shards", "shapes:2:2", str(tmp_path / "o"), "--image-format", "gif"])
     assert result.exit_code == 2 and "--image-format 'gif'" in result.output
+
+
+def test_shards_submit_dry_run_prints_the_array_and_the_index_job_and_writes_nothing(tmp_path):
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["data", "shards", "shapes:2:20:16", str(out), "--shard-size", "10", "--submit",
+                                 "--profile", "local", "--tasks", "3", "--workers", "3", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    array, index_job = result.output.split("#!/bin/bash")[1:]
+    assert "#SBATCH --array=0-2%2" in array and "#SBATCH --cpus-per-task=3" in array
+    assert "--gpus" not in array and "#SBATCH --partition=debug" in array
+    assert "#SBATCH --dependency='afterok:<array job id>'" in index_job and "#SBATCH --cpus-per-task=1" in index_job
+    assert not out.exists()
+    result = runner.invoke(app, ["data", "shards", "shapes:2:2", str(out), "--check", "some"])
+    assert result.exit_code == 2 and "--check 'some': use header or full" in result.output

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from simclr_hpc.config import UserError
+from simclr_hpc.data.shard_writer import file_payload
 from simclr_hpc.data.sources import DataError, open_source
 
 
@@ -100,8 +101,8 @@ def test_imagefolder_flat_and_with_train_test(tmp_path):
             Image.new("RGB", (40, 40), (9, 9, 9)).save(tmp_path / "tt" / split / cls / "x.jpg")
     src = open_source(f"imagefolder:{tmp_path / 'tt'}")
     assert set(src.splits) == {"train", "test"}
-    data, fmt = src.splits["test"].encoded(1)
-    assert fmt == "jpg" and data[:2] == b"\xff\xd8"
+    data, fmt, hw = file_payload(src.splits["test"].files[1], "jpg", 3, "header")
+    assert fmt == "jpg" and data == src.splits["test"].files[1].read_bytes() and hw == (40, 40)  # stored as it is
 
 
 def test_npz_grayscale_with_test_split(tmp_path):
