@@ -39,7 +39,7 @@ def head_layer_effect(rows: list[Row], study: Study) -> Effect | None:
     if ft is None or len(ft.head_layers) < 2:
         return None
     primary, protocol = ft.primary, head_layer_protocol(study)
-    fraction = primary.label_fraction or min(ft.label_fractions)
+    fraction = primary.label_fraction or min(ft.fractions(protocol) or ft.label_fractions)
     done = finished(rows, section="finetune", protocol=protocol, label_fraction=fraction)
     diffs: dict[int, list[float]] = {}
     for runs in group(done, lambda r: r.encoder).values():

@@ -57,8 +57,8 @@ def finetune_runs(b: PlanBuilder) -> None:
     """seeds x encoders x protocols x label fractions x head layers, each on its encoder's pretrain run of its seed."""
     study, ft = b.study, b.study.finetune
     section = b.nest(ft.set, "finetune.set")
-    for seed, enc, protocol, fraction, layer in product(study.seeds, ft.encoders, ft.protocols, ft.label_fractions,
-                                                        ft.head_layers):
+    cells = [(p, f, layer) for p in ft.protocols for f in ft.fractions(p) for layer in ft.head_layers]
+    for seed, enc, (protocol, fraction, layer) in product(study.seeds, ft.encoders, cells):
         forced = {"finetune": {"encoder": b.pretrain_dir(enc, seed), "label_fraction": fraction,
                                "from_head_layer": layer, "protocol": protocol}}
         b.add("finetune", f"{enc}-lf{fmt_number(fraction)}-h{layer}-{protocol}-s{seed}",

@@ -20,7 +20,8 @@ def finetune_baselines(b: PlanBuilder) -> None:
     for seed, fraction in product(study.seeds, ft.label_fractions):
         labels = {"section": "finetune", "seed": seed, "label_fraction": fraction, "head_layer": 0}
         cell = {"label_fraction": fraction, "from_head_layer": 0}
-        for protocol, ((dataset, arch), enc) in product(ft.protocols, groups.items() if "random" in ft.baselines else []):
+        protocols = [p for p in ft.protocols if fraction in ft.fractions(p)]
+        for protocol, ((dataset, arch), enc) in product(protocols, groups.items() if "random" in ft.baselines else []):
             b.add("finetune", f"random-{enc}-lf{fmt_number(fraction)}-h0-{protocol}-s{seed}", dataset,
                   [b.encoder_model(enc), section], {"finetune": {**cell, "encoder": "random", "protocol": protocol}},
                   (), {**labels, "encoder": "random", "baseline": "random", "arch": arch, "protocol": protocol})

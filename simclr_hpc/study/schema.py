@@ -88,6 +88,15 @@ class FinetuneStudy(Part):
     """Projection-head layers kept under the classifier (0 = encoder output)."""
     protocols: list[Literal["linear", "full"]] = Field(["linear"], min_length=1)
     """``linear`` (frozen encoder) and/or ``full`` (every layer trained)."""
+    full_label_fractions: list[float] | None = None
+    """Label fractions fine-tuned under ``full`` (empty = every one of ``label_fractions``): a full fine-tune costs its
+    steps at any fraction, so a study may keep it to the fractions its head-layer contrast needs."""
+
+    def fractions(self, protocol: str) -> list[float]:
+        """The label fractions fine-tuned under ``protocol``."""
+        if protocol == "full" and self.full_label_fractions is not None:
+            return [f for f in self.label_fractions if f in self.full_label_fractions]
+        return self.label_fractions
     baselines: list[Literal["random", "pixels"]] = ["random", "pixels"]
     """Baselines run beside the encoders under the same protocol, split and seeds: ``random`` (a random-init encoder
     of each encoder architecture; under ``full``, that network trained from scratch) and ``pixels`` (a linear

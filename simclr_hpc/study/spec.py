@@ -94,9 +94,12 @@ class _Checker:
         if primary.protocol and primary.protocol not in ft.protocols:
             self.add("finetune.primary.protocol", f"{primary.protocol} is not among finetune.protocols "
                                                   f"({', '.join(ft.protocols)}); add it there or pick one of them")
-        if primary.label_fraction is not None and primary.label_fraction not in ft.label_fractions:
-            self.add("finetune.primary.label_fraction", f"{primary.label_fraction} is not among "
-                                                        f"finetune.label_fractions {ft.label_fractions}")
+        for bad in sorted(set(ft.full_label_fractions or []) - set(ft.label_fractions)):
+            self.add("finetune.full_label_fractions", f"{bad} is not among finetune.label_fractions {ft.label_fractions}")
+        protocol = primary.protocol or ("full" if "full" in ft.protocols else ft.protocols[0])
+        if primary.label_fraction is not None and primary.label_fraction not in ft.fractions(protocol):
+            self.add("finetune.primary.label_fraction", f"{primary.label_fraction} is not among the label fractions "
+                                                        f"fine-tuned under {protocol} {ft.fractions(protocol)}")
         if len(ft.head_layers) > 1 and not {0, primary.head_layer} <= set(ft.head_layers):
             self.add("finetune.primary.head_layer", f"the contrast needs head layers 0 and {primary.head_layer} in "
                                                     f"finetune.head_layers (has {ft.head_layers})")

@@ -234,3 +234,15 @@ def test_class_subsets_are_nested_seed_varied_and_never_duplicated(name):
     per_seed = {r.labels["seed"]: classes[r.key] for r in within
                 if r.labels["k"] == smallest and r.labels["subset_draw"] == 0}
     assert len(set(per_seed.values())) == len(per_seed)  # each seed draws its own subsets
+
+
+def test_full_fine_tuning_can_be_kept_to_the_fractions_the_head_layer_contrast_needs(tmp_path):
+    data = study_dict()
+    data["finetune"] = {**data["finetune"], "protocols": ["linear", "full"], "full_label_fractions": [0.1]}
+    plan = _plan(tmp_path, data)
+    full = [r for r in plan.stage("finetune") if r.labels.get("protocol") == "full" and r.labels["section"] == "finetune"]
+    assert {r.labels["label_fraction"] for r in full} == {0.1}
+    assert len([r for r in full if not r.labels.get("baseline")]) == 2 * 2  # 2 layers x 2 seeds, one encoder
+    assert len([r for r in full if r.labels.get("baseline") == "random"]) == 2  # its random-init twin, per seed
+    assert len([r for r in plan.stage("finetune") if r.labels.get("protocol") == "linear"
+                and not r.labels.get("baseline")]) == 2 * 2 * 2  # linear keeps every fraction

@@ -58,7 +58,7 @@ BAD = [
     ("primary_outside_the_grid", _with("finetune", {"encoders": ["ra"], "label_fractions": [0.1], "head_layers": [0, 1],
                                                      "primary": {"protocol": "full", "label_fraction": 0.5}}),
      ["finetune.primary.protocol: full is not among finetune.protocols",
-      "finetune.primary.label_fraction: 0.5 is not among finetune.label_fractions"]),
+      "finetune.primary.label_fraction: 0.5 is not among the label fractions fine-tuned under full"]),
     ("whole_dataset_twice", _with("transfer", {"encoders": ["ra"], "across": ["sh6"],
                                                "within": [{"dataset": "sh6", "num_classes": [2, 6]}]}),
      ["transfer.across[0]: sh6 with all 6 classes is already a transfer.within target"]),
