@@ -14,6 +14,7 @@ No torch here (numpy and the standard library): a login node plans a Slurm array
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -93,8 +94,9 @@ class BuildPlan:
                 "splits": {name: {"origin": s.origin, "positions": s.positions.tolist(), "labels": s.labels.tolist(),
                                   "files": s.files} for name, s in self.splits.items()}}
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        """sha256 of every decision (a plan is not changed once made: the digest is computed once)."""
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
     @classmethod

@@ -121,3 +121,14 @@ def test_knn_top1_equals_a_brute_force_vote():
             votes[c] += math.exp(s / 0.1)
         hits += max(range(3), key=lambda c: votes[c]) == int(y)
     assert knn_top1(bank, bank_y, query, query_y, k=5, t=0.1) == pytest.approx(100 * hits / 20)
+
+
+def test_sharding_bench_rows_on_a_few_files(tmp_path, monkeypatch):
+    from bench import sharding
+
+    monkeypatch.setattr(sharding, "CACHE", tmp_path)
+    rows = sharding.run(n_images=40, size=32, reps=1, shard_size=8)
+    assert [r.metric for r in rows] == ["files/s", "time s"]
+    for row in rows:
+        _well_formed(row)
+    assert rows[0].target == sharding.THROUGHPUT_TARGET and rows[1].target == sharding.RESUME_TARGET
