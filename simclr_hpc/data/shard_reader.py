@@ -74,17 +74,25 @@ class ShardReader:
             yield from wanted[skip:]
             return
         shard_keys = self.split_index.keys[shard.start:shard.stop]
-        expected = {k: p for p, k in enumerate(shard_keys, start=shard.start) if want(p)}
-        listed = set(shard_keys)
+        listed = {k: p for p, k in enumerate(shard_keys, start=shard.start)}
+        expected = {k: p for k, p in listed.items() if want(p)}
         seen: set[str] = set()
-        # What to remember: a PNG shard read whole and clean (a JPEG shard is never kept: see _remember).
-        whole = [] if len(expected) == len(shard_keys) else None
+        # What to remember: a PNG shard read clean, every sample of it, even when this read wants a subset (a 1 %
+        # label subset would otherwise scan the whole split's tars for every few dozen samples it draws); a JPEG
+        # shard is never kept (see _remember).
+        whole: list | None = []
         try:
             for key, parts in iter_tar_samples(shard.path):
                 pos = expected.get(key)
                 if pos is None:
                     if key not in listed:
                         self.problem(shard, f"key {key} is not listed in index.json for this shard")
+                    elif whole is not None:  # not wanted now: kept for later reads if it is a sound PNG sample
+                        problem, label = self._check(listed[key], key, parts) if "png" in parts else ("not png", -1)
+                        if problem is None:
+                            whole.append((listed[key], key, label, parts))
+                        else:
+                            whole = None
                     continue
                 seen.add(key)
                 if whole is not None and "png" not in parts:

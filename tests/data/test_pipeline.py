@@ -192,6 +192,26 @@ def test_a_training_stream_reads_each_png_shard_from_disk_once_per_process(tmp_p
         _take(train_loader(out, "train", SimCLRViews(16), batch_per_device=4, seed=3), 12)
 
 
+def test_a_label_subset_stream_keeps_its_shards_whole_so_later_subsets_read_from_memory(tmp_path):
+    """A 1 % label subset drawn by a training stream must not rescan the split's tars for every few samples: the
+    first read of a PNG shard keeps all of it decoded, whatever subset that read wanted."""
+    out = tmp_path / "sub"
+    write_shards("shapes:2:12:16", out, shard_size=6, seed=0)
+    split = read_index(out).split("train")
+    first = split.shards[0]
+    keys = split.keys[: first.count]  # the first shard's samples, in index order
+    batches = _take(train_loader(out, "train", SupervisedAugment(16), batch_per_device=2, seed=1, keys=keys[:2]), 3)
+    assert {k for b in batches for k in b["keys"]} <= set(keys[:2])
+    shard = out / first.name
+    stat, data = shard.stat(), shard.read_bytes()
+    shard.write_bytes(b"\0" * len(data))  # same size and time stamp: only the memo can serve it now
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    other = _take(train_loader(out, "train", SupervisedAugment(16), batch_per_device=2, seed=1, keys=keys[2:]), 3)
+    labels = dict(zip(split.keys, split.labels))
+    assert {k for b in other for k in b["keys"]} <= set(keys[2:])
+    assert all(int(y) == labels[k] for b in other for k, y in zip(b["keys"], b["y"]))
+
+
 def test_a_batched_transform_gives_the_same_batch_shape_as_a_per_image_one(shapes_shards):
     size = read_index(shapes_shards).image_size
     batched = SimCLRBatchViews(32, size, crop_min_scale=1.0)
