@@ -107,7 +107,3 @@ def eval_sizes(rows: list[Row]) -> str:
     if not sizes:
         return "n/a"
     return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
-
-
-def seeds(rows: Iterable[Row]) -> list[int]:
-    return sorted({r.seed for r in rows if r.seed is not None})

@@ -39,6 +39,10 @@ def effect_text(v: Verdict) -> str:
     return f"{_effect(v, t.mean)} [{_effect(v, t.lo)}, {_effect(v, t.hi)}] {v.effect.unit}"
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 def _p(p: float) -> str:
     return "n/a" if math.isnan(p) else f"{p:.2g}"
 
@@ -55,7 +59,7 @@ def verdict_table(s: VerdictSummary) -> list[str]:
         margin = f"{_p(v.p_equivalence_holm)} (±{_effect(v, e.margin, False)} {e.unit})"
         needs = "n/a" if v.seeds_needed is None else str(v.seeds_needed)
         lines.append(
-            f"| {e.finding} | {e.contrast} | **{v.label}** | {effect_text(v)} | {t.n} seeds (each the mean "
+            f"| {e.finding} | {e.contrast} | **{v.label}** | {effect_text(v)} | {_seeds(t.n)} (each the mean "
             f"over {e.averaged}) | {_p(v.p_holm)} | {margin} | {_effect(v, v.mde, False)} {e.unit} | "
             f"{needs} |"
         )
@@ -83,7 +87,7 @@ def render_verdicts(s: VerdictSummary, out: Path) -> Section:
         lines += [f"- {v.effect.finding}: {v.reason}." + "".join(f" Note: {n}." for n in v.effect.notes)]
     lines.append("")
     headline = [
-        f"- **{v.label}**: {v.effect.finding}; {effect_text(v)} ({v.effect.contrast}; n = {v.test.n} seeds, "
+        f"- **{v.label}**: {v.effect.finding}; {effect_text(v)} ({v.effect.contrast}; n = {_seeds(v.test.n)}, "
         f"Holm p = {_p(v.p_holm)}, MDE {_effect(v, v.mde, False)} {v.effect.unit})"
         for v in s.verdicts
     ]

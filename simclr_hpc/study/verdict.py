@@ -160,11 +160,6 @@ class Verdict:
     def finding(self) -> str:
         return self.effect.finding
 
-    @property
-    def estimate(self) -> Estimate:
-        t = self.test
-        return Estimate(t.mean, t.lo, t.hi, t.n, "t-interval over seeds", "seeds")
-
 
 def judge(effects: Sequence[Effect], alpha: float = ALPHA, min_seeds: int = MIN_SEEDS) -> list[Verdict]:
     """The verdict of each finding in ``effects`` (one family: Holm over all of them; see the module docstring)."""
