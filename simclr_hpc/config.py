@@ -171,8 +171,8 @@ class TrainSection(Section):
     eval_batch_per_device: Int = Field(256, ge=1, le=MAX_BATCH)
     """Batch size of evaluation and feature extraction, per device."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """``auto``: bf16 autocast on a GPU that has bf16, fp16 with dynamic loss scaling on older GPUs (V100, T4), fp32 on
-    CPU. ``fp16`` also runs on CPU (autocast + GradScaler); ``bf16`` on CPU runs fp32."""
+    """``auto``: bf16 autocast on a GPU with bf16 in hardware (Ampere and newer), fp16 with dynamic loss scaling on
+    older GPUs (V100, T4), fp32 on CPU. ``fp16`` and ``bf16`` also run on CPU (slower than fp32 there)."""
     channels_last: Bool = True
     """Use channels_last memory format for the model and pretraining's inputs (on CPU too: a ResNet-18 at 1/4 width
     and 28 px pretrains 12 % faster on one core with it). The DeepSpeed engine keeps its weights contiguous (ZeRO
@@ -296,10 +296,12 @@ class Config(Section):
             raise ValueError("dist.offload_optimizer: needs dist.engine=deepspeed")
         if self.dist.offload_optimizer and self.dist.zero_stage == 0:
             raise ValueError("dist.offload_optimizer: needs dist.zero_stage 1, 2 or 3")
-        if self.dist.engine == "deepspeed" and self.optim.name == "lars" and self.dist.zero_stage >= 2:
+        if self.dist.engine == "deepspeed" and self.optim.name == "lars" and self.dist.zero_stage >= 3:
+            # ZeRO 1/2 hand LARS flat slices, which it maps back to parameters (optim.LARS.set_partitions); ZeRO 3's
+            # partitioning is not mapped.
             raise ValueError(
-                "optim.name: LARS needs whole parameters for its trust ratio, which ZeRO 2/3 shards; "
-                "use optim.name=sgd or adamw, or dist.zero_stage 0/1"
+                "optim.name: LARS needs each parameter's norms, which ZeRO 3 partitions in a way it does not read; "
+                "use dist.zero_stage 0, 1 or 2, or optim.name=sgd or adamw"
             )
         for stage, section in (("finetune", self.finetune), ("transfer", self.transfer)):
             if section.encoder == "pixels" and section.protocol != "linear":

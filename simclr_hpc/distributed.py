@@ -101,6 +101,38 @@ def join_process_group(env: DistEnv, backend: str, timeout_s: float) -> None:
     dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size, timeout=deadline)
 
 
+def visible_gpus(environ: dict | None = None) -> int:
+    """GPUs this process may use: torch's count where CUDA is up, else the entries of CUDA_VISIBLE_DEVICES (so the
+    choice below can be checked on a machine without a GPU), else 0."""
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    env = os.environ if environ is None else environ
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    return len([d for d in listed.split(",") if d.strip()]) if listed else 0
+
+
+def gpu_index(local_rank: int, visible: int) -> int:
+    """The CUDA ordinal of the task with ``local_rank`` that sees ``visible`` GPUs: ``local_rank mod visible``.
+
+    A node whose tasks all see every GPU (``--gpus-per-node``) gives task k GPU k. A site that binds one GPU per task
+    (``--gpus-per-task=1``, ``--gpu-bind``, ``SLURM_GPU_BIND``) narrows each task's CUDA_VISIBLE_DEVICES to its own
+    GPU, which that task sees as ordinal 0, whatever its LOCAL_RANK: ``cuda:LOCAL_RANK`` would be an invalid ordinal
+    on every task but the first."""
+    if visible < 1:
+        raise ValueError(f"no GPU visible to local rank {local_rank}")
+    return local_rank % visible
+
+
+def local_device(env: DistEnv, environ: dict | None = None) -> torch.device:
+    """This task's device: ``cuda:gpu_index(...)`` where CUDA is available (and made the current device), else the
+    CPU. ``environ`` stands in for ``os.environ`` (tests simulate a site's GPU binding with it)."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device("cuda", gpu_index(env.local_rank, visible_gpus(environ)))
+    torch.cuda.set_device(device)
+    return device
+
+
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -113,7 +145,33 @@ def world_size() -> int:
     return dist.get_world_size() if is_initialized() else 1
 
 
+_host_group = None
+"""A gloo group over every rank for host-side counters, when the default group is NCCL (see :func:`host_sum`)."""
+
+
+def open_host_group(timeout_s: float) -> None:
+    """Create the group :func:`host_sum` uses (every rank calls this at the same point, after joining the job)."""
+    global _host_group
+    if is_initialized() and dist.get_backend() != "gloo" and _host_group is None:
+        _host_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def host_sum(values: list[int]) -> list[int]:
+    """Sum integers over the ranks on the host (identity in one process).
+
+    Under NCCL a collective on the default group is queued on the GPU behind the step's work, and reading its result
+    waits for all of that work: a host sync. These go through a gloo group instead and never touch the device, so
+    a per-step vote (the preemption flag) costs a few microseconds of network and no stall."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.int64, device="cpu")  # gloo: on the host by design
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=_host_group)
+    return tensor.tolist()
+
+
 def destroy_process_group() -> None:
+    global _host_group
+    _host_group = None
     if is_initialized():
         dist.destroy_process_group()
 

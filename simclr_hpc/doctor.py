@@ -93,7 +93,7 @@ def check_gpus() -> list[Check]:
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
         memory_gib = props.total_memory / 2**30
-        bf16 = "bf16" if torch.cuda.is_bf16_supported() else "no bf16 (runs in fp32)"
+        bf16 = "bf16" if props.major >= 8 else "no native bf16 (precision auto: fp16 with loss scaling)"
         checks.append(Check(f"gpu{index}", "ok", f"{props.name}, {memory_gib:.0f} GiB, sm_{props.major}{props.minor}, {bf16}"))
     return checks
 

@@ -111,3 +111,64 @@ def test_zero_optimizer_state_moves_between_world_sizes_exactly(tmp_path):
     # (Scattering back onto 2 ranks is covered bitwise by the resume test above.)
     (one,) = run_ranks("zero_state", 1, tmp_path, {"overrides": overrides, "load": str(path)})
     _assert_same_optimizer_state(one["state"], state)
+
+
+@pytest.fixture(scope="module")
+def ddp_lars_reference(tmp_path_factory):
+    """One rank of DDP with LARS: every parameter's own trust ratio, over whole tensors."""
+    tmp = tmp_path_factory.mktemp("ddp-lars")
+    return run_ranks("train", 1, tmp, {"overrides": TRAIN + ["dist.engine=ddp", "optim.name=lars"], "steps": 2})[0]
+
+
+@pytest.mark.parametrize("stage", [1, 2], ids=["zero1", "zero2"])
+def test_lars_under_zero_takes_ddps_per_parameter_trust_ratios(tmp_path, ddp_lars_reference, stage):
+    """ZeRO hands the optimizer one flat partition per group and rank, slices of many layers; LARS maps it back to
+    parameters (norms of each parameter's slices summed over the ranks), so 2 ZeRO ranks step like DDP. Without the
+    mapping the trust ratio would be one norm over a whole partition, different with every world size."""
+    overrides = TRAIN + ["dist.engine=deepspeed", f"dist.zero_stage={stage}", "optim.name=lars"]
+    zero = run_ranks("train", 2, tmp_path, {"overrides": overrides, "steps": 2})
+    for name, ref in ddp_lars_reference["params"].items():
+        # float32 sums in another order (per-slice norms summed over ranks), amplified by lr 0.5: as above.
+        torch.testing.assert_close(zero[0]["params"][name], ref, rtol=1e-4, atol=2e-5, msg=name)
+        torch.testing.assert_close(zero[1]["params"][name], ref, rtol=1e-4, atol=2e-5, msg=name)
+
+
+@pytest.mark.parametrize("stage,world", [(0, 1), (2, 2)], ids=["zero0-unfused", "zero2-flat"])
+def test_deepspeed_bf16_resumes_bitwise_from_fp32_masters_and_exports_fp32(tiny_shards, tmp_path, stage, world):
+    """DeepSpeed bf16 on CPU (its CPU backend has bf16): the module holds bf16 copies; the checkpoint holds the fp32
+    masters (ZeRO 0: DeepSpeed's per-parameter fp32 copies; ZeRO 2: its flat partitions) and the optimizer state in
+    torch's own format, so a rewound run resumes bitwise, the export is the fp32 masters, and a DDP run could load
+    the optimizer state."""
+    from simclr_hpc.config import load_config
+    from simclr_hpc.models import build_simclr
+    from simclr_hpc.train import checkpoint as ckpt
+    from simclr_hpc.train.optim import build_optimizer
+    from tests.conftest import tiny_overrides
+
+    overrides = tiny_overrides(tiny_shards, tmp_path, steps=4) + [
+        "dist.engine=deepspeed", f"dist.zero_stage={stage}", "train.precision=bf16", "optim.name=lars",
+        "log.backends=[jsonl]", "run.name=bf16"]
+    args = {"stage": "pretrain", "overrides": overrides}
+    run_ranks("stage", world, tmp_path, args)
+    root = tmp_path / "t" / "pretrain" / "bf16" / "checkpoints"
+    final = ckpt.load_state(root / "step-00000004")
+    weights = {k: v for k, v in final["export"].items() if v.is_floating_point()}
+    assert all(v.dtype == torch.float32 for v in weights.values())
+    # Masters, not bf16 copies cast up: some values need more than bf16's 8 bits of mantissa.
+    assert any(not torch.equal(v, v.bfloat16().float()) for v in weights.values())
+    assert all(torch.equal(final["export"][k], final["model"][k]) for k in weights)
+    cfg = load_config(overrides=overrides)
+    model = build_simclr(cfg.model)
+    optimizer = build_optimizer(model, cfg.optim, 0.1)
+    optimizer.load_state_dict(final["optimizer"])  # torch's own format: the DDP engine resumes from it as is
+    assert all("momentum_buffer" in s for s in optimizer.state.values()) and len(optimizer.state) == len(
+        list(model.parameters()))
+
+    shutil.rmtree(root / "step-00000004")
+    (root / "latest").unlink()
+    (root / "latest").symlink_to("step-00000002")
+    (root.parent / "result.json").unlink()
+    run_ranks("stage", world, tmp_path, args)
+    resumed = ckpt.load_state(root / "step-00000004")
+    for name in final["model"]:
+        assert torch.equal(final["model"][name], resumed["model"][name]), f"{name} differs after resume"

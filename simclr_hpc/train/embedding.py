@@ -45,7 +45,8 @@ def positive_rank1(z_a: torch.Tensor, z_b: torch.Tensor) -> float:
     n = z_a.shape[0]
     sim = z @ z.T
     sim.fill_diagonal_(float("-inf"))
-    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    # On the embeddings' device: compared with ``sim.argmax`` below, a CPU index would fail on a GPU.
+    positive = torch.cat([torch.arange(n, 2 * n, device=z.device), torch.arange(0, n, device=z.device)])
     return float((sim.argmax(dim=1) == positive).float().mean())
 
 

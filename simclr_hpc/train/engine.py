@@ -11,8 +11,10 @@ DeepSpeed; ``train/backends.create_engine`` imports the one a config asks for.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,6 +22,16 @@ from torch import nn
 from simclr_hpc import distributed as D
 from simclr_hpc.config import Config, ConfigError
 from simclr_hpc.train import precision as P
+
+log = logging.getLogger("simclr_hpc")
+
+
+def _warn_if_gpus_hidden() -> None:
+    """Say so when this machine has NVIDIA GPUs that this process cannot use (training would go on, on the CPU)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if gpus.is_dir() and any(gpus.iterdir()):
+        log.warning("this machine has NVIDIA GPUs but CUDA is unavailable to this process (CUDA_VISIBLE_DEVICES=%r): "
+                    "training on the CPU", os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 class WorldSizeMismatch(RuntimeError):
@@ -57,10 +69,15 @@ class Engine(ABC):
     def __init__(self, cfg: Config, env: D.DistEnv | None = None):
         self.cfg = cfg
         self.env = env or D.DistEnv.from_env()
-        self.cuda = torch.cuda.is_available()
-        # train.precision resolved for this device (precision.py): bf16 or fp16 on a GPU, fp32 on a CPU unless fp16 is
-        # asked for explicitly (bf16 autocast on CPU is slow and changes numerics).
-        self.precision = P.resolve_precision(cfg.train.precision, self.cuda, self.cuda and torch.cuda.is_bf16_supported())
+        # cuda:(LOCAL_RANK mod visible GPUs), made current: right whether a task sees every GPU of its node or only
+        # the one a site bound to it (distributed.gpu_index).
+        self.device = D.local_device(self.env)
+        self.cuda = self.device.type == "cuda"
+        if not self.cuda:
+            _warn_if_gpus_hidden()
+        # train.precision resolved for this device (precision.py): bf16 where the GPU has it natively, fp16 on older
+        # GPUs, fp32 on a CPU unless asked for explicitly.
+        self.precision = P.device_precision(cfg.train.precision, self.device)
         self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"
         self.backend = "nccl" if self.cuda else "gloo"
 
@@ -69,6 +86,7 @@ class Engine(ABC):
         self.rank = D.rank()
         self.world_size = D.world_size()
         self._check_world()
+        D.open_host_group(self.cfg.train.collective_timeout_s)
 
     def _check_world(self) -> None:
         """Every rank must agree on the world size, and it must be the one the launcher asked for."""
@@ -103,7 +121,9 @@ class Engine(ABC):
         if self.cfg.train.channels_last and channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.cfg.train.compile:
-            model = torch.compile(model)
+            # In place (nn.Module.compile), not torch.compile(model): the wrapper that returns would prefix every
+            # state_dict key with ``_orig_mod.``, and checkpoints and exports must load into a plain model.
+            model.compile()
         return model
 
     @abstractmethod
@@ -134,9 +154,15 @@ class Engine(ABC):
     def unwrap(self, model: nn.Module) -> nn.Module:
         """The user's module inside what :meth:`prepare` returned."""
 
-    @abstractmethod
+    def full_precision(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        """Context in which the user's module holds its fp32 master weights (DeepSpeed keeps 16-bit copies in it
+        under bf16/fp16): what checkpoints and exports read. A collective: every rank enters it."""
+        return contextlib.nullcontext()
+
     def model_state(self, model: nn.Module) -> dict:
         """The model's state_dict on the CPU in fp32 master precision. A collective: every rank calls it."""
+        with self.full_precision(model):
+            return {k: v.detach().cpu() for k, v in self.unwrap(model).state_dict().items()}
 
     @abstractmethod
     def optimizer_state(self, optimizer) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 
 import torch
 from accelerate import Accelerator
@@ -31,10 +32,16 @@ class DDPEngine(Engine):
             # With a backend named, Accelerate skips creating a group for one process and then asks it for its size.
             timeout = datetime.timedelta(seconds=cfg.train.collective_timeout_s)
             handlers.append(InitProcessGroupKwargs(backend=self.backend, timeout=timeout))
+        if self.cuda:
+            # Accelerate wraps DDP with device_ids=[LOCAL_RANK], an invalid ordinal where a site binds one GPU per
+            # task; with this it leaves device_ids to DDP, which takes the module's device (self.device).
+            os.environ["ACCELERATE_BYPASS_DEVICE_MAP"] = "true"
         self.accelerator = Accelerator(
             cpu=not self.cuda, mixed_precision="bf16" if self.bf16 else "no", kwargs_handlers=handlers
         )
-        self.device = self.accelerator.device
+        if self.cuda and self.accelerator.device != self.device:
+            raise RuntimeError(f"Accelerate chose {self.accelerator.device} for local rank {self.env.local_rank}, "
+                               f"not {self.device}")
         # fp16 is scaled by our own LossScaler, not Accelerate's: its state must go into our checkpoints so a resumed
         # run continues with the same loss scale.
         self.scaler = P.LossScaler(self.precision, self.device)
@@ -77,9 +84,6 @@ class DDPEngine(Engine):
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return self.accelerator.unwrap_model(model)
-
-    def model_state(self, model: nn.Module) -> dict:
-        return {k: v.detach().cpu() for k, v in self.unwrap(model).state_dict().items()}
 
     def optimizer_state(self, optimizer) -> dict:
         return optimizer.state_dict()

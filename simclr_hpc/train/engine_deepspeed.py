@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from simclr_hpc.config import Config
 from simclr_hpc.train import precision as P
 from simclr_hpc.train import zero_state
 from simclr_hpc.train.engine import Engine
+from simclr_hpc.train.optim import LARS
 
 
 def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int, precision: str) -> dict:
@@ -29,9 +31,13 @@ def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int
     ``precision`` is the resolved one (``bf16``, ``fp16`` or ``fp32``); fp16 gets DeepSpeed's dynamic loss scale with
     the same policy as ``torch.amp.GradScaler`` (start at 2^16, halve on overflow, double after 2000 clean steps)."""
     zero: dict = {"stage": cfg.dist.zero_stage}
+    # DeepSpeed (0.17+) casts the parameters to 16 bits but leaves the buffers in fp32 unless told: BatchNorm then has
+    # bf16 weights and fp32 running statistics, which its kernels refuse. Cast both, as module.bfloat16() did.
+    buffers = {"bf16": {"buffer_dtype": "bf16"}, "fp16": {"buffer_dtype": "fp16"}}.get(precision)
     if cfg.dist.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
     return {
+        **({"data_types": buffers} if buffers else {}),
         "train_batch_size": micro * accumulation * world_size,
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accumulation,
@@ -63,10 +69,8 @@ class DeepSpeedEngine(Engine):
                 os.environ.setdefault(key, str(value))
             timeout = datetime.timedelta(seconds=cfg.train.collective_timeout_s)
             deepspeed.init_distributed(dist_backend=self.backend, timeout=timeout, auto_mpi_discovery=False)
-        self.device = torch.device("cuda", self.env.local_rank) if self.cuda else torch.device("cpu")
-        if self.cuda:
-            torch.cuda.set_device(self.device)
         self._ds = None  # the DeepSpeed engine, from prepare()
+        self._masters: zero_state.Masters | None = None  # the fp32 master weights, from prepare()
         self._skipped_before = 0  # fp16 steps skipped before this run resumed (DeepSpeed counts only its own)
         self._param_groups: list[list[nn.Parameter]] = []
         self._joined()
@@ -74,7 +78,6 @@ class DeepSpeedEngine(Engine):
     def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1,
                 optimizer_state: dict | None = None):
         import deepspeed
-        from deepspeed.utils import safe_set_full_fp32_param
 
         model = self._common_wrap(model, channels_last=False)  # ZeRO flattens contiguous weights only
         # The client optimizer's parameters in group order: the index space of the saved optimizer state.
@@ -82,17 +85,28 @@ class DeepSpeedEngine(Engine):
         # Under bf16/fp16 DeepSpeed casts the module and copies its masters from the cast weights; keep the fp32 ones.
         masters = {n: p.detach().clone() for n, p in model.named_parameters()} if self.precision != "fp32" else None
         config = deepspeed_config(self.cfg, self.world_size, micro, accumulation, self.precision)
-        self._ds, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-        mapped = zero_state.zero_mapped(self._param_groups)
-        if masters is not None and mapped:
+        # DeepSpeed takes cuda:LOCAL_RANK unless told the device (a task bound to one GPU sees it as cuda:0).
+        args = SimpleNamespace(device_rank=self.device.index) if self.cuda else None
+        self._ds, ds_optimizer, _, _ = deepspeed.initialize(args=args, model=model, optimizer=optimizer, config=config)
+        self._masters = zero_state.Masters(ds_optimizer, self._param_groups)
+        if masters is not None:
             for name, param in self._ds.module.named_parameters():
-                safe_set_full_fp32_param(param, masters[name].to(self.device))
+                self._masters.set(param, masters[name].to(self.device))
+        if isinstance(optimizer, LARS) and self._masters.flat:
+            # LARS needs each parameter's norms; ZeRO hands it flat slices of many (optim.LARS.set_partitions).
+            optimizer.set_partitions(zero_state.partition_slots(ds_optimizer, self._param_groups), D.all_reduce_sum)
         if optimizer_state is not None:
-            if mapped:
+            if self._masters.flat:
                 zero_state.scatter_state(ds_optimizer, self._param_groups, optimizer_state)
             else:
-                ds_optimizer.load_state_dict(optimizer_state)
+                self._base(ds_optimizer).load_state_dict(optimizer_state)
         return self._ds, ds_optimizer
+
+    @staticmethod
+    def _base(ds_optimizer):
+        """The torch optimizer itself: under DeepSpeed's unfused fp16/bf16 wrapper (ZeRO 0) it steps the fp32
+        masters, one per parameter, so its state_dict is torch's own format."""
+        return getattr(ds_optimizer, "optimizer", ds_optimizer)
 
     def autocast(self):
         return P.autocast(self.precision, self.device)
@@ -125,21 +139,28 @@ class DeepSpeedEngine(Engine):
     def unwrap(self, model: nn.Module) -> nn.Module:
         return model.module if hasattr(model, "module") else model
 
-    def model_state(self, model: nn.Module) -> dict:
-        """The state_dict on the CPU, with DeepSpeed's fp32 master weights in place of its bf16 copies (split over
-        the ranks under ZeRO, hence a collective)."""
-        from deepspeed.utils import safe_get_full_fp32_param
-
+    @contextlib.contextmanager
+    def full_precision(self, model: nn.Module):
+        """The module holds DeepSpeed's fp32 masters (and fp32 buffers) inside, its 16-bit weights again after. A
+        collective under ZeRO 1/2, whose masters are split over the ranks."""
         module = self.unwrap(model)
-        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        if zero_state.zero_mapped(self._param_groups):
-            for name, param in module.named_parameters():
-                full = safe_get_full_fp32_param(param)
-                if full is not None:
-                    state[name] = full.detach().cpu()
-        return state
+        if self._masters is None or not self._masters.separate:
+            yield
+            return
+        kept = [(t, t.data) for t in module.parameters()] + [(b, b.data) for b in module.buffers()]
+        try:
+            for param in module.parameters():
+                master = self._masters.get(param)
+                param.data = master.detach().clone() if master is not None else param.data.float()
+            for buffer in module.buffers():
+                if buffer.is_floating_point():
+                    buffer.data = buffer.data.float()
+            yield
+        finally:
+            for tensor, data in kept:
+                tensor.data = data
 
     def optimizer_state(self, optimizer) -> dict:
-        if not zero_state.zero_mapped(self._param_groups):
-            return optimizer.state_dict()
+        if not self._masters.flat:
+            return self._base(optimizer).state_dict()
         return zero_state.gather_state(optimizer, self._param_groups)

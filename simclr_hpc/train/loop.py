@@ -63,10 +63,29 @@ class _Progress:
     """``resumed_from`` and ``steps_redone`` of a resumed run, logged once with its first metrics line."""
     preempted: bool = False
     """Every rank saw the preemption signal's flag (one collective per step): stop after this step."""
+    unread: list = field(default_factory=list)
+    """``(step, loss tensor)`` of the steps whose loss is still on the device (see :meth:`read_losses`)."""
 
     def settle_skipped(self) -> None:
         """Add every rank's skips since the last checkpoint to ``skipped`` (a collective: every rank calls it)."""
-        self.skipped, self.skipped_local = self.skipped + _sum_over_ranks(self.skipped_local), 0
+        self.skipped, self.skipped_local = self.skipped + D.host_sum([self.skipped_local])[0], 0
+
+    def read_losses(self, run_dir) -> None:
+        """Bring the unread losses to the host (one sync for all of them; ``loss`` becomes the newest) and stop at the
+        first that is not finite. Called at every logged step and at every segment's end, so a NaN never reaches a
+        checkpoint; the steps between cost no host sync (a GPU would otherwise drain its queue every step)."""
+        if not self.unread:
+            return
+        values = torch.stack([loss.float() for _, loss in self.unread]).tolist()
+        steps, self.unread = [step for step, _ in self.unread], []
+        for step, value in zip(steps, values):
+            if not math.isfinite(value):
+                good = ckpt.latest_whole(rundir.checkpoints_dir(run_dir))
+                raise NonFiniteLoss(
+                    f"loss is {value} at step {step} of {run_dir}; the last good checkpoint is "
+                    f"{good.name if good else 'none'} (lower optim.base_lr, or check the data)"
+                )
+        self.loss = values[-1]
 
 
 def train(task: Task, ctx: StageContext) -> TrainOutcome:
@@ -145,23 +164,20 @@ def _run_segment(task: Task, ctx: StageContext, model, optimizer, peak_lr: float
         engine.set_lr(optimizer, lr)
         loss = task.step(model, batch)
         engine.optimizer_step(optimizer)
-        # Host sync every step: a NaN must be caught before it can reach a checkpoint.
-        progress.loss = float(loss.item())
-        if not math.isfinite(progress.loss):
-            good = ckpt.latest_whole(rundir.checkpoints_dir(ctx.run_dir))
-            raise NonFiniteLoss(
-                f"loss is {progress.loss} at step {progress.step + 1} of {ctx.run_dir}; the last good checkpoint is "
-                f"{good.name if good else 'none'} (lower optim.base_lr, or check the data)"
-            )
         progress.step += 1
+        progress.unread.append((progress.step, loss))  # read on the host only at logged steps (read_losses)
         progress.skipped_local += int(batch.get("skipped", 0))
         progress.images += cfg.train.global_batch
         progress.images_log += cfg.train.global_batch
-        now = time.perf_counter()
-        # Every rank, every step (one collective): they all stop after the same step. The last step just ends.
+        # Every rank, every step (one collective, on the host): they all stop after the same step. The last just ends.
         progress.preempted = preempt.stop_requested() and progress.step < total
+        logged = progress.preempted or progress.step % cfg.train.log_every_steps == 0 or progress.step == total
+        if logged:
+            progress.read_losses(ctx.run_dir)  # the host sync of a logged step: images/s then counts finished work
+        now = time.perf_counter()
         monitored = task.monitor(model, progress.step)
-        if monitored or progress.preempted or progress.step % cfg.train.log_every_steps == 0 or progress.step == total:
+        if monitored or logged:
+            progress.read_losses(ctx.run_dir)
             rate = progress.images_log / max(now - progress.t_log, 1e-9)  # training only: measured before monitoring
             values = {"loss": progress.loss, "lr": lr, "img_per_s": rate, **monitored, **progress.resumed}
             if engine.fp16:
@@ -172,11 +188,8 @@ def _run_segment(task: Task, ctx: StageContext, model, optimizer, peak_lr: float
             progress.t_log, progress.images_log, progress.resumed = time.perf_counter(), 0, {}
         else:
             writer.advance(progress.step)
+    progress.read_losses(ctx.run_dir)  # before the segment's checkpoint
     del batches  # stops this segment's loader workers before the next segment starts its own
-
-
-def _sum_over_ranks(count: int) -> int:
-    return int(D.all_reduce_sum(torch.tensor([count], dtype=torch.int64)).item())
 
 
 def _save(ctx: StageContext, task: Task, model, optimizer, step: int, skipped: int, export: bool) -> None:
@@ -186,11 +199,15 @@ def _save(ctx: StageContext, task: Task, model, optimizer, step: int, skipped: i
     engine = ctx.engine
     # Collectives under ZeRO (each rank holds a slice of the masters and the optimizer state): every rank calls them.
     model_state, optimizer_state = engine.model_state(model), engine.optimizer_state(optimizer)
+    exported = None
+    if export:
+        with engine.full_precision(model):  # the export from the fp32 masters, not DeepSpeed's bf16 copies
+            exported = task.export(model) if engine.is_main else None
     if engine.is_main:
         state = {"step": step, "skipped": skipped, "model": model_state, "optimizer": optimizer_state,
                  "rng": _rng_state(), "amp": engine.amp_state()}
         if export:
-            state["export"] = task.export(model)
+            state["export"] = exported
         meta = {"stage": task.stage, "config_hash": ctx.cfg.hash(task.stage), "arch": task.arch().to_meta(),
                 "world_size": engine.world_size}
         ckpt.save_checkpoint(rundir.checkpoints_dir(ctx.run_dir), step, state, meta,

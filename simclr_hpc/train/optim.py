@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -49,14 +50,42 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 class LARS(torch.optim.Optimizer):
     """Layer-wise Adaptive Rate Scaling (You et al. 2017) over SGD with momentum.
 
-    For each parameter tensor not excluded: trust = eta * ||w|| / (||g|| + wd * ||w||); the update is
+    For each parameter tensor not excluded: trust = eta * ||w|| / ||g + wd * w||; the update is
     lr * trust * (g + wd * w) fed into momentum. Groups with ``lars_exclude=True`` (BN, bias) get plain momentum SGD
     without decay, as in SimCLR.
+
+    Under DeepSpeed ZeRO 1/2 the optimizer steps one flat partition per group and rank, holding slices of many
+    parameters: :meth:`set_partitions` says where each parameter lies in it, and the trust ratios are then computed
+    per parameter, the norms of its slices summed over the ranks, exactly as for whole tensors.
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
         super().__init__(params, defaults)
+        self._partitions: dict = {}
+        self._sum_over_ranks: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+
+    def set_partitions(self, partitions: dict, sum_over_ranks: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """``partitions``: ``{flat tensor: (parameters in its group, [(start, numel, parameter index), ...])}`` (see
+        ``zero_state.partition_slots``); ``sum_over_ranks`` sums a tensor over the ranks that share the partitions."""
+        self._partitions, self._sum_over_ranks = partitions, sum_over_ranks
+
+    def _trust(self, w_norm: torch.Tensor, g_norm: torch.Tensor, eta: float) -> torch.Tensor:
+        return torch.where((w_norm > 0) & (g_norm > 0), eta * w_norm / g_norm, torch.ones_like(w_norm))
+
+    def _scale_flat(self, p: torch.Tensor, grad: torch.Tensor, eta: float) -> torch.Tensor:
+        """``grad`` of a flat partition with each parameter's slice scaled by that parameter's trust ratio."""
+        count, segments = self._partitions[p]
+        squares = torch.zeros(2, count, dtype=torch.float32, device=p.device)
+        for start, numel, index in segments:
+            squares[0, index] = p.narrow(0, start, numel).float().pow(2).sum()
+            squares[1, index] = grad.narrow(0, start, numel).float().pow(2).sum()
+        norms = self._sum_over_ranks(squares).sqrt()  # whole-parameter norms: every rank's slices
+        trust = self._trust(norms[0], norms[1], eta).to(grad.dtype)
+        grad = grad.clone()
+        for start, numel, index in segments:
+            grad.narrow(0, start, numel).mul_(trust[index])
+        return grad
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -73,12 +102,11 @@ class LARS(torch.optim.Optimizer):
                     wd = group["weight_decay"]
                     if wd:
                         grad = grad.add(p, alpha=wd)
-                    w_norm = torch.linalg.vector_norm(p)
-                    g_norm = torch.linalg.vector_norm(grad)
-                    trust = torch.where(
-                        (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm)
-                    )
-                    grad = grad * trust
+                    if p in self._partitions:
+                        grad = self._scale_flat(p, grad, group["eta"])
+                    else:
+                        grad = grad * self._trust(torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad),
+                                                  group["eta"])
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = grad.detach().clone()

@@ -1,9 +1,10 @@
 """Numeric precision of a run: which dtype autocast uses, and fp16's dynamic loss scaling.
 
-``train.precision``: ``bf16`` | ``fp16`` | ``fp32`` | ``auto``. ``auto`` is bf16 on a GPU that has it (Ampere and newer),
-fp16 on older GPUs (V100, T4: bf16 there is emulated and slow), fp32 on CPU. An explicit ``fp16`` also runs on CPU
-(autocast on CPU with fp16, a ``GradScaler("cpu")``); an explicit ``bf16`` on CPU stays fp32, as before (bf16 autocast on
-CPU is slow and changes numerics).
+``train.precision``: ``bf16`` | ``fp16`` | ``fp32`` | ``auto``. ``auto`` is bf16 on a GPU that has it in hardware
+(compute capability 8.0, Ampere, and newer), fp16 on older GPUs (V100, T4, where ``torch.cuda.is_bf16_supported()``
+still says yes: bf16 there is emulated and several times slower), fp32 on CPU. An explicit ``fp16`` or ``bf16`` runs
+on CPU too (autocast on CPU; fp16 with a ``GradScaler("cpu")``): slower than fp32 there, but the 16-bit paths of both
+engines (DeepSpeed's bf16 master weights included) can be exercised without a GPU.
 
 fp16 has 5 exponent bits: small gradients underflow to zero unless the loss is scaled up before backward and the
 gradients scaled down before the step. ``LossScaler`` wraps ``torch.amp.GradScaler`` (dynamic scale, halved on an
@@ -23,20 +24,23 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
-    """The precision a run uses: ``bf16``, ``fp16`` or ``fp32`` (see the module docstring)."""
+    """The precision a run uses: ``bf16``, ``fp16`` or ``fp32`` (see the module docstring); ``bf16_supported``: in
+    hardware (:func:`native_bf16`)."""
     if requested == "auto":
         return ("bf16" if bf16_supported else "fp16") if cuda else "fp32"
-    if requested == "bf16" and not cuda:
-        return "fp32"
     if requested not in ("bf16", "fp16", "fp32"):
         raise ConfigError(f"train.precision: {requested!r}; use bf16, fp16, fp32 or auto")
     return requested
 
 
+def native_bf16(device: torch.device) -> bool:
+    """bf16 in hardware: a CUDA device of compute capability 8.0 (Ampere) or newer."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def device_precision(requested: str, device: torch.device) -> str:
     """``resolve_precision`` for this process's device."""
-    cuda = device.type == "cuda"
-    return resolve_precision(requested, cuda, cuda and torch.cuda.is_bf16_supported())
+    return resolve_precision(requested, device.type == "cuda", native_bf16(device))
 
 
 def autocast(precision: str, device: torch.device):

@@ -60,16 +60,13 @@ def clear() -> None:
 
 
 def stop_requested() -> bool:
-    """Whether any rank got the signal: one all-reduce over ranks, so every rank returns the same answer at the same
-    step (a rank that stops alone would leave the others blocked in their next collective)."""
-    import torch  # here, not at the top: the launcher installs the handler before torch has been imported
-
+    """Whether any rank got the signal: one sum over the ranks, so every rank returns the same answer at the same
+    step (a rank that stops alone would leave the others blocked in their next collective). The sum runs on the host
+    (``distributed.host_sum``): under NCCL a vote through the GPU would wait for the whole step, every step."""
+    # Imported here, not at the top: the launcher installs the handler before torch has been imported.
     from simclr_hpc import distributed as D
 
-    local = 1 if _flag.is_set() else 0
-    if D.world_size() <= 1:
-        return bool(local)
-    return bool(D.all_reduce_sum(torch.tensor([local], dtype=torch.int64)).item())
+    return D.host_sum([1 if _flag.is_set() else 0])[0] > 0
 
 
 def steps_redone(metrics_path: Path, start: int) -> int:

@@ -1,10 +1,12 @@
-"""Optimizer state across DeepSpeed's ZeRO partitions, in torch's own format.
+"""Optimizer state and fp32 master weights across DeepSpeed's partitions, in torch's own format.
 
 Under ZeRO 1/2 (and DeepSpeed's bf16 optimizer) the torch optimizer steps flat fp32 partitions, one per parameter group
 and rank, and each parameter's ``_hp_mapping`` (DeepSpeed's private link from a parameter to its fragment of the flat
 partition) says which slice of it this rank holds. :func:`gather_state` assembles torch-format state (``state`` keyed by
 parameter index in param-group order) from the fragments; :func:`scatter_state` writes such state back into them. So
-a checkpoint resumes under DDP or DeepSpeed at any world size. Imports no DeepSpeed: it reads what DeepSpeed attached.
+a checkpoint resumes under DDP or DeepSpeed at any world size. :class:`Masters` reads and writes each parameter's fp32
+master however DeepSpeed keeps it; :func:`partition_slots` tells LARS where each parameter lies in a flat partition.
+Imports no DeepSpeed: it reads what DeepSpeed attached.
 """
 
 from __future__ import annotations
@@ -16,8 +18,54 @@ from simclr_hpc import distributed as D
 
 
 def zero_mapped(param_groups: list[list[nn.Parameter]]) -> bool:
-    """DeepSpeed keeps fp32 master weights and optimizer state in flat partitions (ZeRO 1/2, or bf16)."""
-    return any(getattr(p, "_hp_mapping", None) is not None for group in param_groups for p in group)
+    """DeepSpeed keeps fp32 master weights and optimizer state in flat partitions (ZeRO 1/2, or its bf16 optimizer).
+    The same answer on every rank (a parameter held by another rank has ``_hp_mapping = None`` here)."""
+    return any(hasattr(p, "_hp_mapping") for group in param_groups for p in group)
+
+
+class Masters:
+    """The fp32 master weight of each module parameter, however DeepSpeed keeps it:
+
+    * flat (ZeRO 1/2): fragments of per-rank flat partitions; :meth:`get` assembles one (a collective: every rank
+      calls it for every parameter, in the same order);
+    * unfused (ZeRO 0 with bf16 or fp16): a whole fp32 copy of each parameter (``fp32_groups``), which the torch
+      optimizer steps while the module holds the 16-bit copies;
+    * none (fp32 at ZeRO 0): the module's parameters are the masters (:meth:`get` returns None).
+    """
+
+    def __init__(self, ds_optimizer, param_groups: list[list[nn.Parameter]]):
+        self.flat = zero_mapped(param_groups)
+        lp, fp32 = getattr(ds_optimizer, "fp16_groups", None), getattr(ds_optimizer, "fp32_groups", None)
+        pairs = zip((p for g in lp for p in g), (m for g in fp32 for m in g)) if lp and fp32 else ()
+        self._copies = {id(p): m for p, m in pairs}
+
+    @property
+    def separate(self) -> bool:
+        """The module's weights are 16-bit copies of masters kept elsewhere."""
+        return self.flat or bool(self._copies)
+
+    def get(self, param: nn.Parameter) -> torch.Tensor | None:
+        if self.flat:
+            return param.get_full_hp_param()
+        return self._copies.get(id(param))
+
+    def set(self, param: nn.Parameter, value: torch.Tensor) -> None:
+        if self.flat:
+            if param._hp_mapping is not None:
+                param.set_full_hp_param(value)
+        elif id(param) in self._copies:
+            self._copies[id(param)].data.copy_(value)
+
+
+def partition_slots(ds_optimizer, param_groups: list[list[nn.Parameter]]) -> dict:
+    """Where each parameter lies in this rank's flat partitions (ZeRO 1/2), for a per-parameter LARS:
+    ``{flat partition: (number of parameters in its group, [(start, numel, parameter index in the group), ...])}``."""
+    out = {}
+    for group, params in zip(ds_optimizer.optimizer.param_groups, param_groups):
+        segments = [(m.hp_fragment_address.start, m.hp_fragment_address.numel, i)
+                    for i, m in enumerate(getattr(p, "_hp_mapping", None) for p in params) if m is not None]
+        out[group["params"][0]] = (len(params), segments)
+    return out
 
 
 def gather_state(ds_optimizer, param_groups: list[list[nn.Parameter]]) -> dict:

@@ -11,11 +11,23 @@ CPU = torch.device("cpu")
 
 @pytest.mark.parametrize("requested,cuda,bf16,want", [
     ("auto", True, True, "bf16"), ("auto", True, False, "fp16"), ("auto", False, False, "fp32"),
-    ("fp16", False, False, "fp16"), ("bf16", False, False, "fp32"), ("bf16", True, True, "bf16"),
+    ("fp16", False, False, "fp16"), ("bf16", False, False, "bf16"), ("bf16", True, True, "bf16"),
     ("fp32", True, True, "fp32"), ("fp16", True, True, "fp16"),
 ])
 def test_precision_setting_resolves_per_device(requested, cuda, bf16, want):
     assert resolve_precision(requested, cuda, bf16) == want
+
+
+@pytest.mark.parametrize("capability,want", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")],
+                         ids=["V100", "T4", "A100", "H100"])
+def test_auto_is_fp16_where_bf16_is_only_emulated(monkeypatch, capability, want):
+    """``torch.cuda.is_bf16_supported()`` says yes on a V100 or T4 (emulated bf16, several times slower than fp16):
+    ``auto`` goes by the compute capability instead. (The GPU is simulated: its capability is all that is read.)"""
+    from simclr_hpc.train import precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert precision.device_precision("auto", torch.device("cuda", 0)) == want
 
 
 def _model_and_optimizer():
