@@ -34,6 +34,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Mapping, Sequence
 
+import torch
 from torch.utils.data import DataLoader
 
 from simclr_hpc.data.index import INDEX
@@ -72,7 +73,9 @@ def train_loader(shards_dir: str | Path, split: str, transform: Callable, *, bat
     dataset = ShardDataset(selection=Selection(shards_dir, split, keys, label_map, on_error), transform=transform,
                            batch_size=batch_per_device, placement=Placement(rank, world_size, num_workers),
                            resampling=resampling)
-    return _loader(dataset, num_workers)
+    # Pinned (page-locked) batches on a GPU machine: the step's non_blocking copies to the device are then truly
+    # asynchronous (from pageable memory they are synchronous: about 154 MB of views per step at 224 px, 128 per GPU).
+    return _loader(dataset, num_workers, pin_memory=torch.cuda.is_available())
 
 
 def eval_loader(shards_dir: str | Path, split: str, transform: Callable, *, batch_per_device: int, rank: int = 0,
@@ -128,7 +131,7 @@ def _nbytes(batch: dict) -> int:
     return sum(v.numel() * v.element_size() for v in (*batch["views"], batch["y"]))
 
 
-def _loader(dataset: ShardDataset, num_workers: int) -> Iterator[dict]:
+def _loader(dataset: ShardDataset, num_workers: int, pin_memory: bool = False) -> Iterator[dict]:
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
-                        prefetch_factor=PREFETCH_BATCHES if num_workers else None)
+                        prefetch_factor=PREFETCH_BATCHES if num_workers else None, pin_memory=pin_memory)
     return iter(loader)

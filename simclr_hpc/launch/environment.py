@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import shutil
 import subprocess
 
@@ -107,8 +108,22 @@ def export_torch_env() -> DistVars:
     """Set MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK in ``os.environ``.
 
     Overwrites what is there: a requeued or nested job must not inherit a stale rendezvous. CUDA_VISIBLE_DEVICES is
-    left as Slurm set it (every GPU of the node), so ``cuda:LOCAL_RANK`` is this task's GPU.
+    left as Slurm set it: every GPU of the node (the engine takes ``cuda:LOCAL_RANK``), or, where the site binds one
+    GPU per task, that task's GPU only (the engine takes ``cuda:0``; ``distributed.gpu_index``).
     """
     found = dist_vars()
     os.environ.update(found.as_env())
     return found
+
+
+def local_gpu_setup(environ: dict | None = None) -> list[str]:
+    """Shell lines that give a job of submitit's local executor the GPUs this process may use.
+
+    That executor sets the job's CUDA_VISIBLE_DEVICES to its ``gpus_per_node`` first ordinals, ``""`` when none are
+    asked for (``study run`` and ``demo`` ask for none): a job on a GPU machine trained on the CPU without a word. The
+    job gets this process's CUDA_VISIBLE_DEVICES instead, or every GPU when it is unset (ids, UUIDs or MIG names)."""
+    env = os.environ if environ is None else environ
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return ["unset CUDA_VISIBLE_DEVICES"]
+    return [f"export CUDA_VISIBLE_DEVICES={shlex.quote(visible)}"]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from simclr_hpc.config import STAGES, format_errors
 from simclr_hpc.launch.container import container_python, resolve_image
+from simclr_hpc.launch.environment import local_gpu_setup
 from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.profile import Profile, check_plain_text, load_profile
 from simclr_hpc.launch.requeue import host_setup, host_teardown
@@ -120,11 +121,14 @@ def build_plan(stage: str, request: LaunchRequest, run_root: Path, job_name: str
         "array_parallelism": profile.array_parallelism,
         # --requeue: a job preempted or requeued by `scontrol requeue` goes back to the queue instead of ending.
         "additional_parameters": {"requeue": True},
+        # A task that dies ends the others at once (they would wait in a collective until NCCL's watchdog aborts
+        # them, train.collective_timeout_s later); the batch script then requeues the job (launch/requeue.py).
+        "srun_args": ["--kill-on-bad-exit=1"],
     }
     optional = {
         "partition": profile.partition, "account": profile.account, "qos": profile.qos,
         "constraint": profile.constraint, "mail_type": profile.mail_type, "mail_user": profile.mail_user,
-        "dependency": dependency or None, "setup": slurm_setup, "teardown": host_teardown(),
+        "dependency": dependency or None, "setup": slurm_setup, "teardown": host_teardown(profile.max_requeues),
         "gpus_per_node": gpus if gpus > 0 else None,
         "mem": _mem(profile.mem_per_gpu_gb * max(1, gpus)) if profile.mem_per_gpu_gb else None,
     }
@@ -165,6 +169,6 @@ def make_executor(plan: Plan, folder: Path):
         executor = submitit.AutoExecutor(folder=folder, cluster=plan.executor)
         params = {"timeout_min": plan.profile.time_min, "tasks_per_node": plan.tasks_per_node}
         if plan.executor == "local":
-            params["local_setup"] = plan.setup
+            params["local_setup"] = local_gpu_setup() + plan.setup  # this machine's GPUs, not submitit's ""
         executor.update_parameters(**params)
     return executor

@@ -7,7 +7,11 @@ The batch script runs on the host, where Slurm's client works, and it outlives t
   into the container), then runs the tasks;
 * a task that wants its job requeued (it saved a checkpoint at the time-limit signal, or lost a peer rank) writes its
   reason to that file and exits;
-* after ``srun`` returns, the batch script finds the file, removes it and runs ``scontrol requeue`` for its own job.
+* after ``srun`` returns, the batch script finds the file, removes it and runs ``scontrol requeue`` for its own job;
+* a task that died from a signal asked nothing: NCCL's watchdog aborts a rank whose collective timed out (SIGABRT,
+  ``TORCH_NCCL_ASYNC_ERROR_HANDLING`` 1 or 3, the default), the OOM killer sends SIGKILL, a crash SIGSEGV. srun then
+  ends with 128 + the signal, and the batch script requeues the job for that too, while restarts are left
+  (``srun --kill-on-bad-exit=1`` ends the other tasks at once, instead of leaving them to their watchdog).
 
 ``slurm/pretrain.sbatch`` and ``slurm/array.sbatch`` carry the same few lines as ``host_setup``/``host_teardown``.
 Without the variable (``simclr-hpc run`` in a hand-written script) the task falls back to ``scontrol`` if it has one.
@@ -34,13 +38,18 @@ def host_setup(run_root: Path) -> list[str]:
             f'rm -f "${REQUEUE_FILE_ENV}"']
 
 
-def host_teardown() -> list[str]:
-    """Batch-script lines after ``srun``: requeue this job if a task asked (the reason goes to the job's log), then exit
-    with srun's status, so a failed task still makes a FAILED job (``afterok`` dependents must not start after it)."""
+def host_teardown(max_requeues: int = 0) -> list[str]:
+    """Batch-script lines after ``srun``: requeue this job if a task asked, or if a task died from a signal and the job
+    was restarted fewer than ``max_requeues`` times (the reason goes to the job's log); then exit with srun's status,
+    so a failed task still makes a FAILED job (``afterok`` dependents must not start after it)."""
     return ['srun_status=$?',
             f'if [ -e "${REQUEUE_FILE_ENV}" ]; then',
             f'    echo "simclr-hpc: requeue requested ($(cat "${REQUEUE_FILE_ENV}")): scontrol requeue $SLURM_JOB_ID" >&2',
             f'    rm -f "${REQUEUE_FILE_ENV}"',
+            '    scontrol requeue "$SLURM_JOB_ID"',
+            f'elif [ "$srun_status" -gt 128 ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt {int(max_requeues)} ]; then',
+            '    echo "simclr-hpc: a task died from signal $((srun_status - 128)) (SIGABRT: the NCCL watchdog; SIGKILL: the'
+            ' OOM killer), restart ${SLURM_RESTART_COUNT:-0}: scontrol requeue $SLURM_JOB_ID" >&2',
             '    scontrol requeue "$SLURM_JOB_ID"',
             'fi',
             'exit "$srun_status"']

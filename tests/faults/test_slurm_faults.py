@@ -4,6 +4,7 @@
   parameters bitwise equal to the same config run uninterrupted in one process.
 * A 2-node job loses one node's task (SIGKILL to the rank-1 process): the job ends instead of hanging, and is requeued and
   resumed from its last checkpoint to completion.
+* Both ranks of a 2-node job aborted (SIGABRT), as NCCL's watchdog does: the batch script requeues the job, which resumes.
 
 The runner is ``tests.faults.slow_runner:run_stage``: the real one, pausing after each periodic checkpoint so the test
 has a window to act in (the pause changes no number).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -166,6 +168,28 @@ def test_job_that_lost_a_node_is_requeued_and_resumes_from_its_last_checkpoint(n
     final = rec.wait(poll_s=1.0, timeout_s=300)
     logs = Path(rec.stderr).read_text()
     assert final == "COMPLETED", (final, logs[-3000:])
+    assert "resuming " in logs and "from step-00000002" in logs, logs[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["world_size"] == 2 and result["steps"] == 8
+
+
+def test_ranks_aborted_like_nccls_watchdog_does_make_the_job_requeue_and_resume(slurm_cluster, tiny):
+    """Under NCCL a lost rank raises nothing in the others: each one's watchdog aborts its process (SIGABRT) once
+    its collective times out, so no Python code is left to ask for a requeue. Both ranks of a 2-node job are aborted
+    in the pause after the step-2 checkpoint (the watchdog's end, without the wait): the batch script sees srun end
+    with 128 + SIGABRT, requeues the job, and it resumes from that checkpoint to completion (issue 21, item 4)."""
+    config, base = tiny
+    cfg = load_config(config, [f"run.root={base}/aborted", "run.name=abort"])
+    rec = submit_stage("pretrain", cfg, LaunchRequest(profile="local", nodes=2, gpus_per_node=1), target=TARGET)
+    run_dir = Path(rec.run_dir)
+    wait_until(lambda: _latest_step(run_dir) >= 2, 180, "the 2-node job's step-2 checkpoint", poll_s=0.5)
+    pids = [wait_until(lambda r=r: _task_pid(rec.job_id, r), 10, f"the rank-{r} task's pid") for r in (1, 0)]
+    for pid in pids:
+        os.kill(pid, signal.SIGABRT)
+    final = rec.wait(poll_s=1.0, timeout_s=300)
+    logs = Path(rec.stderr).read_text()
+    assert final == "COMPLETED", (final, logs[-3000:])
+    assert _restarts(rec.job_id) >= 1 and "a task died from signal 6" in logs, logs[-3000:]
     assert "resuming " in logs and "from step-00000002" in logs, logs[-3000:]
     result = json.loads((run_dir / "result.json").read_text())
     assert result["world_size"] == 2 and result["steps"] == 8
