@@ -51,11 +51,22 @@ def table(rows: list[Row]) -> str:
 
 def main(only: list[str] | None = None) -> int:
     """Run every benchmark (or those named in ``only``, e.g. ``python -m bench.run_all demo``) and append the table."""
-    from bench import demo, end_to_end, grad_cache, loss, pipeline, scaling, sharding, time_to_accuracy, train_step
+    from bench import (
+        demo,
+        end_to_end,
+        eval_memory,
+        grad_cache,
+        loss,
+        pipeline,
+        scaling,
+        sharding,
+        time_to_accuracy,
+        train_step,
+    )
 
     benches = (("loss", loss), ("pipeline", pipeline), ("train_step", train_step), ("end_to_end", end_to_end),
                ("scaling", scaling), ("grad_cache", grad_cache), ("sharding", sharding),
-               ("time_to_accuracy", time_to_accuracy),
+               ("eval_memory", eval_memory), ("time_to_accuracy", time_to_accuracy),
                ("demo", demo))
     unknown = sorted(set(only or []) - {name for name, _ in benches})
     if unknown:

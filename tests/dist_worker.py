@@ -148,6 +148,28 @@ def case_stage(args: dict) -> dict:
     return run_stage(args["stage"], load_config(args.get("config"), args["overrides"]))
 
 
+def case_gather(args: dict) -> dict:
+    """Uneven shares of features gathered as tensors, and eval counts summed over ranks (train/evaluate.py, knn.py)."""
+    import torch.distributed as dist
+
+    from simclr_hpc import distributed as D
+    from simclr_hpc.train.evaluate import gather_rows, logits_metrics
+    from simclr_hpc.train.knn import knn_hits, knn_metrics
+
+    dist.init_process_group("gloo")
+    rank, world = D.rank(), D.world_size()
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 4, generator=gen), torch.arange(5) % 3
+    logits = torch.randn(5, 7, generator=gen)
+    share = [slice(0, 3), slice(3, 3), slice(3, 5)][rank] if world == 3 else slice(0, 5)
+    out = {"x": gather_rows(x[share]), "y": gather_rows(y[share]),
+           "metrics": logits_metrics(logits[share], y[share], 7)}
+    hits = D.all_reduce_sum(knn_hits(x[share], y[share], x, y, 3, ks=(1, 3)))
+    out["knn"] = knn_metrics(hits, 5, 5, 3, ks=(1, 3))
+    dist.destroy_process_group()
+    return out
+
+
 def main() -> None:
     case, out = sys.argv[1], sys.argv[2]
     args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}

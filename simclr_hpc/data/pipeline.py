@@ -94,7 +94,7 @@ def eval_loader(shards_dir: str | Path, split: str, transform: Callable, *, batc
         return iter(kept)
     dataset = ShardDataset(selection=selection, transform=transform, batch_size=batch_per_device, placement=placement)
     loader = _loader(dataset, num_workers)
-    return loader if memo_key is None else _remembered(memo_key, loader)
+    return loader if memo_key is None else _remembered(memo_key, loader, dataset.rank_share())
 
 
 def _memo_key(selection: Selection, transform: Callable, batch_per_device: int, placement: Placement) -> tuple | None:
@@ -109,16 +109,18 @@ def _memo_key(selection: Selection, transform: Callable, batch_per_device: int, 
     return file_stamp(index), files, selection.split, transform_key, batch_per_device, placement, keys, label_map
 
 
-def _remembered(memo_key: tuple, batches: Iterator[dict]) -> Iterator[dict]:
+def _remembered(memo_key: tuple, batches: Iterator[dict], samples: int) -> Iterator[dict]:
     """Yield ``batches``; once all were read (a pass stopped halfway keeps nothing), keep them for the next pass.
 
-    Stops keeping as soon as the batches kept exceed the memo's cap: a pass too large to remember holds one batch."""
+    A pass too large to remember (its first batch times its ``samples`` exceeds the memo's cap, or the batches kept
+    come to exceed it) keeps nothing: it holds one batch at a time, whatever the size of the split."""
     kept: list[dict] | None = []
     nbytes = 0
     for batch in batches:
         if kept is not None:
             nbytes += _nbytes(batch)
-            if nbytes <= _eval_memo.cap:
+            projected = nbytes / max(1, len(batch["keys"])) * samples if not kept else nbytes
+            if projected <= _eval_memo.cap:
                 kept.append(batch)
             else:
                 kept = None  # too large to remember: let the batches go as they are used

@@ -67,7 +67,7 @@ def _template() -> bytes:
 _HEADER_TEMPLATE = _template()
 
 
-class _TarFile:
+class HashedTar:
     """A plain tar written member by member through a sha256 (no read-back for the hash) with fixed metadata (mtime
     0, uid/gid 0, no user or group names, mode 0644), so the same samples give the same bytes. In WebDataset layout:
     a sample's members are ``<key>.cls`` then ``<key>.<image ext>``."""
@@ -156,7 +156,7 @@ def write_shard(plan: BuildPlan, shard: PlannedShard, images: _Images) -> dict:
     partial = plan.root / f".{shard.name}{PARTIAL}{socket.gethostname()}-{os.getpid()}"
     labels = images.split.labels
     with open(partial, "wb") as f:
-        tar = _TarFile(f)
+        tar = HashedTar(f)
         for pos in range(shard.start, shard.stop):
             data, ext, _ = payloads[pos]
             key = f"{shard.split}-{pos:07d}"

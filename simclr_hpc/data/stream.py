@@ -188,6 +188,10 @@ class ShardDataset(IterableDataset):
         )
         return iter(pipeline)
 
+    def rank_share(self) -> int:
+        """Samples of this rank's evaluation pass."""
+        return len(np.array_split(self.wanted_pos, self.placement.world_size)[self.placement.rank])
+
     def _eval_stream(self, worker: int) -> Iterator[dict]:
         p = self.placement
         mine_rank = np.array_split(self.wanted_pos, p.world_size)[p.rank]

@@ -27,6 +27,8 @@ class EvalSet:
     """Only these sample keys (None: the whole split)."""
     label_map: dict[int, int] | None = None
     """Original label -> model class (None: labels are the classes)."""
+    shards: str | None = None
+    """The shard directory to read (None: ``data.shards``; a materialised label subset's own shards otherwise)."""
 
 
 def eval_batches(ctx, evalset: EvalSet) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
@@ -34,7 +36,7 @@ def eval_batches(ctx, evalset: EvalSet) -> Iterator[tuple[torch.Tensor, torch.Te
     un-augmented (centre view), ``train.eval_batch_per_device`` at a time."""
     cfg = ctx.cfg
     loader = pipeline.eval_loader(
-        cfg.data.shards, evalset.split, augment.EvalTransform(cfg.data.image_size),
+        evalset.shards or cfg.data.shards, evalset.split, augment.EvalTransform(cfg.data.image_size),
         batch_per_device=cfg.train.eval_batch_per_device, rank=ctx.engine.rank, world_size=ctx.engine.world_size,
         num_workers=cfg.data.num_workers, keys=evalset.keys, label_map=evalset.label_map, on_error=cfg.data.on_error,
     )
@@ -94,26 +96,29 @@ def top1_metrics(model: nn.Module, ctx, evalset: EvalSet, embed=None) -> dict:
     stage reports."""
     ks = (1, 5) if evalset.num_classes > TOP5_ABOVE else (1,)
     correct, total = topk_counts(model, ctx, evalset, ks, embed)
-    out = accuracy_metrics(correct[0], total, evalset.num_classes)
-    if len(ks) > 1:
+    return _metrics(correct, total, evalset.num_classes)
+
+
+def _metrics(correct: list[int], total: int, num_classes: int) -> dict:
+    out = accuracy_metrics(correct[0], total, num_classes)
+    if len(correct) > 1:
         out["top5"] = correct[1] / max(1, total)
     return out
 
 
 def logits_metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
-    """:func:`top1_metrics`'s numbers from logits already computed for the whole eval set ([N, C] logits, [N] y)."""
+    """:func:`top1_metrics`'s numbers from logits already computed for the eval set ([N, C] logits, [N] y): this
+    rank's share of it, the counts summed over ranks (a collective: every rank calls it, its share possibly empty)."""
     ks = (1, 5) if num_classes > TOP5_ABOVE else (1,)
-    correct = topk_correct(logits, y, ks)
-    out = accuracy_metrics(correct[0], len(y), num_classes)
-    if len(ks) > 1:
-        out["top5"] = correct[1] / max(1, len(y))
-    return out
+    counts = torch.tensor([*topk_correct(logits, y, ks), len(y)], dtype=torch.float64)
+    D.all_reduce_sum(counts)
+    return _metrics([int(c) for c in counts[:-1]], int(counts[-1]), num_classes)
 
 
-def gather_features(ctx, evalset: EvalSet, embed: Callable[[torch.Tensor], torch.Tensor]
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(features [N, D], labels [N])`` of every sample of ``evalset``, identical on every rank, in key order: each
-    rank embeds its share, then all gather (a collective: every rank calls it). ``embed`` runs without gradients."""
+def local_features(ctx, evalset: EvalSet, embed: Callable[[torch.Tensor], torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features [n, D] float32, labels [n])`` of this rank's share of ``evalset`` (a contiguous run of its
+    samples), in key order, on the CPU. ``embed`` runs without gradients; only features are kept, never images."""
     keys, feats, labels = [], [], []
     with torch.no_grad():
         for x, y, batch_keys in eval_batches(ctx, evalset):
@@ -121,9 +126,34 @@ def gather_features(ctx, evalset: EvalSet, embed: Callable[[torch.Tensor], torch
                 feats.append(embed(x).float().cpu())
             keys += batch_keys
             labels.append(y)
-    # One tensor per rank goes through the gather: rows that were views of a batch would each pickle the whole batch.
-    mine = (keys, torch.cat(feats), torch.cat(labels)) if keys else (keys, None, None)
-    parts = [part for part in D.all_gather_objects(mine) if part[0]]
-    keys = [k for part in parts for k in part[0]]
-    order = sorted(range(len(keys)), key=keys.__getitem__)  # rank-independent order
-    return torch.cat([part[1] for part in parts])[order], torch.cat([part[2] for part in parts]).long()[order]
+    if not keys:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    order = sorted(range(len(keys)), key=keys.__getitem__)  # the loader's workers interleave their batches
+    return torch.cat(feats)[order], torch.cat(labels).long()[order]
+
+
+def gather_rows(local: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``local`` rows (1-D [n_r] or 2-D [n_r, D]; n_r may differ and be 0) concatenated in rank order,
+    on every rank (a collective).
+
+    A tensor collective, never pickled objects: each rank writes its rows at its offset in a zero tensor of the total
+    size and the ranks sum it (exact: every other term is 0), so the peak is the gathered tensor itself."""
+    world, rank = D.world_size(), D.rank()
+    shapes = torch.zeros(world, 2, dtype=torch.int64)
+    shapes[rank] = torch.tensor([local.shape[0], local.shape[1] if local.dim() == 2 else 0])
+    D.all_reduce_sum(shapes)
+    sizes = shapes[:, 0].tolist()
+    width = int(shapes[:, 1].max())  # an empty rank's [0, 0] takes the others' width
+    out = torch.zeros(sum(sizes), *((width,) if local.dim() == 2 else ()), dtype=local.dtype)
+    start = sum(sizes[:rank])
+    if sizes[rank]:
+        out[start:start + sizes[rank]] = local
+    return D.all_reduce_sum(out)
+
+
+def gather_features(ctx, evalset: EvalSet, embed: Callable[[torch.Tensor], torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features [N, D], labels [N])`` of every sample of ``evalset``, identical on every rank, in key order: each
+    rank embeds its share (:func:`local_features`), then :func:`gather_rows` (a collective: every rank calls it)."""
+    x, y = local_features(ctx, evalset, embed)
+    return gather_rows(x), gather_rows(y)

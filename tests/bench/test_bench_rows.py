@@ -132,3 +132,13 @@ def test_sharding_bench_rows_on_a_few_files(tmp_path, monkeypatch):
     for row in rows:
         _well_formed(row)
     assert rows[0].target == sharding.THROUGHPUT_TARGET and rows[1].target == sharding.RESUME_TARGET
+
+
+def test_eval_memory_bench_row_on_a_few_images(tmp_path, monkeypatch):
+    from bench import eval_memory, sharding
+
+    monkeypatch.setattr(sharding, "CACHE", tmp_path)
+    monkeypatch.setattr(eval_memory, "CACHE", tmp_path)
+    (row,) = eval_memory.run(sizes=(40, 80), size=32, steps=2)
+    _well_formed(row)
+    assert row.metric == "peak RSS, MB" and row.ours > 100 and row.target == eval_memory.TARGET

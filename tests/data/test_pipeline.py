@@ -260,3 +260,19 @@ def test_a_segment_stream_reads_the_candidates_that_the_schedule_gives_it(shapes
         batches = ds._segment_stream(segment, stream)
         got = [k for _ in range(3) for k in next(batches)["keys"]]  # stream 0 and 1 each have 3 of the 6 steps
         assert set(got) <= {keys[p] for p in wanted} and len(got) == 12
+
+
+def test_an_eval_pass_larger_than_the_memo_is_not_kept(tmp_path, monkeypatch):
+    from simclr_hpc.data import pipeline
+
+    out = tmp_path / "big"
+    write_shards("shapes:2:8:16", out, shard_size=8, seed=0)
+    kept_sizes = []
+    real_put = pipeline._eval_memo.put
+    monkeypatch.setattr(pipeline._eval_memo, "cap", 3 * 4 * 3 * 16 * 16 * 4)  # 3 batches of 4 images: < 40 images
+    monkeypatch.setattr(pipeline._eval_memo, "put",
+                        lambda key, value, n: (kept_sizes.append(n), real_put(key, value, n)))
+    passes = pipeline.eval_loader(out, "test", EvalTransform(16), batch_per_device=4)
+    first = next(passes)
+    assert len(first["keys"]) == 4 and sum(len(b["keys"]) for b in passes) == 40 - 4
+    assert kept_sizes == []

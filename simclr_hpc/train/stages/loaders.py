@@ -21,3 +21,22 @@ def train_stream(ctx: StageContext, first_segment: int) -> dict:
         "total_steps": cfg.train.steps,
         "on_error": cfg.data.on_error,
     }
+
+
+def labelled_source(ctx: StageContext, keys: list[str]) -> tuple[str, str, list[str] | None]:
+    """``(shards directory, split, keys)`` to read the labelled training subset ``keys`` from: its own small shard
+    set (``data.subset_shards``, built once by rank 0, then found by every rank and later run) when it is under half
+    of the training split, else the dataset's shards with the key filter. A collective: every rank calls it."""
+    from simclr_hpc import distributed as D
+    from simclr_hpc.data import subset_shards
+    from simclr_hpc.data.index import read_index
+
+    cfg = ctx.cfg
+    total = len(read_index(cfg.data.shards).split(cfg.data.train_split).keys)
+    if len(keys) >= subset_shards.WORTH_IT * total:
+        return cfg.data.shards, cfg.data.train_split, keys
+    fallback = f"{cfg.run.root}"
+    if ctx.engine.is_main:
+        subset_shards.materialise(cfg.data.shards, cfg.data.train_split, keys, fallback)
+    D.barrier()
+    return str(subset_shards.materialise(cfg.data.shards, cfg.data.train_split, keys, fallback)), "train", None

@@ -19,16 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simclr_hpc import distributed as D
 from simclr_hpc.config import ConfigError, FinetuneSection, ModelSection, TransferSection
 from simclr_hpc.data import augment, pipeline, subsets
 from simclr_hpc.data.shards import DatasetIndex, read_index
 from simclr_hpc.models import Arch, ProjectionHead, SimCLRModel, build_simclr, classifier_on
 from simclr_hpc.models.pixels import PixelEncoder
 from simclr_hpc.train.artifacts import load_simclr
-from simclr_hpc.train.evaluate import EvalSet, gather_features, logits_metrics, top1_metrics
-from simclr_hpc.train.knn import knn_accuracy
+from simclr_hpc.train.evaluate import EvalSet, gather_features, local_features, logits_metrics, top1_metrics
+from simclr_hpc.train.knn import knn_hits, knn_metrics
 from simclr_hpc.train.probe import Standardizer, probe_epochs
-from simclr_hpc.train.stages.loaders import train_stream
+from simclr_hpc.train.stages.loaders import labelled_source, train_stream
 from simclr_hpc.train.task import StageContext
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, slice], torch.Tensor]
@@ -142,6 +143,8 @@ class SupervisedTask:
 
     def build(self) -> nn.Module:
         simclr, self.model_cfg = self._encoder()
+        # A label fraction or class subset reads only its own samples: from its own small shard set.
+        self.train_source = labelled_source(self.ctx, self.labelled.train_keys)
         if self.head_layers > len(simclr.head.blocks):
             raise ConfigError(
                 f"finetune.from_head_layer: {self.head_layers} but the encoder's projection head has "
@@ -158,16 +161,17 @@ class SupervisedTask:
     def _extract_features(self) -> Features:
         """The frozen encoder's features of the labelled subset, identical on every rank, in key order."""
         extractor = self.classifier.to(self.ctx.device).eval()
-        train = EvalSet(self.cfg.data.train_split, self.labelled.num_classes, self.labelled.train_keys,
-                        self.labelled.label_map)
+        shards, split, keys = self.train_source
+        train = EvalSet(split, self.labelled.num_classes, keys, self.labelled.label_map, shards=shards)
         return Features(*gather_features(self.ctx, train, extractor.features))
 
     def batches(self, segment: int) -> Iterator[dict]:
         cfg = self.cfg
         if self.features is None:
+            shards, split, keys = self.train_source
             return pipeline.train_loader(
-                cfg.data.shards, cfg.data.train_split, augment.SupervisedAugment(cfg.data.image_size),
-                keys=self.labelled.train_keys, label_map=self.labelled.label_map, **train_stream(self.ctx, segment),
+                shards, split, augment.SupervisedAugment(cfg.data.image_size), keys=keys,
+                label_map=self.labelled.label_map, **train_stream(self.ctx, segment),
             )
         return self._feature_batches(self.features, segment)
 
@@ -195,12 +199,14 @@ class SupervisedTask:
         """Linear probe and kNN on the frozen features of the eval set (embedded once, the extractor in eval mode),
         with the probe's passes over the labelled set and its final loss on the whole of it."""
         num_classes = self.labelled.num_classes
-        x, y = gather_features(self.ctx, self.labelled.evalset, self.classifier.features)
+        # The eval features stay sharded by rank: each rank scores its share, and the counts are summed.
+        x, y = local_features(self.ctx, self.labelled.evalset, self.classifier.features)
         folded = self.standardizer.fold(trained).cpu()
         with torch.no_grad():
-            out = logits_metrics(folded(x), y, num_classes)
+            out = logits_metrics(folded(x) if len(y) else torch.zeros(0, num_classes), y, num_classes)
             train_loss = float(F.cross_entropy(folded(self.raw.x), self.raw.y))
-        out.update(knn_accuracy(x, y, self.raw.x, self.raw.y, num_classes))
+        hits = D.all_reduce_sum(knn_hits(x, y, self.raw.x, self.raw.y, num_classes, device=self.ctx.device))
+        out.update(knn_metrics(hits, out["eval_images"], len(self.raw.y), num_classes))
         out.update(probe_epochs=probe_epochs(self.cfg.train.steps, self.cfg.train.global_batch, len(self.raw.y)),
                    probe_train_loss=train_loss)
         return out
