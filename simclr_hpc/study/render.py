@@ -186,8 +186,9 @@ def render_transfer(s: TransferSummary, out: Path) -> Section:
         "k; every seed draws its own), a fixed number of training images per class, all classes once. Across: "
         "whole datasets, as the paper compared them (confounded with the dataset). Top-1 and chance-normalised "
         "top-1 in %, d' from top-1 under the equal-variance model (`separability.py`); mean [95% CI] over "
-        "seeds, each seed's draws averaged first. Test SE: the binomial standard error of one run's top-1 from "
-        "its eval-set size; seed SD: the spread of the per-seed means. Ceiling: runs at 100 % (d' a lower bound).",
+        "seeds, each seed's draws averaged first. Test SE: the standard error test sampling alone gives a seed's "
+        "mean top-1 (binomial, from the eval-set size and the draws averaged); seed SD: the spread of the per-seed "
+        "means it is part of. Ceiling: runs at 100 % (d' a lower bound).",
         "",
         "| encoder | protocol | kind | dataset | k | eval images | n | draws | top-1 % [95% CI] | "
         "chance-norm. % | d' [95% CI] | test SE pp | seed SD pp | ceiling | runs |",
@@ -201,6 +202,14 @@ def render_transfer(s: TransferSummary, out: Path) -> Section:
             f"{fmt_ci(c.dprime, False, 1.0, 2)} "
             f"| {pct(c.test_se)} | {pct(c.seed_sd)} | {c.ceiling} | {link_runs(c.runs, out)} |"
         )
+    worst = s.noisiest
+    if worst is not None:
+        lines += [
+            "",
+            f"Test sampling is at most {100 * worst.test_share:.0f} % of the variance across seeds of a "
+            f"within-dataset cell ({worst.split.dataset} k = {worst.split.k}: test SE {pct(worst.test_se)} pp "
+            f"of a seed SD of {pct(worst.seed_sd)} pp).",
+        ]
     lines += ["", *_slope_lines(s)]
     if not s.cells:
         return Section(lines)

@@ -193,10 +193,16 @@ class TransferCell:
     ceiling: int
     """Runs at 100 % (their d' is a lower bound)."""
     test_se: float
-    """Binomial standard error of one run's top-1 from its eval-set size (test sampling), averaged over runs."""
+    """Standard error that test sampling alone gives a seed's mean top-1: the binomial SE of one run from its
+    eval-set size, averaged over runs, over the square root of the draws averaged per seed."""
     seed_sd: float
     """Standard deviation of the per-seed mean top-1 across seeds (NaN below 2 seeds)."""
     runs: list[Row]
+
+    @property
+    def test_share(self) -> float:
+        """The share of the variance across seeds that test sampling alone would give (NaN without a spread)."""
+        return (self.test_se / self.seed_sd) ** 2 if self.seed_sd > 0 else math.nan
 
 
 @dataclass
@@ -216,15 +222,20 @@ class TransferSummary:
     """Within-dataset cells first, then across; k ascending within a group."""
     slopes: list[SlopeFit]
 
+    @property
+    def noisiest(self) -> TransferCell | None:
+        """The within-dataset cell where test sampling is the largest share of the spread across seeds."""
+        shares = [c for c in self.cells if c.split.kind == "within" and c.test_share == c.test_share]
+        return max(shares, key=lambda c: c.test_share, default=None)
+
 
 def _transfer_cell(encoder: str, split: Split, runs: list[Row]) -> TransferCell:
-    test_se = sum(math.sqrt(r.top1 * (1 - r.top1) / r.eval_images) for r in runs if r.eval_images) / max(
-        1, sum(1 for r in runs if r.eval_images)
-    )
+    run_se = [math.sqrt(r.top1 * (1 - r.top1) / r.eval_images) for r in runs if r.eval_images]
     seed_top1 = list(per_seed(runs).values())
     mean = sum(seed_top1) / len(seed_top1)
     sd = math.sqrt(sum((v - mean) ** 2 for v in seed_top1) / (len(seed_top1) - 1)) if len(seed_top1) > 1 else math.nan
     draws = max(len(v) for v in group(runs, lambda r: r.seed).values())
+    test_se = sum(run_se) / len(run_se) / math.sqrt(draws) if run_se else math.nan
     ceiling = sum(1 for r in runs if r.eval_images and round(r.top1 * r.eval_images) >= r.eval_images)
     return TransferCell(
         encoder,

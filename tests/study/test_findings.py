@@ -119,6 +119,7 @@ def test_report_tables_give_bounded_intervals_and_eval_sizes(tmp_path):
     text = rep.path.read_text()
     assert "## Verdicts" in text and "## Encoders against their baselines" in text
     assert "## Pretraining: online monitor" in text
+    assert "Test sampling is at most" in text  # the transfer section says whether its test sets are large enough
     assert "| eval images |" in text.split("## 1. Fine-tuning")[1].split("\n\n")[2]
     verdicts = (rep.path.parent / "verdicts.md").read_text()
     assert verdicts in text + "\n" and verdicts.count("\n") == 2 + 3  # header, rule, one row per finding
