@@ -109,7 +109,11 @@ class DataSection(Section):
     Same augmentation distributions; the crops are interpolated bilinearly (``roi_align``) rather than by a rounded
     uint8 resize. ``false``: image by image. Ignored with ``device_augment``."""
     num_workers: Int = Field(2, ge=0, le=64)
-    """DataLoader worker processes per rank."""
+    """DataLoader worker processes per rank; also the training stream's streams per rank, on which its batches depend.
+    Fewer run when the task's CPUs cannot hold them beside training (a divisor of this, with a warning; same batches)."""
+    shuffle_buffer_mb: Float = Field(256, gt=0, le=65536)
+    """Shuffle-buffer memory of one rank's training streams together, in MB of encoded samples (a 110 kB ImageNet
+    JPEG: 256 MB over 10 streams mixes about 230 of them per stream). Part of the batches' identity."""
     on_error: Literal["raise", "skip"] = "raise"
     """What a corrupt sample does: ``raise`` stops naming shard and key; ``skip`` drops it and counts it."""
 

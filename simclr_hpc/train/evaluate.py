@@ -15,6 +15,7 @@ from torch import nn
 
 from simclr_hpc import distributed as D
 from simclr_hpc.data import augment, pipeline
+from simclr_hpc.data.workers import fit_workers
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def eval_batches(ctx, evalset: EvalSet) -> Iterator[tuple[torch.Tensor, torch.Te
     loader = pipeline.eval_loader(
         evalset.shards or cfg.data.shards, evalset.split, augment.EvalTransform(cfg.data.image_size),
         batch_per_device=cfg.train.eval_batch_per_device, rank=ctx.engine.rank, world_size=ctx.engine.world_size,
-        num_workers=cfg.data.num_workers, keys=evalset.keys, label_map=evalset.label_map, on_error=cfg.data.on_error,
+        num_workers=fit_workers(cfg.data.num_workers), keys=evalset.keys, label_map=evalset.label_map, on_error=cfg.data.on_error,
     )
     for batch in loader:
         yield batch["views"][0].to(ctx.device, non_blocking=True), batch["y"], list(batch["keys"])

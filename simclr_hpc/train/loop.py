@@ -1,8 +1,10 @@
 """The one step-based training loop that every stage runs.
 
-Data comes in segments of ``train.ckpt_every_steps`` steps. Segment s reads a stream seeded from (seed, rank,
-worker, s), and a checkpoint is written at every segment end, so a run resumed from any checkpoint sees exactly the
-batches an uninterrupted run would have seen: resume is bitwise exact, not just "close".
+Data comes in segments of ``train.ckpt_every_steps`` steps. Segment s reads streams seeded from (seed, rank,
+stream, s), and a checkpoint is written at every segment end, so a run resumed from any checkpoint sees exactly the
+batches an uninterrupted run would have seen: resume is bitwise exact, not just "close". One loader serves the whole
+run (``task.batches(first_segment)``, built once: its workers, shuffle buffers and parsed index live across
+checkpoints); a resumed run builds its one loader at the checkpoint's segment.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -111,9 +114,10 @@ def train(task: Task, ctx: StageContext) -> TrainOutcome:
     progress = _Progress(start, skipped, resumed=resumed)
     t_train = time.perf_counter()
     previous_handler = preempt.install()
+    batches = _training_batches(task, cfg, progress.step)
     try:
         while progress.step < cfg.train.steps and not progress.preempted:
-            _run_segment(task, ctx, model, optimizer, peak_lr, progress, writer)
+            _run_segment(task, ctx, model, optimizer, peak_lr, progress, writer, batches)
             if progress.step < cfg.train.steps:
                 progress.settle_skipped()
                 writer.flush()  # the backends hold every step up to a checkpoint before it exists
@@ -123,6 +127,7 @@ def train(task: Task, ctx: StageContext) -> TrainOutcome:
             preempt.clear()  # acted on: a run resumed in this same process must not stop again at once
             raise preempt.Preempted(progress.step, ctx.run_dir)
         train_s = time.perf_counter() - t_train
+        batches = None  # the loader's workers end before evaluation starts its own
         metrics = task.evaluate(model)
         writer.log_final(progress.step, metrics)
         writer.flush()
@@ -149,14 +154,20 @@ def _resume(ctx: StageContext, model) -> tuple[int, int, dict | None]:
     return start, int(state.get("skipped", 0)), state.get("optimizer")
 
 
+def _training_batches(task: Task, cfg, step: int) -> Iterator[dict]:
+    """The run's one iterator of training batches, from run step ``step`` on."""
+    segment = step // cfg.train.ckpt_every_steps
+    batches = iter(task.batches(segment))
+    for _ in range(step - segment * cfg.train.ckpt_every_steps):  # resumed mid-segment (saved at a signal)
+        next(batches)
+    return batches
+
+
 def _run_segment(task: Task, ctx: StageContext, model, optimizer, peak_lr: float, progress: _Progress,
-                 writer: MetricsWriter) -> None:
+                 writer: MetricsWriter, batches: Iterator[dict]) -> None:
     """Train the rest of the data segment ``progress.step`` is in (up to its checkpoint, or the last step)."""
     cfg, engine, total = ctx.cfg, ctx.engine, ctx.cfg.train.steps
     segment = progress.step // cfg.train.ckpt_every_steps
-    batches = iter(task.batches(segment))
-    for _ in range(progress.step - segment * cfg.train.ckpt_every_steps):  # resumed mid-segment (saved at a signal)
-        next(batches)
     segment_end = min((segment + 1) * cfg.train.ckpt_every_steps, total)
     while progress.step < segment_end and not progress.preempted:
         batch = next(batches)
@@ -189,7 +200,6 @@ def _run_segment(task: Task, ctx: StageContext, model, optimizer, peak_lr: float
         else:
             writer.advance(progress.step)
     progress.read_losses(ctx.run_dir)  # before the segment's checkpoint
-    del batches  # stops this segment's loader workers before the next segment starts its own
 
 
 def _save(ctx: StageContext, task: Task, model, optimizer, step: int, skipped: int, export: bool) -> None:

@@ -1,7 +1,7 @@
 """What the loop relies on: the :class:`Task` protocol one class per stage implements, the :class:`StageContext` it is
 given, and the :class:`TrainOutcome` the loop returns.
 
-The loop calls, in this order: ``build()`` once; then per data segment ``batches(segment)`` and, per optimizer step,
+The loop calls, in this order: ``build()`` once; then ``batches(first_segment)`` once and, per optimizer step,
 ``step(model, batch)`` and then ``monitor(model, step)``; at every checkpoint ``arch()``; at the end ``evaluate(model)`` and ``export(model)``.
 ``facts()`` and ``subset()`` may be called any time after construction; the runner records them.
 """
@@ -52,10 +52,12 @@ class Task(Protocol):
         the training subset once (a collective: every rank calls ``build``)."""
         ...
 
-    def batches(self, segment: int) -> Iterable[dict]:
-        """This rank's training batches of data segment ``segment`` (``train.ckpt_every_steps`` steps each), seeded by
-        (seed, rank, segment) so a resumed run sees the batches an uninterrupted one would. Each batch is a dict with
-        ``views`` (a tuple of tensors), ``y``, optionally ``keys``, and ``skipped`` (corrupt samples dropped)."""
+    def batches(self, first_segment: int) -> Iterable[dict]:
+        """This rank's training batches from the start of data segment ``first_segment`` (``train.ckpt_every_steps``
+        steps each) to the end of the run: one iterator (one loader) for the whole run. Segment s's batches are
+        seeded by (seed, rank, s), so a run resumed at a checkpoint's segment sees the batches an uninterrupted one
+        would. Each batch is a dict with ``views`` (a tuple of tensors), ``y``, optionally ``keys``, and ``skipped``
+        (corrupt samples dropped)."""
         ...
 
     def step(self, model: nn.Module, batch: dict) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The loop as a unit, on a tiny real Task (linear regression on seeded data): steps, checkpoints, resume, outcome."""
 
+import itertools
 import json
 
 import pytest
@@ -29,12 +30,16 @@ class LinearRegression:
     def build(self) -> nn.Module:
         return nn.Linear(3, 1)
 
-    def batches(self, segment: int):
-        self.calls["segments"].append(segment)
-        gen = torch.Generator().manual_seed(1000 + segment)
-        while True:
-            x = torch.randn(BATCH, 3, generator=gen)
-            yield {"views": (x,), "y": x @ torch.tensor([[1.0], [-2.0], [0.5]]), "skipped": 1}
+    def batches(self, first_segment: int):
+        self.calls["segments"].append(first_segment)  # the loop builds one iterator per run
+        return self._from(first_segment)
+
+    def _from(self, first_segment: int):
+        for segment in itertools.count(first_segment):
+            gen = torch.Generator().manual_seed(1000 + segment)
+            for _ in range(EVERY):
+                x = torch.randn(BATCH, 3, generator=gen)
+                yield {"views": (x,), "y": x @ torch.tensor([[1.0], [-2.0], [0.5]]), "skipped": 1}
 
     def step(self, model: nn.Module, batch: dict) -> torch.Tensor:
         self.calls["steps"] += 1
@@ -89,7 +94,7 @@ def test_loop_trains_to_the_configured_steps_and_returns_its_outcome(tmp_path):
     run_dir = task.ctx.run_dir
     assert outcome.steps == STEPS and outcome.skipped_samples == STEPS and outcome.images_per_s > 0
     assert set(outcome.metrics) == {"weight_norm"} and outcome.metrics["weight_norm"] > 0
-    assert task.calls["segments"] == [0, 1, 2] and task.calls["steps"] == STEPS
+    assert task.calls["segments"] == [0] and task.calls["steps"] == STEPS  # one loader for the whole run
     # arch at every checkpoint, the exported weights only once, for the final one
     assert task.calls["arch"] == STEPS // EVERY and task.calls["export"] == 1
     steps = [json.loads(line)["step"] for line in rundir.metrics_path(run_dir).read_text().splitlines()]

@@ -101,12 +101,12 @@ class DistillTask:
             student.encoder.load_state_dict(simclr.encoder.state_dict())
         return student
 
-    def batches(self, segment: int) -> Iterator[dict]:
+    def batches(self, first_segment: int) -> Iterator[dict]:
         cfg = self.cfg
         keys = None if self.teacher is not None else sorted(self.labelled)
         return pipeline.train_loader(
             cfg.data.shards, cfg.data.train_split, augment.SupervisedAugment(cfg.data.image_size), keys=keys,
-            **train_stream(self.ctx, segment),
+            **train_stream(self.ctx, first_segment),
         )
 
     def step(self, model: nn.Module, batch: dict) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from simclr_hpc.data.workers import fit_workers
 from simclr_hpc.train.task import StageContext
 
 
@@ -14,12 +15,13 @@ def train_stream(ctx: StageContext, first_segment: int) -> dict:
         "seed": cfg.run.seed,
         "rank": engine.rank,
         "world_size": engine.world_size,
-        "num_workers": cfg.data.num_workers,
+        "num_workers": fit_workers(cfg.data.num_workers),
         "streams_per_rank": max(1, cfg.data.num_workers),
         "first_segment": first_segment,
         "steps_per_segment": cfg.train.ckpt_every_steps,
         "total_steps": cfg.train.steps,
         "on_error": cfg.data.on_error,
+        "shuffle_buffer_bytes": int(cfg.data.shuffle_buffer_mb * 2**20),
     }
 
 

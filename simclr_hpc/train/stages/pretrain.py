@@ -51,10 +51,10 @@ class PretrainTask:
         self._monitored = {**measured, "step": step}
         return measured
 
-    def batches(self, segment: int) -> Iterator[dict]:
+    def batches(self, first_segment: int) -> Iterator[dict]:
         cfg = self.cfg
         return pipeline.train_loader(
-            cfg.data.shards, cfg.data.train_split, self._transform(), **train_stream(self.ctx, segment),
+            cfg.data.shards, cfg.data.train_split, self._transform(), **train_stream(self.ctx, first_segment),
         )
 
     def _transform(self):

@@ -12,6 +12,7 @@ from scratch); ``encoder=pixels`` is the raw-pixel baseline (``models/pixels.py`
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -165,23 +166,26 @@ class SupervisedTask:
         train = EvalSet(split, self.labelled.num_classes, keys, self.labelled.label_map, shards=shards)
         return Features(*gather_features(self.ctx, train, extractor.features))
 
-    def batches(self, segment: int) -> Iterator[dict]:
+    def batches(self, first_segment: int) -> Iterator[dict]:
         cfg = self.cfg
         if self.features is None:
             shards, split, keys = self.train_source
             return pipeline.train_loader(
                 shards, split, augment.SupervisedAugment(cfg.data.image_size), keys=keys,
-                label_map=self.labelled.label_map, **train_stream(self.ctx, segment),
+                label_map=self.labelled.label_map, **train_stream(self.ctx, first_segment),
             )
-        return self._feature_batches(self.features, segment)
+        return self._feature_batches(self.features, first_segment)
 
-    def _feature_batches(self, features: Features, segment: int) -> Iterator[dict]:
-        """Random global batches of precomputed features; each rank takes its slice, so DDP sees one global batch."""
-        gen = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + segment)
+    def _feature_batches(self, features: Features, first_segment: int) -> Iterator[dict]:
+        """Random global batches of precomputed features, seeded per segment; each rank takes its slice, so DDP sees
+        one global batch."""
         n, per, rank = len(features.y), self.ctx.per_device, self.ctx.engine.rank
-        while True:
-            idx = torch.randint(0, n, (per * self.ctx.engine.world_size,), generator=gen)[rank * per : (rank + 1) * per]
-            yield {"views": (features.x[idx],), "y": features.y[idx], "skipped": 0}
+        for segment in itertools.count(first_segment):
+            gen = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + segment)
+            for _ in range(self.cfg.train.ckpt_every_steps):
+                draw = torch.randint(0, n, (per * self.ctx.engine.world_size,), generator=gen)
+                idx = draw[rank * per:(rank + 1) * per]
+                yield {"views": (features.x[idx],), "y": features.y[idx], "skipped": 0}
 
     def step(self, model: nn.Module, batch: dict) -> torch.Tensor:
         return classification_step(self.ctx, model, batch)
