@@ -64,10 +64,7 @@ class ShardReader:
              skip: int = 0) -> Iterator[tuple[str, int, dict]]:
         """``(key, label, parts)`` of the wanted, sound samples of one shard, in file order, after the first ``skip``
         wanted ones; problems raise or count."""
-        try:  # the index too: positions and labels were checked against it when the shard was remembered
-            stamp = (file_stamp(self.root / INDEX), file_stamp(shard.path))
-        except FileNotFoundError:
-            stamp = None  # reported below, where the tar is opened
+        stamp = self._stamp(shard)
         remembered = SHARD_MEMO.get(stamp) if stamp is not None else None
         if remembered is not None:
             wanted = [(key, label, parts) for pos, key, label, parts in remembered if want(pos)]
@@ -88,11 +85,7 @@ class ShardReader:
                     if key not in listed:
                         self.problem(shard, f"key {key} is not listed in index.json for this shard")
                     elif whole is not None:  # not wanted now: kept for later reads if it is a sound PNG sample
-                        problem, label = self._check(listed[key], key, parts) if "png" in parts else ("not png", -1)
-                        if problem is None:
-                            whole.append((listed[key], key, label, parts))
-                        else:
-                            whole = None
+                        whole = self._kept(whole, listed[key], key, parts)
                     continue
                 seen.add(key)
                 if whole is not None and "png" not in parts:
@@ -126,6 +119,23 @@ class ShardReader:
             batcher.skipped += lost
         elif stamp is not None and whole is not None and len(whole) == len(shard_keys):
             _remember(stamp, whole)
+
+    def _stamp(self, shard: Shard) -> tuple | None:
+        """What identifies the shard's contents for ``SHARD_MEMO`` (None: the file is missing; reading reports it).
+        The index's stamp too: positions and labels were checked against it when the shard was remembered."""
+        try:
+            return file_stamp(self.root / INDEX), file_stamp(shard.path)
+        except FileNotFoundError:
+            return None
+
+    def _kept(self, whole: list, pos: int, key: str, parts: dict) -> list | None:
+        """``whole`` with a sample this read does not want, kept for later reads, if it is a sound PNG sample; else
+        None (the shard is not remembered)."""
+        problem, label = self._check(pos, key, parts) if "png" in parts else ("not png", -1)
+        if problem is not None:
+            return None
+        whole.append((pos, key, label, parts))
+        return whole
 
     def _check(self, pos: int, key: str, parts: dict) -> tuple[str | None, int]:
         """``(problem or None, label)`` of a sample the index lists at ``pos``."""
