@@ -92,6 +92,10 @@ class DataSection(Section):
     """Split that training reads."""
     eval_split: str = "test"
     """Held-out split on which top-1 is reported."""
+    val_split: str = "val"
+    """Held-out split that linear probes choose their penalty on and the pretraining monitor scores (never the
+    eval split). Shards without it (``data shards`` without ``--val-fraction``): probes choose on a held-out fifth of
+    their labelled images, and the monitor on training images outside its bank."""
     image_size: Int = Field(32, ge=8, le=1024)
     """Side of the square crop the model sees, in pixels. 32 for CIFAR-like data, 224 for ImageNet-like."""
     augment: Literal["cifar", "imagenet"] = "cifar"
@@ -116,6 +120,14 @@ class DataSection(Section):
     JPEG: 256 MB over 10 streams mixes about 230 of them per stream). Part of the batches' identity."""
     on_error: Literal["raise", "skip"] = "raise"
     """What a corrupt sample does: ``raise`` stops naming shard and key; ``skip`` drops it and counts it."""
+
+    @model_validator(mode="after")
+    def _val_split_held_out(self) -> DataSection:
+        if self.val_split and self.val_split in (self.train_split, self.eval_split):
+            raise ValueError(f"val_split {self.val_split!r} is the train or eval split too; choosing a probe's "
+                             "penalty there would tune on the data it is scored on (use 'val', or '' to hold out "
+                             "part of the labelled images)")
+        return self
 
 
 class ModelSection(Section):

@@ -77,6 +77,8 @@ class Row:
     """Linear probe: passes over the labelled set."""
     probe_train_loss: float | None = None
     """Linear probe: final cross-entropy on the whole labelled set."""
+    probe_penalty: float | None = None
+    """Linear probe: the L2 penalty it chose on the validation split (``train/probe.py``)."""
     alignment: float | None = None
     """Pretrain (monitor): alignment of the final encoder's projections (Wang & Isola 2020; lower is better)."""
     uniformity: float | None = None
@@ -107,7 +109,7 @@ class Row:
 
 COLUMNS = tuple(f.name for f in fields(Row))
 RESULT_METRICS = ("top1", "chance_norm_top1", "num_classes", "eval_images", "top5", "knn_top1_k20", "knn_top1_k200",
-                  "probe_epochs", "probe_train_loss", "alignment", "uniformity", "embed_std", "positive_rank1",
+                  "probe_epochs", "probe_train_loss", "probe_penalty", "alignment", "uniformity", "embed_std", "positive_rank1",
                   "monitor_s_total", "loss", "teacher_top1")
 """Keys of a result's ``metrics`` copied into its row."""
 RESULT_FACTS = ("steps", "wall_s", "images_per_s", "world_size", "skipped_samples", "config_hash")

@@ -92,10 +92,12 @@ class _Progress:
 
 
 def train(task: Task, ctx: StageContext) -> TrainOutcome:
-    """Train ``task`` to ``train.steps`` (resuming from the latest whole checkpoint), evaluate, export."""
+    """Train ``task`` to ``train.steps`` (resuming from the latest whole checkpoint; no step for a task whose
+    ``build()`` fitted the model), evaluate, export."""
     cfg, engine = ctx.cfg, ctx.engine
     torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
     model = task.build()
+    total = 0 if task.fitted_by_build else cfg.train.steps
     peak_lr = scaled_lr(cfg.optim, cfg.train.global_batch)
     optimizer = build_optimizer(model, cfg.optim, peak_lr)
     start, skipped, optimizer_state = _resume(ctx, model)
@@ -116,9 +118,9 @@ def train(task: Task, ctx: StageContext) -> TrainOutcome:
     previous_handler = preempt.install()
     batches = _training_batches(task, cfg, progress.step)
     try:
-        while progress.step < cfg.train.steps and not progress.preempted:
+        while progress.step < total and not progress.preempted:
             _run_segment(task, ctx, model, optimizer, peak_lr, progress, writer, batches)
-            if progress.step < cfg.train.steps:
+            if progress.step < total:
                 progress.settle_skipped()
                 writer.flush()  # the backends hold every step up to a checkpoint before it exists
                 _save(ctx, task, model, optimizer, progress.step, progress.skipped, export=False)

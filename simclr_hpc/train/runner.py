@@ -157,6 +157,12 @@ def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int,
     return result.to_json()
 
 
+def _metrics(outcome: TrainOutcome) -> dict:
+    """The task's metrics and the last step's loss (none when the task was fitted without a step: a linear probe's
+    loss is its ``probe_train_loss``)."""
+    return {**outcome.metrics, "loss": outcome.loss} if outcome.steps else dict(outcome.metrics)
+
+
 def _result(stage: str, ctx: StageContext, task: Task, outcome: TrainOutcome, wall_s: float,
             data_hash: str) -> Result:
     """The run's result.json: its config's coordinates, the outcome, the runtime facts and the task's facts."""
@@ -165,8 +171,8 @@ def _result(stage: str, ctx: StageContext, task: Task, outcome: TrainOutcome, wa
     return Result(
         stage=stage, study=cfg.run.study, run=cfg.run.name, run_dir=str(ctx.run_dir), config_hash=cfg.hash(stage),
         data_hash=data_hash,
-        seed=cfg.run.seed, steps=cfg.train.steps, global_batch=cfg.train.global_batch, per_device_batch=ctx.per_device,
-        accumulation=ctx.accumulation, metrics={**outcome.metrics, "loss": outcome.loss}, wall_s=wall_s,
+        seed=cfg.run.seed, steps=outcome.steps, global_batch=cfg.train.global_batch, per_device_batch=ctx.per_device,
+        accumulation=ctx.accumulation, metrics=_metrics(outcome), wall_s=wall_s,
         images_per_s=outcome.images_per_s, skipped_samples=outcome.skipped_samples, device=_device_name(engine),
         world_size=engine.world_size, hostnames=engine.hostnames,
         checkpoint_sha256=ckpt.read_meta(latest)["sha256"] if latest else None,

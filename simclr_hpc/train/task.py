@@ -1,8 +1,8 @@
 """What the loop relies on: the :class:`Task` protocol one class per stage implements, the :class:`StageContext` it is
 given, and the :class:`TrainOutcome` the loop returns.
 
-The loop calls, in this order: ``build()`` once; then ``batches(first_segment)`` once and, per optimizer step,
-``step(model, batch)`` and then ``monitor(model, step)``; at every checkpoint ``arch()``; at the end ``evaluate(model)`` and ``export(model)``.
+The loop calls, in this order: ``build()`` once; then ``batches(first_segment)`` once and (unless ``fitted_by_build``)
+per optimizer step, ``step(model, batch)`` and then ``monitor(model, step)``; at every checkpoint ``arch()``; at the end ``evaluate(model)`` and ``export(model)``.
 ``facts()`` and ``subset()`` may be called any time after construction; the runner records them.
 """
 
@@ -45,6 +45,9 @@ class Task(Protocol):
 
     stage: str
     """The stage name, as in ``config.STAGES`` (recorded in checkpoint meta)."""
+    fitted_by_build: bool
+    """True when ``build()`` returns the model already fitted (the linear probe, solved by L-BFGS on frozen
+    features): the loop then runs no optimizer step, and only evaluates and exports it."""
 
     def build(self) -> nn.Module:
         """The module the optimizer trains, with its initial weights (the loop has seeded torch identically on every
@@ -101,7 +104,7 @@ class TrainOutcome:
     loss: float
     """Loss of the last training step."""
     steps: int
-    """Optimizer steps done (``train.steps``)."""
+    """Optimizer steps done (``train.steps``; 0 for a task fitted by its ``build()``)."""
     skipped_samples: int
     """Corrupt samples skipped over the whole run and all ranks (``data.on_error=skip``)."""
     images_per_s: float

@@ -22,6 +22,7 @@ class LinearRegression:
     """A complete Task: y = x @ W* + noise, a linear model trained on seeded per-segment batches."""
 
     stage = "pretrain"
+    fitted_by_build = False
 
     def __init__(self, ctx: StageContext, crash_at_step: int | None = None):
         self.ctx, self.crash_at_step = ctx, crash_at_step

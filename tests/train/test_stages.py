@@ -51,11 +51,13 @@ def test_all_four_stages_run_end_to_end_from_the_cli(tiny_shards, tmp_path):
     results = {p.parent.name: json.loads(p.read_text()) for p in root.glob("*/*/result.json")}
     assert set(results) == {"p", "f", "fl", "d", "d0", "t"}
     for name, res in results.items():
-        assert res["steps"] == 6 and res["world_size"] == 1 and res["device"] == "cpu"
+        solved = name in ("fl", "t")  # linear probes: solved in build (probe.py), no optimizer step
+        assert res["steps"] == (0 if solved else 6) and res["world_size"] == 1 and res["device"] == "cpu"
         assert len(res["checkpoint_sha256"]) == 64
         assert (root / res["stage"] / name / "config.yaml").is_file()
-        lines = (root / res["stage"] / name / "metrics.jsonl").read_text().splitlines()
-        assert [json.loads(line)["step"] for line in lines] == list(range(1, 7))
+        metrics = root / res["stage"] / name / "metrics.jsonl"
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        assert [json.loads(line)["step"] for line in lines] == ([] if solved else list(range(1, 7)))
     from simclr_hpc.data.shards import read_index
 
     test_per_class = len(read_index(tiny_shards).split("test").keys) // 4

@@ -62,6 +62,7 @@ class DistillTask:
     """
 
     stage = "distill"
+    fitted_by_build = False
 
     def __init__(self, ctx: StageContext):
         self.ctx, self.cfg = ctx, ctx.cfg

@@ -23,6 +23,7 @@ class PretrainTask:
     """SimCLR: two views, NT-Xent over the global batch (exact with gradient caching when micro < per-device batch)."""
 
     stage = "pretrain"
+    fitted_by_build = False
 
     def __init__(self, ctx: StageContext):
         self.ctx = ctx

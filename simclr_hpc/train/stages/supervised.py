@@ -1,10 +1,10 @@
 """Fine-tuning and transfer: a classifier on an encoder's head layer, trained on a labelled subset; and the
 classification step (cross-entropy in micro-batches) that distillation reuses.
 
-``linear``: the encoder is frozen, so its features are computed once (no augmentation), standardised with the
-training set's statistics (``probe.py``), and only the linear layer is trained on them: the same optimum as the
-frozen-encoder protocol at a fraction of the cost. The same frozen features also give the kNN protocol (``knn.py``,
-k = 20 and 200, the labelled subset as the bank). ``full``: every layer is trained on augmented images.
+``linear``: the encoder is frozen, so its features are computed once (no augmentation), and the linear probe is
+solved on them in ``build()`` (``probe.py``: L-BFGS to convergence, its penalty chosen on ``data.val_split``), so the
+loop runs no step; the same frozen features also give the kNN protocol (``knn.py``, k = 20 and 200, the labelled
+subset as the bank). ``full``: every layer is trained on augmented images, in the loop.
 
 ``encoder=random`` is the random-init baseline of the configured architecture (with ``full``: the network trained
 from scratch); ``encoder=pixels`` is the raw-pixel baseline (``models/pixels.py``; linear only).
@@ -12,7 +12,6 @@ from scratch); ``encoder=pixels`` is the raw-pixel baseline (``models/pixels.py`
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -29,7 +28,7 @@ from simclr_hpc.models.pixels import PixelEncoder
 from simclr_hpc.train.artifacts import load_simclr
 from simclr_hpc.train.evaluate import EvalSet, gather_features, local_features, logits_metrics, top1_metrics
 from simclr_hpc.train.knn import knn_hits, knn_metrics
-from simclr_hpc.train.probe import Standardizer, probe_epochs
+from simclr_hpc.train.probe import Labelled, ProbeFit, Standardizer, fit_probe, train_loss
 from simclr_hpc.train.stages.loaders import labelled_source, train_stream
 from simclr_hpc.train.task import StageContext
 
@@ -94,6 +93,22 @@ def file_subset(index: DatasetIndex, train_split: str, eval_split: str, path: st
                           subset_file=str(path), subset_sha256=digest)
 
 
+def validation_set(index: DatasetIndex, split: str, evalset: EvalSet) -> EvalSet | None:
+    """The ``split`` samples of ``evalset``'s classes, labelled alike (where a probe chooses its penalty); None when
+    the shards have no such split."""
+    if not split or split not in index.splits:
+        return None
+    if evalset.label_map is None:
+        return EvalSet(split, evalset.num_classes)
+    held_out = index.splits[split]
+    keys = [held_out.keys[i] for i in subsets.positions_for_classes(held_out.labels, list(evalset.label_map))]
+    return EvalSet(split, evalset.num_classes, keys, evalset.label_map)
+
+
+HOLDOUT_FRACTION = 0.2
+"""Without a validation split, the share of the labelled images (class-balanced) a probe chooses its penalty on."""
+
+
 def class_subset(index: DatasetIndex, train_split: str, eval_split: str, section: TransferSection,
                  seed: int) -> LabelledSubset:
     """k seeded classes, relabelled 0..k-1, ``images_per_class`` of each, and the eval samples of those classes."""
@@ -105,37 +120,36 @@ def class_subset(index: DatasetIndex, train_split: str, eval_split: str, section
     return LabelledSubset([split.keys[i] for i in indices], k, EvalSet(eval_split, k, eval_keys, label_map), label_map)
 
 
-@dataclass(frozen=True)
-class Features:
-    """The frozen encoder's features of the labelled subset, in key order, identical on every rank."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-
 class SupervisedTask:
     """A classifier on head layer ``head_layers`` of ``section.encoder``, trained on ``subset`` (see the module doc)."""
 
     stage: str
 
     def __init__(self, ctx: StageContext, section: FinetuneSection | TransferSection, head_layers: int,
-                 subset: LabelledSubset):
+                 subset: LabelledSubset, index: DatasetIndex):
         self.ctx, self.cfg = ctx, ctx.cfg
         self.section, self.head_layers, self.labelled = section, head_layers, subset
-        self.classifier = None  # built by build(); its linear layer is what the optimizer trains under ``linear``
-        self.features: Features | None = None
-        """Linear: the standardised training features the linear layer is trained on."""
-        self.raw: Features | None = None
-        """Linear: the same features as the encoder gives them (the kNN bank)."""
+        self.channels = index.channels
+        self.valset = validation_set(index, self.cfg.data.val_split, subset.evalset)
+        self.classifier = None  # built by build(); under ``linear`` its linear layer is the solved probe
+        self.raw: Labelled | None = None
+        """Linear: the frozen encoder's features of the labelled subset, in key order, identical on every rank (the
+        probe's training set and the kNN bank)."""
         self.standardizer: Standardizer | None = None
+        self.probe: ProbeFit | None = None
         self.model_cfg: ModelSection | None = None
+
+    @property
+    def fitted_by_build(self) -> bool:
+        """The linear probe is solved in ``build()``; full fine-tuning trains in the loop."""
+        return self.section.protocol == "linear"
 
     def _encoder(self) -> tuple[SimCLRModel, ModelSection]:
         ref, field_name = self.section.encoder, f"{self.stage}.encoder"
         if ref == "random":
             return build_simclr(self.cfg.model), self.cfg.model
         if ref == "pixels":  # linear only (config.py refuses it with full)
-            pixels = PixelEncoder(self.cfg.data.image_size)
+            pixels = PixelEncoder(self.cfg.data.image_size, self.channels)
             return SimCLRModel(pixels, ProjectionHead(pixels.feat_dim, 0, 0, 0)), self.cfg.model
         if not ref:
             raise ConfigError(f"{field_name}: empty; set it to a pretrain run directory (or 'random' or 'pixels' "
@@ -154,38 +168,36 @@ class SupervisedTask:
         self.classifier = classifier_on(simclr, self.head_layers, self.labelled.num_classes)
         if self.section.protocol == "full":
             return self.classifier
-        self.raw = self._extract_features()
-        self.standardizer = Standardizer.fit(self.raw.x)
-        self.features = Features(self.standardizer(self.raw.x), self.raw.y)
+        self.probe = self._solve_probe()
+        with torch.no_grad():
+            self.classifier.linear.weight.copy_(self.probe.weight)
+            self.classifier.linear.bias.copy_(self.probe.bias)
         return self.classifier.linear
 
-    def _extract_features(self) -> Features:
-        """The frozen encoder's features of the labelled subset, identical on every rank, in key order."""
+    def _solve_probe(self) -> ProbeFit:
+        """Embed the labelled subset (and the validation split) once and solve the probe on them (``probe.py``); every
+        rank solves the same problem on the same features, so the ranks agree without a broadcast."""
         extractor = self.classifier.to(self.ctx.device).eval()
         shards, split, keys = self.train_source
         train = EvalSet(split, self.labelled.num_classes, keys, self.labelled.label_map, shards=shards)
-        return Features(*gather_features(self.ctx, train, extractor.features))
+        self.raw = Labelled(*gather_features(self.ctx, train, extractor.features))
+        self.standardizer = Standardizer.fit(self.raw.x)
+        if self.valset is not None:
+            val = gather_features(self.ctx, self.valset, extractor.features)
+            return fit_probe(self.raw, Labelled(*val), self.labelled.num_classes, self.standardizer)
+        holdout = subsets.class_balanced_fraction(self.raw.y.cpu().numpy(), HOLDOUT_FRACTION, self.cfg.run.seed)
+        return fit_probe(self.raw, None, self.labelled.num_classes, self.standardizer,
+                         holdout=torch.from_numpy(holdout).to(self.raw.y.device))
 
     def batches(self, first_segment: int) -> Iterator[dict]:
         cfg = self.cfg
-        if self.features is None:
-            shards, split, keys = self.train_source
-            return pipeline.train_loader(
-                shards, split, augment.SupervisedAugment(cfg.data.image_size), keys=keys,
-                label_map=self.labelled.label_map, **train_stream(self.ctx, first_segment),
-            )
-        return self._feature_batches(self.features, first_segment)
-
-    def _feature_batches(self, features: Features, first_segment: int) -> Iterator[dict]:
-        """Random global batches of precomputed features, seeded per segment; each rank takes its slice, so DDP sees
-        one global batch."""
-        n, per, rank = len(features.y), self.ctx.per_device, self.ctx.engine.rank
-        for segment in itertools.count(first_segment):
-            gen = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + segment)
-            for _ in range(self.cfg.train.ckpt_every_steps):
-                draw = torch.randint(0, n, (per * self.ctx.engine.world_size,), generator=gen)
-                idx = draw[rank * per:(rank + 1) * per]
-                yield {"views": (features.x[idx],), "y": features.y[idx], "skipped": 0}
+        if self.fitted_by_build:
+            return iter(())  # the probe is solved in build(): the loop takes no batch
+        shards, split, keys = self.train_source
+        return pipeline.train_loader(
+            shards, split, augment.SupervisedAugment(cfg.data.image_size), keys=keys,
+            label_map=self.labelled.label_map, **train_stream(self.ctx, first_segment),
+        )
 
     def step(self, model: nn.Module, batch: dict) -> torch.Tensor:
         return classification_step(self.ctx, model, batch)
@@ -195,24 +207,26 @@ class SupervisedTask:
 
     def evaluate(self, model: nn.Module) -> dict:
         trained = self.ctx.engine.unwrap(model)
-        if self.features is None:
+        if not self.fitted_by_build:
             return top1_metrics(trained.to(self.ctx.device), self.ctx, self.labelled.evalset)
         return self._probe_metrics(trained)
 
     def _probe_metrics(self, trained: nn.Linear) -> dict:
         """Linear probe and kNN on the frozen features of the eval set (embedded once, the extractor in eval mode),
-        with the probe's passes over the labelled set and its final loss on the whole of it."""
-        num_classes = self.labelled.num_classes
+        and how the probe was chosen: its penalty, where and on how many images, its passes over the labelled set,
+        its final loss on the whole of it."""
+        num_classes, fit = self.labelled.num_classes, self.probe
         # The eval features stay sharded by rank: each rank scores its share, and the counts are summed.
         x, y = local_features(self.ctx, self.labelled.evalset, self.classifier.features)
-        folded = self.standardizer.fold(trained).cpu()
+        folded = self.standardizer.fold(trained).to(x.device)
         with torch.no_grad():
             out = logits_metrics(folded(x) if len(y) else torch.zeros(0, num_classes), y, num_classes)
-            train_loss = float(F.cross_entropy(folded(self.raw.x), self.raw.y))
         hits = D.all_reduce_sum(knn_hits(x, y, self.raw.x, self.raw.y, num_classes, device=self.ctx.device))
         out.update(knn_metrics(hits, out["eval_images"], len(self.raw.y), num_classes))
-        out.update(probe_epochs=probe_epochs(self.cfg.train.steps, self.cfg.train.global_batch, len(self.raw.y)),
-                   probe_train_loss=train_loss)
+        out.update(probe_penalty=fit.penalty, probe_select_split=self.valset.split if self.valset else "train-holdout",
+                   probe_select_top1=fit.select_top1, probe_select_images=fit.select_images,
+                   probe_penalties_tried=len(fit.path), probe_converged=fit.converged, probe_epochs=float(fit.passes),
+                   probe_train_loss=train_loss(self.raw, fit, self.standardizer))
         return out
 
     def arch(self) -> Arch:
@@ -220,7 +234,7 @@ class SupervisedTask:
 
     def export(self, model: nn.Module) -> dict[str, torch.Tensor]:
         state = self.classifier.state_dict()
-        if self.features is not None:  # the frozen parts, and the trained layer folded onto the raw features
+        if self.fitted_by_build:  # the frozen parts, and the solved probe folded onto the raw features
             folded = self.standardizer.fold(self.ctx.engine.unwrap(model))
             state.update({f"linear.{k}": v for k, v in folded.state_dict().items()})
         return {k: v.cpu() for k, v in state.items()}
@@ -250,7 +264,7 @@ class FinetuneTask(SupervisedTask):
         else:
             subset = fraction_subset(index, cfg.data.train_split, cfg.data.eval_split, cfg.finetune.label_fraction,
                                      cfg.run.seed)
-        super().__init__(ctx, cfg.finetune, cfg.finetune.from_head_layer, subset)
+        super().__init__(ctx, cfg.finetune, cfg.finetune.from_head_layer, subset, index)
 
 
 class TransferTask(SupervisedTask):
@@ -260,6 +274,6 @@ class TransferTask(SupervisedTask):
 
     def __init__(self, ctx: StageContext):
         cfg = ctx.cfg
-        subset = class_subset(read_index(cfg.data.shards), cfg.data.train_split, cfg.data.eval_split, cfg.transfer,
-                              cfg.run.seed)
-        super().__init__(ctx, cfg.transfer, 0, subset)
+        index = read_index(cfg.data.shards)
+        subset = class_subset(index, cfg.data.train_split, cfg.data.eval_split, cfg.transfer, cfg.run.seed)
+        super().__init__(ctx, cfg.transfer, 0, subset, index)
