@@ -41,7 +41,7 @@ def demo_mnist(tmp_path_factory):
 def _pixels(shards, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The split's normalised pixels (one channel: the loaders copy grayscale into three) and labels, in key order."""
     keys, xs, ys = [], [], []
-    for batch in pipeline.eval_loader(shards, split, augment.EvalTransform(28), 500):
+    for batch in pipeline.eval_loader(shards, split, augment.EvalTransform(28), batch_per_device=500):
         keys += list(batch["keys"])
         xs.append(batch["views"][0][:, 0].flatten(1))
         ys.append(batch["y"])
