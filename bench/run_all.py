@@ -53,6 +53,7 @@ def main(only: list[str] | None = None) -> int:
     """Run every benchmark (or those named in ``only``, e.g. ``python -m bench.run_all demo``) and append the table."""
     from bench import (
         demo,
+        device_decode,
         end_to_end,
         eval_memory,
         grad_cache,
@@ -66,7 +67,8 @@ def main(only: list[str] | None = None) -> int:
 
     benches = (("loss", loss), ("pipeline", pipeline), ("train_step", train_step), ("end_to_end", end_to_end),
                ("scaling", scaling), ("grad_cache", grad_cache), ("sharding", sharding),
-               ("eval_memory", eval_memory), ("time_to_accuracy", time_to_accuracy),
+               ("eval_memory", eval_memory), ("device_decode", device_decode),
+               ("time_to_accuracy", time_to_accuracy),
                ("demo", demo))
     unknown = sorted(set(only or []) - {name for name, _ in benches})
     if unknown:

@@ -112,6 +112,10 @@ class DataSection(Section):
     shapes): crops, flips, blur and colour run once per batch in the loader instead of image by image, 3-4x less CPU.
     Same augmentation distributions; the crops are interpolated bilinearly (``roi_align``) rather than by a rounded
     uint8 resize. ``false``: image by image. Ignored with ``device_augment``."""
+    decode_on_device: Bool = False
+    """Pretrain on JPEG shards (224 px ImageNet): loader workers only read each file and draw its views' crops, flips,
+    blur and colour; decoding (``torchvision.io.decode_jpeg``, batched, nvJPEG on a GPU) and the views' pixel work run
+    on the training device in one pass. Takes precedence over ``device_augment`` and ``batch_augment``."""
     num_workers: Int = Field(2, ge=0, le=64)
     """DataLoader worker processes per rank; also the training stream's streams per rank, on which its batches depend.
     Fewer run when the task's CPUs cannot hold them beside training (a divisor of this, with a warning; same batches)."""

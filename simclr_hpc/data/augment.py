@@ -155,31 +155,44 @@ class SimCLRBatchViews:
         if (height, width) != self.image_hw:  # a ValueError: the reader reports it as an undecodable sample
             raise ValueError(f"image is {height}x{width}, but index.json says every image is "
                              f"{self.image_hw[0]}x{self.image_hw[1]}")
-        boxes = [random_resized_crop_box(rng, height, width, scale=self.scale) for _ in range(self.n_views)]
-        params = []
-        for top, left, h, w in boxes:
-            flip = 1.0 if rng.random() < 0.5 else 0.0
-            sigma = rng.uniform(0.1, 2.0) if self.preset == "imagenet" and rng.random() < 0.5 else 0.0
-            a, t0, tm = colour_affine(rng, self.color_strength)
-            params.append(layout.VIEW.pack(box=(left, top, left + w, top + h), flip=flip, sigma=sigma, colour=a,
-                                           offset=t0, mean_map=tm))
-        return to_uint8_chw(img), torch.from_numpy(np.stack(params))
+        return to_uint8_chw(img), draw_view_params(rng, height, width, self)
 
     def finish_batch(self, images: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """uint8 [B, 3, H, W] images and their [B, n_views, 27] parameters -> ``n_views`` float [B, 3, S, S] views."""
         b, v = params.shape[:2]
-        p, cols = params.reshape(b * v, -1).float(), layout.VIEW
+        p = params.reshape(b * v, -1).float()
         owner = torch.arange(b, dtype=torch.float32).repeat_interleave(v).unsqueeze(1)
-        # aligned=True: pixel centres at +0.5, as in torchvision's resize; sampling_ratio=0: ceil(crop / size) samples
-        # per output pixel and direction, so a crop larger than the output is averaged rather than aliased.
-        x = roi_align(images.float(), torch.cat([owner, cols.get(p, "box")], dim=1), self.size, 1.0, 0, True)
-        x = torch.where(cols.scalar(p, "flip").bool()[:, None, None, None], x.flip(-1), x)
-        x = _blur_batch(x, cols.scalar(p, "sigma"))
-        mean = x.mean(dim=(2, 3)) / 255.0
-        a, t0 = cols.get(p, "colour").reshape(-1, 3, 3), cols.get(p, "offset")
-        t = t0 + torch.matmul(cols.get(p, "mean_map").reshape(-1, 3, 3), mean.unsqueeze(-1)).squeeze(-1)
-        views = normalise_affine(a / 255.0, t, x)
-        return tuple(views.reshape(b, v, *views.shape[1:]).unbind(1))
+        boxes = torch.cat([owner, layout.VIEW.get(p, "box")], dim=1)
+        return finish_views(roi_align(images.float(), boxes, self.size, 1.0, 0, True), p, v)
+
+
+def draw_view_params(rng: random.Random, height: int, width: int, recipe) -> torch.Tensor:
+    """Every random choice of ``recipe.n_views`` views of an image of ``height`` x ``width``, float64 [n_views, 27]
+    (``layout.VIEW``): the crop boxes first, then per view flip, blur sigma and colour, the order ``SimCLRViews`` draws
+    them in. ``recipe``: anything with ``n_views``, ``scale``, ``preset`` and ``color_strength``."""
+    boxes = [random_resized_crop_box(rng, height, width, scale=recipe.scale) for _ in range(recipe.n_views)]
+    params = []
+    for top, left, h, w in boxes:
+        flip = 1.0 if rng.random() < 0.5 else 0.0
+        sigma = rng.uniform(0.1, 2.0) if recipe.preset == "imagenet" and rng.random() < 0.5 else 0.0
+        a, t0, tm = colour_affine(rng, recipe.color_strength)
+        params.append(layout.VIEW.pack(box=(left, top, left + w, top + h), flip=flip, sigma=sigma, colour=a,
+                                       offset=t0, mean_map=tm))
+    return torch.from_numpy(np.stack(params))
+
+
+def finish_views(crops: torch.Tensor, p: torch.Tensor, n_views: int) -> tuple[torch.Tensor, ...]:
+    """Flip, blur, colour and normalise float [B * V, 3, S, S] crops (in [0, 255], made by ``roi_align``: aligned
+    pixel centres, and with ``sampling_ratio=0`` a crop larger than the output is averaged rather than aliased) with
+    their parameters ``p`` [B * V, 27] (``layout.VIEW``): ``n_views`` float [B, 3, S, S] views, on ``crops``' device."""
+    cols = layout.VIEW
+    x = torch.where(cols.scalar(p, "flip").bool()[:, None, None, None], crops.flip(-1), crops)
+    x = _blur_batch(x, cols.scalar(p, "sigma"))
+    mean = x.mean(dim=(2, 3)) / 255.0
+    a, t0 = cols.get(p, "colour").reshape(-1, 3, 3), cols.get(p, "offset")
+    t = t0 + torch.matmul(cols.get(p, "mean_map").reshape(-1, 3, 3), mean.unsqueeze(-1)).squeeze(-1)
+    views = normalise_affine(a / 255.0, t, x)
+    return tuple(views.reshape(-1, n_views, *views.shape[1:]).unbind(1))
 
 
 class SupervisedAugment:

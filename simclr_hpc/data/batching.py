@@ -14,10 +14,14 @@ class Batcher:
 
     Readers add to ``skipped`` for every sample they drop; the next batch reports that count and resets it.
     ``finish``: applied to the stacked views of each batch (``SimCLRBatchViews.finish_batch``), or None.
+    ``collate_views``: makes a batch's ``views`` from its samples' (``DeviceDecodeViews.collate_views``: JPEG files of
+    different lengths cannot be stacked), or None: each view stacked.
     """
 
-    def __init__(self, batch_size: int, finish: Callable[..., tuple] | None = None):
+    def __init__(self, batch_size: int, finish: Callable[..., tuple] | None = None,
+                 collate_views: Callable[[list], tuple] | None = None):
         self.batch_size, self.items, self.skipped, self.finish = batch_size, [], 0, finish
+        self.collate_views = collate_views
 
     def add(self, views: tuple[torch.Tensor, ...], label: int, key: str) -> dict | None:
         """Add one sample; returns the batch it completes, else None."""
@@ -34,8 +38,10 @@ class Batcher:
 
     def collate(self, items: list) -> dict:
         """One batch dict from ``(views, label, key)`` items; takes the skipped count gathered since the last batch."""
-        n_views = len(items[0][0])
-        views = tuple(torch.stack([item[0][v] for item in items]) for v in range(n_views))
+        if self.collate_views is not None:
+            views = self.collate_views([item[0] for item in items])
+        else:
+            views = tuple(torch.stack([item[0][v] for item in items]) for v in range(len(items[0][0])))
         batch = {
             "views": self.finish(*views) if self.finish is not None else views,
             "y": torch.tensor([item[1] for item in items], dtype=torch.long),

@@ -181,7 +181,9 @@ class ShardReader:
         ext = next(e for e in IMAGE_EXTS if e in parts)
         try:
             img = parts[ext]
-            if not isinstance(img, np.ndarray):  # an array: decoded already (a shard read from SHARD_MEMO)
+            if getattr(self.transform, "wants_bytes", False):
+                pass  # the transform decodes later itself (data.decode_on_device)
+            elif not isinstance(img, np.ndarray):  # an array: decoded already (a shard read from SHARD_MEMO)
                 img = open_image(img)
                 if ext == "png":
                     img.load()

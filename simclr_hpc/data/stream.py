@@ -121,6 +121,7 @@ class ShardDataset(IterableDataset):
         ]
         self.reader = ShardReader(split_index, self.root, self.split, transform, label_map, selection.on_error)
         self.finish_batch = getattr(transform, "finish_batch", None)  # a batched transform's pixel work, per batch
+        self.collate_views = getattr(transform, "collate_views", None)
         if resampling is not None:
             self._plan_training(resampling)
 
@@ -177,7 +178,7 @@ class ShardDataset(IterableDataset):
         parts = (r.seed, p.rank, stream, segment, r.streams_per_rank, self.split)
         position = segment * self.segment_candidates(stream) if r.steps_per_segment else 0
         draws = self.schedule.draws_from(p.rank * r.streams_per_rank + stream, position)
-        batcher = Batcher(self.batch_size, self.finish_batch)
+        batcher = Batcher(self.batch_size, self.finish_batch, self.collate_views)
         pipeline = wds.DataPipeline(
             lambda: ({"shard": self.candidates[s], "skip": skip} for s, skip in draws),
             partial(self.reader.samples, want=lambda pos: self.wanted_mask[pos], batcher=batcher,
@@ -202,7 +203,7 @@ class ShardDataset(IterableDataset):
         mask[mine] = True
         overlapping = [s for s in self.shards if s.stop > mine[0] and s.start <= mine[-1]]
         rng = random.Random(derive_seed("eval", p.rank, worker))
-        batcher = Batcher(self.batch_size, self.finish_batch)
+        batcher = Batcher(self.batch_size, self.finish_batch, self.collate_views)
         nothing_read = (f"{self.root}: split {self.split}: none of the {len(mine)} samples of rank {p.rank} "
                         f"worker {worker} is readable; run `simclr-hpc data verify {self.root}`")
         pipeline = wds.DataPipeline(

@@ -142,3 +142,11 @@ def test_eval_memory_bench_row_on_a_few_images(tmp_path, monkeypatch):
     (row,) = eval_memory.run(sizes=(40, 80), size=32, steps=2)
     _well_formed(row)
     assert row.metric == "peak RSS, MB" and row.ours > 100 and row.target == eval_memory.TARGET
+
+
+def test_device_decode_bench_row_on_a_few_images():
+    from bench import device_decode
+
+    (row,) = device_decode.run(n_images=16, batch=4, batches=1, reps=1)
+    _well_formed(row)
+    assert row.metric == "images/s" and row.target is None

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from simclr_hpc import distributed as D
+from simclr_hpc.config import ConfigError
 from simclr_hpc.data import augment, pipeline
+from simclr_hpc.data.device_decode import DeviceDecodeViews
 from simclr_hpc.data.index import read_index
 from simclr_hpc.losses import nt_xent
 from simclr_hpc.models import Arch, build_simclr
@@ -29,6 +31,8 @@ class PretrainTask:
         self.ctx = ctx
         self.cfg = ctx.cfg
         self._monitor: PretrainMonitor | None = None
+        self._decoder: DeviceDecodeViews | None = None
+        """``data.decode_on_device``: the transform whose ``finish`` the step calls."""
         self._monitored: dict = {}
         """The last monitor measurement, and the step it was made at (``step``)."""
         self._monitor_s = self._monitor_cpu_s = 0.0
@@ -59,8 +63,16 @@ class PretrainTask:
         )
 
     def _transform(self):
-        """The two-view augmentation: batched when the shards' images all have one size (``data.batch_augment``)."""
+        """The two-view augmentation: decoded and made on the device (``data.decode_on_device``), batched when the
+        shards' images all have one size (``data.batch_augment``), else image by image."""
         data = self.cfg.data
+        if data.decode_on_device:
+            if read_index(data.shards).image_format != "jpg":
+                raise ConfigError(f"data.decode_on_device: {data.shards} holds PNG shards; it reads JPEG shards "
+                                  "(build them with `simclr-hpc data shards ... --image-format jpg`) or set it false")
+            self._decoder = DeviceDecodeViews(data.image_size, data.augment, data.color_strength,
+                                              crop_min_scale=data.crop_min_scale)
+            return self._decoder
         image_hw = read_index(data.shards).image_size if data.batch_augment and not data.device_augment else None
         if image_hw:
             return augment.SimCLRBatchViews(data.image_size, image_hw, data.augment, data.color_strength,
@@ -74,8 +86,11 @@ class PretrainTask:
 
     def step(self, model: nn.Module, batch: dict) -> torch.Tensor:
         engine, device = self.ctx.engine, self.ctx.device
-        views = [v.to(device, non_blocking=True) for v in batch["views"]]
-        if self.cfg.data.device_augment:  # uint8 crops + per-view colour/blur parameters: finish them here
+        if self._decoder is not None:  # JPEG files and view parameters: decoded and made into views here
+            views = list(self._decoder.finish(batch["views"], device))
+        else:
+            views = [v.to(device, non_blocking=True) for v in batch["views"]]
+        if self.cfg.data.device_augment and self._decoder is None:  # uint8 crops + per-view colour/blur parameters: finish them here
             half = len(views) // 2
             views = [augment.finish_on_device(v, p) for v, p in zip(views[:half], views[half:])]
         x_a, x_b = views
