@@ -235,12 +235,13 @@ class PretrainSection(Section):
     temperature: Float = Field(0.5, gt=0.0, le=10.0)
     """NT-Xent temperature tau (0.5 for CIFAR, 0.1 for ImageNet at large batch)."""
     monitor_every_steps: Int = Field(0, ge=0)
-    """Interval of online monitoring (kNN top-1 on ``data.eval_split``, alignment, uniformity, std, positive rank-1;
-    ``train/monitor.py``), also done at the end; 0 = off. Costs a forward pass over the monitor's images each time."""
+    """Interval of online monitoring (kNN top-1 on ``data.val_split``, never the eval split; alignment, uniformity,
+    std, positive rank-1 of ``z`` and of ``h``; ``train/monitor.py``), also done at the end; 0 = off. Costs a forward
+    pass over the monitor's images each time."""
     monitor_bank_images: Int = Field(2000, ge=1)
     """Labelled training images in the monitor's kNN feature bank (class-balanced; decoded once, kept in memory)."""
     monitor_eval_images: Int = Field(1000, ge=1)
-    """Held-out images whose kNN top-1 the monitor reports (class-balanced)."""
+    """Held-out images (of ``data.val_split``) whose kNN top-1 the monitor reports (class-balanced)."""
     monitor_pairs: Int = Field(256, ge=2)
     """Held-out images whose two fixed views give the monitor's alignment, uniformity, std and positive rank-1."""
 

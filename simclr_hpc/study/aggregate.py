@@ -83,6 +83,10 @@ class Row:
     """Pretrain (monitor): alignment of the final encoder's projections (Wang & Isola 2020; lower is better)."""
     uniformity: float | None = None
     """Pretrain (monitor): uniformity, t = 2 (0 = collapsed; lower is better)."""
+    alignment_h: float | None = None
+    """Pretrain (monitor): alignment of the final encoder's outputs h, the features a linear probe reads."""
+    uniformity_h: float | None = None
+    """Pretrain (monitor): uniformity of h (t = 2)."""
     embed_std: float | None = None
     """Pretrain (monitor): std of the normalised projections, averaged over dimensions (0 = collapsed)."""
     positive_rank1: float | None = None
@@ -109,8 +113,8 @@ class Row:
 
 COLUMNS = tuple(f.name for f in fields(Row))
 RESULT_METRICS = ("top1", "chance_norm_top1", "num_classes", "eval_images", "top5", "knn_top1_k20", "knn_top1_k200",
-                  "probe_epochs", "probe_train_loss", "probe_penalty", "alignment", "uniformity", "embed_std", "positive_rank1",
-                  "monitor_s_total", "loss", "teacher_top1")
+                  "probe_epochs", "probe_train_loss", "probe_penalty", "alignment", "uniformity", "alignment_h",
+                  "uniformity_h", "embed_std", "positive_rank1", "monitor_s_total", "loss", "teacher_top1")
 """Keys of a result's ``metrics`` copied into its row."""
 RESULT_FACTS = ("steps", "wall_s", "images_per_s", "world_size", "skipped_samples", "config_hash")
 """Top-level keys of a result copied into its row."""

@@ -17,8 +17,9 @@ from simclr_hpc.study.cells import accuracy, eval_sizes, finished, group, per_se
 from simclr_hpc.study.stats import Interval, spearman_interval, spearman_p
 from simclr_hpc.study.verdict import Estimate
 
-PROPERTIES = ("knn_top1_k200", "alignment", "uniformity")
-"""Pretraining properties related to fine-tuned accuracy (columns of a pretrain run's row)."""
+PROPERTIES = ("knn_top1_k200", "alignment", "uniformity", "alignment_h", "uniformity_h")
+"""Pretraining properties related to fine-tuned accuracy (columns of a pretrain run's row); ``_h``: of the encoder
+output h rather than the projection z."""
 MIN_ENCODERS = 3
 
 

@@ -50,11 +50,12 @@ def positive_rank1(z_a: torch.Tensor, z_b: torch.Tensor) -> float:
     return float((sim.argmax(dim=1) == positive).float().mean())
 
 
-def contrastive_properties(z_a: torch.Tensor, z_b: torch.Tensor) -> dict:
-    """All four properties of a batch of positive pairs, as the metric names ``metrics.jsonl`` and results use."""
+def contrastive_properties(z_a: torch.Tensor, z_b: torch.Tensor, suffix: str = "") -> dict:
+    """All four properties of a batch of positive pairs, as the metric names ``metrics.jsonl`` and results use
+    (``suffix`` "_h" names those of the encoder output ``h``; none, those of the projection ``z``)."""
     return {
-        "alignment": alignment(z_a, z_b),
-        "uniformity": (uniformity(z_a) + uniformity(z_b)) / 2,
-        "embed_std": (embedding_std(z_a) + embedding_std(z_b)) / 2,
-        "positive_rank1": positive_rank1(z_a, z_b),
+        f"alignment{suffix}": alignment(z_a, z_b),
+        f"uniformity{suffix}": (uniformity(z_a) + uniformity(z_b)) / 2,
+        f"embed_std{suffix}": (embedding_std(z_a) + embedding_std(z_b)) / 2,
+        f"positive_rank1{suffix}": positive_rank1(z_a, z_b),
     }

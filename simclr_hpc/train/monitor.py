@@ -3,10 +3,16 @@
 Every ``pretrain.monitor_every_steps`` steps (and at the end) the encoder, in eval mode and without gradients, embeds
 
 * a **feature bank**: ``pretrain.monitor_bank_images`` labelled training images (class-balanced, fixed);
-* **queries**: ``pretrain.monitor_eval_images`` images of the held-out ``data.eval_split`` (class-balanced, fixed);
-  their weighted-kNN top-1 against the bank (``knn.py``, k = 20 and 200) is the classic label-free-training monitor;
-* **pairs**: two fixed SimCLR views of ``pretrain.monitor_pairs`` held-out images, whose projections ``z`` give the
-  alignment, uniformity, std and positive rank-1 of ``embedding.py`` (in the space the NT-Xent loss sees).
+* **queries**: ``pretrain.monitor_eval_images`` held-out images (class-balanced, fixed) of the validation split
+  ``data.val_split``, never of the eval split the report scores (a study compares the monitor's kNN with the
+  fine-tuned accuracy on that split: two accuracies on one test set would correlate by construction). Shards without
+  a validation split (or whose ``val`` is their evaluation split, ImageNet's official val/) give training images
+  outside the bank instead; ``monitor_split`` in result.json says which. Their weighted-kNN top-1 against the bank
+  (``knn.py``, k = 20 and 200) is the classic label-free-training monitor;
+* **pairs**: two fixed SimCLR views of ``pretrain.monitor_pairs`` of the queries, whose projections ``z`` give the
+  alignment, uniformity, std and positive rank-1 of ``embedding.py`` (in the space the NT-Xent loss sees), and whose
+  encoder outputs ``h`` give the same four as ``alignment_h``, ``uniformity_h``, ``embed_std_h``,
+  ``positive_rank1_h`` (the space a linear probe reads: the head can make ``z`` uniform while ``h`` is not).
 
 Every image is decoded and augmented once, at construction, with its own seeded generator: measuring touches no global
 random state, so a run with monitoring trains exactly as one without. Every rank computes the same numbers (no
@@ -19,12 +25,13 @@ import time
 from contextlib import AbstractContextManager
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from simclr_hpc.config import Config
+from simclr_hpc.config import Config, DataSection
 from simclr_hpc.data import augment, pipeline, subsets
-from simclr_hpc.data.shards import read_index
+from simclr_hpc.data.shards import DatasetIndex, read_index
 from simclr_hpc.train.embedding import contrastive_properties
 from simclr_hpc.train.knn import knn_accuracy
 
@@ -32,10 +39,25 @@ MONITOR_SEED = 0
 """Seed of the fixed choice of bank, query and pair images (independent of ``run.seed``, so encoders compare)."""
 
 
-def _balanced_keys(shards: str, split: str, count: int) -> list[str]:
-    info = read_index(shards).splits[split]
-    fraction = min(1.0, count / max(1, len(info.keys)))
-    return [info.keys[i] for i in subsets.class_balanced_fraction(list(info.labels), fraction, MONITOR_SEED)]
+def _balanced(labels: np.ndarray, candidates: np.ndarray, count: int) -> np.ndarray:
+    """Sorted positions of about ``count`` of the ``candidates`` (positions into ``labels``), class-balanced, fixed."""
+    fraction = min(1.0, count / max(1, len(candidates)))
+    return candidates[subsets.class_balanced_fraction(labels[candidates], fraction, MONITOR_SEED)]
+
+
+def monitor_splits(index: DatasetIndex, data: DataSection, bank_images: int,
+                   query_images: int) -> tuple[list[str], str, list[str]]:
+    """``(bank keys, query split, query keys)``: the bank from the training split; the queries from the validation
+    split, or (without a usable one) from the training images outside the bank. Never the evaluation split."""
+    train = index.splits[data.train_split]
+    bank = _balanced(train.labels, np.arange(len(train.keys)), bank_images)
+    val = data.val_split
+    if val and val in index.splits and not index.is_evaluation(val):
+        held_out = index.splits[val]
+        queries = _balanced(held_out.labels, np.arange(len(held_out.keys)), query_images)
+        return [train.keys[i] for i in bank], val, [held_out.keys[i] for i in queries]
+    queries = _balanced(train.labels, np.setdiff1d(np.arange(len(train.keys)), bank), query_images)
+    return [train.keys[i] for i in bank], data.train_split, [train.keys[i] for i in queries]
 
 
 def _load(shards: str, split: str, keys: list[str], transform, batch: int, on_error: str) -> tuple[list, torch.Tensor]:
@@ -59,13 +81,13 @@ class PretrainMonitor:
         index = read_index(d.shards)
         self.num_classes = index.num_classes
         eval_tf = augment.EvalTransform(d.image_size)
-        (self.bank,), self.bank_labels = _load(d.shards, d.train_split, _balanced_keys(d.shards, d.train_split,
-                                               p.monitor_bank_images), eval_tf, self.batch, d.on_error)
-        query_keys = _balanced_keys(d.shards, d.eval_split, p.monitor_eval_images)
-        (self.queries,), self.query_labels = _load(d.shards, d.eval_split, query_keys, eval_tf, self.batch, d.on_error)
+        bank_keys, self.query_split, query_keys = monitor_splits(index, d, p.monitor_bank_images, p.monitor_eval_images)
+        (self.bank,), self.bank_labels = _load(d.shards, d.train_split, bank_keys, eval_tf, self.batch, d.on_error)
+        (self.queries,), self.query_labels = _load(d.shards, self.query_split, query_keys, eval_tf, self.batch,
+                                                   d.on_error)
         views = augment.SimCLRViews(d.image_size, d.augment, d.color_strength, crop_min_scale=d.crop_min_scale)
         pair_keys = query_keys[:: max(1, len(query_keys) // max(1, p.monitor_pairs))][: p.monitor_pairs]
-        (self.x_a, self.x_b), _ = _load(d.shards, d.eval_split, pair_keys, views, self.batch, d.on_error)
+        (self.x_a, self.x_b), _ = _load(d.shards, self.query_split, pair_keys, views, self.batch, d.on_error)
 
     def _embed(self, fn: nn.Module, x: torch.Tensor) -> torch.Tensor:
         out = []
@@ -85,7 +107,9 @@ class PretrainMonitor:
             bank, queries = self._embed(model.encoder, self.bank), self._embed(model.encoder, self.queries)
             out = knn_accuracy(queries, self.query_labels.to(queries.device), bank,
                                self.bank_labels.to(bank.device), self.num_classes)
-            out.update(contrastive_properties(self._embed(model, self.x_a), self._embed(model, self.x_b)))
+            h_a, h_b = self._embed(model.encoder, self.x_a), self._embed(model.encoder, self.x_b)
+            out.update(contrastive_properties(self._embed(model.head, h_a), self._embed(model.head, h_b)))
+            out.update(contrastive_properties(h_a, h_b, suffix="_h"))
         finally:
             model.train(was_training)
         out["monitor_s"], out["monitor_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0

@@ -114,3 +114,23 @@ def test_gathering_raw_pixel_features_across_ranks_copies_each_feature_once(tmp_
     rows, dim, n, peak_mb = map(int, out.stdout.split())
     assert n > 300 and rows == n and dim == 3072
     assert peak_mb < 1500, f"gathering {n} pixel features peaked at {peak_mb} MB"
+
+
+def test_a_probe_never_chooses_its_penalty_on_the_evaluation_split():
+    import numpy as np
+
+    from simclr_hpc.data.index import DatasetIndex, SplitIndex
+    from simclr_hpc.train.evaluate import EvalSet
+    from simclr_hpc.train.stages.supervised import validation_set
+
+    def index(splits, eval_split):
+        parts = {name: SplitIndex([f"{name}-{i}" for i in range(4)], np.arange(4) % 2, []) for name in splits}
+        return DatasetIndex("x", "s", ["a", "b"], (8, 8), 3, "png", 0, 0.1, parts, eval_split=eval_split)
+
+    evalset = EvalSet("test", 2)
+    assert validation_set(index(("train", "val", "test"), "test"), "val", evalset).split == "val"
+    assert validation_set(index(("train", "test"), "test"), "val", evalset) is None  # no val split: holdout
+    # ImageNet's official val/ as the evaluation split (no test/): never tuned on
+    assert validation_set(index(("train", "val"), "val"), "val", evalset) is None
+    subset = EvalSet("test", 1, ["test-1"], {1: 0})  # a class subset: only its classes' val images, mapped alike
+    assert validation_set(index(("train", "val", "test"), "test"), "val", subset).keys == ["val-1", "val-3"]

@@ -142,8 +142,8 @@ class PretrainTask:
         if self._monitored.get("step") != self.cfg.train.steps:
             self.monitor(model, self.cfg.train.steps)
         out = {k: v for k, v in self._monitored.items() if k not in ("step", "monitor_s", "monitor_cpu_s")}
-        return {**out, "eval_images": out["knn_eval_images"], "monitor_s_total": self._monitor_s,
-                "monitor_cpu_s_total": self._monitor_cpu_s}
+        return {**out, "eval_images": out["knn_eval_images"], "monitor_split": self._monitor.query_split,
+                "monitor_s_total": self._monitor_s, "monitor_cpu_s_total": self._monitor_cpu_s}
 
     def arch(self) -> Arch:
         return Arch("simclr", self.cfg.model)

@@ -95,8 +95,8 @@ def file_subset(index: DatasetIndex, train_split: str, eval_split: str, path: st
 
 def validation_set(index: DatasetIndex, split: str, evalset: EvalSet) -> EvalSet | None:
     """The ``split`` samples of ``evalset``'s classes, labelled alike (where a probe chooses its penalty); None when
-    the shards have no such split."""
-    if not split or split not in index.splits:
+    the shards have no such split, or when it is their evaluation split (ImageNet's val/ without a test/)."""
+    if not split or split not in index.splits or index.is_evaluation(split):
         return None
     if evalset.label_map is None:
         return EvalSet(split, evalset.num_classes)
