@@ -53,7 +53,7 @@ bench: $(STAMP)
 	$(PY) -m bench.run_all $(BENCH)
 
 gpu-check: $(STAMP)
-	bash scripts/gpu_check.sh
+	PYTHON=$(PY) bash scripts/gpu_check.sh
 
 # ruff (rules and line length in pyproject.toml's [tool.ruff]) over the whole tree, then hadolint.
 lint: $(STAMP)

@@ -1,15 +1,16 @@
-"""GPU benchmark (one GPU): ResNet-50 at 224 px, bf16 autocast, channels_last, SimCLR step (2 views, NT-Xent).
+"""GPU benchmark (one GPU): ResNet-50 at 224 px, channels_last, SimCLR step (2 views, NT-Xent, LARS).
 
-Runs our Engine with ``dist.engine=ddp`` (Accelerate; DDP on one GPU) and ``dist.engine=deepspeed`` with ZeRO-2
-(SGD, since LARS needs whole parameters), on a pre-built batch on the GPU; reports images/s per GPU and model FLOP
-utilisation (MFU) = achieved FLOP/s / peak bf16 FLOP/s, the step's FLOPs counted once by
-``torch.utils.flop_counter.FlopCounterMode``. A third run, ``ddp+device_augment``, feeds what the loader workers
-send under ``data.device_augment`` (uint8 crops and each view's colour/blur parameters) and lets the step finish the
-augmentation on the GPU, so its images/s include the GPU augmentation; the workers' side of that split is timed by
-``bench.pipeline``. Sized for about 2 minutes (scripts/gpu_check.sh gives it 200 s).
+Runs our Engine on a pre-built batch on the GPU: ``dist.engine=ddp`` (Accelerate; DDP on one GPU) in bf16, fp16 (with
+dynamic loss scaling) and fp32, and ``dist.engine=deepspeed`` with ZeRO-2 in bf16; reports images/s per GPU, peak
+memory, and model FLOP utilisation (MFU) = achieved FLOP/s / peak bf16 FLOP/s (dense, the fp16 peak too), the step's
+FLOPs counted once by ``torch.utils.flop_counter.FlopCounterMode``. One more run, ``ddp+device_augment``, feeds what
+the loader workers send under ``data.device_augment`` (uint8 crops and each view's colour/blur parameters) and lets
+the step finish the augmentation on the GPU, so its images/s include the GPU augmentation; the workers' side of that
+split is timed by ``bench.pipeline``. Sized for about 2 minutes (scripts/gpu_check.sh gives it 240 s).
 
 Without CUDA it prints one line and exits 0; ``--cpu-smoke`` instead runs every code path once on the CPU with a tiny
-model (what ``tests/bench`` checks, so the script a GPU machine runs is known to work before it gets there).
+model (what ``scripts/gpu_check.sh --no-cuda`` runs in ``make test``, so the script a GPU machine runs is known to work
+before it gets there).
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ def _device_augment_batch(batch: int, size: int, device) -> dict:
     return {"views": tuple(torch.stack(parts).to(device) for parts in zip(*samples))}
 
 
-def _engine_run(kind: str, tmp: str, s: dict) -> dict:
+RUNS = (("ddp", "bf16"), ("ddp", "fp16"), ("ddp", "fp32"), ("ddp+device_augment", "bf16"), ("zero2", "bf16"))
+"""(engine, precision) of each row."""
+
+
+def _engine_run(kind: str, precision: str, tmp: str, s: dict) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -57,15 +62,17 @@ def _engine_run(kind: str, tmp: str, s: dict) -> dict:
 
     batch, size = s["batch"], s["size"]
     sets = [f"run.root={tmp}", "model.cifar_stem=false", f"data.image_size={size}", "data.augment=imagenet",
-            f"train.global_batch={batch}", "train.precision=bf16", "train.channels_last=true", *s["model"]]
+            f"train.global_batch={batch}", f"train.precision={precision}", "train.channels_last=true", *s["model"]]
     if kind == "zero2":
-        sets += ["dist.engine=deepspeed", "dist.zero_stage=2", "optim.name=sgd"]
+        sets += ["dist.engine=deepspeed", "dist.zero_stage=2"]
     if kind == "ddp+device_augment":
         sets += ["data.device_augment=true"]
     cfg = load_config(None, sets)
     engine = create_engine(cfg)
     cuda = engine.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     try:
         ctx = StageContext(cfg, engine, Path(tmp), batch, batch, 1)
         task = PretrainTask(ctx)
@@ -94,12 +101,14 @@ def _engine_run(kind: str, tmp: str, s: dict) -> dict:
         float(loss)
         sync()
         dt = (time.perf_counter() - t0) / s["steps"]
+        peak_gib = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     finally:
         engine.close()
     name = torch.cuda.get_device_name() if cuda else "cpu"
     peak = _peak_tflops(name)
-    return {"engine": kind, "device": name, "images_per_s_per_gpu": batch / dt, "step_s": dt,
-            "tflop_per_step": flops / 1e12, "mfu": (flops / dt) / (peak * 1e12) if peak else None}
+    return {"engine": kind, "precision": engine.precision, "device": name, "images_per_s_per_gpu": batch / dt,
+            "step_s": dt, "tflop_per_step": flops / 1e12, "mfu": (flops / dt) / (peak * 1e12) if peak else None,
+            "peak_memory_gib": peak_gib}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MASTER_PORT", "29533")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
-        for kind in ("ddp", "ddp+device_augment", "zero2"):
+        for kind, precision in RUNS:
             try:
-                rows.append(_engine_run(kind, tmp, SMOKE if smoke else FULL))
+                rows.append(_engine_run(kind, precision, tmp, SMOKE if smoke else FULL))
             except Exception as exc:  # report and keep going: one engine failing must not hide the other's number
-                rows.append({"engine": kind, "error": f"{type(exc).__name__}: {exc}"})
+                rows.append({"engine": kind, "precision": precision, "error": f"{type(exc).__name__}: {exc}"})
             print(json.dumps(rows[-1]), flush=True)
     out = os.environ.get("OUT")
     if out and not smoke:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 PACKAGE = Path(__file__).resolve().parents[1] / "simclr_hpc"
+CUDA = torch.device("cuda", 0)
 
 FACTORIES = frozenset({"arange", "zeros", "ones", "empty", "full", "tensor", "as_tensor", "randn", "rand", "randint",
                        "randperm", "eye", "linspace", "logspace", "normal"})
@@ -155,3 +156,25 @@ def device_mismatch_error() -> type[Exception]:
     from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError
 
     return FakeTensorDeviceMismatchError
+
+
+class FakeCudaEngine:
+    """What a step needs of an Engine, on the simulated device. ``backward`` records the loss instead of running:
+    autograd's engine needs a real GPU."""
+
+    device, rank, world_size, cuda = CUDA, 0, 1, True
+
+    def __init__(self):
+        self.losses = []
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def no_sync(self, model, last):
+        return contextlib.nullcontext()
+
+    def backward(self, loss):
+        self.losses.append(loss)
+
+    def unwrap(self, model):
+        return model

@@ -89,6 +89,11 @@ class DeepSpeedEngine(Engine):
         args = SimpleNamespace(device_rank=self.device.index) if self.cuda else None
         self._ds, ds_optimizer, _, _ = deepspeed.initialize(args=args, model=model, optimizer=optimizer, config=config)
         self._masters = zero_state.Masters(ds_optimizer, self._param_groups)
+        if self._masters.separate and not self._masters.flat:
+            # DeepSpeed's unfused fp16/bf16 wrapper (ZeRO 0) "initialises the optimizer states" by a step on zero
+            # gradients: with weight decay that is a real step (LARS: a whole one), and it leaves momentum and Adam's
+            # step count behind. Forget that state; the masters are restored just below.
+            self._base(ds_optimizer).state.clear()
         if masters is not None:
             for name, param in self._ds.module.named_parameters():
                 self._masters.set(param, masters[name].to(self.device))

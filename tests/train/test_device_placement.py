@@ -23,14 +23,15 @@ from simclr_hpc.train.stages.supervised import classification_step
 from simclr_hpc.train.task import StageContext
 from tests.conftest import tiny_overrides
 from tests.device_audit import (
+    CUDA,
     PACKAGE,
+    FakeCudaEngine,
     ast_findings,
     device_mismatch_error,
     fake_cuda,
     source_findings,
 )
 
-CUDA = torch.device("cuda", 0)
 PLANT_AFTER = "            bank, queries = self._embed(model.encoder, self.bank), self._embed(model.encoder, self.queries)\n"
 PLANTED = "            n = len(queries)\n            out_rank = float((queries.argmax(dim=1) == torch.arange(n)).float().mean())\n"
 
@@ -39,28 +40,6 @@ def _planted_monitor_source() -> str:
     source = (PACKAGE / "train/monitor.py").read_text()
     assert PLANT_AFTER in source, "the line to plant after moved: update PLANT_AFTER"
     return source.replace(PLANT_AFTER, PLANT_AFTER + PLANTED, 1)
-
-
-class FakeCudaEngine:
-    """What a step needs of an Engine, on the simulated device. ``backward`` records the loss instead of running:
-    autograd's engine needs a real GPU."""
-
-    device, rank, world_size, cuda = CUDA, 0, 1, True
-
-    def __init__(self):
-        self.losses = []
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def no_sync(self, model, last):
-        return contextlib.nullcontext()
-
-    def backward(self, loss):
-        self.losses.append(loss)
-
-    def unwrap(self, model):
-        return model
 
 
 def _context(cfg, micro: int = 8) -> StageContext:

@@ -72,11 +72,12 @@ class LinearRegression:
         return None
 
 
-def _run(tmp_path, name: str, crash_at_step: int | None = None) -> tuple[LinearRegression, TrainOutcome | None]:
+def _run(tmp_path, name: str, crash_at_step: int | None = None,
+         extra: tuple[str, ...] = ()) -> tuple[LinearRegression, TrainOutcome | None]:
     cfg = load_config(overrides=[f"run.root={tmp_path}", f"run.name={name}", f"train.steps={STEPS}",
                                  f"train.ckpt_every_steps={EVERY}", "train.log_every_steps=1",
                                  f"train.global_batch={BATCH}", "optim.name=sgd", "optim.base_lr=0.05",
-                                 "optim.lr_scaling=none", "optim.warmup_steps=1"])
+                                 "optim.lr_scaling=none", "optim.warmup_steps=1", *extra])
     run_dir = cfg.run_dir("pretrain")
     run_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(cfg)
@@ -124,6 +125,27 @@ def test_loop_resumed_after_a_crash_ends_bitwise_where_an_uninterrupted_run_ends
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(line)["step"] for line in rundir.metrics_path(run_dir).read_text().splitlines()]
     assert steps == list(range(1, STEPS + 1)), "a step was logged twice or lost"
+
+
+def test_losses_reach_the_host_only_at_logged_steps_not_every_step(tmp_path, monkeypatch):
+    """A loss read on the host (``.item()``) waits for the GPU to finish everything queued: once per step that drains
+    the GPU's queue every step. The loop keeps the losses on the device and reads them together at logged steps and
+    before each checkpoint (a NaN still never reaches a checkpoint)."""
+    from simclr_hpc.train import loop
+
+    reads, real = [], loop._Progress.read_losses
+
+    def spy(progress, run_dir):
+        if progress.unread:
+            reads.append([step for step, _ in progress.unread])
+        return real(progress, run_dir)
+
+    monkeypatch.setattr(loop._Progress, "read_losses", spy)
+    _, outcome = _run(tmp_path, "lazy", extra=("train.log_every_steps=3", "train.ckpt_every_steps=6"))
+    assert reads == [[1, 2, 3], [4, 5, 6]] and outcome.steps == STEPS
+    lines = [json.loads(line) for line in rundir.metrics_path(tmp_path / "adhoc" / "pretrain" / "lazy").read_text()
+             .splitlines()]
+    assert [line["step"] for line in lines] == [3, 6] and lines[-1]["loss"] == outcome.loss
 
 
 @pytest.mark.parametrize("stage_cls", ["PretrainTask", "FinetuneTask", "TransferTask", "DistillTask"])
