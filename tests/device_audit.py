@@ -46,7 +46,8 @@ GPU_PATH: dict[str, frozenset[str] | None] = {
     "train/stages/supervised.py": None,
     "train/stages/distill.py": None,
     # data/: only the device half of the augmentation runs on the GPU; the rest runs in loader workers, on the CPU.
-    "data/augment.py": frozenset({"finish_on_device", "_blur_batch"}),
+    "data/augment.py": frozenset({"finish_on_device", "_blur_batch", "finish_views"}),
+    "data/device_decode.py": frozenset({"finish"}),
     "data/blur.py": frozenset({"gaussian_kernels", "blur_channels"}),
     "data/colour.py": frozenset({"normalise_affine"}),
 }
@@ -55,9 +56,15 @@ GPU_PATH: dict[str, frozenset[str] | None] = {
 HOST_TENSORS: dict[tuple[str, str, str], str] = {
     ("train/evaluate.py", "topk_counts", "zeros"): "host counters: the logits are moved to the CPU to be counted",
     ("train/evaluate.py", "topk_counts", "tensor"): "host counters: the logits are moved to the CPU to be counted",
+    ("train/evaluate.py", "logits_metrics", "tensor"): "host counters, summed over ranks",
+    ("train/evaluate.py", "local_features", "zeros"): "an empty share: features are kept on the CPU",
+    ("train/evaluate.py", "gather_rows", "zeros"): "host rows and shapes, summed over ranks",
+    ("train/evaluate.py", "gather_rows", "tensor"): "host rows and shapes, summed over ranks",
     ("train/knn.py", "knn_scores", "zeros"): "the empty result when there is no query: nothing to mix with",
+    ("train/knn.py", "knn_hits", "zeros"): "host counters: float(...) of each chunk's hits",
     ("train/stages/supervised.py", "_feature_batches", "randint"): "loader side: indices into the CPU feature table, "
                                                                   "drawn from a CPU generator",
+    ("train/stages/supervised.py", "_probe_metrics", "zeros"): "empty logits beside the CPU eval features",
 }
 """(module, function, factory) -> why that tensor lives on the host on purpose."""
 
@@ -118,7 +125,8 @@ def source_findings(source: str, module: str, only: frozenset[str] | None = None
             if _allowed(node, parents.get(node)) or (module, short, func.attr) in HOST_TENSORS:
                 continue
             found.append(f"{module}:{node.lineno} {name}: torch.{func.attr}(...) without device= (use the device of "
-                         f"the inputs, e.g. device=x.device)")
+                         f"the inputs, e.g. device=x.device; a host tensor on purpose: device='cpu', or its reason "
+                         f"in tests/device_audit.py HOST_TENSORS)")
     return found
 
 
