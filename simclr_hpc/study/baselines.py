@@ -81,3 +81,39 @@ def summarize_baselines(rows: list[Row], study=None) -> list[EncoderCell]:
         knn = accuracy(runs, "knn_top1_k200")
         out.append(EncoderCell(encoder, split, accuracy(runs), knn if knn.n else None, eval_sizes(runs), margins, runs))
     return out
+
+
+@dataclass
+class Overview:
+    """The encoder cells of one split but the encoder (e.g. every encoder's linear probe at 10 % labels, head layer
+    0) against its baselines: the range of the encoders' means and what the margins show."""
+
+    split: Split
+    encoders: list[EncoderCell]
+    baselines: dict[str, Estimate]
+    """Baseline name -> its top-1 (the same for every encoder of one architecture)."""
+    counts: dict[str, tuple[int, int, int]]
+    """Baseline name -> (encoders above it, below it, not distinguishable)."""
+
+    @property
+    def lowest(self) -> EncoderCell:
+        return min(self.encoders, key=lambda c: c.top1.mean)
+
+    @property
+    def highest(self) -> EncoderCell:
+        return max(self.encoders, key=lambda c: c.top1.mean)
+
+
+def overview(cells: list[EncoderCell]) -> list[Overview]:
+    """One :class:`Overview` per split whose cells have baselines (fine-tuning at head layer 0, and transfer)."""
+    out = []
+    by_split = group((c for c in cells if c.margins and c.split.head_layer in (0, -1)), lambda c: c.split)
+    for split, mine in sorted(by_split.items()):
+        names = sorted({m.baseline for c in mine for m in c.margins})
+        margins = {name: [m for c in mine for m in c.margins if m.baseline == name] for name in names}
+        counts = {
+            name: (sum(m.above for m in ms), sum(m.below for m in ms), sum(m.indistinguishable for m in ms))
+            for name, ms in margins.items()
+        }
+        out.append(Overview(split, mine, {name: ms[0].top1 for name, ms in margins.items()}, counts))
+    return out

@@ -154,7 +154,25 @@ def render_distill(s: DistillSummary, out: Path) -> Section:
     if not any(f.pairs for f in s.fractions):
         return Section(lines + ["No distillation pair has finished with its baseline yet.", ""])
     path = plots.distill(s, out / "distill.png")
-    return Section(lines + [f"![distillation gain heatmap and teacher accuracy]({path.name})", ""], [path])
+    bullets = [_distill_bullet(f) for f in s.fractions if f.pairs]
+    return Section(
+        lines + [f"![distillation gain heatmap and teacher accuracy]({path.name})", ""],
+        [path],
+        snippets={"findings": bullets},
+    )
+
+
+def _names(groups) -> str:
+    return ", ".join(f"{g.name} {fmt_ci(g.top1)}" for g in groups)
+
+
+def _distill_bullet(f: DistillFraction) -> str:
+    return (
+        f"- distillation at {100 * f.label_fraction:g}% labels: teachers {_names(f.teachers)} %; students on "
+        f"those labels alone {_names(f.baselines)} %; distilled without labels, gain over labels-only "
+        f"{fmt_ci(f.gain, True)} pp (every pair, n = {f.gain.n} seeds), same-base - cross-base "
+        f"{fmt_ci(f.same_minus_cross, True)} pp."
+    )
 
 
 def _slope_lines(s: TransferSummary) -> list[str]:
@@ -214,7 +232,40 @@ def render_transfer(s: TransferSummary, out: Path) -> Section:
     if not s.cells:
         return Section(lines)
     path = plots.transfer(s, out / "transfer.png")
-    return Section(lines + [f"![transfer accuracy vs number of classes]({path.name})", ""], [path])
+    return Section(
+        lines + [f"![transfer accuracy vs number of classes]({path.name})", ""],
+        [path],
+        snippets={"findings": _transfer_bullets(s)},
+    )
+
+
+def _transfer_bullets(s: TransferSummary) -> list[str]:
+    """Per within-dataset series: top-1, chance-normalised top-1 and d' by k, and the slope of d'."""
+    out = []
+    series = {(c.encoder, c.split.protocol, c.split.dataset) for c in s.cells if c.split.kind == "within"}
+    for enc, protocol, dataset in sorted(series):
+        cells = [
+            c
+            for c in s.cells
+            if (c.encoder, c.split.protocol, c.split.dataset, c.split.kind) == (enc, protocol, dataset, "within")
+        ]
+        ks = " / ".join(str(c.split.k) for c in cells)
+        slope = next(
+            (
+                f.slope
+                for f in s.slopes
+                if (f.encoder, f.protocol, f.dataset, f.metric) == (enc, protocol, dataset, "dprime")
+            ),
+            None,
+        )
+        out.append(
+            f"- transfer of {enc} ({protocol}) to {dataset} subsets, k = {ks}: top-1 "
+            f"{' / '.join(pct(c.top1.mean) for c in cells)} %, chance-normalised "
+            f"{' / '.join(pct(c.norm.mean) for c in cells)} %, d' "
+            f"{' / '.join(f'{c.dprime.mean:.2f}' for c in cells)} (slope {fmt_ci(slope, True, 1.0, 2)} "
+            f"per doubling, n = {slope.n if slope else 0} seeds)."
+        )
+    return out
 
 
 def render_header(

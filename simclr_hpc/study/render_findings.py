@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from simclr_hpc.study import plots
-from simclr_hpc.study.baselines import EncoderCell
+from simclr_hpc.study.baselines import EncoderCell, Overview, overview
 from simclr_hpc.study.findings import VerdictSummary
 from simclr_hpc.study.properties import PretrainCell, PropertyCorrelation
 from simclr_hpc.study.render import Section, fmt_ci, link_runs
@@ -133,7 +133,29 @@ def render_baselines(cells: list[EncoderCell], out: Path) -> Section:
         for m in c.margins
         if m.below
     ]
-    return Section(lines, headline=headline)
+    return Section(lines, headline=headline, snippets={"findings": _baseline_bullets(overview(cells))})
+
+
+def _baseline_bullets(views: list[Overview]) -> list[str]:
+    """One bullet per split: the encoders' range against each baseline, and what the margins show."""
+    out = []
+    for v in views:
+        base = "; ".join(
+            f"{name} {fmt_ci(top1)} % ({v.counts[name][0]} encoder(s) above it, {v.counts[name][1]} below, "
+            f"{v.counts[name][2]} not distinguishable)"
+            for name, top1 in v.baselines.items()
+        )
+        low, high = v.lowest, v.highest
+        span = (
+            f"{fmt_ci(low.top1)} %"
+            if low is high
+            else f"{fmt_ci(low.top1)} % ({low.encoder}) to {fmt_ci(high.top1)} % ({high.encoder})"
+        )
+        out.append(
+            f"- {v.split.section} {v.split.protocol}, {v.split.where} ({low.eval_images} eval images): "
+            f"{len(v.encoders)} encoder(s) {span}; {base}."
+        )
+    return out
 
 
 def _num(iv, digits: int = 3) -> str:
@@ -186,4 +208,25 @@ def render_properties(corrs: list[PropertyCorrelation], out: Path) -> Section:
     if not corrs:
         return Section(lines + ["Needs at least 3 monitored encoders (`pretrain.monitor_every_steps` > 0).", ""])
     path = plots.properties(corrs, out / "properties.png")
-    return Section(lines + [f"![contrastive properties vs fine-tuned accuracy]({path.name})", ""], [path])
+    return Section(
+        lines + [f"![contrastive properties vs fine-tuned accuracy]({path.name})", ""],
+        [path],
+        snippets={"findings": _property_bullets(corrs)},
+    )
+
+
+def _property_bullets(corrs: list[PropertyCorrelation]) -> list[str]:
+    """Per property and protocol: rho (and p) at each label fraction, over the encoders."""
+    out = []
+    for prop, protocol in sorted({(c.prop, c.protocol) for c in corrs}):
+        mine = sorted((c for c in corrs if (c.prop, c.protocol) == (prop, protocol)), key=lambda c: c.label_fraction)
+        parts = [
+            f"{_num(c.rho, 2)} at {100 * c.label_fraction:g}% (p {'n/a' if math.isnan(c.p) else f'{c.p:.2g}'})"
+            for c in mine
+        ]
+        out.append(
+            f"- {prop} vs fine-tuned top-1 ({protocol}, {len(mine[0].points)} encoders): Spearman rho "
+            + "; ".join(parts)
+            + "."
+        )
+    return out

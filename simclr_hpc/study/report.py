@@ -84,9 +84,12 @@ def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
     lines += render.render_missing(rows, out)
     path = out / "report.md"
     fsutil.write_text_atomic(path, "\n".join(lines))
-    snippets = []
+    merged: dict[str, list[str]] = {}  # sections that add to one snippet do so in report order
     for section in sections:
         for name, snippet in section.snippets.items():
-            snippets.append(out / f"{name}.md")
-            fsutil.write_text_atomic(snippets[-1], "\n".join(snippet) + "\n")
+            merged.setdefault(name, []).extend(snippet)
+    snippets = []
+    for name, snippet in merged.items():
+        snippets.append(out / f"{name}.md")
+        fsutil.write_text_atomic(snippets[-1], "\n".join(snippet) + "\n")
     return Report(path, csv_path, [p for s in sections for p in s.plots], headline, counts, snippets)

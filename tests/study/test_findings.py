@@ -121,6 +121,10 @@ def test_report_tables_give_bounded_intervals_and_eval_sizes(tmp_path):
     assert "## Pretraining: online monitor" in text
     assert "Test sampling is at most" in text  # the transfer section says whether its test sets are large enough
     assert "| eval images |" in text.split("## 1. Fine-tuning")[1].split("\n\n")[2]
+    findings = (rep.path.parent / "findings.md").read_text().splitlines()  # what READMEs include beside verdicts.md
+    starts = ("- finetune linear, sh4, 10% labels", "- distillation at 10% labels", "- transfer of ra (linear) to sh6")
+    assert [next(i for i, line in enumerate(findings) if line.startswith(s)) for s in starts] == sorted(
+        next(i for i, line in enumerate(findings) if line.startswith(s)) for s in starts)  # in report order
     verdicts = (rep.path.parent / "verdicts.md").read_text()
     assert verdicts in text + "\n" and verdicts.count("\n") == 2 + 3  # header, rule, one row per finding
     for cell in summarize_baselines(collect(plan)):
