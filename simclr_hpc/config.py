@@ -19,7 +19,7 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator,
                       model_validator)
 
-from simclr_hpc.readers import FileError, UserError, check_tree, read_yaml as _read_mapping
+from simclr_hpc.readers import FileError, UserError, quote, read_yaml as _read_mapping, yaml_value
 from simclr_hpc.recipes import stage_recipe
 
 STAGES = ("pretrain", "finetune", "distill", "transfer")
@@ -54,6 +54,27 @@ class ConfigError(UserError):
     """A config file, override or value is wrong."""
 
 
+def _digits_as_name(value: Any) -> Any:
+    """A name written as a bare number (``name: 2024``, ``--set run.name=2024``) is that name: names are text."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _plain_path(value: Any) -> Any:
+    if isinstance(value, str) and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("holds a control character (a NUL, a newline, ...), which a path here cannot; fix the path")
+    if isinstance(value, str) and len(value) > 4096:
+        raise ValueError("is longer than 4096 characters, more than any path")
+    return value
+
+
+PathStr = Annotated[str, BeforeValidator(_plain_path)]
+"""A path a run reads or writes: no control characters (a NUL cannot be in a path; a newline would break the sbatch
+script and every log line that names it)."""
+
+Name = Annotated[str, BeforeValidator(_digits_as_name)]
+"""A name (run, study, dataset, encoder, ...): text, or digits that YAML read as a number."""
+
+
 def check_safe_name(value: str, what: str) -> str:
     """Return ``value`` if it is a safe name for a path component, job name and shell word; raise otherwise."""
     if not isinstance(value, str) or not SAFE_NAME.match(value) or ".." in value:
@@ -70,11 +91,11 @@ class Section(BaseModel):
 
 
 class RunSection(Section):
-    name: str = "default"
+    name: Name = "default"
     """Run name: the last component of the run directory. Letters, digits, '.', '_', '-'."""
-    study: str = "adhoc"
+    study: Name = "adhoc"
     """Study name: groups runs under ``<root>/<study>/``."""
-    root: str = "runs"
+    root: PathStr = "runs"
     """Directory that holds every study's runs (relative to the working directory, or absolute)."""
     seed: Int = Field(0, ge=0, le=MAX_SEED)
     """Seed for initialisation, data order, augmentation and subset selection."""
@@ -86,7 +107,7 @@ class RunSection(Section):
 
 
 class DataSection(Section):
-    shards: str = "data/shapes10"
+    shards: PathStr = "data/shapes10"
     """Directory with WebDataset shards and ``index.json`` (made by ``simclr-hpc data shards``)."""
     train_split: str = "train"
     """Split that training reads."""
@@ -247,11 +268,11 @@ class PretrainSection(Section):
 
 
 class FinetuneSection(Section):
-    encoder: str = ""
+    encoder: PathStr = ""
     """Pretrain run directory whose encoder is fine-tuned, or a baseline: ``random`` or ``pixels``."""
     label_fraction: Float = Field(1.0, gt=0.0, le=1.0)
     """Fraction of labelled training images, drawn class-balanced with ``run.seed``."""
-    label_subset_file: str = ""
+    label_subset_file: PathStr = ""
     """A file listing exactly the labelled training images, one shard key or file name per line (the published 1 % /
     10 % ImageNet lists of google-research/simclr, VISSL subset files); its sha256 is recorded. Empty: use
     ``label_fraction``."""
@@ -268,9 +289,9 @@ class FinetuneSection(Section):
 
 
 class DistillSection(Section):
-    teacher: str = ""
+    teacher: PathStr = ""
     """Fine-tune run directory of the frozen teacher classifier."""
-    student_init: str = ""
+    student_init: PathStr = ""
     """Empty: random student; otherwise a pretrain run directory of the student's own SimCLR encoder."""
     temperature: Float = Field(1.0, gt=0.0, le=100.0)
     """Distillation temperature tau; the KL term is scaled by tau^2."""
@@ -281,7 +302,7 @@ class DistillSection(Section):
 
 
 class TransferSection(Section):
-    encoder: str = ""
+    encoder: PathStr = ""
     """Pretrain (or fine-tune) run directory whose encoder is transferred, or a baseline: ``random`` or ``pixels``."""
     num_classes: Int = Field(0, ge=0, le=1_000_000)
     """Restrict the target dataset to k classes: the first k of draw ``class_seed``'s order of the classes for the
@@ -293,6 +314,13 @@ class TransferSection(Section):
     protocol: Literal["linear", "full"] = "linear"
     """``linear``: frozen encoder; ``full``: every layer trained."""
 
+
+    @field_validator("num_classes")
+    @classmethod
+    def _not_one(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("1 class is no classification task (any encoder scores 100 %); use 0 (every class) or 2..K")
+        return value
 
 class Config(Section):
     """The whole resolved configuration of one run."""
@@ -369,7 +397,7 @@ def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
         if item["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `simclr-hpc config show` lists every key)"
         elif "input" in item and item["type"] not in ("missing",) and not isinstance(item["input"], dict):
-            msg = f"{msg} (got {item['input']!r})"
+            msg = f"{msg} (got {quote(item['input'])})"
         where = f"{prefix}{loc}" if loc else prefix.rstrip(": ") or "config"
         lines.append(f"{where}: {msg}")
     return lines
@@ -397,18 +425,9 @@ def parse_overrides(items: list[str]) -> dict:
         if not all(parts):
             raise ConfigError(f"--set {item!r}: empty part in key {key!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-            check_tree(value, f"--set {key}")
-        except yaml.YAMLError:
-            value = raw
+            value = yaml_value(raw, f"--set {key}")
         except FileError as err:
             raise ConfigError(err.lines) from None
-        if isinstance(value, str):
-            # YAML 1.1 reads "1e-6" as a string; a user typing it on a command line means the number.
-            try:
-                value = float(value) if any(c in value.lower() for c in ".e") else int(value)
-            except ValueError:
-                pass
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -437,16 +456,35 @@ def build_config(layers: list[dict], source: str = "") -> Config:
         raise ConfigError(format_errors(err, f"{source}: " if source else "")) from None
 
 
+def stage_problems(stage: str, cfg: "Config") -> list[str]:
+    """What a config cannot do for ``stage`` although every field is valid on its own (the sections do not know the
+    stage): checked by ``load_config(stage=)``, by the runner and by a study's planner."""
+    if stage == "pretrain" and cfg.train.global_batch < 2:
+        return [f"train.global_batch: {cfg.train.global_batch} image per step gives SimCLR no negatives (its loss is 0 "
+                "whatever the encoder); use at least 2 (the paper: 256 to 4096)"]
+    return []
+
+
+STUDY_KEYS = frozenset({"datasets", "encoders", "seeds", "defaults", "data_root"})
+"""Top-level keys of a study file that no run config has: a file holding them was given to the wrong command."""
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, stage: str | None = None) -> Config:
     """Defaults, then ``stage``'s recipe (when given), then the YAML file at ``path`` (deltas only), then ``--set``."""
     layers = []
     if path:
         layers.append(read_yaml(path))
+        if STUDY_KEYS & set(layers[0]):
+            raise ConfigError(f"{path}: a study file (it has {', '.join(sorted(STUDY_KEYS & set(layers[0])))}), not "
+                              f"a run config; run it with `simclr-hpc study run {path}` or `study submit`")
     if overrides:
         layers.append(parse_overrides(overrides))
     if stage:
         layers.insert(0, stage_recipe(stage, layers))
-    return build_config(layers, source=str(path) if path else "")
+    cfg = build_config(layers, source=str(path) if path else "")
+    if stage and (problems := stage_problems(stage, cfg)):
+        raise ConfigError(problems)
+    return cfg
 
 
 def dump_config(cfg: Config) -> str:

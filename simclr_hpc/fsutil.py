@@ -5,6 +5,12 @@ A reader (another rank, a study aggregation, a requeued job) sees either the old
 part, and after a crash the new file is on disk once the call returned: the data is written to a temporary file in the
 same directory, fsynced, renamed over the target, and the directory is fsynced so the rename itself survives.
 
+What an atomic write never does: follow or replace a symbolic link (the temporary file is created with ``O_NOFOLLOW``
+and ``O_EXCL``, and a link at the target is refused), replace anything but a regular file (a device node, a FIFO, a
+socket or a directory at the target is refused), or leave a partial file behind. A write that fails because the disk
+is full is one :class:`AtomicWriteError` naming the path, also where the writer hides ENOSPC (``torch.save`` raises a
+RuntimeError): :func:`out_of_space` tells that apart from a bug.
+
 JSON is written strictly (``allow_nan=False``): ``NaN`` and ``Infinity`` are not JSON, and strict readers (``jq``,
 browsers, most JSON libraries outside Python) refuse files holding them. A non-finite number is written as ``null``
 and its dotted path is listed, with the reason, under ``non_finite`` (:func:`dumps_json`).
@@ -12,17 +18,24 @@ and its dotted path is listed, with the reason, under ``non_finite`` (:func:`dum
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 
 class AtomicWriteError(RuntimeError):
-    """A file could not be written; the message names the path, and the previous version is unchanged."""
+    """A file could not be written; the message names the path, and the previous version is unchanged. ``reason``:
+    why, in a few words (``no space left on device``)."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -46,23 +59,96 @@ def replace(src: str | Path, dst: str | Path) -> None:
     fsync_dir(Path(dst).parent)
 
 
+SPACE_MARGIN = 1 << 20
+"""Below this many free bytes a failed write is taken to have failed for lack of space."""
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_replaceable(path: str | Path) -> str | None:
+    """Why an output must not be written at ``path`` whatever ``--force`` says (a symbolic link, a directory, a device,
+    a FIFO, a socket), or None when it is absent or a regular file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # absent (a missing or non-directory parent is for the caller's own checks)
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+        return f"cannot be examined ({getattr(err, 'strerror', None) or err})"
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link, which an output never follows or replaces; give the real path or remove the link"
+    for test, kind in _KINDS:
+        if test(mode):
+            return f"is {kind}, not a regular file; an output never replaces one: choose another path"
+    return None
+
+
+def out_of_space(path: str | Path) -> bool:
+    """Whether the file system holding ``path`` (or its nearest existing parent) has less than SPACE_MARGIN bytes left
+    for us: how a write that failed without an errno is told to have met a full disk."""
+    for candidate in (Path(path), *Path(path).parents):
+        try:
+            st = os.statvfs(candidate)
+        except OSError:
+            continue
+        return st.f_bavail * st.f_frsize < SPACE_MARGIN
+    return False
+
+
+def no_space(path: str | Path, err: BaseException) -> bool:
+    """Whether ``err``, raised while writing under ``path``, is a full disk or quota (an errno saying so, or a writer's
+    RuntimeError while the file system is out of space)."""
+    code = getattr(err, "errno", None)
+    hidden = isinstance(err, RuntimeError) and not isinstance(err, AtomicWriteError)  # torch.save's way of saying it
+    return code in (errno.ENOSPC, errno.EDQUOT) or (hidden and out_of_space(path))
+
+
+def write_failed(path: str | Path, err: BaseException) -> AtomicWriteError | None:
+    """The one-line error of a write of ``path`` that raised ``err``: an OSError, or a writer's RuntimeError when the
+    disk is full (check before removing the partial file, which frees its space). None: a bug, let it through."""
+    code = getattr(err, "errno", None)
+    full = no_space(path, err)
+    if full:
+        reason = os.strerror(errno.EDQUOT if code == errno.EDQUOT else errno.ENOSPC)  # the system's own words
+    elif isinstance(err, OSError):
+        reason = err.strerror or str(err)
+    else:
+        return None
+    fix = "free some space there or choose another place" if full else "choose another place"
+    return AtomicWriteError(f"could not write {path}: {reason}; the previous version is unchanged and no partial "
+                            f"file is left ({fix})", reason)
+
+
+def _fresh(tmp: Path) -> None:
+    """Create ``tmp`` empty, as our own regular file: never through a link someone placed at its (predictable) name."""
+    tmp.unlink(missing_ok=True)  # removes a stale file or link, never what a link points to
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644))
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s new content to (by any means: ``torch.save``, ``csv``, ...); on
     leaving the block it is fsynced and renamed over ``path``. On an error the temporary file is removed and ``path``
-    is unchanged; an OSError becomes an :class:`AtomicWriteError` naming ``path``."""
+    is unchanged; an OSError, or any error on a full disk, becomes an :class:`AtomicWriteError` naming ``path``. A
+    ``path`` that is not a regular file (a link, a device, ...) is refused before anything is written."""
     path = Path(path)
+    if why := not_replaceable(path):
+        raise AtomicWriteError(f"{path}: {why}")
     tmp = temp_path(path)
     try:
+        _fresh(tmp)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if why := not_replaceable(path):  # it may have changed while we wrote
+            raise AtomicWriteError(f"{path}: {why}")
         os.replace(tmp, path)
-    except OSError as err:
+    except Exception as err:
+        failure = write_failed(path, err) if not isinstance(err, AtomicWriteError) else None
         tmp.unlink(missing_ok=True)
-        raise AtomicWriteError(
-            f"could not write {path}: {err.strerror or err}; the previous version is unchanged"
-        ) from err
+        if failure is None:
+            raise
+        raise failure from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -1,7 +1,10 @@
-"""Output paths a user names (``run.root``, ``data shards OUT_DIR``, ``study report --out``, ``sweep --manifest``),
-checked before anything is written: a directory must be (or become) a writable directory, a file must not be a
-directory, must not replace an existing file unless asked (``--force``), and its parent must already exist: nothing
-creates directories the user did not name. Each problem is one UserError line naming the path and the fix.
+"""Output paths a user names (``run.root``, ``data shards OUT_DIR``, ``study report --out``, ``sweep --manifest``,
+``export --out``, ``data inspect``'s contact sheet), checked before anything is written: a directory must be (or
+become) a writable directory, a file must not be a directory, must not replace an existing file unless asked
+(``--force``), and its parent must already exist: nothing creates directories the user did not name. Whatever
+``--force`` says, an output is never a symbolic link (it is not followed) or a special file (a device, a FIFO, a
+socket: never replaced), and a path holding a NUL byte is refused. Each problem is one UserError line naming the path
+and the fix; ``fsutil.atomic_path`` enforces the same at the moment of writing.
 
 No torch here.
 """
@@ -11,7 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from simclr_hpc.readers import UserError
+from simclr_hpc.fsutil import not_replaceable
+from simclr_hpc.readers import UserError, quote
 
 
 class OutputError(UserError):
@@ -25,14 +29,22 @@ def _nearest_existing(path: Path) -> Path:
     return Path(".")
 
 
+def _no_nul(path: str | Path, what: str) -> Path:
+    if "\0" in str(path):
+        raise OutputError(f"{what} {quote(str(path))}: holds a NUL byte, which no path can; fix the name")
+    return Path(path).expanduser()
+
+
 def check_output_dir(path: str | Path, what: str, files: tuple[str, ...] = ()) -> Path:
     """``path`` is a writable directory, or can be created as one (its nearest existing ancestor is a writable dir);
-    none of the ``files`` it will write there is a directory."""
-    path = Path(path).expanduser()
+    none of the ``files`` it will write there is a directory, a link or a special file."""
+    path = _no_nul(path, what)
     for name in files:
-        if (path / name).is_dir():
+        if (path / name).is_dir() and not (path / name).is_symlink():
             raise OutputError(f"{what} {path}: {path / name} is a directory, so it cannot be written; remove it or "
                               "choose another directory")
+        if why := not_replaceable(path / name):
+            raise OutputError(f"{what} {path}: {path / name} {why}")
     base = _nearest_existing(path.absolute())
     if base.is_symlink() and not base.exists():
         raise OutputError(f"{what} {path}: {base} is a dangling symbolic link; fix or remove it")
@@ -57,9 +69,11 @@ def make_dir(path: str | Path, what: str) -> Path:
 
 def check_output_file(path: str | Path, what: str, force: bool = False) -> Path:
     """``path`` may be written as a file: not a directory, not an existing file unless ``force``, parent exists."""
-    path = Path(path).expanduser()
-    if path.is_dir():
+    path = _no_nul(path, what)
+    if path.is_dir() and not path.is_symlink():
         raise OutputError(f"{what} {path}: is a directory; give a file name")
+    if why := not_replaceable(path):
+        raise OutputError(f"{what} {path}: {why}")
     if path.exists() and not force:
         raise OutputError(f"{what} {path}: already exists; choose another name, or add --force to replace it")
     parent = path.absolute().parent

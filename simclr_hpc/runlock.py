@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from simclr_hpc.fsutil import write_failed
 from simclr_hpc.outputs import make_dir
 from simclr_hpc.readers import UserError
 
@@ -94,7 +95,11 @@ def _read(path: Path) -> dict | None:
 def _link_lock(path: Path, rec: dict) -> bool:
     """Atomically create ``path`` holding ``rec``; False if it exists. See the module docstring for why link(2)."""
     tmp = path.with_name(f"{path.name}.{rec['host']}.{rec['pid']}.{rec['token'][:8]}")
-    tmp.write_text(json.dumps(rec))
+    try:
+        tmp.write_text(json.dumps(rec))
+    except OSError as err:  # a full disk or a read-only run directory: one line naming the lock file
+        tmp.unlink(missing_ok=True)
+        raise write_failed(path, err) from err
     try:
         os.link(tmp, path)
         return True

@@ -106,14 +106,19 @@ def _submit_shards(source: str, out_dir: Path, *, tasks: int | None, profile: st
 
 @data_app.command("inspect")
 @user_errors
-def inspect_cmd(directory: Annotated[Path, typer.Argument(help="Shard directory (with index.json).")]) -> None:
-    """Print sample counts per split and class and write a contact sheet PNG into DIRECTORY."""
+def inspect_cmd(
+    directory: Annotated[Path, typer.Argument(help="Shard directory (with index.json).")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Write the contact sheet here (a .png) instead of into DIRECTORY (e.g. a read-only one).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
+) -> None:
+    """Print sample counts per split and class and write a contact sheet PNG into DIRECTORY (or --out)."""
     from rich.console import Console
     from rich.table import Table
 
     from simclr_hpc.data.shards import inspect
 
-    info = inspect(directory)
+    info = inspect(directory, out=out, force=force)
     splits = list(info["counts"])
     table = Table(title=f"{directory} ({len(info['classes'])} classes)")
     table.add_column("class")

@@ -21,12 +21,13 @@ def export(
     classifier: Annotated[bool, typer.Option(
         "--classifier", help="Add the linear classifier as torchvision's fc (finetune/distill runs on the encoder).")
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (and its .json).")] = False,
 ) -> None:
     """Export the encoder of a finished run; torchvision.models.resnetNN() loads it strictly at width 1 without the
     CIFAR stem (see simclr_hpc/train/export.py for the loader of the others)."""
     from simclr_hpc.train.export import export_run, read_metadata
 
-    path = export_run(run, format_, out, head=head, classifier=classifier)
+    path = export_run(run, format_, out, head=head, classifier=classifier, force=force)
     meta = read_metadata(path)
     print(f"{path}: {meta['architecture']} width {meta['width']}{' cifar stem' if meta['cifar_stem'] else ''}, "
           f"{'+'.join(meta['includes'])}; load with: {meta['loader']}")

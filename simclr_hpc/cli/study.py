@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from simclr_hpc.cli.common import user_errors
+from simclr_hpc.readers import quote
 
 study_app = typer.Typer(help="A whole study (pretrain -> finetune/distill arrays -> transfer array -> report).",
                         no_args_is_help=True)
@@ -249,9 +250,14 @@ def demo(
     executor: Annotated[str, typer.Option(
         help="local (submitit's local executor: the same code path as on a cluster, in --parallelism worker "
              "processes) or inprocess (every run in this process, one after another).")] = "local",
-    parallelism: Annotated[int, typer.Option(help="Local jobs running at once (executor local).")] = 2,
+    parallelism: Annotated[int, typer.Option(min=1, help="Local jobs running at once (executor local).")] = 2,
 ) -> None:
     """The embedded default: a whole small study on bundled data, run locally, ending with the report and its findings."""
+    if executor not in ("local", "inprocess"):
+        from simclr_hpc.study.spec import StudyError
+
+        raise StudyError(f"--executor {quote(executor)}: the demo runs on this machine (local or inprocess); for a "
+                         "cluster, `simclr-hpc study submit configs/studies/demo.yaml`")
     start = time.monotonic()
     path = study or demo_study_path()
     print(f"demo: {path}")

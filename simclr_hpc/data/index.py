@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simclr_hpc.data.sources import DataError
+from simclr_hpc.data.sources import UNLABELED, DataError
 from simclr_hpc.readers import FileError, read_json
 
 INDEX = "index.json"
@@ -91,6 +91,18 @@ class DatasetIndex:
         return self.splits[name]
 
 
+def _labels(values, split: str, doc: dict) -> np.ndarray:
+    """A split's labels: whole numbers in 0..K-1 (K = the index's classes), or all UNLABELED in unlabeled shards."""
+    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"split {split}: labels must be a list of whole numbers")
+    k = len(doc["classes"])
+    allowed = (UNLABELED, UNLABELED) if not doc.get("labelled", True) else (0, k - 1)
+    bad = [v for v in values if not allowed[0] <= v <= allowed[1]]
+    if bad:
+        raise ValueError(f"split {split}: label {bad[0]} outside {allowed[0]}..{allowed[1]} ({k} classes)")
+    return np.asarray(values, dtype=np.int64)
+
+
 def read_index(shards_dir: str | Path) -> DatasetIndex:
     """Read ``index.json`` of ``shards_dir``; a missing or malformed one is a DataError saying how to build it."""
     root = Path(shards_dir)
@@ -114,7 +126,7 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
         for name, s in doc["splits"].items():
             shards = [ShardInfo(str(x["name"]), int(x["count"]), str(x["sha256"]),
                                 int(x["bytes"]) if "bytes" in x else None) for x in s["shards"]]
-            keys, labels = [str(k) for k in s["keys"]], np.asarray(s["labels"], dtype=np.int64)
+            keys, labels = [str(k) for k in s["keys"]], _labels(s["labels"], name, doc)
             if len(keys) != len(labels) or len(keys) != sum(x.count for x in shards):
                 raise ValueError(f"split {name}: {len(keys)} keys, {len(labels)} labels, shard counts sum to "
                                  f"{sum(x.count for x in shards)}")

@@ -27,6 +27,7 @@ from simclr_hpc.data.index import DatasetIndex, read_index
 from simclr_hpc.data.shard_plan import IMAGE_EXTS, SPLITS
 from simclr_hpc.data.sources import UNLABELED
 from simclr_hpc.data.tarcheck import end_marker_missing
+from simclr_hpc.outputs import OutputError, check_output_file
 
 __all__ = ["IMAGE_EXTS", "SPLITS", "DatasetIndex", "TruncatedShard", "check_sample", "inspect", "iter_tar_samples",
            "read_index", "verify", "write_shards"]
@@ -170,14 +171,21 @@ def verify(shards_dir: str | Path) -> list[str]:
     return problems
 
 
-def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64) -> dict:
-    """Counts per split and class, and a contact sheet PNG (one row of ``per_class`` examples per class) in the directory.
+def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64, out: str | Path | None = None,
+            force: bool = False) -> dict:
+    """Counts per split and class, and a contact sheet PNG (one row of ``per_class`` examples per class) in the directory
+    (or at ``out``: an existing file there is replaced only with ``force``; the directory's own sheet is always redone).
 
     Returns ``{"counts": {split: {class_name: n}}, "contact_sheet": path, "classes": [...], "image_size": ...}``.
     """
     from PIL import Image, ImageDraw
 
     index = read_index(shards_dir)
+    path = Path(out) if out else index.root / CONTACT_SHEET
+    try:  # before reading a shard: a read-only directory, a link or a device there is one line, not a traceback
+        check_output_file(path, "--out" if out else "contact sheet", force=force or out is None)
+    except OutputError as err:
+        raise OutputError(err.lines[0] + ("" if out else "; or give --out FILE.png")) from None
     rows_of = list(enumerate(index.classes)) if index.labelled else [(UNLABELED, "(unlabeled)")]
     counts = {name: {cls: int((s.labels == k).sum()) for k, cls in rows_of} for name, s in index.splits.items()}
     examples: dict[int, list] = {k: [] for k, _ in rows_of}
@@ -203,6 +211,6 @@ def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64) -> dict:
         draw.text((4, y + tile // 2 - 6), f"{k}: {cls}"[:18], fill=(0, 0, 0))
         for j, img in enumerate(examples[k]):
             sheet.paste(img, (label_w + j * (tile + 2), y))
-    path = index.root / CONTACT_SHEET
-    sheet.save(path)
+    with fsutil.atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
     return {"counts": counts, "contact_sheet": path, "classes": index.classes, "image_size": index.image_size}

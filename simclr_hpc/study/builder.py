@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simclr_hpc.config import ConfigError, build_config
+from simclr_hpc.config import ConfigError, build_config, stage_problems
 from simclr_hpc.recipes import stage_recipe
 from simclr_hpc.study.runs import RunSpec, safe_run_name
 from simclr_hpc.study.schema import Study, nest_overrides
@@ -21,8 +21,10 @@ class PlanBuilder:
     def __init__(self, study: Study, where: str):
         self.study = study
         self.where = where
-        self.problems: list[str] = []
+        self._problems: list[str] = []
         self._seen_problem: set[str] = set()
+        self._run_problems: dict[str, list[str]] = {}
+        """config error -> the runs it hit: one bad study value is one line, not one per planned run."""
         self.runs: list[RunSpec] = []
         self._keys: set[str] = set()
 
@@ -36,7 +38,16 @@ class PlanBuilder:
     def problem(self, line: str) -> None:
         if line not in self._seen_problem:
             self._seen_problem.add(line)
-            self.problems.append(line)
+            self._problems.append(line)
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem, one line each; a run-config error shared by many runs names the first and counts the rest."""
+        lines = list(self._problems)
+        for error, keys in self._run_problems.items():
+            more = f" and {len(keys) - 1} more run(s)" if len(keys) > 1 else ""
+            lines.append(f"{self.where}: run config of {keys[0]}{more}: {error}")
+        return lines
 
     def dataset_layer(self, dataset: str) -> dict:
         spec = self.study.datasets[dataset]
@@ -72,9 +83,12 @@ class PlanBuilder:
         all_layers = [self.nest(study.defaults, "defaults"), self.dataset_layer(dataset), *layers, forced, wiring]
         try:
             cfg = build_config([stage_recipe(stage, all_layers), *all_layers])  # the stage's recipe under the study
+            problems = stage_problems(stage, cfg)
         except ConfigError as err:
-            for line in err.lines:
-                self.problem(f"{self.where}: {labels.get('section', stage)} run config ({key}): {line}")
+            problems = err.lines
+        for line in problems:
+            self._run_problems.setdefault(line, []).append(key)
+        if problems:
             return None
         labels = {key: value for key, value in labels.items() if key != "run_seed"}
         run = RunSpec(stage, name, cfg, depends_on, {**labels, "dataset": dataset})

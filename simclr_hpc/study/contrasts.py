@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from simclr_hpc.config import Float, Int, Name
+
 
 class Part(BaseModel):
     """Base of every study-file section: unknown keys are errors."""
@@ -23,11 +25,11 @@ class HeadLayerPrimary(Part):
     protocol: Literal["linear", "full"] | None = None
     """Protocol of the contrast (SimCLRv2's claim is about ``full``); empty = ``full`` if the section runs it, else
     ``linear``. Other protocols are reported beside it as secondary contrasts, never averaged with it."""
-    label_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    label_fraction: Float | None = Field(None, gt=0.0, le=1.0)
     """Label fraction of the contrast; empty = the smallest (where the paper sees the effect)."""
-    head_layer: int = Field(1, ge=1, le=4)
+    head_layer: Int = Field(1, ge=1, le=4)
     """The head layer compared with layer 0."""
-    margin_pp: float = Field(1.0, gt=0.0, le=100.0)
+    margin_pp: Float = Field(1.0, gt=0.0, le=100.0)
     """Equivalence margin in points of top-1: an effect shown to lie within +-margin is *absent*."""
 
 
@@ -36,9 +38,9 @@ class DistillPrimary(Part):
     of (gain from same-base teachers - mean gain from cross-base teachers), gains over the student's labels-only
     baseline."""
 
-    label_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    label_fraction: Float | None = Field(None, gt=0.0, le=1.0)
     """Label fraction of the contrast; empty = the smallest of ``label_fractions``."""
-    margin_pp: float = Field(1.0, gt=0.0, le=100.0)
+    margin_pp: Float = Field(1.0, gt=0.0, le=100.0)
     """Equivalence margin in points of top-1."""
 
 
@@ -47,9 +49,9 @@ class TransferPrimary(Part):
     itself: per seed, the least-squares slope on log2 k of d' (``separability.py``; each k's d' averaged over the
     seed's class subsets and the encoders first)."""
 
-    dataset: str = ""
+    dataset: Name = ""
     """The ``within`` dataset of the contrast; empty = the first."""
     protocol: Literal["linear", "full"] | None = None
     """Empty = the section's first protocol."""
-    margin: float = Field(0.1, gt=0.0, le=10.0)
+    margin: Float = Field(0.1, gt=0.0, le=10.0)
     """Equivalence margin in d' per doubling of k (0.1 over 2 -> 20 classes is a change of about 0.33 in d')."""

@@ -200,14 +200,46 @@ SECTIONS = (("pretrain", pretrain_runs), ("finetune", finetune_runs), ("distill"
 """Study section -> its expander, in expansion order (the readable order of runs within a wave)."""
 
 
+MAX_RUNS = 20_000
+"""The most runs one study may plan: about 60 times the CPU reference study (321 runs), beyond what a queue or a
+report serves well, and reached by a typo long before a real design. Above it: split the study."""
+
+
+def least_runs(study: Study) -> int:
+    """A lower bound of the runs ``study`` plans (baselines, student encoders and whole-dataset draws left out), from
+    the lengths of its axes alone: so that a plan of hundreds of thousands of runs is refused at once instead of
+    after minutes of expansion."""
+    per_seed = len(study.encoders)
+    if ft := study.finetune:
+        cells = sum(len(ft.fractions(p)) for p in ft.protocols) * len(ft.head_layers)
+        per_seed += len(ft.encoders) * cells
+    if dist := study.distill:
+        pairs = len(dist.teachers) * len(dist.students) if dist.pairs == "all" else len(dist.pairs)
+        per_seed += len(dist.label_fractions) * (len(dist.teachers) + pairs)
+    if tr := study.transfer:
+        targets = sum(len(t.num_classes) for t in tr.within) + len(tr.across)
+        per_seed += len(tr.encoders) * len(tr.protocols) * targets
+    return len(study.seeds) * per_seed
+
+
+def check_plan_size(planned: int, where: str, at_least: bool = True) -> None:
+    """StudyError, one line, when a study plans more than MAX_RUNS runs."""
+    if planned > MAX_RUNS:
+        raise StudyError(f"{where}: the study plans {'at least ' if at_least else ''}{planned:,} runs, more than "
+                         f"{MAX_RUNS:,} (seeds x encoders x every axis of each section); split it into studies of "
+                         "fewer seeds or axes")
+
+
 def build_plan(study: Study, where: str = "study") -> Plan:
     """Expand a validated study into its runs; a run config that does not validate is a StudyError line."""
+    check_plan_size(least_runs(study), where)
     b = PlanBuilder(study, where)
     for section, expand in SECTIONS:
         if section == "pretrain" or getattr(study, section):
             expand(b)
     if b.problems:
         raise StudyError(b.problems)
+    check_plan_size(len(b.runs), where, at_least=False)  # with the baselines
     datasets = [DatasetJob(name, study.source(name), study.shards_dir(name), spec.val_fraction)
                 for name, spec in study.datasets.items()]
     keys = {run.key for run in b.runs}

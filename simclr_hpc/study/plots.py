@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from simclr_hpc import fsutil
 from simclr_hpc.study.summaries import DistillFraction, DistillSummary, FinetuneSummary, TransferSummary
 
 
@@ -22,8 +23,11 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    try:
+        with fsutil.atomic_path(path) as tmp:  # a full disk leaves no half a PNG
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        _plt().close(fig)
     return path
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from simclr_hpc.config import UserError, check_safe_name
+from simclr_hpc.config import Bool, Float, Int, Name, PathStr, UserError, check_safe_name
 from simclr_hpc.study.contrasts import DistillPrimary, HeadLayerPrimary, Part, TransferPrimary
 
 STUDENT_SEED_OFFSET = 1000
@@ -44,21 +44,21 @@ Overrides = dict[str, object]
 
 
 class DatasetSpec(Part):
-    source: str
+    source: PathStr
     """Source spec as ``simclr-hpc data shards`` takes it: ``mnist5k``, ``shapes:K``, ``cifar10:ROOT``, ``cifar100:ROOT``,
     ``stl10:ROOT``, ``imagefolder:DIR``, ``npz:FILE``. ``{data_root}`` is replaced by the study's ``data_root``."""
-    shards: str = ""
+    shards: PathStr = ""
     """Shard directory; empty = ``<root>/<study>/data/<dataset name>``. Built before the first run if it has no index.json."""
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    val_fraction: Float = Field(0.1, ge=0.0, lt=1.0)
     """Fraction of the training images held out as the ``val`` split when the shards are built."""
     set: Overrides = {}
     """Config overrides for every run on this dataset (e.g. ``data.image_size: 28``)."""
 
 
 class EncoderSpec(Part):
-    dataset: str
+    dataset: Name
     """Dataset (a key of ``datasets``) the encoder is pretrained on with SimCLR."""
-    base: str = ""
+    base: Name = ""
     """Base-model label for the distillation same-base/cross-base comparison; empty = ``model.backbone`` of the encoder."""
     set: Overrides = {}
     """Config overrides of this encoder's pretrain run (``model.backbone``, ``pretrain.temperature``, ``train.steps`` ...).
@@ -78,17 +78,17 @@ def _fractions_ok(value: list[float]) -> list[float]:
 
 
 class FinetuneStudy(Part):
-    encoders: list[str] = Field(min_length=1)
+    encoders: list[Name] = Field(min_length=1)
     """Encoders (keys of ``encoders``) to fine-tune."""
-    dataset: str = ""
+    dataset: Name = ""
     """Labelled dataset; empty = each encoder's pretraining dataset (the paper's semi-supervised setting)."""
-    label_fractions: list[float] = Field([1.0], min_length=1)
+    label_fractions: list[Float] = Field([1.0], min_length=1)
     """Fractions of labelled training images, drawn class-balanced per seed (e.g. 0.01, 0.1, 1.0)."""
-    head_layers: list[int] = Field([0], min_length=1)
+    head_layers: list[Int] = Field([0], min_length=1)
     """Projection-head layers kept under the classifier (0 = encoder output)."""
     protocols: list[Literal["linear", "full"]] = Field(["linear"], min_length=1)
     """``linear`` (frozen encoder) and/or ``full`` (every layer trained)."""
-    full_label_fractions: list[float] | None = None
+    full_label_fractions: list[Float] | None = None
     """Label fractions fine-tuned under ``full`` (empty = every one of ``label_fractions``): a full fine-tune costs its
     steps at any fraction, so a study may keep it to the fractions its head-layer contrast needs."""
 
@@ -121,25 +121,25 @@ class FinetuneStudy(Part):
 
 
 class TeacherSpec(Part):
-    encoder: str
+    encoder: Name
     """Encoder whose fine-tuned classifier teaches (a fine-tune run that this study produces, one per label fraction
     and seed, on the labelled subset its students' baselines get)."""
     protocol: Literal["linear", "full"] = "full"
     """Teacher fine-tuning protocol (SimCLRv2 fine-tunes its teachers fully)."""
-    head_layer: int = Field(0, ge=0, le=4)
+    head_layer: Int = Field(0, ge=0, le=4)
     """Projection-head layer the teacher's classifier sits on."""
     set: Overrides = {}
     """Config overrides of this teacher's fine-tune runs."""
 
 
 class StudentSpec(Part):
-    encoder: str = ""
+    encoder: Name = ""
     """Encoder that gives the student its architecture (``model.*``) and, with ``init: pretrained``, its weights."""
     init: Literal["random", "pretrained"] = "random"
     """``random`` (SimCLRv2's students): only the architecture; ``pretrained``: the encoder pretrained with SimCLR
     under another seed (``1000 + seed``, planned as a run of its own), so a student never starts from the weights its
     teacher was fine-tuned from and seeds stay independent."""
-    base: str = ""
+    base: Name = ""
     """Base label (architecture and recipe); empty = the encoder's base, or ``model.backbone`` from ``set``."""
     set: Overrides = {}
     """Config overrides of this student's distill and baseline runs (e.g. ``model.backbone`` for a random student)."""
@@ -152,18 +152,18 @@ class StudentSpec(Part):
 
 
 class DistillStudy(Part):
-    dataset: str
+    dataset: Name
     """Dataset the teachers are fine-tuned on and the students distilled on."""
-    label_fractions: list[float] = Field([0.1], min_length=1)
+    label_fractions: list[Float] = Field([0.1], min_length=1)
     """Labels the teachers are fine-tuned on and each student's baseline is trained on (the same class-balanced subset
     per seed); the students are distilled on every training image without labels (SimCLRv2's regime: 1 % and 10 %)."""
-    teachers: dict[str, TeacherSpec] = Field(min_length=1)
+    teachers: dict[Name, TeacherSpec] = Field(min_length=1)
     """Teacher name -> teacher."""
-    students: dict[str, StudentSpec] = Field(min_length=1)
+    students: dict[Name, StudentSpec] = Field(min_length=1)
     """Student name -> student."""
-    pairs: Literal["all"] | list[tuple[str, str]] = "all"
+    pairs: Literal["all"] | list[tuple[Name, Name]] = "all"
     """``all`` (every teacher x every student) or a list of ``[teacher, student]`` names."""
-    baseline: bool = True
+    baseline: Bool = True
     """Also train each student on the labelled subset alone (no teacher) with the same steps: its baseline."""
     primary: DistillPrimary = DistillPrimary()
     """The distillation finding's primary contrast."""
@@ -179,11 +179,11 @@ class DistillStudy(Part):
 
 
 class WithinTarget(Part):
-    dataset: str
+    dataset: Name
     """Target dataset whose classes are subsampled."""
-    num_classes: list[int] = Field(min_length=1)
+    num_classes: list[Int] = Field(min_length=1)
     """Class counts k (each at least 2 and at most the dataset's class count)."""
-    draws: int = Field(1, ge=1, le=1000)
+    draws: Int = Field(1, ge=1, le=1000)
     """Nested class subsets per seed: each draw is a random order of the dataset's classes (from the run's seed and
     the draw), and its k-class subset is the first k of that order, so the subsets of one draw are nested (2 within
     5 within 10 ...). k = all classes is one run per seed, whatever the draws."""
@@ -198,7 +198,7 @@ class WithinTarget(Part):
 
 
 class TransferStudy(Part):
-    encoders: list[str] = Field(min_length=1)
+    encoders: list[Name] = Field(min_length=1)
     """Source encoders."""
     protocols: list[Literal["linear", "full"]] = Field(["linear"], min_length=1)
     """Transfer protocols."""
@@ -206,11 +206,11 @@ class TransferStudy(Part):
     """Baselines run beside the encoders under the same protocol, split and seeds: ``random`` (a random-init encoder
     of each encoder architecture; under ``full``, that network trained from scratch) and ``pixels`` (a linear
     classifier on the raw pixels). [] for none."""
-    images_per_class: int = Field(0, ge=0)
+    images_per_class: Int = Field(0, ge=0)
     """Training images per class (0 = all), so class counts are compared at equal data per class."""
     within: list[WithinTarget] = []
     """Class-subset sweeps inside one dataset (class count without the dataset confound)."""
-    across: list[str] = []
+    across: list[Name] = []
     """Whole target datasets (all classes), as the paper compared them."""
     primary: TransferPrimary = TransferPrimary()
     """The transfer finding's primary contrast."""
@@ -227,22 +227,22 @@ class TransferStudy(Part):
 class Study(Part):
     """A whole study file."""
 
-    name: str
+    name: Name
     """Study name: ``run.study`` of every run; runs go under ``<root>/<name>/``."""
-    root: str = "runs"
+    root: PathStr = "runs"
     """Directory holding every study's runs (relative to the working directory, or absolute)."""
-    data_root: str = ""
+    data_root: PathStr = ""
     """Replaces ``{data_root}`` in dataset sources (e.g. where CIFAR-10 lives on the cluster)."""
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[Int] = Field([0], min_length=1)
     """Seeds: each encoder is pretrained once per seed and every downstream run uses the encoder of its own seed, so a
     seed is one independent replicate of the whole pipeline: the unit of every interval and verdict."""
-    alpha: float = Field(0.05, gt=0.0, lt=0.5)
+    alpha: Float = Field(0.05, gt=0.0, lt=0.5)
     """Family-wise error rate of the verdicts: Holm's adjustment over the findings the study tests."""
     defaults: Overrides = {}
     """Config overrides for every run of the study (nested sections or dotted keys)."""
-    datasets: dict[str, DatasetSpec] = Field(min_length=1)
+    datasets: dict[Name, DatasetSpec] = Field(min_length=1)
     """Dataset name -> source."""
-    encoders: dict[str, EncoderSpec] = Field(min_length=1)
+    encoders: dict[Name, EncoderSpec] = Field(min_length=1)
     """Encoder name -> SimCLR pretrain run."""
     pretrain: StageDefaults = StageDefaults()
     """Overrides for every pretrain run."""
@@ -259,7 +259,8 @@ class Study(Part):
     @classmethod
     def _seeds(cls, value: list[int]) -> list[int]:
         if any(v < 0 or v >= STUDENT_SEED_OFFSET for v in value):
-            raise ValueError(f"seeds must be in 0..{STUDENT_SEED_OFFSET - 1}, got {value}")
+            bad = [v for v in value if not 0 <= v < STUDENT_SEED_OFFSET]
+            raise ValueError(f"seeds must be in 0..{STUDENT_SEED_OFFSET - 1}, got {bad[:5]}")
         if len(set(value)) != len(value):
             raise ValueError(f"seeds must be distinct, got {value}")
         return value

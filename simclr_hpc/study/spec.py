@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from simclr_hpc.config import ConfigError, UserError, build_config, check_safe_name, format_errors, read_yaml
+from simclr_hpc.config import Config, ConfigError, UserError, build_config, check_safe_name, format_errors, read_yaml
 from simclr_hpc.data.index import index_num_classes
 from simclr_hpc.data.source_spec import source_num_classes
 from simclr_hpc.study.schema import Study, StudyError, nest_overrides
@@ -63,6 +63,12 @@ class _Checker:
             return False
         return True
 
+    def need_classes(self, field: str, dataset: str) -> None:
+        """A labelled dataset of a downstream section needs two classes or more (one class is always right)."""
+        have = self.classes.get(dataset)
+        if have is not None and have < 2:
+            self.add(field, f"dataset {dataset!r} has {have} class; a classifier needs at least 2: use another dataset")
+
     def need_encoder(self, field: str, encoder: str) -> None:
         if encoder not in self.study.encoders:
             known = ", ".join(self.study.encoders) or "none"
@@ -88,8 +94,11 @@ class _Checker:
         ft = self.study.finetune
         for i, enc in enumerate(ft.encoders):
             self.need_encoder(f"finetune.encoders[{i}]", enc)
-        if ft.dataset:
-            self.need_dataset("finetune.dataset", ft.dataset)
+        if ft.dataset and self.need_dataset("finetune.dataset", ft.dataset):
+            self.need_classes("finetune.dataset", ft.dataset)
+        for enc in [] if ft.dataset else ft.encoders:
+            if enc in self.study.encoders:
+                self.need_classes(f"finetune (encoder {enc}'s dataset)", self.study.encoders[enc].dataset)
         primary = ft.primary
         if primary.protocol and primary.protocol not in ft.protocols:
             self.add("finetune.primary.protocol", f"{primary.protocol} is not among finetune.protocols "
@@ -106,7 +115,8 @@ class _Checker:
 
     def distill(self) -> None:
         dist = self.study.distill
-        self.need_dataset("distill.dataset", dist.dataset)
+        if self.need_dataset("distill.dataset", dist.dataset):
+            self.need_classes("distill.dataset", dist.dataset)
         for name in list(dist.teachers) + list(dist.students):
             try:
                 check_safe_name(name, "name")
@@ -151,7 +161,8 @@ class _Checker:
                              f"k={k} is more than the {have} classes of dataset {target.dataset!r} "
                              f"({self.study.source(target.dataset)}); use k <= {have}")
         for i, dataset in enumerate(tr.across):
-            self.need_dataset(f"transfer.across[{i}]", dataset)
+            if self.need_dataset(f"transfer.across[{i}]", dataset):
+                self.need_classes(f"transfer.across[{i}]", dataset)
             whole = [t for t in tr.within if t.dataset == dataset and self.classes.get(dataset) in t.num_classes]
             if whole:
                 self.add(f"transfer.across[{i}]", f"{dataset} with all {self.classes[dataset]} classes is already a "
@@ -227,4 +238,8 @@ def load_study(path: str | Path) -> Study:
         data = read_yaml(path)
     except UserError as err:
         raise StudyError(err.lines) from None
+    sections = set(data) & set(Config.model_fields)
+    if sections and not {"name", "datasets", "encoders"} & set(data):
+        raise StudyError(f"{path}: a run config (sections {', '.join(sorted(sections))}), not a study file; run it "
+                         f"with `simclr-hpc run STAGE -c {path}`, or write a study (configs/studies/demo.yaml)")
     return parse_study(data, str(path))

@@ -60,11 +60,16 @@ def save_checkpoint(root: Path, step: int, state: dict, meta: dict, keep: int = 
         link_tmp.unlink(missing_ok=True)
         os.symlink(final.name, link_tmp)
         fsutil.replace(link_tmp, root / LATEST)
-    except OSError as err:
+    except Exception as err:
+        # torch.save hides a full disk behind a RuntimeError: write_failed tells it from a bug (before the partial
+        # files are removed, which frees their space).
+        failure = fsutil.write_failed(final, err)
         shutil.rmtree(tmp, ignore_errors=True)
+        if failure is None:
+            raise
         previous = latest_whole(root)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-        raise CheckpointError(f"could not write checkpoint {final}: {err.strerror or err}; {kept}") from err
+        raise CheckpointError(f"could not write checkpoint {final}: {failure.reason}; {kept}") from err
     _prune(root, keep)
     return final
 

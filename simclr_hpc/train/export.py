@@ -32,10 +32,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from simclr_hpc import rundir
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.config import ConfigError, load_config
 from simclr_hpc.data.colour import MEAN, STD
 from simclr_hpc.models import Arch, build_backbone
+from simclr_hpc.outputs import check_output_file, make_dir
+from simclr_hpc.readers import quote
 from simclr_hpc.rundir import Result
 
 FORMATS = ("torchvision", "safetensors", "torchscript")
@@ -105,33 +107,75 @@ def metadata(arch: Arch, result: Result, run_dir: Path, includes: list[str]) -> 
     }
 
 
+def check_out(path: Path, fmt: str, run_dir: Path, force: bool, default: bool) -> list[Path]:
+    """The files an export of ``run_dir`` as ``fmt`` to ``path`` writes, after every check that can fail on what the
+    user gave (before anything is loaded or written): the format's suffix (``read_metadata`` and loaders go by it),
+    never a file of the run itself (only under its ``export/``), and ``outputs.check_output_file``'s rules (no
+    overwrite without ``--force``; never a directory, a link or a device)."""
+    suffix = SUFFIX[fmt]
+    wrong = fmt != "torchscript" and path.name.endswith(SUFFIX["torchscript"])
+    if not path.name.endswith(suffix) or wrong:
+        raise ExportError(f"--out {path}: a {fmt} export is named *{suffix} (loaders tell the format by it); rename "
+                          f"it, or choose the --format its name says")
+    files = [path, path.with_name(path.name + ".json")] if fmt == "torchvision" else [path]
+    inside = run_dir.resolve()
+    for file in files:
+        where = file.parent.resolve() / file.name
+        if where.is_relative_to(inside) and not where.is_relative_to(inside / rundir.EXPORT):
+            raise ExportError(f"--out {path}: {file} is inside the run directory {run_dir}, whose own files an export "
+                              f"never replaces; write under {run_dir / rundir.EXPORT} or elsewhere")
+        if default and not file.parent.exists():
+            continue  # <run>/export/ is created for the default output
+        check_output_file(file, "--out", force)
+    return files
+
+
 def export_run(run_dir: str | Path, fmt: str = "torchvision", out: str | Path | None = None, head: bool = False,
-               classifier: bool = False) -> Path:
+               classifier: bool = False, force: bool = False) -> Path:
     """Write the encoder of the finished run ``run_dir`` (and optionally its head or classifier) as ``fmt``; return the
-    file. Default ``out``: ``<run_dir>/export/encoder<suffix>``."""
+    file. Default ``out``: ``<run_dir>/export/encoder<suffix>``. An existing file is replaced only with ``force``;
+    each file is written atomically (a full disk leaves no partial file, one line naming it)."""
     if fmt not in FORMATS:
-        raise ExportError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+        shown = fmt if fmt.isprintable() and len(fmt) <= 40 else quote(fmt)
+        raise ExportError(f"--format {shown}: use one of {', '.join(FORMATS)}")
+    if fmt == "torchscript" and (head or classifier):
+        raise ExportError("--format torchscript holds the encoder only; drop --head/--classifier")
     run_dir = Path(run_dir)
+    path = Path(out) if out else run_dir / rundir.EXPORT / f"encoder{SUFFIX[fmt]}"
+    files = check_out(path, fmt, run_dir, force, default=out is None)
     state, arch, result = _finished_run(run_dir)
     tensors, includes = _parts(state, arch, head, classifier, run_dir)
     meta = metadata(arch, result, run_dir, includes)
-    path = Path(out) if out else run_dir / rundir.EXPORT / f"encoder{SUFFIX[fmt]}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "torchvision":
-        torch.save(tensors, path)
-        path.with_name(path.name + ".json").write_text(json.dumps(meta, indent=2) + "\n")
-    elif fmt == "safetensors":
+    if out is None:
+        make_dir(path.parent, "export directory")
+    written: list[Path] = []
+    try:
+        for file in reversed(files):  # the metadata first: a loader never finds weights without it
+            with fsutil.atomic_path(file) as tmp:
+                _write(fmt if file == path else "json", tmp, tensors, meta)
+            written.append(file)
+    except fsutil.AtomicWriteError:
+        for file in written:
+            file.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write(kind: str, tmp: Path, tensors: dict, meta: dict) -> None:
+    """Write one file of an export to the temporary path ``tmp``."""
+    if kind == "json":
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    elif kind == "torchvision":
+        torch.save(tensors, tmp)
+    elif kind == "safetensors":
         from safetensors.torch import save_file
 
-        save_file(tensors, str(path), metadata={"format": "pt", METADATA_KEY: json.dumps(meta)})
+        save_file(tensors, str(tmp), metadata={"format": "pt", METADATA_KEY: json.dumps(meta)})
     else:
-        if head or classifier:
-            raise ExportError("--format torchscript holds the encoder only; drop --head/--classifier")
         encoder = _build(meta)
         encoder.load_state_dict(tensors)
         scripted = torch.jit.script(encoder.eval())
-        torch.jit.save(scripted, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
-    return path
+        torch.jit.save(scripted, str(tmp), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
 
 
 def _build(meta: dict) -> nn.Module:

@@ -15,7 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
-from simclr_hpc.fsutil import dumps_json
+from simclr_hpc.fsutil import dumps_json, write_failed, write_text_atomic
 
 log = logging.getLogger("simclr_hpc")
 
@@ -73,8 +73,21 @@ def truncate_after(path: Path, step: int) -> int:
         last = max(last, logged)
         if logged <= step:
             keep.append(line)
-    path.write_text("".join(f"{line}\n" for line in keep))
+    write_text_atomic(path, "".join(f"{line}\n" for line in keep))  # a full disk must not cut the history short
     return last
+
+
+def append_line(path: Path, text: str) -> None:
+    """Append ``text`` and a newline to ``path``; a failed write (a full disk) is cut back to the whole lines it had
+    and becomes one AtomicWriteError naming the file."""
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        with open(path, "a") as f:
+            f.write(text + "\n")
+    except OSError as err:
+        with open(path, "r+") as f:
+            f.truncate(size)
+        raise write_failed(path, err) from err
 
 
 def format_duration(seconds: float) -> str:
@@ -117,8 +130,7 @@ class MetricsWriter:
             return
         line = {"step": step, "time": round(time.time(), 3), **values}
         if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(dumps_json(line) + "\n")
+            append_line(self.path, dumps_json(line))
         for backend in self.backends:
             backend.log(step, {f"train/{k}": v for k, v in values.items()})
         info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())

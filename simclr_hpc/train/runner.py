@@ -12,7 +12,7 @@ import torch
 
 from simclr_hpc import distributed as D
 from simclr_hpc import fsutil, rundir
-from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_config
+from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_config, stage_problems
 from simclr_hpc.outputs import check_output_dir
 from simclr_hpc.readers import read_json
 from simclr_hpc.references import check_references
@@ -43,12 +43,18 @@ def check_inputs(stage: str, cfg: Config):
     if cfg.train.precision == "fp16" and cfg.dist.engine == "deepspeed" and not torch.cuda.is_available():
         raise ConfigError("train.precision: fp16 under dist.engine=deepspeed needs a GPU (DeepSpeed's CPU backend has "
                           "no fp16 loss scaling); use train.precision=fp32, or dist.engine=ddp for fp16 on CPU")
+    if problems := stage_problems(stage, cfg):
+        raise ConfigError(problems)
     index = read_index(cfg.data.shards)
     if stage != "pretrain" and not index.labelled:
         raise ConfigError(
             f"data.shards: {cfg.data.shards} holds unlabeled images ({index.source}) and {stage} needs labels; "
             "point data.shards at labelled shards (cifar10:, imagefolder:, npz:, ...) or run pretrain on these"
         )
+    if stage != "pretrain" and index.num_classes < 2:
+        raise ConfigError(f"data.shards: {cfg.data.shards} has {index.num_classes} class ({', '.join(index.classes)}) "
+                          f"and {stage} needs at least 2 (a classifier of one class is right by definition); use "
+                          "data with two classes or more")
     check_references(stage, cfg)
     if stage == "finetune" and cfg.finetune.label_subset_file:
         from simclr_hpc.data.subsets import positions_from_file

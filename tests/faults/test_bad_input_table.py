@@ -15,6 +15,7 @@ Placeholders: ``{w}`` the shared directory, ``{sh}`` a good shard directory, ``{
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -212,6 +213,48 @@ ROWS = [
     ("study_only_bogus", ["study", "run", "{study}", "--only", "bogus", "--executor", "inprocess"], ["--only bogus"],
      {}),
     ("study_executor_slurm", ["study", "run", "{study}", "--executor", "slurm"], ["--executor slurm"], {}),
+    # ---- issue 24: YAML read as YAML 1.2, strictly ----------------------------------------------------------------
+    ("yaml_section_twice", ["run", "pretrain", "-c", "{w}/twice.yaml"], ["twice.yaml", "line 3", "'train'",
+                                                                         "given twice"], {}),  # issue 24
+    ("yaml_key_twice_in_study", ["study", "submit", "{w}/study_twice.yaml", "--dry-run"], ["'seeds'", "given twice"],
+     {}),  # issue 24
+    ("yaml_5000_digit_integer", ["run", "pretrain", "-c", "{w}/bigint.yaml"], ["bigint.yaml", "5000 digits"],
+     {}),  # issue 24
+    ("set_5000_digit_integer", run("pretrain", "train.steps=" + "9" * 5000), ["--set train.steps", "5000 digits"],
+     {}),  # issue 24
+    ("study_seeds_booleans", ["study", "submit", "{w}/boolseeds.yaml", "--dry-run"], ["seeds", "valid integer"],
+     {"lines": 2}),  # issue 24: [true, false] were [1, 0]
+    # ---- issue 24: the wrong file for the command, a plan too large, one line per bad value -------------------------
+    ("study_file_given_to_run", ["run", "pretrain", "-c", "{study}"], ["a study file", "study run"], {}),  # issue 24
+    ("run_config_given_to_study", ["study", "run", "{w}/runcfg.yaml", "--executor", "inprocess"],
+     ["a run config", "simclr-hpc run STAGE"], {}),  # issue 24
+    ("study_10000_seeds", ["study", "submit", "{w}/seeds10k.yaml", "--dry-run"], ["at least", "more than 20,000"],
+     {}),  # issue 24
+    ("study_one_bad_value_many_runs", ["study", "submit", "{w}/zero_ddp.yaml", "--dry-run"],
+     ["more run(s)", "dist.zero_stage"], {}),  # issue 24: one line, not one per planned run
+    ("demo_executor_slurm", ["demo", "--executor", "slurm"], ["--executor 'slurm'", "study submit"], {}),  # issue 24
+    # ---- issue 24: values no run can use -----------------------------------------------------------------------------
+    ("pretrain_global_batch_1", run("pretrain", "train.global_batch=1"), ["train.global_batch", "no negatives"],
+     {}),  # issue 24: trained with a loss of 0
+    ("transfer_num_classes_1", run("transfer", "transfer.encoder=random", "transfer.num_classes=1"),
+     ["transfer.num_classes", "1 class"], {}),  # issue 24
+    ("finetune_one_class_data", run("finetune", "finetune.encoder=random", shards="{w}/one_class"),
+     ["one_class", "1 class", "at least 2"], {}),  # issue 24
+    ("index_label_out_of_range", run("pretrain", shards="{w}/label9"), ["index.json", "label 9 outside 0..3"],
+     {}),  # issue 24
+    ("index_label_negative", run("pretrain", shards="{w}/label_neg"), ["index.json", "label -5 outside"],
+     {}),  # issue 24
+    ("shards_path_with_nul", ["run", "pretrain", "-c", "{w}/nul_path.yaml"], ["data.shards", "control character"],
+     {}),  # issue 24
+    ("export_path_too_long", ["export", "{w}/" + "x" * 300], ["File name too long"], {}),  # issue 24
+    # ---- issue 24: outputs ----------------------------------------------------------------------------------------
+    ("export_over_existing_file", ["export", "{pre}", "--out", "{w}/existing.pt"], ["already exists", "--force"],
+     {}),  # issue 24
+    ("export_over_own_checkpoint", ["export", "{pre}", "--out", "{pre}/checkpoints/latest/state.pt", "--force"],
+     ["inside the run directory"], {}),  # issue 24
+    ("export_wrong_suffix", ["export", "{pre}", "--out", "{w}/enc.safetensors"], ["named *.pt"], {}),  # issue 24
+    ("manifest_fifo_force", ["sweep", "finetune", "-c", "{study}", "--manifest", "{w}/fifo.tsv", "--force"],
+     ["FIFO"], {}),  # issue 24
 ]
 
 
@@ -282,6 +325,30 @@ def _build_world(w: Path, sh: Path, pre: Path) -> None:
     (w / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     _job_registry(w / "jobroot")
     (w / "work").mkdir()
+    _issue24_inputs(w, sh, study)
+
+
+def _issue24_inputs(w: Path, sh: Path, study: dict) -> None:
+    from simclr_hpc.data.shards import write_shards
+
+    (w / "twice.yaml").write_text("train:\n  steps: 3\ntrain:\n  global_batch: 8\n")
+    (w / "study_twice.yaml").write_text(yaml.safe_dump(study, sort_keys=False) + "seeds: [3]\n")
+    (w / "bigint.yaml").write_text("train:\n  steps: " + "9" * 5000 + "\n")
+    (w / "runcfg.yaml").write_text("train:\n  steps: 3\nmodel:\n  width: 0.5\n")
+    (w / "nul_path.yaml").write_text('data:\n  shards: "/tmp/a\\0b"\n')
+    for name, change in (("boolseeds", {"seeds": [True, False]}), ("seeds10k", {"seeds": list(range(10_000))}),
+                         ("zero_ddp", {"defaults": {"dist.zero_stage": 1}})):
+        (w / f"{name}.yaml").write_text(yaml.safe_dump({**study, **change}, sort_keys=False))
+    np.savez(w / "one.npz", x=np.random.default_rng(0).integers(0, 255, (24, 16, 16), dtype=np.uint8),
+             y=np.zeros(24, int))
+    write_shards(f"npz:{w / 'one.npz'}", w / "one_class", shard_size=64)
+    for name, label in (("label9", 9), ("label_neg", -5)):
+        shutil.copytree(sh, w / name)
+        index = json.loads((w / name / "index.json").read_text())
+        index["splits"]["train"]["labels"][3] = label
+        (w / name / "index.json").write_text(json.dumps(index))
+    (w / "existing.pt").write_text("precious\n")
+    os.mkfifo(w / "fifo.tsv")
 
 
 def _job_registry(root: Path) -> None:
@@ -343,3 +410,16 @@ def test_the_table_holds_at_least_80_inputs_and_every_example_of_the_issue():
         "distill_teacher_is_pretrain", "run_dir_locked", "study_run_stale_source",
     }
     assert issue_examples <= ids, issue_examples - ids
+
+
+def test_the_table_holds_the_examples_of_issue_24():
+    ids = {r[0] for r in ROWS}
+    issue24 = {
+        "yaml_section_twice", "yaml_5000_digit_integer", "study_seeds_booleans", "study_file_given_to_run",
+        "run_config_given_to_study", "study_10000_seeds", "study_one_bad_value_many_runs", "demo_executor_slurm",
+        "pretrain_global_batch_1", "transfer_num_classes_1", "finetune_one_class_data", "index_label_out_of_range",
+        "index_label_negative", "shards_path_with_nul", "export_over_existing_file", "export_over_own_checkpoint",
+        "export_wrong_suffix", "manifest_fifo_force", "world_size_not_a_number", "rank_beyond_world_size",
+        "master_port_out_of_range",
+    }
+    assert issue24 <= ids, issue24 - ids
