@@ -119,6 +119,36 @@ def write_failed(path: str | Path, err: BaseException) -> AtomicWriteError | Non
                             f"file is left ({fix})", reason)
 
 
+@contextmanager
+def writes_under(path: str | Path) -> Iterator[None]:
+    """A block that fills the directory ``path`` (its own) through a library, maybe from threads of its own
+    (TensorBoard's event writer): an OSError there, in this thread or one of its threads, removes ``path`` (no
+    partial file stays) and is one :class:`AtomicWriteError` naming it; a thread's own traceback is held back."""
+    import shutil
+    import threading
+
+    failed: list[BaseException] = []
+    previous = threading.excepthook
+
+    def hold(args) -> None:
+        if isinstance(args.exc_value, OSError):
+            failed.append(args.exc_value)
+        else:
+            previous(args)
+
+    threading.excepthook = hold
+    try:
+        yield
+    except OSError as err:
+        failed.insert(0, err)
+    finally:
+        threading.excepthook = previous
+    if failed:
+        failure = write_failed(path, failed[0])
+        shutil.rmtree(path, ignore_errors=True)
+        raise failure from failed[0]
+
+
 def _fresh(tmp: Path) -> None:
     """Create ``tmp`` empty, as our own regular file: never through a link someone placed at its (predictable) name."""
     tmp.unlink(missing_ok=True)  # removes a stale file or link, never what a link points to

@@ -155,16 +155,20 @@ def write_shard(plan: BuildPlan, shard: PlannedShard, images: _Images) -> dict:
     final = plan.root / shard.name
     partial = plan.root / f".{shard.name}{PARTIAL}{socket.gethostname()}-{os.getpid()}"
     labels = images.split.labels
-    with open(partial, "wb") as f:
-        tar = HashedTar(f)
-        for pos in range(shard.start, shard.stop):
-            data, ext, _ = payloads[pos]
-            key = f"{shard.split}-{pos:07d}"
-            tar.add(f"{key}.cls", str(int(labels[pos])).encode())
-            tar.add(f"{key}.{ext}", data)
-        tar.close()
-        f.flush()
-        os.fsync(f.fileno())  # the data is on disk before the name says the shard is whole
+    try:
+        with open(partial, "wb") as f:
+            tar = HashedTar(f)
+            for pos in range(shard.start, shard.stop):
+                data, ext, _ = payloads[pos]
+                key = f"{shard.split}-{pos:07d}"
+                tar.add(f"{key}.cls", str(int(labels[pos])).encode())
+                tar.add(f"{key}.{ext}", data)
+            tar.close()
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name says the shard is whole
+    except OSError as err:  # a full disk: one line naming the shard, and no partial file left
+        partial.unlink(missing_ok=True)
+        raise fsutil.write_failed(final, err) from err
     os.replace(partial, final)
     sizes = sorted({hw for _, _, hw in payloads.values()})
     record = {"plan": plan.digest, "name": shard.name, "count": shard.stop - shard.start,

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
-from simclr_hpc import rundir
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.config import Config, ConfigError
 
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # backend -> import name (= its extra)
@@ -259,18 +259,18 @@ def _report_tensorboard(report_dir: Path, done: list[dict], files: list[Path]) -
 
     logdir = report_dir / rundir.TENSORBOARD
     shutil.rmtree(logdir, ignore_errors=True)  # the report is rewritten whole; old sessions would double the rows
-    for row in done:
-        params = {k: row[k] for k in REPORT_KEYS if row.get(k) not in (None, "")}
-        metrics = {f"report/{k}": _number(row.get(k)) for k in REPORT_METRICS if _number(row.get(k)) is not None}
-        with SummaryWriter(str(logdir / f"{row['stage']}-{row['name']}")) as writer:
-            for summary in hparams(params, metrics):
-                writer.file_writer.add_summary(summary)
-            for tag, value in metrics.items():
-                writer.add_scalar(tag, value, 0)
-    markdown = [p for p in files if p.suffix == ".md"]
-    with SummaryWriter(str(logdir)) as writer:
-        for path in markdown:
-            writer.add_text(f"report/{path.stem}", path.read_text(), 0)
+    with fsutil.writes_under(logdir):  # a full disk: one line naming logdir, not the writer thread's traceback
+        for row in done:
+            params = {k: row[k] for k in REPORT_KEYS if row.get(k) not in (None, "")}
+            metrics = {f"report/{k}": _number(row.get(k)) for k in REPORT_METRICS if _number(row.get(k)) is not None}
+            with SummaryWriter(str(logdir / f"{row['stage']}-{row['name']}")) as writer:
+                for summary in hparams(params, metrics):
+                    writer.file_writer.add_summary(summary)
+                for tag, value in metrics.items():
+                    writer.add_scalar(tag, value, 0)
+        with SummaryWriter(str(logdir)) as writer:
+            for path in (p for p in files if p.suffix == ".md"):
+                writer.add_text(f"report/{path.stem}", path.read_text(), 0)
     return f"tensorboard: {logdir} ({len(done)} runs; tensorboard --logdir {logdir})"
 
 

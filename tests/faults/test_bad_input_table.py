@@ -228,8 +228,10 @@ ROWS = [
     ("study_file_given_to_run", ["run", "pretrain", "-c", "{study}"], ["a study file", "study run"], {}),  # issue 24
     ("run_config_given_to_study", ["study", "run", "{w}/runcfg.yaml", "--executor", "inprocess"],
      ["a run config", "simclr-hpc run STAGE"], {}),  # issue 24
-    ("study_10000_seeds", ["study", "submit", "{w}/seeds10k.yaml", "--dry-run"], ["at least", "more than 20,000"],
-     {}),  # issue 24
+    ("study_10000_seeds", ["study", "submit", "{w}/seeds10k.yaml", "--dry-run"], ["seeds", "0..999"],
+     {}),  # issue 24: refused at once (it took minutes of silence to plan)
+    ("study_plan_too_large", ["study", "submit", "{w}/huge_plan.yaml", "--dry-run"], ["at least", "more than 20,000"],
+     {}),  # issue 24: 999 seeds x 40 fine-tune cells
     ("study_one_bad_value_many_runs", ["study", "submit", "{w}/zero_ddp.yaml", "--dry-run"],
      ["more run(s)", "dist.zero_stage"], {}),  # issue 24: one line, not one per planned run
     ("demo_executor_slurm", ["demo", "--executor", "slurm"], ["--executor 'slurm'", "study submit"], {}),  # issue 24
@@ -337,7 +339,9 @@ def _issue24_inputs(w: Path, sh: Path, study: dict) -> None:
     (w / "runcfg.yaml").write_text("train:\n  steps: 3\nmodel:\n  width: 0.5\n")
     (w / "nul_path.yaml").write_text('data:\n  shards: "/tmp/a\\0b"\n')
     for name, change in (("boolseeds", {"seeds": [True, False]}), ("seeds10k", {"seeds": list(range(10_000))}),
-                         ("zero_ddp", {"defaults": {"dist.zero_stage": 1}})):
+                         ("zero_ddp", {"defaults": {"dist.zero_stage": 1}}),
+                         ("huge_plan", {"seeds": list(range(999)), "finetune": {
+                             **study["finetune"], "label_fractions": [round(0.05 * i, 2) for i in range(1, 21)]}})):
         (w / f"{name}.yaml").write_text(yaml.safe_dump({**study, **change}, sort_keys=False))
     np.savez(w / "one.npz", x=np.random.default_rng(0).integers(0, 255, (24, 16, 16), dtype=np.uint8),
              y=np.zeros(24, int))
@@ -416,7 +420,8 @@ def test_the_table_holds_the_examples_of_issue_24():
     ids = {r[0] for r in ROWS}
     issue24 = {
         "yaml_section_twice", "yaml_5000_digit_integer", "study_seeds_booleans", "study_file_given_to_run",
-        "run_config_given_to_study", "study_10000_seeds", "study_one_bad_value_many_runs", "demo_executor_slurm",
+        "run_config_given_to_study", "study_10000_seeds", "study_plan_too_large", "study_one_bad_value_many_runs",
+        "demo_executor_slurm",
         "pretrain_global_batch_1", "transfer_num_classes_1", "finetune_one_class_data", "index_label_out_of_range",
         "index_label_negative", "shards_path_with_nul", "export_over_existing_file", "export_over_own_checkpoint",
         "export_wrong_suffix", "manifest_fifo_force", "world_size_not_a_number", "rank_beyond_world_size",
