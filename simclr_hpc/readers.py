@@ -42,8 +42,15 @@ class UserError(ValueError):
     """
 
     def __init__(self, lines: list[str] | str):
-        self.lines = [lines] if isinstance(lines, str) else list(lines)
+        # Each problem stays one line whatever a user's value held (a key with a newline, an escape sequence).
+        self.lines = [printable(line) for line in ([lines] if isinstance(lines, str) else lines)]
         super().__init__("\n".join(self.lines))
+
+
+def printable(text: object) -> str:
+    """``text`` with every unprintable character (newline, NUL, escape, ...) written as its escape sequence."""
+    text = str(text)
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def quote(value: object, limit: int = 60) -> str:
