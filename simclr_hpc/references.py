@@ -1,10 +1,13 @@
-"""The runs and shards a config refers to, checked before anything is written or submitted.
+"""What a run reads, checked before anything is written or submitted: ``check_inputs(stage, cfg)``.
 
-A fine-tune names an encoder run, a distillation a teacher (and maybe a student's encoder), a transfer an encoder; every
-run names a shard directory. What the run itself would find out only after writing ``config.yaml`` and ``subset.json``
-(an unfinished or missing run, a teacher that is a pretrain run, a head layer beyond the encoder's head, a checkpoint
-whose bytes no longer match its recorded sha256, a teacher trained for another number of classes) is found here, from
-the files alone: ``result.json``, the last checkpoint's ``meta.json`` and ``state.pt`` hash, and ``index.json``.
+Every run names a shard directory; a fine-tune and a transfer load an encoder run, a distillation a teacher (and maybe
+a student's encoder): which, and what else a stage must check, is its row of the task table (``train/task_table.py``).
+What the run itself would find out only after writing ``config.yaml`` and ``subset.json`` (an unfinished or missing
+run, a teacher that is a pretrain run, a head layer beyond the encoder's head, a checkpoint whose bytes no longer
+match its recorded sha256, a teacher trained for another number of classes, unlabelled shards for a stage that needs
+labels) is found here, from the files alone: ``result.json``, the last checkpoint's ``meta.json`` and ``state.pt``
+hash, and ``index.json``. The runner calls it first thing in every job, so a run whose input run failed fails in
+seconds, naming it.
 
 No torch here: ``submit`` calls it on a login node. The checkpoint layout (``checkpoints/latest -> step-N/`` with
 ``state.pt``, ``meta.json``, ``COMPLETE``) is the one ``simclr_hpc.train.checkpoint`` writes (names from ``rundir``).
@@ -12,21 +15,31 @@ No torch here: ``submit`` calls it on a login node. The checkpoint layout (``che
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import shlex
 from pathlib import Path
 
 from simclr_hpc import rundir
-from simclr_hpc.config import BASELINE_ENCODERS, Config, ConfigError
+from simclr_hpc.config import BASELINE_ENCODERS, Config, ConfigError, UserError
+from simclr_hpc.data.index import DatasetIndex, read_index
 from simclr_hpc.readers import FileError, read_json
+from simclr_hpc.train.task_table import TASKS
 
 
-def _sha256(path: Path) -> str:
+@functools.lru_cache(maxsize=256)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """A file's sha256, remembered by (path, size, mtime): a study checks one encoder's checkpoint for each of its
+    hundreds of fine-tunes."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256(path.resolve(), stat.st_size, stat.st_mtime_ns)
 
 
 def finished_run_arch(ref: str, field: str) -> dict:
@@ -49,64 +62,68 @@ def finished_run_arch(ref: str, field: str) -> dict:
     if not (latest / "COMPLETE").exists() or not (latest / "state.pt").is_file():
         raise ConfigError(f"{field}: {ref}: its last checkpoint {latest} is incomplete; run that stage again")
     recorded = meta.get("sha256")
-    if _sha256(latest / "state.pt") != recorded or result.get("checkpoint_sha256") not in (None, recorded):
+    if _file_sha256(latest / "state.pt") != recorded or result.get("checkpoint_sha256") not in (None, recorded):
         raise ConfigError(f"{field}: {ref}: checkpoint {latest} does not match the sha256 recorded when it was written "
                           "(modified or corrupt); restore it or run that stage again")
     return meta["arch"]
 
 
-def _index(cfg: Config) -> dict:
-    """``index.json`` of the config's shards, with the splits the run reads; a problem is one ConfigError line."""
-    root = Path(cfg.data.shards)
-    build = f"build it with `simclr-hpc data shards SOURCE {shlex.quote(str(root))}`"
-    if not root.is_dir():
-        raise ConfigError(f"data.shards: {root}: shard directory not found; {build}")
+def _index(cfg: Config) -> DatasetIndex:
+    """The config's shard index (``data/index.py``); a problem is one ConfigError line naming ``data.shards``."""
     try:
-        index = read_json(root / "index.json", "shard index")
-    except FileError as err:
-        raise ConfigError(f"data.shards: {err.lines[0]}; {build}") from None
-    if not isinstance(index, dict) or not isinstance(index.get("splits"), dict) or \
-            not isinstance(index.get("classes"), list):
-        raise ConfigError(f"data.shards: {root / 'index.json'}: not a shard index; {build}")
-    return index
+        return read_index(cfg.data.shards)
+    except UserError as err:
+        raise ConfigError([f"data.shards: {line}" for line in err.lines]) from None
 
 
-def _need_split(index: dict, cfg: Config, split: str, field: str) -> None:
-    if split not in index["splits"]:
-        have = ", ".join(index["splits"]) or "none"
+def _need_split(index: DatasetIndex, cfg: Config, split: str, field: str) -> None:
+    if split not in index.splits:
+        have = ", ".join(index.splits) or "none"
         raise ConfigError(f"{field}: split {split!r} is not in {cfg.data.shards} (splits: {have})")
 
 
-def check_references(stage: str, cfg: Config, runs_may_be_pending: bool = False) -> None:
-    """Everything ``stage`` with ``cfg`` refers to, as one ConfigError line. ``runs_may_be_pending``: the referenced
-    runs are still to come (a submit with ``--dependency``): only the shards are checked."""
-    index = _index(cfg)
-    _need_split(index, cfg, cfg.data.train_split, "data.train_split")
-    if stage != "pretrain":
-        _need_split(index, cfg, cfg.data.eval_split, "data.eval_split")
-    if runs_may_be_pending:
-        return
-    if stage in ("finetune", "transfer"):
-        section = cfg.finetune if stage == "finetune" else cfg.transfer
-        if section.encoder not in BASELINE_ENCODERS:
-            arch = finished_run_arch(section.encoder, f"{stage}.encoder")
-            layers = int(arch.get("model", {}).get("proj_layers", 0)) if arch.get("kind") == "simclr" else 0
-            if stage == "finetune" and cfg.finetune.from_head_layer > layers:
-                raise ConfigError(f"finetune.from_head_layer: {cfg.finetune.from_head_layer} but the encoder's "
-                                  f"projection head has {layers} layer(s); use 0..{layers}")
-    elif stage == "distill":
-        d = cfg.distill
-        if d.teacher:
-            arch = finished_run_arch(d.teacher, "distill.teacher")
-            if arch.get("kind") != "classifier":
-                raise ConfigError(f"distill.teacher: {d.teacher} is a {arch.get('kind')} (pretrain) run; a teacher "
-                                  "must be a fine-tune run")
-            if arch.get("num_classes") != len(index["classes"]):
-                raise ConfigError(f"distill.teacher: {d.teacher} predicts {arch.get('num_classes')} classes but "
-                                  f"{cfg.data.shards} has {len(index['classes'])}")
-        if d.student_init:
-            model = finished_run_arch(d.student_init, "distill.student_init").get("model", {})
-            if model.get("backbone") != cfg.model.backbone or model.get("width") != cfg.model.width:
-                raise ConfigError(f"distill.student_init: {d.student_init} is a {model.get('backbone')} (width "
-                                  f"{model.get('width')}) but model.backbone is {cfg.model.backbone} "
-                                  f"(width {cfg.model.width})")
+_KIND = {"classifier": "a fine-tune run", "simclr": "a pretrain run"}
+
+
+def _input_archs(entry, cfg: Config) -> dict[str, dict]:
+    """The arch of each finished run the stage loads (``entry.inputs``), each checked whole and of the right kind."""
+    archs = {}
+    for item in entry.inputs:
+        ref = item.value(cfg)
+        if (item.optional and not ref) or (item.baselines and ref in BASELINE_ENCODERS):
+            continue
+        arch = finished_run_arch(ref, item.field)
+        if item.kind and arch.get("kind") != item.kind:
+            raise ConfigError(f"{item.field}: {ref} is {_KIND.get(arch.get('kind'), arch.get('kind'))}; it must be "
+                              f"{_KIND.get(item.kind, item.kind)}")
+        archs[item.field] = arch
+    return archs
+
+
+def check_inputs(stage: str, cfg: Config, runs_may_be_pending: bool = False,
+                 shards_may_be_pending: bool = False) -> DatasetIndex | None:
+    """Everything ``stage`` with ``cfg`` reads, as one ConfigError line at the first problem; returns the shards'
+    index (None when not read). What the stage needs is its row of the task table (``train/task_table.py``).
+
+    ``runs_may_be_pending``: the runs it loads are still to come (a submit with ``--dependency``): they are not checked.
+    ``shards_may_be_pending``: the shards are still to be built (a study builds them before it submits): not checked.
+    """
+    entry = TASKS[stage]
+    index = None
+    if not shards_may_be_pending:
+        index = _index(cfg)
+        _need_split(index, cfg, cfg.data.train_split, "data.train_split")
+        if entry.evaluates:
+            _need_split(index, cfg, cfg.data.eval_split, "data.eval_split")
+        if entry.needs_labels and not index.labelled:
+            raise ConfigError(f"data.shards: {cfg.data.shards} holds unlabeled images ({index.source}) and {stage} "
+                              "needs labels; point data.shards at labelled shards (cifar10:, imagefolder:, npz:, ...) "
+                              "or run pretrain on these")
+        if entry.needs_labels and index.num_classes < 2:
+            raise ConfigError(f"data.shards: {cfg.data.shards} has {index.num_classes} class "
+                              f"({', '.join(index.classes)}) and {stage} needs at least 2 (a classifier of one class is "
+                              "right by definition); use data with two classes or more")
+    archs = {} if runs_may_be_pending else _input_archs(entry, cfg)
+    if entry.check is not None and not runs_may_be_pending:
+        entry.check(cfg, index, archs)
+    return index

@@ -26,19 +26,20 @@ def _check_study(study: str | None) -> None:
 
 @user_errors
 def _jobs(root: Path, study: str | None, all_: bool) -> None:
-    from simclr_hpc.launch import study_registries
+    from simclr_hpc.launch import refresh_all, study_registries
 
     _check_study(study)
-    rows = [rec for reg in study_registries(root, study) for rec in reg.refresh()]
+    rows = refresh_all(study_registries(root, study))  # one query per launcher, across every study
     if not all_:
         rows = rows[-200:]
     if not rows:
         print(f"no jobs recorded under {root}" + (f" for study {study}" if study else ""))
         return
-    header = ("JOB", "STATE", "STUDY", "STAGE", "RUN", "NODES", "SUBMITTED", "ELAPSED", "RESULT")
+    why = any(r.reason and r.state != "COMPLETED" for r in rows)  # a REASON column only when a job has one
+    header = ("JOB", "STATE", "STUDY", "STAGE", "RUN", "NODES", "SUBMITTED", "ELAPSED", "RESULT") + ("REASON",) * why
     table = [header] + [
         (r.job_id, r.state, r.study, r.stage, r.run_name, str(r.nodes), r.submitted_at.replace("+00:00", "Z"),
-         *_progress_cells(r))
+         *_progress_cells(r)) + ((r.reason[:100] if r.state != "COMPLETED" else "",) * why)
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -75,7 +76,8 @@ def _progress_cells(rec) -> tuple[str, str]:
 
 def jobs(root: RootOpt = Path("runs"), study: StudyOpt = None,
          all_: Annotated[bool, typer.Option("--all", help="Every row, not only the last 200.")] = False) -> None:
-    """What is queued, running and done: the registry's jobs with states from squeue, scontrol, sacct, result.json."""
+    """What is queued, running and done: the registry's jobs with states from squeue (this user's jobs, one call),
+    sacct and result.json, and why a failed job failed."""
     _jobs(root, study, all_)
 
 
@@ -117,8 +119,7 @@ def logs(job: Annotated[str, typer.Argument(help="Job id (123, 123_4, or an arra
 
 @user_errors
 def _cancel(root: Path, job: str | None, study: str | None) -> None:
-    from simclr_hpc.launch import LaunchError, study_registries
-    from simclr_hpc.launch.registry import cancel_records
+    from simclr_hpc.launch import LaunchError, cancel, refresh, study_registries
 
     if (job is None) == (study is None):
         raise LaunchError("cancel: give a JOB id or --study S (not both)")
@@ -126,8 +127,8 @@ def _cancel(root: Path, job: str | None, study: str | None) -> None:
         pairs = _lookup(root, job)
     else:
         _check_study(study)
-        pairs = [(reg, rec) for reg in study_registries(root, study) for rec in reg.refresh() if not rec.finished]
-    cancelled = cancel_records(pairs)
+        pairs = [(reg, rec) for reg in study_registries(root, study) for rec in refresh(reg) if not rec.finished]
+    cancelled = cancel(pairs)
     print(f"cancelled {len(cancelled)} job(s)" + (f": {' '.join(cancelled)}" if cancelled else ""))
 
 

@@ -13,7 +13,7 @@ import typer
 from simclr_hpc.cli.common import ConfigOpt, SetOpt, user_errors
 from simclr_hpc.config import STAGES, ConfigError, dump_config, load_config
 from simclr_hpc.fsutil import dumps_json
-
+from simclr_hpc.train.task_table import stage_help
 
 
 def _stage(stage: str) -> str:
@@ -23,7 +23,7 @@ def _stage(stage: str) -> str:
 
 
 def run(
-    stage: Annotated[str, typer.Argument(help="pretrain | finetune | distill | transfer")],
+    stage: Annotated[str, typer.Argument(help=stage_help())],
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -40,25 +40,25 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     preempt.install()
     cfg = load_config(config, overrides, stage=_stage(stage))
     from simclr_hpc.fsutil import AtomicWriteError
-    from simclr_hpc.train.loop import NonFiniteLoss
-    from simclr_hpc.train.checkpoint import CheckpointError
     from simclr_hpc.launch.slurm import job_active
+    from simclr_hpc.train.checkpoint import CheckpointError
+    from simclr_hpc.train.loop import NonFiniteLoss
     from simclr_hpc.train.runner import run_stage
 
     try:
         result = run_stage(stage, cfg, job_alive=job_active)
     except (NonFiniteLoss, CheckpointError, AtomicWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     except preempt.Preempted as stop:
-        from simclr_hpc.launch.task import EXIT_REQUEUE
         from simclr_hpc.launch.requeue import request_requeue
+        from simclr_hpc.launch.task import EXIT_REQUEUE
 
         # Under Slurm, rank 0 asks the batch script to requeue the job; anywhere else, run the same command again.
         if os.environ.get("SLURM_JOB_ID") and os.environ.get("RANK", "0") == "0":
             request_requeue(str(stop))
         print(f"simclr-hpc: {stop}; the same command resumes from there", file=sys.stderr)
-        raise typer.Exit(EXIT_REQUEUE)
+        raise typer.Exit(EXIT_REQUEUE) from None
     skipped = result.get("skipped_samples") or 0
     if skipped:
         seen = skipped + result.get("steps", 0) * result.get("global_batch", 0)
@@ -74,7 +74,7 @@ config_app = typer.Typer(help="Show a run configuration, or validate run configs
 @config_app.command("show")
 @user_errors
 def config_show(
-    stage: Annotated[Optional[str], typer.Argument(help="Resolve with this stage's recipe: pretrain | finetune | distill | transfer.")] = None,
+    stage: Annotated[Optional[str], typer.Argument(help=f"Resolve with this stage's recipe: {stage_help()}.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     docs: Annotated[bool, typer.Option("--docs/--no-docs", help="Each field's documentation as a comment above it.")] = True,

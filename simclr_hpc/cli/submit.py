@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from simclr_hpc import rundir
+from simclr_hpc import launch
 from simclr_hpc.cli.common import ConfigOpt, SetOpt, user_errors
 from simclr_hpc.config import load_config
+from simclr_hpc.train.task_table import stage_help
 
 SWEEP_STAGES = ("finetune", "distill", "transfer")
 
@@ -23,27 +24,19 @@ ConstraintOpt = Annotated[Optional[str], typer.Option("--constraint", help="Node
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="Site profile: configs/clusters/NAME.yaml, or a path.")]
 ContainerOpt = Annotated[Optional[str], typer.Option("--container", help="Apptainer image (.sif) every task runs in; 'none' ignores the profile's image.")]
 DependencyOpt = Annotated[Optional[list[str]], typer.Option("--dependency", help="afterok:JOBID[:JOBID...]: start after these jobs completed (repeatable).")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the exact sbatch script(s); submit nothing. Works without Slurm.")]
-ExecutorOpt = Annotated[str, typer.Option("--executor", help="slurm (sbatch), local (submitit's local executor: this machine) or debug (in-process).")]
-
-
-def _request(**fields):
-    from simclr_hpc.launch import make_request
-
-    return make_request(**fields)
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check everything, print the exact sbatch script(s); submit nothing. Works without Slurm.")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help=launch.executor_help())]
 
 
 @user_errors
 def _submit(stage: str, config: Path | None, overrides: list[str], dry_run: bool, dependency: list[str] | None,
             **request_fields) -> None:
-    from simclr_hpc.launch import render_stage, submit_stage
-
     cfg = load_config(config, overrides, stage=stage)
-    request = _request(**request_fields)
+    request = launch.make_request(**request_fields)
     if dry_run:
-        print(render_stage(stage, cfg, request, dependency), end="")
+        print(launch.render_stage(stage, cfg, request, dependency), end="")
         return
-    record = submit_stage(stage, cfg, request, dependency)
+    record = launch.submit_stage(stage, cfg, request, dependency)
     print(f"submitted {stage} run {record.run_name}: job {record.job_id} ({record.executor}, {record.nodes} node(s), "
           f"{record.tasks} task(s))")
     print(f"  run dir: {record.run_dir}")
@@ -51,7 +44,7 @@ def _submit(stage: str, config: Path | None, overrides: list[str], dry_run: bool
 
 
 def submit(
-    stage: Annotated[str, typer.Argument(help="pretrain | finetune | distill | transfer")],
+    stage: Annotated[str, typer.Argument(help=stage_help())],
     config: ConfigOpt = None,
     nodes: Annotated[int, typer.Option("--nodes", help="Nodes of the job.")] = 1,
     gpus_per_node: GpusOpt = None,
@@ -64,7 +57,7 @@ def submit(
     container: ContainerOpt = None,
     dependency: DependencyOpt = None,
     dry_run: DryRunOpt = False,
-    executor: ExecutorOpt = "slurm",
+    executor: ExecutorOpt = launch.CLUSTER,
     set_: SetOpt = None,
 ) -> None:
     """Submit one run of STAGE as a batch job: one task per GPU, USR2 before the time limit, requeue. Never waits."""
@@ -73,44 +66,30 @@ def submit(
             container=container, executor=executor)
 
 
-def _sweep_configs(study: Path, stage: str) -> list:
-    """The study engine's expansion of a study file into the configs of one sweep."""
-    from simclr_hpc import study as study_pkg
-
-    expand = getattr(study_pkg, "expand_sweep", None)
-    if expand is not None:
-        return list(expand(study, stage))
-    from simclr_hpc.study.plan import load_plan
-
-    return [run.cfg for run in load_plan(study).stage(stage)]
-
-
 @user_errors
 def _sweep(stage: str, study: Path, manifest: Path | None, force: bool, dry_run: bool, parallelism: int | None,
            dependency: list[str] | None, include_done: bool, **request_fields) -> None:
-    from simclr_hpc.launch import LaunchError, render_array, submit_array, write_manifest
+    from simclr_hpc.study.pipeline import sweep_configs
 
     if stage not in SWEEP_STAGES:
-        raise LaunchError(f"sweep {stage}: use one of {', '.join(SWEEP_STAGES)} (pretrain runs are `submit pretrain`)")
-    cfgs = _sweep_configs(study, stage)
-    if not include_done:
-        done = [c for c in cfgs if rundir.is_finished(c.run_dir(stage))]
-        if done:
-            print(f"skipping {len(done)} finished run(s) (result.json present); --include-done to rerun them")
-        cfgs = [c for c in cfgs if c not in done]
+        raise launch.LaunchError(f"sweep {stage}: use one of {', '.join(SWEEP_STAGES)} (pretrain runs are "
+                                 "`submit pretrain`)")
+    cfgs, done = sweep_configs(study, stage, include_done)
+    if done:
+        print(f"skipping {done} finished run(s) (result.json present); --include-done to rerun them")
     if not cfgs:
         print(f"nothing to do: every {stage} run of {study} is finished")
         return
     if manifest is not None:
-        path = write_manifest(stage, cfgs, manifest, force)
+        path = launch.write_manifest(stage, cfgs, manifest, force)
         print(f"wrote {path}: {len(cfgs)} line(s); submit with "
               f"sbatch --array=0-{len(cfgs) - 1}%{parallelism or 8} slurm/array.sbatch {shlex.quote(str(path))}")
         return
-    request = _request(**request_fields)
+    request = launch.make_request(**request_fields)
     if dry_run:
-        print("\n".join(render_array(stage, cfgs, request, parallelism, dependency)), end="")
+        print("\n".join(launch.render_array(stage, cfgs, request, parallelism, dependency)), end="")
         return
-    records = submit_array(stage, cfgs, request, parallelism, dependency)
+    records = launch.submit_array(stage, cfgs, request, parallelism, dependency)
     arrays = sorted({r.array_job_id or r.job_id for r in records})
     print(f"submitted {len(records)} {stage} run(s) as array job(s) {', '.join(arrays)}")
     for rec in records:
@@ -118,7 +97,7 @@ def _sweep(stage: str, study: Path, manifest: Path | None, force: bool, dry_run:
 
 
 def sweep(
-    stage: Annotated[str, typer.Argument(help="finetune | distill | transfer")],
+    stage: Annotated[str, typer.Argument(help=stage_help(SWEEP_STAGES))],
     study: Annotated[Path, typer.Option("-c", "--study", help="Study file (configs/studies/*.yaml).")],
     manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Write a manifest for slurm/array.sbatch instead of submitting.")] = None,
     parallelism: Annotated[Optional[int], typer.Option("--parallelism", help="Array tasks running at once. Default: the profile's.")] = None,
@@ -133,7 +112,7 @@ def sweep(
     container: ContainerOpt = None,
     dependency: DependencyOpt = None,
     dry_run: DryRunOpt = False,
-    executor: ExecutorOpt = "slurm",
+    executor: ExecutorOpt = launch.CLUSTER,
     include_done: Annotated[bool, typer.Option("--include-done", help="Also resubmit runs that already have result.json.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --manifest file.")] = False,
 ) -> None:

@@ -1,9 +1,13 @@
-"""Launching runs on Slurm (or this machine) through submitit: the only package that knows submitit and Slurm.
+"""Launching runs on Slurm (or this machine) through submitit: the only package that knows submitit and Slurm, and
+the only one that names an executor.
 
 Public API (what ``cli/`` and ``study/`` call)::
 
     request = LaunchRequest(nodes=2, gpus_per_node=4, profile="example-site", container="img.sif", executor="slurm")
     make_request(**fields) -> LaunchRequest            (None values dropped; bad values -> LaunchError)
+    launcher(name) -> Launcher
+        The executor ``name`` (``EXECUTORS``: slurm, local, inprocess), chosen once per command: ``blocking`` says
+        whether a study must wait for each array (``wait``) before submitting what depends on it.
     submit_stage(stage, cfg, request, dependency=None) -> JobRecord
         One run of ``stage`` (pretrain|finetune|distill|transfer): one job of ``request.nodes`` nodes, one task per GPU
         (one per node when gpus_per_node is 0), USR2 ahead of the time limit, requeue. ``dependency``: job ids that
@@ -17,10 +21,11 @@ Public API (what ``cli/`` and ``study/`` call)::
         ``--dry-run``: the exact sbatch script(s), same validation, nothing written or submitted; works without Slurm.
     write_manifest(stage, cfgs, path) -> Path
         ``slurm/array.sbatch`` input: line i = array index i-1 = ``STAGE<TAB>/abs/path/config.submitted.yaml``.
-    Registry(registry_path(root, study)).refresh() -> list[JobRecord]
-        The study's jobs with states from squeue / scontrol / sacct / result.json.
-    JobRecord.wait(poll_s=1.0, timeout_s=None) -> str
-        Block until that job has finished; returns its final state (for the local executor and tests).
+    refresh(Registry(registry_path(root, study))) -> list[JobRecord]
+        The study's jobs with states from each job's launcher (one squeue -u call for Slurm's), and why a failed one
+        failed (``reason``). ``refresh_all(registries)``: the same over many studies, still one query.
+    wait(record_or_records, poll_s=1.0, timeout_s=None) -> state(s)
+        Block until those jobs have ended; their final states (a study on this machine, and tests).
 
 Every user mistake (unknown partition, more nodes than the partition has, missing image, unknown or failed dependency,
 bad profile field, unsafe name or path) raises ``LaunchError`` (a ``simclr_hpc.config.UserError``) before anything is
@@ -35,14 +40,20 @@ dies on a node Slurm still thinks healthy, the surviving ranks fail in their nex
 ``scontrol requeue`` on its own job (``task.requeue_after_lost_peer``) at most the profile's ``max_requeues`` times.
 """
 
+from simclr_hpc.launch.arrays import array_stamp
 from simclr_hpc.launch.checks import parse_dependency
 from simclr_hpc.launch.environment import DistVars, dist_vars, export_torch_env, master_port
 from simclr_hpc.launch.errors import LaunchError
-from simclr_hpc.launch.executor import LaunchRequest, Plan, build_plan, render_sbatch
+from simclr_hpc.launch.executors import CLUSTER, EXECUTORS, THIS_MACHINE, executor_help, launcher
+from simclr_hpc.launch.jobs import cancel, refresh, refresh_all, wait
+from simclr_hpc.launch.jobspec import JobSpec, LaunchRequest, build_job_spec, render_sbatch
+from simclr_hpc.launch.launcher import Batch, Dependency, Launcher
 from simclr_hpc.launch.profile import Profile, list_profiles, load_profile, parse_time_min
 from simclr_hpc.launch.registry import JobRecord, Registry, find_job, registry_path, study_registries
 from simclr_hpc.launch.submit import (
+    check_request,
     make_request,
+    prepare,
     render_array,
     render_stage,
     submit_array,
@@ -52,8 +63,10 @@ from simclr_hpc.launch.submit import (
 from simclr_hpc.launch.task import RUN_TARGET, StageJob
 
 __all__ = [
-    "DistVars", "JobRecord", "LaunchError", "LaunchRequest", "Plan", "Profile", "RUN_TARGET", "Registry", "StageJob",
-    "build_plan", "dist_vars", "export_torch_env", "find_job", "list_profiles", "load_profile", "make_request", "master_port",
-    "parse_dependency", "parse_time_min", "registry_path", "render_array", "render_sbatch", "render_stage",
-    "study_registries", "submit_array", "submit_stage", "write_manifest",
+    "Batch", "array_stamp", "CLUSTER", "EXECUTORS", "THIS_MACHINE", "Dependency", "DistVars", "JobRecord", "JobSpec", "LaunchError",
+    "LaunchRequest", "Launcher", "Profile", "RUN_TARGET", "Registry", "StageJob", "build_job_spec", "cancel", "check_request",
+    "dist_vars", "executor_help", "export_torch_env", "find_job", "launcher", "list_profiles", "load_profile",
+    "make_request", "master_port", "parse_dependency", "parse_time_min", "prepare", "refresh", "refresh_all", "registry_path",
+    "render_array", "render_sbatch", "render_stage", "study_registries", "submit_array", "submit_stage", "wait",
+    "write_manifest",
 ]

@@ -1,7 +1,7 @@
-"""Every check of a submission that can fail on user input, run before anything is written or submitted.
+"""Checks of a submission that every launcher shares, run before anything is written or submitted.
 
-``submit.py`` calls these first, so a bad request (unknown partition, too many nodes or GPUs, a dependency that does not
-exist or already failed, two runs writing one directory, an unsafe path) leaves no trace.
+``submit.prepare`` calls these first (then the launcher's own ``check``: partition, nodes, GPUs, dependencies), so a
+bad request (a malformed dependency, two runs writing one directory, an unsafe path) leaves no trace.
 """
 
 from __future__ import annotations
@@ -11,11 +11,7 @@ from pathlib import Path
 from simclr_hpc.config import Config
 from simclr_hpc.launch import slurm
 from simclr_hpc.launch.errors import LaunchError
-from simclr_hpc.launch.executor import Plan
 from simclr_hpc.launch.profile import check_plain_text
-
-# Failed ends: an afterok on them can never be satisfied.
-_FAILED_ENDS = slurm.TERMINAL_STATES - {"COMPLETED"}
 
 
 def parse_dependency(items: list[str] | str | None) -> list[str]:
@@ -50,45 +46,6 @@ def resolved(cfg: Config) -> Config:
     data = cfg.model_dump(mode="json")
     data["run"]["root"] = str(root)
     return Config.model_validate(data)
-
-
-def check_slurm(plan: Plan, dependency: list[str], dry_run: bool) -> list[str]:
-    """Ask Slurm whether the request can run; returns the dependency ids Slurm still has to wait for."""
-    if not slurm.installed():
-        if dry_run:
-            return dependency
-        raise LaunchError("sbatch not found: this machine has no Slurm. Use --dry-run to print the script, "
-                          "or run on a login node")
-    if not slurm.available():
-        if dry_run:
-            return dependency
-        raise LaunchError("the Slurm controller does not answer (`scontrol ping`): try again, or ask the admins")
-    parts = slurm.partitions()
-    name = plan.profile.partition or next((p.name for p in parts.values() if p.default), None)
-    known = ", ".join(sorted(parts)) or "none"
-    if name is None:
-        raise LaunchError(f"no --partition given and the cluster has no default partition: use one of {known}")
-    if name not in parts:
-        raise LaunchError(f"--partition {name}: no such partition (partitions: {known})")
-    part = parts[name]
-    if plan.nodes > part.total_nodes:
-        raise LaunchError(f"--nodes {plan.nodes}: partition {name} has only {part.total_nodes} node(s)")
-    gpus = plan.profile.gpus_per_node
-    if gpus > part.max_gpus_per_node:
-        raise LaunchError(f"--gpus-per-node {gpus}: nodes of partition {name} have at most "
-                          f"{part.max_gpus_per_node} GPU(s)")
-    waiting = []
-    for jid in dependency:
-        state = slurm.job_state(jid)
-        if state is None:
-            raise LaunchError(f"--dependency afterok:{jid}: no such job (squeue/sacct do not know it)")
-        if state in _FAILED_ENDS:
-            raise LaunchError(f"--dependency afterok:{jid}: that job ended {state}, so this one could never start")
-        # A job slurmctld has already forgotten (only accounting knows it) and that COMPLETED needs no waiting.
-        if state == "COMPLETED" and jid not in slurm.scontrol_states():
-            continue
-        waiting.append(jid)
-    return waiting
 
 
 def check_unique(stage: str, cfgs: list[Config]) -> None:

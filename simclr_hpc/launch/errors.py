@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from simclr_hpc.config import UserError
@@ -26,7 +27,9 @@ def sqlite_problem(path: Path, err: Exception, lock_wait_s: float) -> str:
     if "locked" in text or "busy" in text:
         return (f"{path}: job registry is locked by another process for more than {lock_wait_s:g} s; try again when it "
                 f"is done (`fuser {path}` names it)")
-    if "readonly" in text or "read-only" in text or "permission" in text:
+    # The dotfile lock (a directory beside the file) cannot be made in a read-only directory: SQLite says "disk I/O".
+    unwritable = "disk i/o" in text and not os.access(path.parent, os.W_OK)
+    if "readonly" in text or "read-only" in text or "permission" in text or unwritable:
         return f"{path}: job registry is read-only here ({err}); run where run.root is writable, or fix its permissions"
     if "not a database" in text or "malformed" in text or "corrupt" in text:
         return (f"{path}: job registry is corrupt or truncated ({err}); move it aside (mv {path} {path}.bad): a new "

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from simclr_hpc.config import SAFE_NAME, format_errors, check_safe_name, read_yaml, ConfigError
+from simclr_hpc.config import SAFE_NAME, ConfigError, check_safe_name, format_errors, read_yaml
 from simclr_hpc.launch.errors import LaunchError
 
 # Slurm constraint expressions: features joined by & | , with optional [ ] * counts, e.g. "a100&ib" or "[rack1*2|rack2*2]".

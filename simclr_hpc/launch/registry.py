@@ -1,9 +1,17 @@
-"""The job registry: ``<run.root>/<study>/registry.sqlite``, one row per submitted run.
+"""The job registry: ``<run.root>/<study>/registry.sqlite``, one row per submitted run. Storage only: how states are
+learnt from Slurm or the process table is each launcher's (``launch/jobs.py`` asks them).
 
-Every submission is recorded before ``submit`` returns (stage, run name, array index, Slurm job id, state, paths).
-``refresh`` updates the states of unfinished rows from, in order: ``squeue`` (queued/running), ``scontrol show job``
-(finished recently, no accounting needed), ``sacct`` (accounting), and finally the run's ``result.json`` (its presence
-means COMPLETED), so it works when accounting is off. Local-executor jobs are checked by their process id.
+Every submission is recorded before ``submit`` returns (stage, run name, array index, job id, state, paths). A job that
+fails writes its one-line reason into its own row (``record_failure``), so ``jobs`` and ``study status`` say why.
+
+Why SQLite's ``unix-dotfile`` VFS: the registry lives beside the runs, on the cluster's shared file system (Lustre,
+GPFS, NFS), where POSIX advisory locks (``fcntl``, SQLite's default) are often missing or not coherent across nodes,
+and SQLite then fails with "disk I/O error" or corrupts the file. The dotfile VFS locks by creating a directory
+``registry.sqlite.lock`` (``mkdir`` is atomic on every one of them, NFS included), at the price of one writer *or*
+reader at a time, which a registry of short transactions does not notice. Every connection of ours uses it; another
+program opening the file with the default VFS would not see our locks, so inspect a copy. A process killed inside a
+transaction leaves the lock directory behind: one older than ``STALE_LOCK_S`` is removed (no transaction of ours
+lasts a second) and the call is tried again.
 
 A registry that cannot be used (a directory in its place, a corrupt or truncated file, one locked past the wait, one
 on a read-only file system, one written by a newer simclr-hpc) is one :class:`RegistryError` line naming the file and
@@ -14,17 +22,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from simclr_hpc import rundir
-from simclr_hpc.fsutil import pid_alive, sha256_file
-from simclr_hpc.launch import slurm
+from simclr_hpc import rundir, studydir
 from simclr_hpc.launch.errors import RegistryError, sqlite_problem
+from simclr_hpc.launch.slurm import TERMINAL_STATES
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -47,17 +53,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     nodes INTEGER NOT NULL DEFAULT 1,
     tasks INTEGER NOT NULL DEFAULT 1,
     submitted_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_job_id ON jobs (job_id);
 """
-SCHEMA_VERSION = 1
-"""``PRAGMA user_version`` of the registries this version writes (0: written before versions were recorded). A
-registry of a higher version comes from a newer simclr-hpc and is refused rather than misread."""
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of the registries this version writes (0: written before versions were recorded; 1: before
+failed jobs recorded their ``reason``, a column added on first use). A registry of a higher version comes from a
+newer simclr-hpc and is refused rather than misread."""
 LOCK_WAIT_S = 30
+STALE_LOCK_S = 120.0
+"""A lock directory older than this belongs to a process that died inside a transaction."""
 
 
-def _now() -> str:
+def now_utc() -> str:
+    """The time a row is stamped with (UTC, ISO 8601, whole seconds)."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -69,8 +80,9 @@ class JobRecord:
     stage: str
     run_name: str
     job_id: str
-    """Slurm job id (``123``, or ``123_4`` for an array task); the process id for the local executor."""
+    """Slurm job id (``123``, or ``123_4`` for an array task); the worker's process id for a local job."""
     executor: str
+    """The launcher that runs it (``launch.executors.EXECUTORS``)."""
     state: str
     run_dir: str
     log_dir: str
@@ -83,8 +95,10 @@ class JobRecord:
     dependency: str = ""
     nodes: int = 1
     tasks: int = 1
-    submitted_at: str = dataclasses.field(default_factory=_now)
-    updated_at: str = dataclasses.field(default_factory=_now)
+    submitted_at: str = dataclasses.field(default_factory=now_utc)
+    updated_at: str = dataclasses.field(default_factory=now_utc)
+    reason: str = ""
+    """Why the job failed or was cancelled (its own one-line error, or Slurm's reason); empty otherwise."""
     id: int | None = None
 
     @property
@@ -93,28 +107,12 @@ class JobRecord:
 
     @property
     def finished(self) -> bool:
-        return self.state in slurm.TERMINAL_STATES
+        return self.state in TERMINAL_STATES
 
     @property
-    def registry(self) -> "Registry":
+    def registry_path(self) -> Path:
         """The registry this record lives in (``<root>/<study>/registry.sqlite``, root taken from run_dir)."""
-        return Registry(Path(self.run_dir).parents[1] / "registry.sqlite")
-
-    def wait(self, poll_s: float = 1.0, timeout_s: float | None = None) -> str:
-        """Block until the job has finished (any terminal state) and return that state; refreshes the registry.
-
-        For the local executor and for tests; ``submit`` itself never waits. Raises TimeoutError after ``timeout_s``.
-        """
-        start = time.monotonic()
-        while True:
-            for rec in self.registry.refresh():
-                if rec.id == self.id:
-                    self.state, self.result_hash, self.updated_at = rec.state, rec.result_hash, rec.updated_at
-            if self.finished:
-                return self.state
-            if timeout_s is not None and time.monotonic() - start > timeout_s:
-                raise TimeoutError(f"job {self.job_id} still {self.state} after {timeout_s:.0f} s")
-            time.sleep(poll_s)
+        return studydir.registry_path(Path(self.run_dir).parents[2], self.study)
 
 
 _FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "id"]
@@ -122,18 +120,19 @@ _FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "id"]
 
 def registry_path(root: str | Path, study: str) -> Path:
     """``<root>/<study>/registry.sqlite``."""
-    return Path(root) / study / "registry.sqlite"
+    return studydir.registry_path(root, study)
 
 
 class Registry:
-    """The SQLite file of one study. Opened per call (jobs and the CLI may write concurrently; SQLite locks)."""
+    """The SQLite file of one study. Opened per call (jobs and the CLI may write concurrently; the dotfile lock
+    serialises them)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=LOCK_WAIT_S)
+        con = sqlite3.connect(f"file:{self.path}?vfs=unix-dotfile", uri=True, timeout=LOCK_WAIT_S)
         con.row_factory = sqlite3.Row
         version = con.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -142,13 +141,16 @@ class Registry:
                                 f"reads up to {SCHEMA_VERSION}); use that version, or another run.root")
         con.executescript(SCHEMA)
         if version < SCHEMA_VERSION:
+            if "reason" not in {row["name"] for row in con.execute("PRAGMA table_info(jobs)")}:
+                con.execute("ALTER TABLE jobs ADD COLUMN reason TEXT NOT NULL DEFAULT ''")
             con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return con
 
     @contextmanager
     def _open(self) -> Iterator[sqlite3.Connection]:
         """A connection in a transaction (committed on leaving the block); every SQLite or file-system error of the
-        registry becomes one RegistryError line naming it."""
+        registry becomes one RegistryError line naming it. A lock left by a dead process is cleared first."""
+        self._clear_stale_lock()
         try:
             con = self._connect()
             try:
@@ -161,6 +163,17 @@ class Registry:
         except OSError as err:
             raise RegistryError(f"{self.path}: cannot use the job registry ({err.strerror or err}); check that "
                                 f"{self.path.parent} is a writable directory") from None
+
+    def _clear_stale_lock(self) -> None:
+        lock = Path(f"{self.path}.lock")
+        try:
+            if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+                if lock.is_dir():
+                    lock.rmdir()
+                else:
+                    lock.unlink()
+        except OSError:
+            pass  # no lock (the usual case), or another process took or cleared it first
 
     def check_writable(self) -> None:
         """RegistryError now if an existing registry could not record a job (corrupt, locked, read-only, newer):
@@ -194,66 +207,38 @@ class Registry:
         """Rows of a job id; an array id (``123``) matches all its tasks (``123_0``, ``123_1``, ...)."""
         return [r for r in self.all() if r.job_id == job_id or r.array_job_id == job_id]
 
-    def _update(self, records: list[JobRecord]) -> None:
+    def update(self, records: list[JobRecord]) -> None:
+        """Write back the state, result hash and reason of ``records`` (by id)."""
+        if not records:
+            return
         with self._open() as con:
             for rec in records:
-                con.execute(
-                    "UPDATE jobs SET state = ?, result_hash = ?, updated_at = ? WHERE id = ?",
-                    (rec.state, rec.result_hash, rec.updated_at, rec.id),
-                )
-
-    def refresh(self) -> list[JobRecord]:
-        """Update the state of every unfinished row (and the result hash of finished ones); return all rows."""
-        records = self.all()
-        pending = [r for r in records if not r.finished or (r.state == "COMPLETED" and not r.result_hash)]
-        if not pending:
-            return records
-        slurm_ids = [r.job_id for r in pending if r.executor == "slurm"]
-        live = slurm.squeue_states() if slurm_ids else {}
-        memory = slurm.scontrol_states() if slurm_ids else {}
-        missing = [j for j in slurm_ids if j not in live and j not in memory]
-        parents = sorted({j.split("_")[0] for j in missing if "_" in j})
-        accounted = slurm.sacct_states(missing + parents) if missing else {}
-        changed = []
-        for rec in pending:
-            state = rec.state
-            if rec.executor == "slurm":
-                found = (live.get(rec.job_id) or memory.get(rec.job_id) or accounted.get(rec.job_id)
-                         or slurm.array_parent_state(rec.job_id, memory, accounted))
-                state = found or state
-                if not found:
-                    # Slurm has forgotten the job and accounting is off: result.json decides.
-                    state = "COMPLETED" if rec.result_path.exists() else "ENDED"
-            elif rec.result_path.exists():
-                state = "COMPLETED"  # a local worker runs several runs: each is done when it wrote its result
-            else:
-                state = "RUNNING" if pid_alive(rec.job_id) else "FAILED"
-            if state == "COMPLETED" and rec.result_path.exists():
-                rec.result_hash = sha256_file(rec.result_path)[:16]
-            if state != rec.state or rec.result_hash:
-                rec.state = state
-                rec.updated_at = _now()
-                changed.append(rec)
-        self._update(changed)
-        return records
+                con.execute("UPDATE jobs SET state = ?, result_hash = ?, reason = ?, updated_at = ? WHERE id = ?",
+                            (rec.state, rec.result_hash, rec.reason, rec.updated_at, rec.id))
 
     def set_state(self, job_ids: list[str], state: str) -> None:
-        """Mark rows (by job id or array id) with a state, e.g. CANCELLED right after scancel."""
+        """Mark unfinished rows (by job id or array id) with a state, e.g. CANCELLED right after scancel."""
+        ended = sorted(TERMINAL_STATES)
         with self._open() as con:
             for jid in job_ids:
                 con.execute(
                     "UPDATE jobs SET state = ?, updated_at = ? WHERE (job_id = ? OR array_job_id = ?) AND state NOT IN "
-                    f"({', '.join('?' for _ in slurm.TERMINAL_STATES)})",
-                    (state, _now(), jid, jid, *sorted(slurm.TERMINAL_STATES)),
-                )
+                    f"({', '.join('?' for _ in ended)})", (state, now_utc(), jid, jid, *ended))
+
+    def record_failure(self, run_dir: str | Path, reason: str) -> bool:
+        """Called by a failing job: write ``reason`` into the latest row of ``run_dir``. False when there is no row
+        (yet: the submitter records a job right after sbatch returns, which a job failing at once may beat)."""
+        with self._open() as con:
+            cur = con.execute("UPDATE jobs SET reason = ?, updated_at = ? WHERE id = "
+                              "(SELECT MAX(id) FROM jobs WHERE run_dir = ?)", (reason, now_utc(), str(run_dir)))
+            return cur.rowcount > 0
 
 
 def study_registries(root: str | Path, study: str | None = None) -> list[Registry]:
     """The registry of one study, or of every study under ``root``."""
-    root = Path(root)
     if study:
         return [Registry(registry_path(root, study))]
-    return [Registry(p) for p in sorted(root.glob("*/registry.sqlite"))]
+    return [Registry(p) for p in sorted(Path(root).glob(f"*/{studydir.REGISTRY}"))]
 
 
 def find_job(root: str | Path, job_id: str) -> list[tuple[Registry, JobRecord]]:
@@ -264,26 +249,3 @@ def find_job(root: str | Path, job_id: str) -> list[tuple[Registry, JobRecord]]:
 def log_paths(folder: str | Path, job_id: str, task: int = 0) -> tuple[Path, Path]:
     """submitit's stdout/stderr paths of one task of a job (``<folder>/<id>_<task>_log.out|err``)."""
     return (Path(folder) / f"{job_id}_{task}_log.out", Path(folder) / f"{job_id}_{task}_log.err")
-
-
-
-def cancel_records(pairs: list[tuple[Registry, JobRecord]]) -> list[str]:
-    """Cancel unfinished jobs (scancel for Slurm, SIGTERM to the controller for local ones); mark them CANCELLED."""
-    import signal
-
-    done = []
-    for reg, rec in pairs:
-        if rec.finished:
-            continue
-        if rec.executor == "slurm":
-            proc = slurm.scancel([rec.job_id])
-            if proc is None or proc.returncode != 0:
-                continue
-        elif pid_alive(rec.job_id):
-            try:
-                os.kill(int(rec.job_id), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        reg.set_state([rec.job_id], "CANCELLED")
-        done.append(rec.job_id)
-    return done

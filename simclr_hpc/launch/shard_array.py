@@ -10,22 +10,23 @@ The jobs are CPU-only whatever the site profile's GPUs (no ``--gpus``, no ``--nv
 account, qos, time, CPUs (``cpus_per_gpu * gpus_per_node`` per task unless ``--workers`` says), the environment and the
 container. Logs go to ``OUT_DIR/_slurm/``.
 
-It reuses ``executor.effective_profile`` and the container helpers and needs from a launcher only "submit an array of a
-callable, then one job after it": in the ``Launcher`` interface that is ``submit_array(callable, args, params)``
-followed by ``submit(callable, params, dependency=afterok(array))``; this module then keeps only the two callables
-and :func:`shard_job_params`.
+It builds a :class:`~simclr_hpc.launch.jobspec.JobSpec` of its own (CPU-only, one task) and hands it to the Slurm
+launcher's submitit executor, as a stage's sweep does: this module keeps only the two callables and
+:func:`shard_job_spec`.
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from simclr_hpc.launch.container import container_python, resolve_image
 from simclr_hpc.launch.errors import LaunchError
-from simclr_hpc.launch.executor import LaunchRequest, effective_profile, submitit_command
+from simclr_hpc.launch.executors import launcher
+from simclr_hpc.launch.jobspec import JobSpec, LaunchRequest, effective_profile, render_sbatch
+from simclr_hpc.launch.slurm_launcher import SlurmLauncher
 
 LOG_DIR = "_slurm"
 MAX_TASKS = 64
@@ -60,11 +61,10 @@ class FinishShardsTask:
         return str(finish(self.out_dir).root / "index.json")
 
 
-def shard_job_params(request: LaunchRequest, out_dir: Path, name: str, cpus: int | None) -> tuple[dict, str]:
-    """``(sbatch parameters, python command)`` of one CPU-only job of the build (``cpus`` None: the profile's CPUs of a
-    node's GPUs)."""
-    if request.executor != "slurm":
-        raise LaunchError(f"--submit builds shards with Slurm; the {request.executor} executor is not supported here "
+def shard_job_spec(request: LaunchRequest, out_dir: Path, name: str, cpus: int | None) -> JobSpec:
+    """The spec of one CPU-only job of the build (``cpus`` None: the profile's CPUs of a node's GPUs)."""
+    if launcher(request.executor).blocking:
+        raise LaunchError(f"--submit builds shards through a scheduler; the {request.executor} executor runs here "
                           f"(run `simclr-hpc data shards` without --submit to build on this machine)")
     profile = effective_profile(request)
     cpus = cpus or profile.cpus_per_gpu * max(1, profile.gpus_per_node)
@@ -76,7 +76,13 @@ def shard_job_params(request: LaunchRequest, out_dir: Path, name: str, cpus: int
               "array_parallelism": profile.array_parallelism, "setup": setup}
     params.update({k: v for k, v in (("partition", profile.partition), ("account", profile.account),
                                      ("qos", profile.qos), ("constraint", profile.constraint)) if v})
-    return params, python
+    return JobSpec(stage="shards", profile=profile, nodes=1, tasks_per_node=1, python=python, image=image,
+                   slurm_params=params, setup=tuple(setup))
+
+
+def _finish_spec(request: LaunchRequest, out_dir: Path, dependency: str) -> JobSpec:
+    spec = shard_job_spec(request, out_dir, f"shards-{out_dir.name}-index", 1).with_dependency(dependency)
+    return replace(spec, slurm_params={k: v for k, v in spec.slurm_params.items() if k != "array_parallelism"})
 
 
 @dataclass
@@ -96,39 +102,20 @@ def _folder(out_dir: Path) -> Path:
 def render_shard_array(out_dir: str | Path, tasks: int, request: LaunchRequest, cpus: int | None = None) -> list[str]:
     """``--dry-run``: the array's sbatch script and the finishing job's (its dependency shown as a placeholder)."""
     out_dir = Path(out_dir).absolute()
-    params, python = shard_job_params(request, out_dir, f"shards-{out_dir.name}", cpus)
-    finish, _ = shard_job_params(request, out_dir, f"shards-{out_dir.name}-index", 1)
-    finish.update(dependency="afterok:<array job id>")
-    finish.pop("array_parallelism")
-    command = submitit_command(python, _folder(out_dir))
-    return [_script(params, command, _folder(out_dir), tasks), _script(finish, command, _folder(out_dir), None)]
-
-
-def _script(params: dict, command: str, folder: Path, array: int | None) -> str:
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    extra = {"map_count": array} if array else {}
-    return _make_sbatch_string(command=command, folder=folder, **params, **extra)
+    spec = shard_job_spec(request, out_dir, f"shards-{out_dir.name}", cpus)
+    finish = _finish_spec(request, out_dir, "afterok:<array job id>")
+    return [render_sbatch(spec, _folder(out_dir), tasks), render_sbatch(finish, _folder(out_dir))]
 
 
 def submit_shard_array(out_dir: str | Path, tasks: int, request: LaunchRequest, check: str = "header",
                        cpus: int | None = None) -> ShardArrayJobs:
     """Submit ``tasks`` array tasks over the plan saved in ``out_dir``, then the job that writes ``index.json``."""
-    import submitit
-
     out_dir = Path(out_dir).absolute()
-    params, python = shard_job_params(request, out_dir, f"shards-{out_dir.name}", cpus)
-    finish, _ = shard_job_params(request, out_dir, f"shards-{out_dir.name}-index", 1)
+    spec = shard_job_spec(request, out_dir, f"shards-{out_dir.name}", cpus)
     folder = _folder(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_python=python)
-    executor.update_parameters(**{f"slurm_{k}": v for k, v in params.items()})
-    jobs = executor.map_array(ShardRangeTask(str(out_dir), tasks, check), list(range(tasks)))
+    slurm = SlurmLauncher()
+    jobs = slurm.submitit_executor(spec, folder).map_array(ShardRangeTask(str(out_dir), tasks, check), list(range(tasks)))
     array_id = jobs[0].job_id.split("_")[0]
-    finish.pop("array_parallelism")
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_python=python)
-    executor.update_parameters(**{f"slurm_{k}": v for k, v in finish.items()}, slurm_dependency=f"afterok:{array_id}")
-    job = executor.submit(FinishShardsTask(str(out_dir)))
+    finish = _finish_spec(request, out_dir, f"afterok:{array_id}")
+    job = slurm.submitit_executor(finish, folder).submit(FinishShardsTask(str(out_dir)))
     return ShardArrayJobs(array_id, str(job.job_id), tasks, folder)
-
-

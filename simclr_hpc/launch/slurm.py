@@ -1,15 +1,19 @@
 """The Slurm commands ``launch/`` runs (sinfo, scontrol, squeue, sacct, scancel), each as an argument list, never a shell.
 
-Everything here tolerates a machine without Slurm: ``available()`` says whether the commands exist and the controller
-answers; the query functions return empty results when they cannot ask.
+Job queries are restricted to this user's jobs (``squeue -u UID``, ``sacct -j IDS``): a large cluster's queue holds
+hundreds of thousands of jobs, and listing them at every refresh is a load the admins notice. Everything here
+tolerates a machine without Slurm: ``available()`` says whether the commands exist and the controller answers; the
+query functions return empty results when they cannot ask.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
+from typing import NamedTuple
 
 # States after which a job never runs again (REQUEUED, PREEMPTED, PENDING, RUNNING, ... can still change).
 TERMINAL_STATES = frozenset({
@@ -96,67 +100,35 @@ def max_array_size() -> int | None:
     return int(match.group(1)) if match else None
 
 
-def squeue_states(job_ids: list[str] | None = None) -> dict[str, str]:
-    """Queued and running jobs: ``{job id: state}``, array tasks one per line (``123_4``)."""
-    # Not `squeue -j`: it rejects the whole call when one id has left the queue. Ask for all, filter here.
-    proc = _run(["squeue", "-h", "-r", "-o", "%i|%T"])
+class Seen(NamedTuple):
+    """What Slurm says of one job: its state and, while it waits or after it was cancelled, why (squeue's %r)."""
+
+    state: str
+    reason: str = ""
+
+
+def user_id() -> str:
+    """Whose jobs every query asks for: this user's (squeue accepts a numeric uid, with or without a passwd entry)."""
+    return str(os.getuid())
+
+
+def queue() -> dict[str, Seen]:
+    """Every job of this user that slurmctld still holds (queued, running, and finished ones for MinJobAge seconds):
+    ``{job id: Seen}``, one line per array task (``123_4``), tasks that never started included.
+
+    One ``squeue -t all -u UID`` call: restricted to this user (a cluster's queue can hold millions of jobs), and with
+    ``-t all`` it also answers what ``scontrol show job`` did (recently finished jobs), without accounting.
+    """
+    proc = _run(["squeue", "-h", "-r", "-t", "all", "-u", user_id(), "-o", "%i|%T|%r"])
     if proc is None or proc.returncode != 0:
         return {}
-    states = {}
+    seen = {}
     for line in proc.stdout.splitlines():
-        if "|" in line:
-            jid, state = line.strip().split("|", 1)
-            states[jid] = state
-    if job_ids:
-        wanted = set(job_ids)
-        states = {k: v for k, v in states.items() if k in wanted}
-    return states
-
-
-def scontrol_states() -> dict[str, str]:
-    """Every job slurmctld still holds in memory (finished ones for MinJobAge seconds): ``{job id: state}``.
-    Works without accounting."""
-    proc = _run(["scontrol", "-o", "show", "job"])
-    if proc is None or proc.returncode != 0:
-        return {}
-    states = {}
-    for line in proc.stdout.splitlines():
-        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        jid = fields.get("JobId")
-        if not jid:
-            continue
-        state = fields.get("JobState", "UNKNOWN")
-        array_id, tasks = fields.get("ArrayJobId"), fields.get("ArrayTaskId", "")
-        if array_id:
-            # one record per started task; tasks that never started share one record ("1-3%2", "4,6")
-            for index in _expand_indices(tasks):
-                states[f"{array_id}_{index}"] = state
-        states[jid] = state
-    return states
-
-
-def _expand_indices(text: str) -> list[int]:
-    text = text.split("%")[0]
-    if not re.fullmatch(r"[\d,-]+", text) or text == "4294967294":
-        return []
-    out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        if lo.isdigit():
-            out.extend(range(int(lo), int(hi) + 1) if hi.isdigit() else [int(lo)])
-    return out
-
-
-def array_parent_state(job_id: str, *sources: dict[str, str]) -> str | None:
-    """For an array task that never started (``123_4``), the terminal state of its array's record (``123``):
-    a pending task that was cancelled has no record of its own."""
-    if "_" not in job_id:
-        return None
-    parent = job_id.split("_")[0]
-    for states in sources:
-        if states.get(parent) in TERMINAL_STATES:
-            return states[parent]
-    return None
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            reason = "" if parts[2] in ("None", "(null)") else parts[2]
+            seen[parts[0]] = Seen(parts[1], reason)
+    return seen
 
 
 def sacct_states(job_ids: list[str]) -> dict[str, str]:
@@ -175,14 +147,35 @@ def sacct_states(job_ids: list[str]) -> dict[str, str]:
     return states
 
 
+def accounting_states(job_ids: list[str]) -> dict[str, Seen]:
+    """Accounting's view of jobs slurmctld has forgotten (one ``sacct`` call); an array task that never started and
+    whose array was cancelled takes its array's state. Unknown ids are left out."""
+    parents = sorted({j.split("_")[0] for j in job_ids if "_" in j})
+    accounted = sacct_states(list(job_ids) + parents)
+    found = {}
+    for jid in job_ids:
+        parent = accounted.get(jid.split("_")[0]) if "_" in jid else None
+        state = accounted.get(jid) or (parent if parent in TERMINAL_STATES else None)
+        if state:
+            found[jid] = Seen(state)
+    return found
+
+
+def job_states(job_ids: list[str]) -> dict[str, Seen]:
+    """The state of each of ``job_ids`` that Slurm knows: one ``squeue`` call, then one ``sacct`` call for the jobs
+    slurmctld has forgotten (finished longer ago than MinJobAge). Unknown ids are left out."""
+    wanted = set(job_ids)
+    found = {jid: s for jid, s in queue().items() if jid in wanted}
+    missing = [j for j in job_ids if j not in found]
+    if missing:
+        found.update(accounting_states(missing))
+    return found
+
+
 def job_state(job_id: str) -> str | None:
-    """Current state of one job from squeue, slurmctld's memory or accounting; None if Slurm does not know it."""
-    memory = scontrol_states()
-    found = squeue_states([job_id]).get(job_id) or memory.get(job_id)
-    if found:
-        return found
-    accounted = sacct_states([job_id, job_id.split("_")[0]])
-    return accounted.get(job_id) or array_parent_state(job_id, memory, accounted)
+    """Current state of one job; None if Slurm does not know it."""
+    seen = job_states([job_id]).get(job_id)
+    return seen.state if seen else None
 
 
 def job_active(job_id: str) -> bool | None:

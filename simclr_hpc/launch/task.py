@@ -1,4 +1,9 @@
-"""What runs inside every job: a ``submitit.helpers.Checkpointable`` that sets up the environment and runs one stage."""
+"""What runs inside every job: a ``submitit.helpers.Checkpointable`` that sets up the environment and runs one stage.
+
+A job that fails writes its one-line reason into its row of the study's registry before it raises (``jobs`` and
+``study status`` show it): a run whose input run did not finish fails in seconds, naming that run, instead of the
+reason being only in a log nobody opens.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import submitit
 
 from simclr_hpc.fsutil import pid_alive
 from simclr_hpc.launch import slurm
+from simclr_hpc.launch.registry import Registry, registry_path
 from simclr_hpc.launch.requeue import REQUEUE_FILE_ENV, request_requeue, restarts_left
 
 RUN_TARGET = "simclr_hpc.train.runner:run_stage"
@@ -78,6 +84,40 @@ def _requeue_through_the_host() -> None:
         SlurmJobEnvironment._requeue = _requeue
 
 
+def wait_for_results(waits: list[tuple[int, str]], poll_s: float = 1.0) -> None:
+    """Block until each ``(pid, result.json path)`` has its result (the local form of afterok); a process that ended
+    without writing its result is an error naming it."""
+    for pid, result_path in waits:
+        while not os.path.exists(result_path):
+            if not pid_alive(pid):
+                if os.path.exists(result_path):
+                    break
+                raise RuntimeError(f"dependency job {pid} ended without writing {result_path}")
+            time.sleep(poll_s)
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, at most 300 characters: what a registry row and a status line can hold."""
+    return (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0][:300]
+
+
+def record_failure(cfg, stage: str, exc: BaseException, attempts: int = 10) -> None:
+    """Rank 0 of a submitted job writes why its run failed into the run's latest registry row. The row (even the
+    registry) may not be there yet when the job fails at once (the submitter records it right after sbatch returns):
+    try for a few seconds. Outside a submitted job (``simclr-hpc run``), and whatever happens, it never raises: the
+    job's own error is what must reach the log."""
+    if os.environ.get("RANK", "0") != "0" or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return
+    registry = Registry(registry_path(cfg.run.root, cfg.run.study))
+    for _ in range(attempts):
+        try:
+            if registry.path.exists() and registry.record_failure(cfg.run_dir(stage), first_line(exc)):
+                return
+        except Exception:  # noqa: BLE001 - a registry we cannot write must not hide the job's error
+            return
+        time.sleep(0.5)
+
+
 def resolve_target(target: str):
     """``"package.module:function"`` -> the function (so tests can swap the run function without patching)."""
     module, _, name = target.partition(":")
@@ -106,9 +146,13 @@ class StageJob(submitit.helpers.Checkpointable):
         from simclr_hpc.train import preempt
 
         _requeue_through_the_host()
-        self._wait_for_dependencies()
-        export_torch_env()
         cfg = Config.model_validate(cfg_dict)
+        try:
+            wait_for_results(self.wait_for)
+        except RuntimeError as exc:
+            record_failure(cfg, stage, exc)
+            raise
+        export_torch_env()
         fn = resolve_target(self.target)
         # The runner's run lock asks Slurm whether a lock's holder (another job) has ended; only launch/ knows Slurm.
         kwargs = {"job_alive": slurm.job_active} if "job_alive" in inspect.signature(fn).parameters else {}
@@ -119,8 +163,9 @@ class StageJob(submitit.helpers.Checkpointable):
             raise
         except Exception as exc:
             # Not inside a signal handler: this rank's own training has already stopped, so nothing is torn.
-            if getattr(self, "max_requeues", 0) and lost_peer(exc):
-                requeue_after_lost_peer(self.max_requeues)
+            if not (getattr(self, "max_requeues", 0) and lost_peer(exc) and
+                    requeue_after_lost_peer(self.max_requeues)):
+                record_failure(cfg, stage, exc)
             raise
 
     def checkpoint(self, stage: str, cfg_dict: dict) -> submitit.helpers.DelayedSubmission:
@@ -132,18 +177,9 @@ class StageJob(submitit.helpers.Checkpointable):
         """
         return submitit.helpers.DelayedSubmission(self, stage, cfg_dict)
 
-    def _wait_for_dependencies(self) -> None:
-        for pid, result_path in self.wait_for:
-            while not os.path.exists(result_path):
-                if not pid_alive(pid):
-                    if os.path.exists(result_path):
-                        break
-                    raise RuntimeError(f"dependency job {pid} ended without writing {result_path}")
-                time.sleep(1.0)
-
 
 class LaneJob:
-    """One worker process of a local array (``submit._local_array``): ``LaneJob(target)(calls)`` runs each
+    """One worker process of a local array (``LocalLauncher.submit_array``): ``LaneJob(target)(calls)`` runs each
     ``(stage, cfg_dict, wait_for)`` of ``calls`` in turn, as its own :class:`StageJob` would. A failed run does not stop
     the runs after it (as on Slurm, where every run is its own task); the lane raises at the end, naming them."""
 
@@ -158,7 +194,7 @@ class LaneJob:
             except Exception as exc:  # noqa: BLE001 - reported below, after the other runs had their turn
                 traceback.print_exc()
                 results.append(None)
-                failed.append(f"{cfg_dict['run']['name']}: {type(exc).__name__}: {exc}".splitlines()[0][:300])
+                failed.append(f"{cfg_dict['run']['name']}: {first_line(exc)}")
         if failed:
             raise RuntimeError(f"{len(failed)} of {len(calls)} runs failed: " + "; ".join(failed))
         return results

@@ -154,15 +154,15 @@ def read_jobs(plan: Plan, refresh: bool = False) -> dict[str, dict]:
 
     ``refresh`` asks Slurm (squeue/sacct) or the local process table for current states first (``study status``).
     """
-    from simclr_hpc.launch import Registry, registry_path
+    from simclr_hpc import launch
 
-    path = registry_path(plan.study.root, plan.study.name)
+    path = launch.registry_path(plan.study.root, plan.study.name)
     if not path.exists():
         return {}
-    registry = Registry(path)
-    records = registry.refresh() if refresh else registry.all()
-    return {f"{rec.stage}/{rec.run_name}": {"state": rec.state, "job_id": rec.job_id, "stderr": rec.stderr}
-            for rec in records}
+    registry = launch.Registry(path)
+    records = launch.refresh(registry) if refresh else registry.all()
+    return {f"{rec.stage}/{rec.run_name}": {"state": rec.state, "job_id": rec.job_id, "stderr": rec.stderr,
+                                            "reason": rec.reason} for rec in records}
 
 
 def run_status(run: RunSpec, events: dict[str, dict], jobs: dict[str, dict] | None = None
@@ -177,7 +177,9 @@ def run_status(run: RunSpec, events: dict[str, dict], jobs: dict[str, dict] | No
     if job and job["state"] in ("RUNNING", "COMPLETING"):
         return "running", None, f"job {job['job_id']} RUNNING"
     if job and job["state"] not in ("COMPLETED",) and job["state"].isupper():
-        return "failed", None, f"job {job['job_id']} {job['state']}; log: {job['stderr']}"
+        why = f": {job['reason']}" if job.get("reason") else ""
+        log = f"; log: {job['stderr']}" if job.get("stderr") else ""
+        return "failed", None, f"job {job['job_id']} {job['state']}{why}{log}"
     event = events.get(run.key, {})
     if event.get("event") in ("failed", "blocked"):
         return event["event"], None, str(event.get("error", ""))[:300]

@@ -1,13 +1,13 @@
 """The one walk of a plan's waves: which runs are handed out, grouped into which arrays, in which order.
 
-``study run`` and ``study submit`` (``engine.run_plan``), the dry run's lines (``engine.dry_run_lines``) and its sbatch
-scripts (``cli/study``) all take their arrays from :func:`arrays`, so what a dry run prints is what a submission does.
+``study run``, ``study submit`` and the dry run (its lines and its sbatch scripts) all take their arrays from
+:func:`handouts`, so what a dry run prints is what a submission does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from simclr_hpc.study.aggregate import read_result
 from simclr_hpc.study.runs import Plan, RunSpec
@@ -31,12 +31,13 @@ class Selection:
     done: list[RunSpec]
 
 
-def select(plan: Plan, only: set[str] | None = None) -> Selection:
-    """The runs ``only`` selects, in plan order, split by whether they are done."""
+def select(plan: Plan, only: set[str] | None = None, redo: frozenset[str] = frozenset()) -> Selection:
+    """The runs ``only`` selects, in plan order, split by whether they are done. ``redo``: keys of done runs to run
+    again (stale ones, moved aside before the walk)."""
     selection = Selection([], [])
     for run in plan.runs:
         if is_selected(run, only):
-            (selection.done if is_done(run) else selection.todo).append(run)
+            (selection.done if is_done(run) and run.key not in redo else selection.todo).append(run)
     return selection
 
 
@@ -60,3 +61,26 @@ def arrays(plan: Plan, todo: list[RunSpec]) -> Iterator[Array]:
             batch = tuple(run for run in wave if run.stage == stage and run.key in keys)
             if batch:
                 yield Array(w, stage, f"{plan.study.name}-{stage}-w{w}", batch)
+
+
+@dataclass(frozen=True)
+class Handout:
+    """One array of the walk: the runs handed out now, and those whose job from an earlier command still lives."""
+
+    array: Array
+    fresh: tuple[RunSpec, ...]
+    reused: dict[str, str]
+    """Run key -> id of its job, queued or running since an earlier command (not submitted again)."""
+
+
+def handouts(plan: Plan, selection: Selection, active: dict[str, str]) -> Iterator[Handout]:
+    """The walk itself: each array of ``selection.todo`` with its runs split into fresh and reused (``active``:
+    run key -> live job id)."""
+    for array in arrays(plan, selection.todo):
+        fresh = tuple(run for run in array.runs if run.key not in active)
+        yield Handout(array, fresh, {run.key: active[run.key] for run in array.runs if run.key in active})
+
+
+def depends_on(runs: tuple[RunSpec, ...], job_of: dict[str, str]) -> list[str]:
+    """The jobs (values of ``job_of``, run key -> job) the runs depend on, each once, in order."""
+    return list(dict.fromkeys(job_of[dep] for run in runs for dep in run.depends_on if dep in job_of))

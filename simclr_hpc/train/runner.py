@@ -11,20 +11,19 @@ from typing import Callable
 import torch
 
 from simclr_hpc import distributed as D
-from simclr_hpc import fsutil, rundir
+from simclr_hpc import fsutil, references, rundir
 from simclr_hpc.config import STAGES, Config, ConfigError, dump_config, load_config, stage_problems
 from simclr_hpc.outputs import check_output_dir
 from simclr_hpc.readers import read_json
-from simclr_hpc.references import check_references
-from simclr_hpc.runlock import RunLock
 from simclr_hpc.rundir import Result
+from simclr_hpc.runlock import RunLock
 from simclr_hpc.train import checkpoint as ckpt
 from simclr_hpc.train.backends import create_engine
 from simclr_hpc.train.engine import Engine, derive_batch
 from simclr_hpc.train.loop import train
 from simclr_hpc.train.metrics import log, quiet_third_party, setup_logging
-from simclr_hpc.train.stages import TASKS
 from simclr_hpc.train.task import StageContext, Task, TrainOutcome
+from simclr_hpc.train.task_table import TASKS
 
 
 def _device_name(engine: Engine) -> str:
@@ -34,9 +33,9 @@ def _device_name(engine: Engine) -> str:
 
 
 def check_inputs(stage: str, cfg: Config):
-    """Everything a user can get wrong about a run's inputs, checked before anything is written or any group starts.
-    Returns the shards' index."""
-    from simclr_hpc.data.shards import read_index
+    """Everything a user can get wrong about a run's inputs, checked before anything is written or any group starts:
+    the tracking backends, what the engine can do here, and what the stage reads (its row of the task table, through
+    ``references.check_inputs``). Returns the shards' index."""
     from simclr_hpc.train.tracking import check_backends
 
     check_backends(cfg)
@@ -45,28 +44,7 @@ def check_inputs(stage: str, cfg: Config):
                           "no fp16 loss scaling); use train.precision=fp32, or dist.engine=ddp for fp16 on CPU")
     if problems := stage_problems(stage, cfg):
         raise ConfigError(problems)
-    index = read_index(cfg.data.shards)
-    if stage != "pretrain" and not index.labelled:
-        raise ConfigError(
-            f"data.shards: {cfg.data.shards} holds unlabeled images ({index.source}) and {stage} needs labels; "
-            "point data.shards at labelled shards (cifar10:, imagefolder:, npz:, ...) or run pretrain on these"
-        )
-    if stage != "pretrain" and index.num_classes < 2:
-        raise ConfigError(f"data.shards: {cfg.data.shards} has {index.num_classes} class ({', '.join(index.classes)}) "
-                          f"and {stage} needs at least 2 (a classifier of one class is right by definition); use "
-                          "data with two classes or more")
-    check_references(stage, cfg)
-    if stage == "finetune" and cfg.finetune.label_subset_file:
-        from simclr_hpc.data.subsets import positions_from_file
-
-        train = index.split(cfg.data.train_split)
-        positions_from_file(cfg.finetune.label_subset_file, train.keys, train.names)
-    if stage == "transfer" and cfg.transfer.num_classes > index.num_classes:
-        raise ConfigError(
-            f"transfer.num_classes: {cfg.transfer.num_classes} but {cfg.data.shards} has {index.num_classes} "
-            f"classes; use 0 (all) or 1..{index.num_classes}"
-        )
-    return index
+    return references.check_inputs(stage, cfg)
 
 
 def check_same_config(stage: str, cfg: Config) -> bool:
@@ -149,7 +127,7 @@ def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int,
             stage, run_dir, engine.world_size, ",".join(engine.hostnames), cfg.train.global_batch, per_device,
             accumulation, micro, _device_name(engine),
         )
-        task = TASKS[stage](ctx)
+        task = TASKS[stage].task()(ctx)
         if engine.is_main and task.subset() is not None:
             fsutil.write_json_atomic(rundir.subset_path(run_dir), task.subset())
         outcome = train(task, ctx)

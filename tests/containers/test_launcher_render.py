@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from simclr_hpc.launch.executor import LaunchRequest, build_plan, render_sbatch
-from simclr_hpc.launch.profile import Profile, load_profile
 from simclr_hpc.launch.errors import LaunchError
+from simclr_hpc.launch.jobspec import LaunchRequest, build_job_spec, render_sbatch
+from simclr_hpc.launch.profile import Profile, load_profile
 
 
 def _srun_words(script: str) -> list[str]:
@@ -28,7 +28,7 @@ def test_apptainer_stays_the_default_with_nv_and_binds(tmp_path):
     image = tmp_path / "simclr.sif"
     image.write_bytes(b"x")
     profile = _profile(tmp_path, f"gpus_per_node: 4\nimage: {image}\nbinds: [/scratch, '/data:/data:ro']\n")
-    plan = build_plan("pretrain", LaunchRequest(profile=profile), tmp_path / "runs", "j")
+    plan = build_job_spec("pretrain", LaunchRequest(profile=profile), tmp_path / "runs", "j")
     words = _srun_words(render_sbatch(plan, tmp_path / "f"))
     start = words.index("apptainer")
     assert words[start:start + 9] == ["apptainer", "exec", "--nv", "--bind", str(tmp_path / "runs"), "--bind",
@@ -40,7 +40,7 @@ def test_podman_runs_each_task_with_host_namespaces_user_binds_env_and_cdi_gpus(
     profile = _profile(tmp_path, "container_launcher: podman\nimage: localhost/simclr-hpc:0.1.0\ngpus_per_node: 2\n"
                                  "binds: [/scratch]\nenv: {NCCL_SOCKET_IFNAME: ib0}\n"
                                  "container_args: ['--security-opt=seccomp=unconfined']\n")
-    plan = build_plan("pretrain", LaunchRequest(profile=profile), tmp_path / "runs", "j", check_image=False)
+    plan = build_job_spec("pretrain", LaunchRequest(profile=profile), tmp_path / "runs", "j", check_image=False)
     script = render_sbatch(plan, tmp_path / "f")
     assert "--label=simclr-hpc.job=$SLURM_JOB_ID " in script  # expanded by the batch script, on purpose
     words = _srun_words(script)
@@ -59,7 +59,7 @@ def test_podman_runs_each_task_with_host_namespaces_user_binds_env_and_cdi_gpus(
 
 def test_podman_without_gpus_passes_no_device_and_the_script_requeues_from_the_host(tmp_path):
     profile = _profile(tmp_path, "container_launcher: podman\nimage: img:1\ngpus_per_node: 0\n")
-    script = render_sbatch(build_plan("pretrain", LaunchRequest(profile=profile), tmp_path / "runs", "j",
+    script = render_sbatch(build_job_spec("pretrain", LaunchRequest(profile=profile), tmp_path / "runs", "j",
                                       check_image=False), tmp_path / "f")
     assert "--device=" not in script
     setup, teardown = script.split("# command")[0], script.split("# teardown")[1]
@@ -71,7 +71,7 @@ def test_a_missing_podman_image_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no podman at all: the image cannot be found either
     profile = _profile(tmp_path, "container_launcher: podman\nimage: localhost/nope:1\n")
     with pytest.raises(LaunchError, match=r"podman has no such image .*make image"):
-        build_plan("pretrain", LaunchRequest(profile=profile), tmp_path / "runs", "j")
+        build_job_spec("pretrain", LaunchRequest(profile=profile), tmp_path / "runs", "j")
 
 
 @pytest.mark.parametrize("text, field", [("container_launcher: docker\n", "container_launcher"),

@@ -212,7 +212,7 @@ ROWS = [
     ("stage_unknown", ["run", "pretrian"], ["stage 'pretrian'"], {}),
     ("study_only_bogus", ["study", "run", "{study}", "--only", "bogus", "--executor", "inprocess"], ["--only bogus"],
      {}),
-    ("study_executor_slurm", ["study", "run", "{study}", "--executor", "slurm"], ["--executor slurm"], {}),
+    ("study_executor_slurm", ["study", "run", "{study}", "--executor", "slurm"], ["--executor 'slurm'", "study submit"], {}),
     # ---- issue 24: YAML read as YAML 1.2, strictly ----------------------------------------------------------------
     ("yaml_section_twice", ["run", "pretrain", "-c", "{w}/twice.yaml"], ["twice.yaml", "line 3", "'train'",
                                                                          "given twice"], {}),  # issue 24

@@ -79,7 +79,7 @@ def test_unusable_registry_is_one_line_naming_it_and_stays_as_it_was(kind, comma
 def test_registry_locked_past_the_wait_is_one_line_naming_it(tmp_path, monkeypatch):
     path = _registry(tmp_path / "runs")
     monkeypatch.setattr(R, "LOCK_WAIT_S", 0.5)
-    holder = sqlite3.connect(path)
+    holder = sqlite3.connect(f"file:{path}?vfs=unix-dotfile", uri=True)  # locks as every simclr-hpc process does
     holder.execute("BEGIN EXCLUSIVE")  # another process in the middle of a write
     try:
         result = cli_inprocess("jobs", "--root", str(tmp_path / "runs"))

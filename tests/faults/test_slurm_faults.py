@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from simclr_hpc import launch
 from simclr_hpc.config import load_config
 from simclr_hpc.launch import LaunchRequest, submit_stage
 from simclr_hpc.launch import slurm as sl
@@ -96,7 +97,7 @@ def test_requeue_then_usr2_preemption_end_bitwise_equal_to_an_uninterrupted_run(
                "the requeued job's step-4 checkpoint", poll_s=0.5)
     assert _latest_step(run_dir) == 4
     subprocess.run(["scancel", "--signal=USR2", rec.job_id], check=True)
-    assert rec.wait(poll_s=1.0, timeout_s=300) == "COMPLETED"
+    assert launch.wait(rec, poll_s=1.0, timeout_s=300) == "COMPLETED"
     assert _restarts(rec.job_id) >= 2 or sl.job_state(rec.job_id) == "COMPLETED"
     logs = Path(rec.stdout).read_text() + Path(rec.stderr).read_text()
     # USR2 came in the pause after the step-4 checkpoint: the loop finished step 5, saved it and asked for the requeue.
@@ -165,7 +166,7 @@ def test_killed_rank_ends_the_two_node_job_within_the_collective_timeout(node_de
 
 def test_job_that_lost_a_node_is_requeued_and_resumes_from_its_last_checkpoint(node_death):
     rec, run_dir = node_death["rec"], node_death["run_dir"]
-    final = rec.wait(poll_s=1.0, timeout_s=300)
+    final = launch.wait(rec, poll_s=1.0, timeout_s=300)
     logs = Path(rec.stderr).read_text()
     assert final == "COMPLETED", (final, logs[-3000:])
     assert "resuming " in logs and "from step-00000002" in logs, logs[-3000:]
@@ -186,7 +187,7 @@ def test_ranks_aborted_like_nccls_watchdog_does_make_the_job_requeue_and_resume(
     pids = [wait_until(lambda r=r: _task_pid(rec.job_id, r), 10, f"the rank-{r} task's pid") for r in (1, 0)]
     for pid in pids:
         os.kill(pid, signal.SIGABRT)
-    final = rec.wait(poll_s=1.0, timeout_s=300)
+    final = launch.wait(rec, poll_s=1.0, timeout_s=300)
     logs = Path(rec.stderr).read_text()
     assert final == "COMPLETED", (final, logs[-3000:])
     assert _restarts(rec.job_id) >= 1 and "a task died from signal 6" in logs, logs[-3000:]

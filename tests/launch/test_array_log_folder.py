@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from simclr_hpc import launch
 from simclr_hpc.config import load_config
 from simclr_hpc.launch import LaunchRequest, render_array, submit_array
-from simclr_hpc.launch import submit as submit_module
+from simclr_hpc.launch import arrays as arrays_module
 from tests.launch.helpers import REPO, STANDIN
 
 pytestmark = pytest.mark.slurm
@@ -28,16 +29,16 @@ class _FrozenClock(datetime.datetime):
 def test_dry_run_of_a_sweep_prints_the_log_folder_the_submitted_array_gets(slurm_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # sbatch exports this environment: the stand-in imports this checkout
     monkeypatch.setenv("STANDIN_STEP_S", "0.1")
-    monkeypatch.setattr(submit_module, "dt", types.SimpleNamespace(datetime=_FrozenClock))
+    monkeypatch.setattr(arrays_module, "dt", types.SimpleNamespace(datetime=_FrozenClock))
     root = tmp_path / "runs"
     cfgs = [load_config(None, [f"run.root={root}", "run.study=stamp", f"run.name=r{i}", "train.steps=1"])
             for i in range(2)]
     request = LaunchRequest(profile="local", gpus_per_node=0)
-    [script] = render_array("finetune", cfgs, request)
+    [script] = render_array("finetune", cfgs, request, target=STANDIN)
     dry_output = next(shlex.split(line.partition("=")[2])[0] for line in script.splitlines()
                       if line.startswith("#SBATCH --output="))
     records = submit_array("finetune", cfgs, request, target=STANDIN)
     assert str(Path(dry_output).parent) == records[0].log_dir
     submitted = (Path(records[0].log_dir) / f"{records[0].array_job_id}_submission.sh").read_text()
     assert f"#SBATCH --output={dry_output}" in submitted
-    assert [r.wait(poll_s=0.5, timeout_s=120) for r in records] == ["COMPLETED"] * 2
+    assert [launch.wait(r, poll_s=0.5, timeout_s=120) for r in records] == ["COMPLETED"] * 2

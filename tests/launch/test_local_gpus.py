@@ -12,7 +12,8 @@ import os
 import pytest
 
 from simclr_hpc.launch.environment import local_gpu_setup
-from simclr_hpc.launch.executor import LaunchRequest, build_plan, make_executor
+from simclr_hpc.launch.jobspec import LaunchRequest, build_job_spec
+from simclr_hpc.launch.local_launcher import LocalLauncher
 
 
 def _visible_in_job() -> str | None:
@@ -27,8 +28,8 @@ def test_a_local_job_sees_the_gpus_of_the_process_that_started_it(tmp_path, monk
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     request = LaunchRequest(executor="local", gpus_per_node=0, container="none")  # what study run asks for
-    plan = build_plan("pretrain", request, tmp_path / "runs", "gpus")
-    job = make_executor(plan, tmp_path / "logs").submit(_visible_in_job)
+    spec = build_job_spec("pretrain", request, tmp_path / "runs", "gpus")
+    job = LocalLauncher().submitit_executor(spec, tmp_path / "logs").submit(_visible_in_job)
     assert job.result() == visible
 
 

@@ -30,12 +30,13 @@ def _sbatch_lines(script: str) -> dict[str, str]:
     return out
 
 
-def test_dry_run_of_four_nodes_without_slurm_prints_nodes_tasks_signal_and_container(tmp_path):
+def test_dry_run_of_four_nodes_without_slurm_prints_nodes_tasks_signal_and_container(tmp_path, tiny_shards):
     image = tmp_path / "simclr.sif"
     image.write_bytes(b"fake image")
     root = tmp_path / "runs"
     proc = cli("submit", "pretrain", "--nodes", "4", "--gpus-per-node", "4", "--dry-run", "--container", str(image),
-               "--time", "2-00:00:00", "--set", f"run.root={root}", env=no_slurm_env(tmp_path))
+               "--time", "2-00:00:00", "--set", f"run.root={root}", "--set", f"data.shards={tiny_shards}",
+               env=no_slurm_env(tmp_path))
     assert proc.returncode == 0, proc.stderr
     flags = _sbatch_lines(proc.stdout)
     assert flags["nodes"] == "4" and flags["ntasks-per-node"] == "4" and flags["gpus-per-node"] == "4"
@@ -49,15 +50,15 @@ def test_dry_run_of_four_nodes_without_slurm_prints_nodes_tasks_signal_and_conta
     assert not root.exists(), "a dry run must write nothing"
 
 
-def test_cpu_only_request_runs_one_task_per_node_and_asks_for_no_gpu(no_slurm, tmp_path):
-    cfg = load_config(None, [f"run.root={tmp_path}"])
+def test_cpu_only_request_runs_one_task_per_node_and_asks_for_no_gpu(no_slurm, tmp_path, tiny_shards):
+    cfg = load_config(None, [f"run.root={tmp_path}", f"data.shards={tiny_shards}"])
     script = render_stage("pretrain", cfg, LaunchRequest(nodes=2, gpus_per_node=0))
     flags = _sbatch_lines(script)
     assert flags["ntasks-per-node"] == "1" and "gpus-per-node" not in flags and "--nv" not in script
 
 
-def test_profile_values_and_overrides_reach_the_script(no_slurm, tmp_path):
-    cfg = load_config(None, [f"run.root={tmp_path}"])
+def test_profile_values_and_overrides_reach_the_script(no_slurm, tmp_path, tiny_shards):
+    cfg = load_config(None, [f"run.root={tmp_path}", f"data.shards={tiny_shards}"])
     script = render_stage("finetune", cfg, LaunchRequest(nodes=2, profile="example-site", qos="high",
                                                          container="none", partition="gpu2"), dependency="afterok:7:8")
     flags = _sbatch_lines(script)
@@ -67,15 +68,17 @@ def test_profile_values_and_overrides_reach_the_script(no_slurm, tmp_path):
     assert "export NCCL_IB_HCA=mlx5" in script and "module load apptainer/1.3" in script
 
 
-def test_sweep_larger_than_max_array_size_is_split_and_chained(no_slurm, tmp_path):
+def test_sweep_larger_than_max_array_size_is_split_and_chained(no_slurm, tmp_path, tiny_shards):
     prof = tmp_path / "tiny-site.yaml"
     prof.write_text("max_array_size: 3\narray_parallelism: 2\ngpus_per_node: 0\n")
-    cfgs = [load_config(None, [f"run.root={tmp_path}", f"run.name=r{i}"]) for i in range(7)]
+    cfgs = [load_config(None, [f"run.root={tmp_path}", f"run.name=r{i}", f"data.shards={tiny_shards}"])
+            for i in range(7)]
     scripts = render_array("distill", cfgs, LaunchRequest(profile=str(prof)), dependency=["12"])
     arrays = [_sbatch_lines(s)["array"] for s in scripts]
     assert arrays == ["0-2%2", "0-2%2", "0-0%1"]
     deps = [_sbatch_lines(s)["dependency"] for s in scripts]
-    assert deps[0] == "afterok:12" and deps[1].startswith("afterok:12,afterany:")
+    assert deps[0] == "afterok:12" and deps[1] == "afterok:12,afterany:<job id of array 0>"
+    assert deps[2] == "afterok:12,afterany:<job id of array 1>"  # each array waits for the one before it
     assert "%A_%a_0_log.out" in scripts[0]
 
 
@@ -102,9 +105,9 @@ HOSTILE = ["q'uote", 'dq"uote', "$(touch PWNED)", "`touch PWNED`", "a;touch PWNE
 
 
 @pytest.mark.parametrize("piece", HOSTILE)
-def test_hostile_run_root_is_quoted_and_stays_one_word(no_slurm, tmp_path, piece):
+def test_hostile_run_root_is_quoted_and_stays_one_word(no_slurm, tmp_path, piece, tiny_shards):
     root = tmp_path / piece / "runs"
-    cfg = load_config(None, [f"run.root={root}"])
+    cfg = load_config(None, [f"run.root={root}", f"data.shards={tiny_shards}"])
     script = render_stage("pretrain", cfg, LaunchRequest(nodes=2, gpus_per_node=1))
     folder = f"{root}/adhoc/pretrain/default/slurm"
     srun = next(line for line in script.splitlines() if line.startswith("srun "))
@@ -130,6 +133,7 @@ def test_hostile_run_root_is_quoted_and_stays_one_word(no_slurm, tmp_path, piece
     (["--profile", "../../../etc/passwd"], "file not found"),
     (["--profile", "nosuchsite"], "no nosuchsite.yaml"),
     (["--nodes", "2", "--executor", "local"], "this machine only"),
+    (["--executor", "debug"], "--executor 'debug': use slurm or local or inprocess"),
 ])
 def test_bad_or_hostile_submit_input_is_one_line_and_exit_2(tmp_path, args, what):
     proc = cli("submit", "pretrain", "--dry-run", "--set", f"run.root={tmp_path}/runs", *args,
@@ -166,3 +170,14 @@ def test_manifest_has_one_stage_tab_config_line_per_array_index(tmp_path):
         assert stage == "transfer" and Path(config).is_absolute()
         back = load_config(config)
         assert back.run.name == f"t{i}" and back.run.seed == i and back.run.root == f"{tmp_path}/runs"
+
+
+def test_dry_run_checks_what_the_run_reads_as_the_submission_does(tmp_path, tiny_shards):
+    """``submit finetune --dry-run`` without an encoder fails (exit 2, one line) instead of printing a script."""
+    for dry in (["--dry-run"], []):
+        proc = cli("submit", "finetune", *dry, "--set", f"run.root={tmp_path}/runs", "--set",
+                   f"data.shards={tiny_shards}", env=no_slurm_env(tmp_path), cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+        assert "finetune.encoder" in proc.stderr or "sbatch not found" in proc.stderr
+    assert "finetune.encoder" in cli("submit", "finetune", "--dry-run", "--set", f"data.shards={tiny_shards}",
+                                     env=no_slurm_env(tmp_path), cwd=tmp_path).stderr

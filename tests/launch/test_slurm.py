@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from simclr_hpc import launch
 from simclr_hpc.config import load_config
 from simclr_hpc.launch import LaunchRequest, Registry, registry_path, submit_array, submit_stage
 from simclr_hpc.launch import slurm as sl
@@ -106,8 +107,8 @@ def test_array_of_four_with_parallelism_two_runs_after_its_pretrain_job(slurm_cl
     assert [r.job_id for r in recs] == [f"{array_id}_{i}" for i in range(4)]
     script = (Path(recs[0].log_dir) / f"{array_id}_submission.sh").read_text()
     assert "#SBATCH --array=0-3%2" in script and f"#SBATCH --dependency=afterok:{pre.job_id}" in script
-    assert [r.wait(poll_s=0.5, timeout_s=120) for r in recs] == ["COMPLETED"] * 4
-    states = {r.job_id: r.state for r in Registry(registry_path(root, "arr")).refresh()}
+    assert [launch.wait(r, poll_s=0.5, timeout_s=120) for r in recs] == ["COMPLETED"] * 4
+    states = {r.job_id: r.state for r in launch.refresh(Registry(registry_path(root, "arr")))}
     assert set(states.values()) == {"COMPLETED"} and len(states) == 5
     ids = [pre.job_id, *[r.job_id for r in recs]]
     # slurmdbd records job ends asynchronously: wait until accounting has all five
@@ -142,7 +143,7 @@ def test_requeue_and_usr2_preemption_resume_without_repeating_a_step(slurm_clust
     # preemption: Slurm signals USR2; submitit's handler on rank 0 calls checkpoint() (resubmit only) and requeues
     subprocess.run(["scancel", "--signal=USR2", rec.job_id], check=True)
     wait_until(lambda: any(r >= 2 for _, r in _steps(run_dir)), 90, "steps after the preemption")
-    assert rec.wait(poll_s=0.5, timeout_s=120) == "COMPLETED"
+    assert launch.wait(rec, poll_s=0.5, timeout_s=120) == "COMPLETED"
     log = _steps(run_dir)
     assert [s for s, _ in log] == list(range(steps)), log  # every step once, in order: resumed, never repeated
     assert {r for _, r in log} == {0, 1, 2} and n_before < steps
@@ -201,7 +202,7 @@ def test_hostile_run_root_runs_as_data_and_executes_nothing(slurm_cluster, tmp_p
     root = tmp_path / "$(touch PWNED1) `touch PWNED2`; touch PWNED3 'q\" && x" / "runs"
     rec = submit_stage("pretrain", _cfg(root, "evil", "r", 1), LaunchRequest(profile="local", gpus_per_node=0),
                        target=STANDIN)
-    assert rec.wait(poll_s=0.5, timeout_s=60) == "COMPLETED"
+    assert launch.wait(rec, poll_s=0.5, timeout_s=60) == "COMPLETED"
     assert (root / "evil/pretrain/r/result.json").exists()
     for where in (marker_dir, REPO, Path(rec.log_dir)):
         assert not list(where.glob("PWNED*")), where
@@ -231,7 +232,7 @@ def test_container_image_runs_every_task_through_apptainer_exec(slurm_cluster, t
     root = tmp_path / "runs"
     rec = submit_stage("pretrain", _cfg(root, "ctr", "r", 1),
                        LaunchRequest(profile=str(profile), container=str(image)), target=STANDIN)
-    assert rec.wait(poll_s=0.5, timeout_s=60) == "COMPLETED"
+    assert launch.wait(rec, poll_s=0.5, timeout_s=60) == "COMPLETED"
     calls = (tmp_path / "shim.log").read_text().splitlines()
     assert calls and calls[0].startswith(f"exec --nv --bind {root} --bind /tmp {image} {sys.executable} -u -m "
                                          "submitit.core._submit")

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from simclr_hpc import launch
 from simclr_hpc.config import load_config
 from simclr_hpc.launch import LaunchRequest, Registry, registry_path, submit_array, submit_stage
 from simclr_hpc.train.runner import run_stage
@@ -47,9 +48,9 @@ def test_real_distill_array_of_four_pairs_runs_after_its_pretrain_job(slurm_clus
     script = (recs[0].log_dir and (__import__("pathlib").Path(recs[0].log_dir) / f"{recs[0].array_job_id}_submission.sh"))
     text = script.read_text()
     assert "#SBATCH --array=0-3%2" in text and f"#SBATCH --dependency=afterok:{student_pre.job_id}" in text
-    assert student_pre.wait(poll_s=1, timeout_s=300) == "COMPLETED"
-    assert [r.wait(poll_s=1, timeout_s=400) for r in recs] == ["COMPLETED"] * 4
-    states = {r.job_id: r.state for r in Registry(registry_path(root, "kd")).refresh()}
+    assert launch.wait(student_pre, poll_s=1, timeout_s=300) == "COMPLETED"
+    assert [launch.wait(r, poll_s=1, timeout_s=400) for r in recs] == ["COMPLETED"] * 4
+    states = {r.job_id: r.state for r in launch.refresh(Registry(registry_path(root, "kd")))}
     assert len(states) == 5 and set(states.values()) == {"COMPLETED"}, states
     for t, s in pairs:
         result = json.loads((root / "kd" / "distill" / f"t{t}-to-r{s}" / "result.json").read_text())

@@ -10,7 +10,7 @@ import yaml
 TINY = {
     "name": "tiny",
     "seeds": [0, 1],
-    "datasets": {"sh4": {"source": "shapes:4"}, "sh6": {"source": "shapes:6"}},
+    "datasets": {"sh4": {"source": "shapes:4:20:16"}, "sh6": {"source": "shapes:6:20:16"}},
     "encoders": {"ra": {"dataset": "sh4", "set": {"model.backbone": "resnet18"}},
                  "rb": {"dataset": "sh4", "set": {"model.backbone": "resnet34"}}},
     "pretrain": {"set": {"train.steps": 2}},

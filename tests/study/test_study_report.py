@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from simclr_hpc.study.aggregate import collect
-from simclr_hpc.study.engine import record_event
+from simclr_hpc.study.pipeline import record_event
 from simclr_hpc.study.plan import load_plan
 from simclr_hpc.study.report import write_report
 from simclr_hpc.study.stats import log2_slope, t_interval

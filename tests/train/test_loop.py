@@ -155,4 +155,8 @@ def test_every_stage_class_implements_the_task_protocol(stage_cls):
     cls = getattr(stages, stage_cls)
     missing = [name for name in ("stage", "build", "batches", "step", "evaluate", "arch", "export", "facts", "subset")
                if not hasattr(cls, name)]
-    assert not missing and cls.stage in stages.TASKS and stages.TASKS[cls.stage] is cls
+    from simclr_hpc.config import STAGES
+    from simclr_hpc.train.task_table import TASKS
+
+    assert not missing and cls.stage in TASKS and TASKS[cls.stage].task() is cls
+    assert tuple(TASKS) == STAGES  # the task table names the stages config knows, in the same order

@@ -1,8 +1,9 @@
-"""From a request and a site profile to submitit executor parameters, the task's python command, and the sbatch text.
+"""From a request and a site profile to a :class:`JobSpec`: submitit's parameters, the task's python command, the
+sbatch text.
 
-The plan is computed once and used twice: ``make_executor`` hands it to submitit, ``render_sbatch`` turns it into the
-exact script submitit would write (through submitit's own ``_make_sbatch_string``), without Slurm installed.
-Only ``launch/`` knows submitit.
+The spec is computed once and used twice: a launcher hands it to submitit (``Launcher.submitit_executor``),
+``render_sbatch`` turns it into the exact script submitit would write (through submitit's own ``_make_sbatch_string``),
+without Slurm installed. A spec is never changed after it is built: ``with_dependency`` returns a copy.
 """
 
 from __future__ import annotations
@@ -11,18 +12,14 @@ import dataclasses
 import shlex
 import sys
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from simclr_hpc.config import STAGES, format_errors
 from simclr_hpc.launch.container import container_python, resolve_image
-from simclr_hpc.launch.environment import local_gpu_setup
 from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.profile import Profile, check_plain_text, load_profile
 from simclr_hpc.launch.requeue import host_setup, host_teardown
-
-EXECUTORS = ("slurm", "local", "debug")
 
 
 class LaunchRequest(BaseModel):
@@ -44,8 +41,8 @@ class LaunchRequest(BaseModel):
     """Site profile name (``configs/clusters/<name>.yaml``) or path to a profile file; None = built-in defaults."""
     container: str | None = None
     """Image every task runs in (``.sif`` path or podman image); None = the profile's image; ``"none"`` = no container."""
-    executor: Literal["slurm", "local", "debug"] = "slurm"
-    """``slurm``: sbatch; ``local``: submitit's local executor (same code path, this machine); ``debug``: in-process."""
+    executor: str = "slurm"
+    """Where the jobs run: a name of ``launch.executors.EXECUTORS`` (checked when its launcher is chosen)."""
     array_parallelism: int | None = Field(None, ge=1)
     """Cap on array tasks running at once; None = the profile's."""
 
@@ -55,12 +52,11 @@ class LaunchRequest(BaseModel):
         return None if value in (None, "") else check_plain_text(value, "--container")
 
 
-@dataclasses.dataclass
-class Plan:
-    """Everything needed to submit (or render) one job or one array of a stage."""
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """Everything needed to submit (or render) one job or one array of a stage, on any launcher."""
 
     stage: str
-    executor: str
     profile: Profile
     """The effective profile: the site's, with the request's overrides applied and validated."""
     nodes: int
@@ -70,9 +66,16 @@ class Plan:
     image: str | None
     """The image every task runs in (a .sif path or a podman image name), or None."""
     slurm_params: dict
-    """submitit SlurmExecutor parameters (sbatch names): exactly what goes into the script."""
-    setup: list[str] = dataclasses.field(default_factory=list)
+    """submitit SlurmExecutor parameters (sbatch names): exactly what goes into the script. Never changed in place."""
+    setup: tuple[str, ...] = ()
     """The profile's environment exports and setup lines (the local executor runs these; Slurm's script has more)."""
+
+    def with_dependency(self, dependency: str | None) -> JobSpec:
+        """A copy whose sbatch ``--dependency`` is ``dependency`` (None: no dependency)."""
+        params = {k: v for k, v in self.slurm_params.items() if k != "dependency"}
+        if dependency:
+            params["dependency"] = dependency
+        return dataclasses.replace(self, slurm_params=params)
 
 
 def effective_profile(request: LaunchRequest) -> Profile:
@@ -94,16 +97,13 @@ def effective_profile(request: LaunchRequest) -> Profile:
         raise LaunchError(lines) from None
 
 
-def build_plan(stage: str, request: LaunchRequest, run_root: Path, job_name: str,
-               dependency: str | None = None, check_image: bool = True) -> Plan:
+def build_job_spec(stage: str, request: LaunchRequest, run_root: Path, job_name: str,
+                   dependency: str | None = None, check_image: bool = True) -> JobSpec:
     """Resolve the request against its profile into submitit parameters. Raises LaunchError on bad input."""
     if stage not in STAGES:
         raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
     profile = effective_profile(request)
     image = resolve_image(profile, check_image) if profile.image else None
-    if request.executor != "slurm" and request.nodes > 1:
-        raise LaunchError(f"--nodes {request.nodes}: the {request.executor} executor runs on this machine only; "
-                          f"use --nodes 1 or the slurm executor")
     gpus = profile.gpus_per_node
     # One task (rank) per GPU; CPU-only nodes get one task each.
     tasks_per_node = max(1, gpus)
@@ -120,7 +120,9 @@ def build_plan(stage: str, request: LaunchRequest, run_root: Path, job_name: str
         "signal_delay_s": profile.signal_delay_s,
         "array_parallelism": profile.array_parallelism,
         # --requeue: a job preempted or requeued by `scontrol requeue` goes back to the queue instead of ending.
-        "additional_parameters": {"requeue": True},
+        # --kill-on-invalid-dep: a job whose dependency can never be satisfied (an afterok job that failed) is
+        # cancelled with reason DependencyNeverSatisfied instead of pending forever.
+        "additional_parameters": {"requeue": True, "kill_on_invalid_dep": "yes"},
         # A task that dies ends the others at once (they would wait in a collective until NCCL's watchdog aborts
         # them, train.collective_timeout_s later); the batch script then requeues the job (launch/requeue.py).
         "srun_args": ["--kill-on-bad-exit=1"],
@@ -133,8 +135,8 @@ def build_plan(stage: str, request: LaunchRequest, run_root: Path, job_name: str
         "mem": _mem(profile.mem_per_gpu_gb * max(1, gpus)) if profile.mem_per_gpu_gb else None,
     }
     params.update({k: v for k, v in optional.items() if v is not None})
-    return Plan(stage=stage, executor=request.executor, profile=profile, nodes=request.nodes,
-                tasks_per_node=tasks_per_node, python=python, image=image, slurm_params=params, setup=setup)
+    return JobSpec(stage=stage, profile=profile, nodes=request.nodes, tasks_per_node=tasks_per_node, python=python,
+                   image=image, slurm_params=params, setup=tuple(setup))
 
 
 def _mem(gb: float) -> str:
@@ -146,29 +148,11 @@ def submitit_command(python: str, folder: Path) -> str:
     return " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
 
 
-def render_sbatch(plan: Plan, folder: Path, array_size: int | None = None) -> str:
-    """The sbatch script submitit writes for this plan: rendered by submitit's own function, no Slurm needed."""
+def render_sbatch(spec: JobSpec, folder: Path, array_size: int | None = None) -> str:
+    """The sbatch script submitit writes for this spec: rendered by submitit's own function, no Slurm needed."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    params = dict(plan.slurm_params)
+    params = dict(spec.slurm_params)
     if array_size is not None:
         params["map_count"] = array_size
-    return _make_sbatch_string(command=submitit_command(plan.python, folder), folder=folder, **params)
-
-
-def make_executor(plan: Plan, folder: Path):
-    """A submitit AutoExecutor for the plan (``cluster`` = slurm, local or debug)."""
-    import submitit
-
-    folder.mkdir(parents=True, exist_ok=True)
-    if plan.executor == "slurm":
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_python=plan.python,
-                                         slurm_max_num_timeout=plan.profile.max_requeues)
-        executor.update_parameters(**{f"slurm_{k}": v for k, v in plan.slurm_params.items()})
-    else:
-        executor = submitit.AutoExecutor(folder=folder, cluster=plan.executor)
-        params = {"timeout_min": plan.profile.time_min, "tasks_per_node": plan.tasks_per_node}
-        if plan.executor == "local":
-            params["local_setup"] = local_gpu_setup() + plan.setup  # this machine's GPUs, not submitit's ""
-        executor.update_parameters(**params)
-    return executor
+    return _make_sbatch_string(command=submitit_command(spec.python, folder), folder=folder, **params)
