@@ -55,7 +55,7 @@ def _engine_run(kind: str, precision: str, tmp: str, s: dict) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engines import create_engine
     from simclr_hpc.train.optim import build_optimizer, scaled_lr
     from simclr_hpc.train.stages import PretrainTask
     from simclr_hpc.train.task import StageContext

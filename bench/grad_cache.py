@@ -24,7 +24,7 @@ def _child(chunk: int) -> None:
     import torch
 
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engines import create_engine
     from simclr_hpc.train.stages import PretrainTask
     from simclr_hpc.train.task import StageContext
 

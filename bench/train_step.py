@@ -41,7 +41,7 @@ class Ours:
     def __init__(self, cfg, batch: dict):
         from pathlib import Path
 
-        from simclr_hpc.train.backends import create_engine
+        from simclr_hpc.train.engines import create_engine
         from simclr_hpc.train.optim import build_optimizer, scaled_lr
         from simclr_hpc.train.stages import PretrainTask
         from simclr_hpc.train.task import StageContext

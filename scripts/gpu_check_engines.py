@@ -87,7 +87,7 @@ def _step(s: Sizes, out: Path, engine_sets: list[str], env=None, precision: str 
 
     from simclr_hpc.config import load_config
     from simclr_hpc.models import build_simclr
-    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engines import create_engine
     from simclr_hpc.train.optim import build_optimizer
     from simclr_hpc.train.stages import PretrainTask
     from simclr_hpc.train.task import StageContext

@@ -10,7 +10,7 @@
 - ``result.json``: written last, atomically; its presence is what "finished" means everywhere.
 - ``tensorboard/``, ``wandb/``, ``tracking.json``: TensorBoard event files, offline W&B runs, and the W&B / MLflow run
   ids that make a resumed job continue the same tracked run (``train/tracking.py``). The study's MLflow file store is
-  ``<root>/<study>/mlruns`` (``mlflow_store``).
+  ``<root>/<study>/mlruns`` (``mlflow_store``, a name ``studydir.py`` owns).
 - ``export/``: what ``simclr-hpc export`` writes when no ``--out`` is given.
 
 Torch-free (a login node's ``status`` and ``study report`` read results without importing torch).
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simclr_hpc import fsutil
+from simclr_hpc import fsutil, studydir
 from simclr_hpc.readers import FileError, read_json
 
 CONFIG = "config.yaml"
@@ -37,7 +37,6 @@ TRACKING = "tracking.json"
 TENSORBOARD = "tensorboard"
 WANDB = "wandb"
 EXPORT = "export"
-MLFLOW_STORE = "mlruns"
 
 
 def config_path(run_dir: str | Path) -> Path:
@@ -66,7 +65,7 @@ def result_path(run_dir: str | Path) -> Path:
 
 def mlflow_store(root: str | Path, study: str) -> Path:
     """The study's MLflow file store, beside its runs."""
-    return Path(root) / study / MLFLOW_STORE
+    return studydir.mlflow_store(root, study)
 
 
 def is_finished(run_dir: str | Path) -> bool:

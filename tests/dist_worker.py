@@ -13,7 +13,7 @@ import torch
 
 def case_world(args: dict) -> dict:
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engines import create_engine
 
     engine = create_engine(load_config(overrides=args.get("overrides", [])))
     out = {"rank": engine.rank, "world_size": engine.world_size, "hostnames": engine.hostnames}
@@ -29,7 +29,7 @@ def case_ntxent(args: dict) -> dict:
     from simclr_hpc import distributed as D
     from simclr_hpc.config import load_config
     from simclr_hpc.losses import nt_xent
-    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engines import create_engine
 
     engine = create_engine(load_config())
     n_global, dim, tau = args["n"], args["d"], args["tau"]
@@ -51,7 +51,7 @@ def case_train(args: dict) -> dict:
     from simclr_hpc import distributed as D
     from simclr_hpc.config import load_config
     from simclr_hpc.losses import nt_xent
-    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engines import create_engine
     from simclr_hpc.train.engine import derive_batch
     from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
     from simclr_hpc.models import build_simclr
@@ -88,7 +88,7 @@ def case_zero_state(args: dict) -> dict:
     """ZeRO optimizer state in torch's format: take one AdamW step (or load ``args["load"]``), then gather it."""
     from simclr_hpc.config import load_config
     from simclr_hpc.losses import nt_xent
-    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engines import create_engine
     from simclr_hpc.train.engine import derive_batch
     from simclr_hpc.train.optim import build_optimizer
     from simclr_hpc.models import build_simclr
@@ -116,7 +116,7 @@ def case_engine_protocol(args: dict) -> dict:
     from torch import nn
 
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engines import create_engine
 
     engine = create_engine(load_config(overrides=args["overrides"]))
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.gpu
 
 def test_engine_uses_bf16_and_channels_last_on_gpu(tmp_path):
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engines import create_engine
     from simclr_hpc.train.stages import PretrainTask
     from simclr_hpc.train.task import StageContext
 
@@ -49,7 +49,7 @@ def test_deepspeed_zero2_bf16_one_gpu_trains(tmp_path):
 
 def test_resnet50_224px_bf16_step_throughput_and_memory(tmp_path):
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engines import create_engine
     from simclr_hpc.train.optim import build_optimizer
     from simclr_hpc.train.stages import PretrainTask
     from simclr_hpc.train.task import StageContext
@@ -82,7 +82,7 @@ def test_resnet50_224px_bf16_step_throughput_and_memory(tmp_path):
 
 def test_engine_uses_fp16_with_a_loss_scaler_on_gpu(tmp_path):
     from simclr_hpc.config import load_config
-    from simclr_hpc.train.backends import create_engine
+    from simclr_hpc.train.engines import create_engine
     from simclr_hpc.train.optim import build_optimizer
     from simclr_hpc.train.stages import PretrainTask
     from simclr_hpc.train.task import StageContext

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from simclr_hpc import fsutil, rundir
+from simclr_hpc import fsutil, rundir, studydir
 from simclr_hpc.study.runs import Plan, RunSpec
 
 
@@ -118,14 +118,13 @@ RESULT_METRICS = ("top1", "chance_norm_top1", "num_classes", "eval_images", "top
 """Keys of a result's ``metrics`` copied into its row."""
 RESULT_FACTS = ("steps", "wall_s", "images_per_s", "world_size", "skipped_samples", "config_hash")
 """Top-level keys of a result copied into its row."""
-EVENTS_FILE = "study-events.jsonl"
 DEFAULT_EVAL_IMAGES = 1000
 """Eval-set size assumed for a result that does not record one (results older than ``eval_images``)."""
 
 
 def events_path(plan: Plan) -> Path:
     """Where the engine appends one JSON line per submitted, finished or failed run of this study."""
-    return plan.study_dir / EVENTS_FILE
+    return studydir.events_path(plan.study.root, plan.study.name)
 
 
 def read_events(plan: Plan) -> dict[str, dict]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from simclr_hpc import studydir
 from simclr_hpc.config import ConfigError, build_config, stage_problems
 from simclr_hpc.recipes import stage_recipe
 from simclr_hpc.study.runs import RunSpec, safe_run_name
@@ -112,4 +111,5 @@ class PlanBuilder:
         return f"pretrain/{safe_run_name(encoder, f's{seed}')}"
 
     def pretrain_dir(self, encoder: str, seed: int) -> str:
-        return str(Path(self.study.root) / self.study.name / self.pretrain_key(encoder, seed))
+        stage, _, name = self.pretrain_key(encoder, seed).partition("/")
+        return str(studydir.run_dir(self.study.root, self.study.name, stage, name))

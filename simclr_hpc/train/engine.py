@@ -5,7 +5,7 @@
 
 Every method means the same on both: ``backward`` accumulates one micro-batch's gradients and nothing else;
 ``optimizer_step`` applies the step's gradients and clears them. Only the two engine modules import Accelerate or
-DeepSpeed; ``train/backends.create_engine`` imports the one a config asks for.
+DeepSpeed; ``train/engines.create_engine`` imports the one a config asks for.
 """
 
 from __future__ import annotations

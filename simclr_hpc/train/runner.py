@@ -18,7 +18,7 @@ from simclr_hpc.readers import read_json
 from simclr_hpc.rundir import Result
 from simclr_hpc.runlock import RunLock
 from simclr_hpc.train import checkpoint as ckpt
-from simclr_hpc.train.backends import create_engine
+from simclr_hpc.train.engines import create_engine
 from simclr_hpc.train.engine import Engine, derive_batch
 from simclr_hpc.train.loop import train
 from simclr_hpc.train.metrics import log, quiet_third_party, setup_logging

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from simclr_hpc.config import load_config
-from simclr_hpc.train.backends import create_engine
+from simclr_hpc.train.engines import create_engine
 from tests.distributed_helpers import run_ranks
 
 LR = 0.1

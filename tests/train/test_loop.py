@@ -11,7 +11,7 @@ from simclr_hpc import rundir
 from simclr_hpc.config import ModelSection, load_config
 from simclr_hpc.models import Arch
 from simclr_hpc.train import checkpoint as ckpt
-from simclr_hpc.train.backends import create_engine
+from simclr_hpc.train.engines import create_engine
 from simclr_hpc.train.loop import train
 from simclr_hpc.train.task import StageContext, Task, TrainOutcome
 
