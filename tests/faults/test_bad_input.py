@@ -32,7 +32,7 @@ CONFIG_CASES = [
     ("temperature_0", "pretrain", ["pretrain.temperature=0"], None, {}, ["pretrain.temperature"]),
     ("temperature_negative", "distill", ["distill.temperature=-1"], None, {}, ["distill.temperature"]),
     ("unknown_backbone", "pretrain", ["model.backbone=vgg16"], None, {}, ["model.backbone: unknown backbone 'vgg16'"]),
-    ("zero2_with_lars", "pretrain", ["dist.engine=deepspeed", "dist.zero_stage=2"], None, {}, ["optim.name: LARS"]),
+    ("zero3_with_lars", "pretrain", ["dist.engine=deepspeed", "dist.zero_stage=3"], None, {}, ["optim.name: LARS"]),
     ("offload_without_zero", "pretrain", ["dist.engine=deepspeed", "dist.offload_optimizer=true"], None, {},
      ["dist.offload_optimizer"]),
     ("zero_with_ddp", "pretrain", ["dist.zero_stage=1"], None, {}, ["dist.zero_stage"]),
