@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from simclr_hpc.cli.main import app
 from simclr_hpc.train import checkpoint as ckpt
-from simclr_hpc import rundir
+from simclr_hpc import rundir, studydir
 from tests.conftest import tiny_overrides
 
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
@@ -30,7 +30,7 @@ def _args(stage, overrides):
 
 
 def _jsonl(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in rundir.metrics_path(run_dir).read_text().splitlines()]
 
 
 def _tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -82,10 +82,11 @@ def _assert_matches_jsonl(scalars: dict, lines: list[dict], steps: list[int]) ->
 
 
 def test_tensorboard_events_hold_the_steps_and_values_of_metrics_jsonl(tiny_shards, tmp_path):
+    """A fine-tune that trains (protocol full: the linear protocol is solved by L-BFGS in build() and logs no step)."""
     base = tiny_overrides(tiny_shards, tmp_path, steps=4) + ["run.name=tb"]
-    result = CliRunner().invoke(app, _args("finetune", base + ["finetune.encoder=random"]))
+    result = CliRunner().invoke(app, _args("finetune", base + ["finetune.encoder=random", "finetune.protocol=full"]))
     assert result.exit_code == 0, result.output
-    run_dir = tmp_path / "t" / "finetune" / "tb"
+    run_dir = studydir.run_dir(tmp_path, "t", "finetune", "tb")
     lines = _jsonl(run_dir)
     scalars = _tensorboard_scalars(run_dir)
     _assert_matches_jsonl(scalars, lines, [1, 2, 3, 4])
