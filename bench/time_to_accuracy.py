@@ -89,7 +89,7 @@ def _ours(shards: Path, out: Path, s: dict) -> list[tuple[int, float, float]]:
 
     probe = Probe(shards, s)
     cfg = load_config(REPO / "configs/pretrain/tiny-cpu.yaml", [
-        f"run.root={out}", "run.name=ours", f"data.shards={shards}", "data.eval_split=val",
+        f"run.root={out}", "run.name=ours", f"data.shards={shards}",
         f"data.image_size={s['size']}", f"data.num_workers={s['workers']}", f"model.width={s['width']}",
         f"data.crop_min_scale={s['crop']}", f"optim.base_lr={s['lr']}",
         f"train.global_batch={s['batch']}", f"train.steps={s['max_steps']}",
