@@ -74,8 +74,8 @@ class Probe:
         was_training = encoder.training
         encoder.eval()
         with torch.no_grad():
-            embed = lambda x: torch.cat([encoder(x[i:i + 500]).float() for i in range(0, len(x), 500)])
-            bank, query = embed(self.bank_x), embed(self.query_x)
+            bank, query = (torch.cat([encoder(x[i:i + 500]).float() for i in range(0, len(x), 500)])
+                           for x in (self.bank_x, self.query_x))
             acc = knn_top1(bank, self.bank_y, query, self.query_y, self.s["k"], self.s["knn_t"])
         encoder.train(was_training)
         return acc

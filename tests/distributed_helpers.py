@@ -41,7 +41,7 @@ def run_ranks(case: str, world: int, tmp_path: Path, args: dict | None = None, t
         except subprocess.TimeoutExpired:
             for p in procs:
                 p.kill()
-            raise AssertionError(f"{case}: ranks did not finish in {timeout}s")
+            raise AssertionError(f"{case}: ranks did not finish in {timeout}s") from None
     for rank, (proc, log) in enumerate(zip(procs, logs)):
         assert proc.returncode == 0, f"{case} rank {rank} failed:\n{log[-3000:]}"
     return [torch.load(f"{out}.rank{r}", weights_only=False) for r in range(world)]

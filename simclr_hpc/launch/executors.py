@@ -4,10 +4,10 @@ runs its jobs. The one place that maps names to launchers; a new executor is one
 from __future__ import annotations
 
 from simclr_hpc.launch.errors import LaunchError
-from simclr_hpc.readers import quote
 from simclr_hpc.launch.launcher import Launcher
 from simclr_hpc.launch.local_launcher import InProcessLauncher, LocalLauncher
 from simclr_hpc.launch.slurm_launcher import SlurmLauncher
+from simclr_hpc.readers import quote
 
 EXECUTORS: dict[str, type[Launcher]] = {cls.name: cls for cls in (SlurmLauncher, LocalLauncher, InProcessLauncher)}
 CLUSTER = SlurmLauncher.name

@@ -178,7 +178,7 @@ class Engine(ABC):
         """The loss scaler's state for a checkpoint (plain values; empty without fp16)."""
         return {}
 
-    def load_amp_state(self, state: dict | None) -> None:
+    def load_amp_state(self, state: dict | None) -> None:  # noqa: B027 (a hook: engines without a scaler keep nothing)
         """Restore :meth:`amp_state` from a checkpoint (before or after ``prepare``)."""
 
     def set_lr(self, optimizer, lr: float) -> None:

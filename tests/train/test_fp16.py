@@ -45,7 +45,7 @@ def test_fp16_pretrain_on_cpu_stays_finite_and_resumes_exactly(tiny_shards, tmp_
     assert second.exit_code == 0, second.output
 
     root = tmp_path / "t" / "pretrain"
-    lines = {name: [json.loads(l) for l in (root / name / "metrics.jsonl").read_text().splitlines()]
+    lines = {name: [json.loads(line) for line in (root / name / "metrics.jsonl").read_text().splitlines()]
              for name in ("whole", "cut")}
     assert all(torch.isfinite(torch.tensor(line["loss"])) for line in lines["whole"])
     assert [line["step"] for line in lines["cut"]] == list(range(1, 7))

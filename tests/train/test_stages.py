@@ -133,8 +133,8 @@ def test_resume_after_sigkill_at_three_points_is_bitwise_exact(tiny_shards, tmp_
         assert torch.equal(a[name], b[name]), f"{name} differs after resume"
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9)), "a step was logged twice or lost"
-    whole_losses = [json.loads(l)["loss"] for l in (tmp_path / "t/pretrain/whole/metrics.jsonl").read_text().splitlines()]
-    cut_losses = [json.loads(l)["loss"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    whole_losses = [json.loads(line)["loss"] for line in (tmp_path / "t/pretrain/whole/metrics.jsonl").read_text().splitlines()]
+    cut_losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert whole_losses == cut_losses
 
 
