@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from simclr_hpc import rundir, studydir
 from simclr_hpc.cli.main import app
 from simclr_hpc.train import checkpoint as ckpt
-from simclr_hpc import rundir, studydir
 from tests.conftest import tiny_overrides
 
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
