@@ -246,3 +246,29 @@ def pid_alive(pid: int | str) -> bool:
         return False
     except OSError:
         return True
+
+
+def process_start(pid: int | str) -> float | None:
+    """When the local process ``pid`` started (seconds since the epoch, from /proc), or None if it is gone."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def is_process(pid: int | str, started_at: float, command_word: str, slack_s: float = 120.0) -> bool:
+    """Whether ``pid`` is still the process that was started at ``started_at`` (within ``slack_s``) running a command
+    that mentions ``command_word``: a pid that was reused by another process since fails both. Checked before any
+    signal is sent to a pid taken from a file."""
+    start = process_start(pid)
+    if start is None or abs(start - started_at) > slack_s:
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            return command_word.encode() in f.read()
+    except (OSError, ValueError):
+        return False

@@ -43,8 +43,17 @@ class UserError(ValueError):
 
     def __init__(self, lines: list[str] | str):
         # Each problem stays one line whatever a user's value held (a key with a newline, an escape sequence).
-        self.lines = [printable(line) for line in ([lines] if isinstance(lines, str) else lines)]
+        self.lines = [printable(_worker_message(line)) for line in ([lines] if isinstance(lines, str) else lines)]
         super().__init__("\n".join(self.lines))
+
+
+def _worker_message(text: object) -> object:
+    """The error's own message when torch's DataLoader re-raised it from a worker (it prefixes the worker's whole
+    traceback): a user sees the one line that says what is wrong, not the worker's stack."""
+    if isinstance(text, str) and "\nOriginal Traceback (most recent call last):" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def printable(text: object) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from simclr_hpc import rundir
 from simclr_hpc.config import BASELINE_ENCODERS, Config, ConfigError, UserError
 from simclr_hpc.data.index import DatasetIndex, read_index
+from simclr_hpc.data.shard_check import check_shard_files
 from simclr_hpc.readers import FileError, read_json
 from simclr_hpc.train.task_table import TASKS
 
@@ -112,6 +113,8 @@ def check_inputs(stage: str, cfg: Config, runs_may_be_pending: bool = False,
     index = None
     if not shards_may_be_pending:
         index = _index(cfg)
+        # The tars agree with index.json, before anything is written (their contents too, unless damage is skipped).
+        check_shard_files(index, contents=cfg.data.on_error == "raise")
         _need_split(index, cfg, cfg.data.train_split, "data.train_split")
         if entry.evaluates:
             _need_split(index, cfg, cfg.data.eval_split, "data.eval_split")
@@ -127,3 +130,34 @@ def check_inputs(stage: str, cfg: Config, runs_may_be_pending: bool = False,
     if entry.check is not None and not runs_may_be_pending:
         entry.check(cfg, index, archs)
     return index
+
+
+def input_hashes(stage: str, cfg: Config) -> dict[str, str]:
+    """What a ``stage`` run with ``cfg`` reads, by content: ``data`` (the shards' index.json content hash) and the
+    recorded sha256 of the last checkpoint of each run it loads (its task-table inputs, by field: ``finetune.encoder``,
+    ``distill.teacher``, ...). A key is absent when that input is (a baseline encoder, no teacher, shards not built)."""
+    out: dict[str, str] = {}
+    try:
+        index = read_json(Path(cfg.data.shards) / "index.json", "shard index")
+        if isinstance(index, dict) and isinstance(index.get("content_hash"), str):
+            out["data"] = index["content_hash"]
+    except FileError:
+        pass
+    for item in TASKS[stage].inputs:
+        ref = item.value(cfg)
+        if not ref or ref in BASELINE_ENCODERS:
+            continue
+        try:
+            meta = read_json((rundir.checkpoints_dir(ref) / rundir.LATEST).resolve() / "meta.json", "meta.json")
+        except FileError:
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("sha256"), str):
+            out[item.field] = meta["sha256"]
+    return out
+
+
+def changed_inputs(recorded: dict, now: dict) -> list[str]:
+    """The inputs whose content differs between a finished run's record and now (an input gone now is not "changed":
+    the record is all that is left of it)."""
+    return [f"{name} {recorded[name][:12]} -> {now[name][:12]}" for name in sorted(recorded)
+            if name in now and recorded[name] != now[name]]

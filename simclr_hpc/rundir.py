@@ -91,6 +91,9 @@ class Result:
     """``Config.hash(stage)`` of the run: compared with the config a study plans now to flag stale results."""
     data_hash: str | None = None
     """Content hash of the shards (``index.json``) the run trained on: a study tells results of replaced data by it."""
+    inputs_sha256: dict[str, str] | None = None
+    """sha256 of the checkpoint of each run it read (``encoder``, ``teacher``, ``student_init``): a finished run whose
+    inputs were replaced since is refused, never answered with its old result (``runner.finished_result``)."""
     seed: int | None = None
     steps: int | None = None
     global_batch: int | None = None

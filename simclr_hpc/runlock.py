@@ -118,8 +118,9 @@ class RunLock:
     is refused after taking the lock leaves nothing behind.
     """
 
-    def __init__(self, run_dir: str | Path, job_alive: Callable[[str], bool | None] | None = None):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: str | Path, job_alive: Callable[[str], bool | None] | None = None,
+                 what: str = "run directory"):
+        self.run_dir, self.what = Path(run_dir), what
         self.path = self.run_dir / LOCK_FILE
         self.job_alive = job_alive
         self.record = holder_record()
@@ -127,7 +128,7 @@ class RunLock:
 
     def _mkdirs(self) -> None:
         missing = [p for p in [self.run_dir, *self.run_dir.parents] if not p.exists()]
-        make_dir(self.run_dir, "run directory")
+        make_dir(self.run_dir, self.what)
         self.created = missing  # deepest first
 
     def acquire(self) -> None:

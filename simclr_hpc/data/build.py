@@ -22,6 +22,7 @@ from simclr_hpc.data.shard_plan import IMAGE_EXTS, BuildPlan, PlannedShard, carv
 from simclr_hpc.data.shard_writer import Check, run_pending
 from simclr_hpc.data.sources import DataError, Source, open_source
 from simclr_hpc.outputs import check_output_dir, make_dir
+from simclr_hpc.runlock import RunLock
 
 CHECKS = ("header", "full")
 
@@ -49,7 +50,11 @@ def plan_build(source: Source | str, out_dir: str | Path, *, val_fraction: float
     first = source.splits[splits["train"].origin].image(int(splits["train"].positions[0]))
     if image_format == "auto":
         image_format = "png" if max(first.shape[:2]) <= 128 else "jpg"
-    plan = BuildPlan(out, source.spec, source.classes, image_format, int(first.shape[2]), seed, val_fraction,
+    # Channels: an array source's are its arrays'; a file source's are decided by its files, not by whichever image
+    # the shuffle put first: planned as colour (grey images stored as they are, readers expand them), and index.json
+    # says 1 only when every stored image was grey (finish()).
+    channels = int(first.shape[2]) if source.splits[splits["train"].origin].files is None else 3
+    plan = BuildPlan(out, source.spec, source.classes, image_format, channels, seed, val_fraction,
                      shard_size, eval_split, splits)
     return plan, source
 
@@ -81,9 +86,15 @@ def write_shards(source: Source | str, out_dir: str | Path, *, val_fraction: flo
         raise DataError(f"--check {check!r}: use header or full")
     plan, source = plan_build(source, out_dir, val_fraction=val_fraction, shard_size=shard_size, seed=seed,
                               image_format=image_format, test_fraction=test_fraction)
-    pending = start_build(plan)
-    run_pending(plan, pending, source, check, workers, progress)
-    return finish(plan.root)
+    # One build per directory at a time: a second `data shards` into it while one runs is refused naming the first
+    # (two builds would both "succeed", one over the other). Slurm array tasks (build_range) share the plan instead.
+    with RunLock(plan.root, what="OUT_DIR"):
+        if (plan.root / INDEX).exists():
+            raise DataError(f"{plan.root}: already holds shards (index.json); remove it or choose another output "
+                            "directory")
+        pending = start_build(plan)
+        run_pending(plan, pending, source, check, workers, progress)
+        return finish(plan.root)
 
 
 def task_shards(plan: BuildPlan, task: int, tasks: int) -> list[PlannedShard]:
@@ -127,7 +138,7 @@ def finish(out_dir: str | Path) -> DatasetIndex:
         if split.files is not None:  # so subset files that list images by file name can be used
             doc["splits"][name]["names"] = [Path(f).name for f in split.files]
     doc["image_size"] = list(next(iter(sizes))) if len(sizes) == 1 and not mixed else None
-    doc["channels"] = plan.channels
+    doc["channels"] = 3 if plan.channels == 3 and any(r.get("colour", True) for r in records.values()) else 1
     doc["content_hash"] = content_hash(doc)
     fsutil.write_text_atomic(plan.root / INDEX, json.dumps(doc, indent=1))
     shutil.rmtree(plan.build_dir())  # the build's own bookkeeping, no longer needed

@@ -14,12 +14,14 @@ import math
 import numpy as np
 import torch
 
+from simclr_hpc.data.limits import opened, to_uint8
+
 
 def open_image(data: bytes):
     """A lazily decoded PIL image from encoded bytes (header read only; the transforms decide the decode scale)."""
     from PIL import Image
 
-    return Image.open(io.BytesIO(data))
+    return opened(Image.open(io.BytesIO(data)))  # a header claiming a bomb's size: ImageTooLarge, before decoding
 
 
 def decoded_pixels(data: bytes) -> np.ndarray:
@@ -47,8 +49,8 @@ def to_uint8_chw(img) -> torch.Tensor:
 
 
 def _pixels(img) -> np.ndarray:
-    """A PIL image's pixels as uint8 HWC (RGB) or HW (grayscale); other modes are converted to RGB."""
-    return np.asarray(img if img.mode in ("RGB", "L") else img.convert("RGB"))
+    """A PIL image's pixels as uint8 HWC (RGB) or HW (grayscale); other modes are converted (``limits``)."""
+    return to_uint8(img)
 
 
 def image_hw(img) -> tuple[int, int]:

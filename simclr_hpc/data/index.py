@@ -103,6 +103,45 @@ def _labels(values, split: str, doc: dict) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
+def _shard(x: dict) -> ShardInfo:
+    """One shard record. Its name must be a plain ``*.tar`` file name: a shard is only ever read inside its directory
+    (never ``../other/x.tar`` or ``/etc/passwd``)."""
+    name = x["name"]
+    if not isinstance(name, str) or Path(name).name != name or name.startswith(".") or not name.endswith(".tar") \
+            or "\\" in name or not name.isprintable():
+        raise ValueError(f"shard name {str(name)[:80]!r} is not a *.tar file name inside the directory")
+    info = ShardInfo(name, _whole(x["count"], "count"), str(x["sha256"]),
+                     _whole(x["bytes"], "bytes") if "bytes" in x else None)
+    return info
+
+
+def _whole(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"shard {what} {str(value)[:40]!r} is not a whole number")
+    return value
+
+
+def _sizes(doc: dict, splits: dict) -> tuple[int, int] | None:
+    """The index's image size (checked: two whole numbers an image may have), after checking what else it declares:
+    1 or 3 channels, at most MAX_CLASSES classes, no key twice."""
+    from simclr_hpc.data.limits import MAX_CLASSES, check_size
+
+    if doc["channels"] not in (1, 3) or isinstance(doc["channels"], bool):
+        raise ValueError(f"channels {str(doc['channels'])[:20]!r} is neither 1 nor 3")
+    if not isinstance(doc["classes"], list) or len(doc["classes"]) > MAX_CLASSES:
+        raise ValueError(f"classes must be a list of at most {MAX_CLASSES:,} names")
+    keys = [k for split in splits.values() for k in split.keys]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a sample key is listed twice; keys must be unique")
+    size = doc.get("image_size")
+    if size is None:
+        return None
+    if not isinstance(size, list) or len(size) != 2 or not all(isinstance(v, int) for v in size):
+        raise ValueError(f"image_size {str(size)[:40]} is not [height, width]")
+    check_size(size[1], size[0])
+    return tuple(size)
+
+
 def read_index(shards_dir: str | Path) -> DatasetIndex:
     """Read ``index.json`` of ``shards_dir``; a missing or malformed one is a DataError saying how to build it."""
     root = Path(shards_dir)
@@ -124,8 +163,7 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
             raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
         splits = {}
         for name, s in doc["splits"].items():
-            shards = [ShardInfo(str(x["name"]), int(x["count"]), str(x["sha256"]),
-                                int(x["bytes"]) if "bytes" in x else None) for x in s["shards"]]
+            shards = [_shard(x) for x in s["shards"]]
             keys, labels = [str(k) for k in s["keys"]], _labels(s["labels"], name, doc)
             if len(keys) != len(labels) or len(keys) != sum(x.count for x in shards):
                 raise ValueError(f"split {name}: {len(keys)} keys, {len(labels)} labels, shard counts sum to "
@@ -134,7 +172,7 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
             if names is not None and len(names) != len(keys):
                 raise ValueError(f"split {name}: {len(keys)} keys but {len(names)} file names")
             splits[name] = SplitIndex(keys, labels, shards, names)
-        size = doc.get("image_size")
+        size = _sizes(doc, splits)
         return DatasetIndex(root=root, source=str(doc["source"]), classes=[str(c) for c in doc["classes"]],
                             image_size=tuple(size) if size else None, channels=int(doc["channels"]),
                             image_format=str(doc["image_format"]), seed=int(doc["seed"]),

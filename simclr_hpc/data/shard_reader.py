@@ -25,11 +25,14 @@ import numpy as np
 from simclr_hpc.data.batching import Batcher
 from simclr_hpc.data.decode import decoded_pixels, open_image
 from simclr_hpc.data.index import INDEX, ShardInfo, SplitIndex
+from simclr_hpc.data.limits import IMAGE_ERRORS
 from simclr_hpc.data.memo import ByteCappedMemo, file_stamp
 from simclr_hpc.data.shards import IMAGE_EXTS, TruncatedShard, iter_tar_samples
 from simclr_hpc.data.sources import DataError
 
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)  # what PIL raises for corrupt or truncated image data
+DECODE_ERRORS = IMAGE_ERRORS  # what PIL raises for corrupt, truncated or oversized image data
+MAX_BARREN_SAMPLES = 2000
+"""Undecodable samples in a row after which a skipping stream stops (far more than any real run loses in a row)."""
 SHARD_MEMO = ByteCappedMemo(256 * 2**20)
 """Decoded PNG shards kept per process: ``(index stamp, shard stamp) -> [(pos, key, label, {"png": uint8 array})]``,
 256 MB at most (``memo.file_stamp``)."""
@@ -170,11 +173,21 @@ class ShardReader:
                                 f"after {barren} reads; run `simclr-hpc data verify {self.root}`")
 
     def decoded(self, samples: Iterator[tuple], rng: random.Random, batcher: Batcher) -> Iterator[tuple]:
-        """Pipeline stage: ``(shard, key, label, parts)`` -> ``(views, y, key)``; bad images raise or are counted."""
+        """Pipeline stage: ``(shard, key, label, parts)`` -> ``(views, y, key)``; bad images raise or are counted.
+        Under ``skip``, MAX_BARREN_SAMPLES undecodable samples in a row stop the stream with a reason: shards whose
+        every image is broken must not make an endless stream spin."""
+        barren = 0
         for shard, key, label, raw in samples:
             sample = self._transform(shard, key, label, raw, rng, batcher)
             if sample is not None:
+                barren = 0
                 yield sample[0], sample[1], key
+                continue
+            barren += 1
+            if barren >= MAX_BARREN_SAMPLES:
+                raise DataError(f"{self.root}: split {self.split}: the last {barren} samples read were all "
+                                f"undecodable (e.g. {shard.path.name} key {key}); data.on_error=skip cannot train on "
+                                f"nothing: run `simclr-hpc data verify {self.root}` and rebuild the shards")
 
     def _transform(self, shard: Shard, key: str, label: int, parts: dict, rng: random.Random, batcher: Batcher):
         """Decode and transform one sample; returns (views, y) or None when it is corrupt and skipped."""

@@ -32,6 +32,7 @@ import numpy as np
 
 from simclr_hpc import fsutil
 from simclr_hpc.data.headers import END_MARKERS, cut_short, read_header
+from simclr_hpc.data.limits import IMAGE_ERRORS, ImageTooLarge, check_size, not_regular, opened, to_uint8
 from simclr_hpc.data.shard_plan import PARTIAL, BuildPlan, PlannedShard, PlannedSplit
 from simclr_hpc.data.sources import DataError, Source, bad_image, encode_image
 
@@ -96,8 +97,15 @@ def file_payload(path: Path, image_format: str, channels: int, check: Check) -> 
     """``(bytes, extension, (height, width))`` to store for an image file: the file itself when its format is the
     shards' and its colours need no conversion (grayscale included: readers expand it), else the decoded image encoded
     as ``image_format`` (CMYK and palette images, 16-bit PNGs, other formats)."""
+    if why := not_regular(path):  # a FIFO would block the build forever
+        raise bad_image(path, OSError(why))
     data = path.read_bytes()
     header = read_header(data)
+    if header is not None:
+        try:
+            check_size(header.width, header.height)  # a decompression bomb is refused from its header
+        except ImageTooLarge as exc:
+            raise bad_image(path, exc) from None
     modes = ("RGB", "L") if channels == 3 else ("L",)
     as_is = header is not None and header.mode in modes and {"JPEG": "jpg", "PNG": "png"}[header.format] == image_format
     if as_is and check == "header":
@@ -108,16 +116,18 @@ def file_payload(path: Path, image_format: str, channels: int, check: Check) -> 
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            opened(img)
             if img.format in END_MARKERS and END_MARKERS[img.format] not in data[-64:]:
                 raise OSError("no end-of-image marker: the file is cut short")
             img.load()
             hw = (img.height, img.width)
             if as_is:
                 return data, image_format, hw
-            pixels = np.asarray(img.convert("RGB" if channels == 3 else "L"))
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL: UnidentifiedImageError, truncated file, bad header
+            # grey stays grey in colour shards (readers expand it); 16-bit and float images scaled, not clipped
+            pixels = to_uint8(img, None if channels == 3 else True)
+    except IMAGE_ERRORS as exc:  # PIL: UnidentifiedImageError, truncated file, bad header, a bomb
         raise bad_image(path, exc) from None
-    return encode_image(pixels.reshape(*hw, channels), image_format), image_format, hw
+    return encode_image(pixels.reshape(*hw, -1), image_format), image_format, hw
 
 
 def array_payload(image: np.ndarray, image_format: str, channels: int) -> tuple[bytes, str, tuple[int, int]]:
@@ -171,8 +181,10 @@ def write_shard(plan: BuildPlan, shard: PlannedShard, images: _Images) -> dict:
         raise fsutil.write_failed(final, err) from err
     os.replace(partial, final)
     sizes = sorted({hw for _, _, hw in payloads.values()})
+    colour = any((h := read_header(data)) is None or h.mode != "L" for data, _, _ in payloads.values())
     record = {"plan": plan.digest, "name": shard.name, "count": shard.stop - shard.start,
-              "sha256": tar.sha256.hexdigest(), "bytes": tar.size, "sizes": [list(s) for s in sizes[:2]]}
+              "sha256": tar.sha256.hexdigest(), "bytes": tar.size, "sizes": [list(s) for s in sizes[:2]],
+              "colour": colour}
     # Not fsynced (nor the renames): a record or a rename lost in a crash only makes the rerun write the shard again;
     # four fsyncs per shard were most of a build's time on a local disk.
     done = plan.done_path(shard)

@@ -23,6 +23,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
 from simclr_hpc import fsutil
 from simclr_hpc.data.build import write_shards
+from simclr_hpc.data.limits import not_regular, opened, to_uint8
 from simclr_hpc.data.index import DatasetIndex, read_index
 from simclr_hpc.data.shard_plan import IMAGE_EXTS, SPLITS
 from simclr_hpc.data.sources import UNLABELED
@@ -78,8 +79,14 @@ def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
         for item in files:
             if not item:  # tar_file_expander's end-of-shard marker: the tar stream ended without an error
                 ended.append(True)
+            elif "/" in item["fname"] or item["fname"].startswith("."):
+                # our members are <key>.<ext>: a path (../x.png) is not one of ours, and never taken as its basename
+                errors.append(ValueError(f"member {item['fname'][:80]!r} is a path, not a <key>.<ext> file name"))
+                return
             yield item
 
+    if why := not_regular(path):  # a FIFO would block the reader forever
+        raise FileNotFoundError(why) if not path.exists() else TruncatedShard(None, why)
     urls = [{"url": str(path.absolute())}]
     files = tar_file_expander(url_opener(urls, handler=stop_shard), handler=stop_shard)
     last_whole, final = None, None
@@ -115,11 +122,7 @@ def check_sample(key: str, parts: dict[str, bytes], num_classes: int) -> tuple[s
     ext = next((e for e in IMAGE_EXTS if e in parts), None)
     if ext is None:
         return f"key {key}: no image (.png/.jpg) in sample (has {', '.join(sorted(parts)) or 'nothing'})", None
-    try:
-        with Image.open(io.BytesIO(parts[ext])) as img:
-            img.load()
-    except Exception as exc:  # PIL raises many types for corrupt data
-        return f"key {key}: undecodable image ({type(exc).__name__}: {exc})", None
+    # The label first: a bad label is named as one, not as an undecodable image.
     if "cls" not in parts:
         return f"key {key}: missing label (.cls)", None
     try:
@@ -130,6 +133,11 @@ def check_sample(key: str, parts: dict[str, bytes], num_classes: int) -> tuple[s
         return f"key {key}: label {label} in unlabeled shards (expected {UNLABELED})", None
     if num_classes and not 0 <= label < num_classes:
         return f"key {key}: label {label} outside 0..{num_classes - 1}", None
+    try:
+        with Image.open(io.BytesIO(parts[ext])) as img:
+            opened(img).load()  # a header claiming a bomb's size is refused before decoding
+    except Exception as exc:  # PIL raises many types for corrupt data
+        return f"key {key}: undecodable image ({type(exc).__name__}: {exc})", None
     return None, label
 
 
@@ -197,7 +205,7 @@ def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64, out: str
                 if problem or len(examples[label]) >= per_class:
                     continue
                 ext = next(e for e in IMAGE_EXTS if e in parts)
-                img = Image.open(io.BytesIO(parts[ext])).convert("RGB")
+                img = Image.fromarray(to_uint8(Image.open(io.BytesIO(parts[ext])), grey=False))
                 examples[label].append(img.resize((tile, tile), Image.BILINEAR))
         except TruncatedShard:
             pass

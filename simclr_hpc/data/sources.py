@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from simclr_hpc.config import UserError
+from simclr_hpc.data.limits import IMAGE_ERRORS, MAX_CLASSES, not_regular, npz_too_large, opened, to_uint8
 from simclr_hpc.data.source_spec import SourceSpec, SourceSpecError, parse_source
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -50,11 +51,12 @@ class Split:
             return self.array[i]
         from PIL import Image
 
+        if why := not_regular(self.files[i]):  # a FIFO would block here forever
+            raise bad_image(self.files[i], OSError(why))
         try:
             with Image.open(self.files[i]) as img:
-                img = img.convert("L" if img.mode in ("1", "L", "I;16", "I", "F") else "RGB")
-                arr = np.asarray(img)
-        except (OSError, ValueError, SyntaxError) as exc:  # PIL: UnidentifiedImageError, truncated file, bad header
+                arr = to_uint8(opened(img))  # grey stays grey; 16-bit and float images scaled (limits)
+        except IMAGE_ERRORS as exc:  # PIL: UnidentifiedImageError, truncated file, bad header, a bomb
             raise bad_image(self.files[i], exc) from None
         return arr[..., None] if arr.ndim == 2 else arr
 
@@ -206,6 +208,9 @@ def _tree_files(tree: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
     for label, cls in enumerate(classes):
         found = sorted(p for p in (tree / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
             if (tree / cls).is_dir() else []
+        for path in found:
+            if why := not_regular(path):  # a FIFO named x.png would block the build forever
+                raise DataError(f"{path}: {why}; an image must be a file: remove it")
         files += found
         labels += [label] * len(found)
     return files, labels
@@ -227,6 +232,10 @@ def open_imagefolder(root: str) -> Source:
         files, labels = _tree_files(tree, classes)
         if not files:
             raise DataError(f"{tree}: no images ({', '.join(IMAGE_SUFFIXES)}) under its class subdirectories")
+        empty = [cls for k, cls in enumerate(classes) if k not in set(labels)] if split == "train" else []
+        if empty:  # a class with no training image would be counted, learnt from nothing and scored as a class
+            raise DataError(f"{tree / empty[0]}: class directory without images ({len(empty)} such); add images or "
+                            "remove it")
         splits[split] = Split(labels=np.asarray(labels, dtype=np.int64), files=files)
     return Source("imagefolder", f"imagefolder:{root}", classes, splits)
 
@@ -260,8 +269,10 @@ def _npz_images(x: np.ndarray, where: str) -> np.ndarray:
 def open_npz(path: str) -> Source:
     """Arrays ``x``, ``y`` (and optionally ``x_test``, ``y_test``, ``classes``) from an ``.npz`` file."""
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise _missing(file, "write it with numpy.savez(FILE, x=uint8 N,H,W[,C], y=int labels)")
+    if why := not_regular(file):
+        raise DataError(f"{file}: {why}; give the .npz file itself")
     try:
         arrays = np.load(file, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -269,6 +280,8 @@ def open_npz(path: str) -> Source:
     for key in ("x", "y"):
         if key not in arrays:
             raise DataError(f"{file}: no array '{key}' (found {', '.join(arrays.files)})")
+    if why := npz_too_large(arrays):
+        raise DataError(f"{file}: {why}")
     try:
         arrays = {key: arrays[key] for key in arrays.files}
     except ValueError as exc:  # an object (pickled) array: refused, loading it could run code
@@ -287,6 +300,8 @@ def open_npz(path: str) -> Source:
             raise DataError(f"{file}: '{yk}' has negative labels; labels must be 0..K-1")
         splits[split] = Split(labels=y, array=x)
     num = int(max(s.labels.max() for s in splits.values())) + 1
+    if num > MAX_CLASSES:
+        raise DataError(f"{file}: labels go up to {num - 1}, more than {MAX_CLASSES:,} classes; labels must be 0..K-1")
     classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(i) for i in range(num)]
     if len(classes) < num:
         raise DataError(f"{file}: 'classes' names {len(classes)} classes but labels go up to {num - 1}")

@@ -7,6 +7,7 @@ for the ``(process id, result.json)`` of those jobs before it starts (the local 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import sys
@@ -98,15 +99,24 @@ class LocalLauncher(Launcher):
     def states(self, records: list[JobRecord]) -> dict[int, Seen]:
         """A run is done when it wrote result.json (a worker runs several); else running while its worker lives."""
         return {rec.id: Seen("COMPLETED" if rec.result_path.exists() else
-                             "RUNNING" if fsutil.pid_alive(rec.job_id) else "FAILED") for rec in records}
+                             "RUNNING" if _own_process(rec) else "FAILED") for rec in records}
 
     def cancel(self, record: JobRecord) -> bool:
-        if fsutil.pid_alive(record.job_id):
+        # Signalled only while the pid is still the job's own process (submitit's, started at its submission): a pid
+        # reused since by another process is left alone.
+        if _own_process(record):
             try:
                 os.kill(int(record.job_id), signal.SIGTERM)
             except ProcessLookupError:
                 pass
         return True
+
+
+def _own_process(rec: JobRecord) -> bool:
+    """The local job's pid is still its submitit process, started when it was submitted (not a later process that
+    reused the pid: it would look RUNNING forever, and a cancel would signal it)."""
+    started = dt.datetime.fromisoformat(rec.submitted_at).timestamp()
+    return fsutil.pid_alive(rec.job_id) and fsutil.is_process(rec.job_id, started, "submitit")
 
 
 class InProcessLauncher(LocalLauncher):

@@ -82,6 +82,13 @@ def finished_result(stage: str, cfg: Config) -> dict | None:
     if recorded != cfg.hash(stage):
         raise ConfigError(f"run.name: {path} was written by a different config (config_hash {recorded} != "
                           f"{cfg.hash(stage)}); choose another run.name or delete that directory")
+    before = {"data": result.get("data_hash"), **(result.get("inputs_sha256") or {})}
+    changed = references.changed_inputs({k: v for k, v in before.items() if isinstance(v, str)},
+                                        references.input_hashes(stage, cfg))
+    if changed:  # same config, other data or another encoder behind the same paths: its result answers for neither
+        raise ConfigError(f"run.name: {cfg.run_dir(stage)} finished on inputs that have changed since "
+                          f"({', '.join(changed)}); delete that directory to run it on the current ones, or choose "
+                          "another run.name")
     return result
 
 
@@ -100,7 +107,8 @@ def run_stage(stage: str, cfg: Config, job_alive: Callable[[str], bool | None] |
     done = finished_result(stage, cfg)
     if done is not None:
         return done
-    data_hash = check_inputs(stage, cfg).content_hash
+    check_inputs(stage, cfg)
+    inputs = references.input_hashes(stage, cfg)  # after check_inputs verified each checkpoint against its sha256
     check_output_dir(cfg.run.root, "run.root")
     # Meet the other ranks before anything is written, under a deadline that names them (a stale WORLD_SIZE in a
     # shell must not hang silently or leave a run directory); the engine then finds the group started (its backend).
@@ -111,11 +119,11 @@ def run_stage(stage: str, cfg: Config, job_alive: Callable[[str], bool | None] |
             return done
         if env.rank == 0:
             prepare_run_dir(stage, cfg)
-        return _train(stage, cfg, env, per_device, micro, accumulation, data_hash)
+        return _train(stage, cfg, env, per_device, micro, accumulation, inputs)
 
 
 def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int, accumulation: int,
-           data_hash: str) -> dict:
+           inputs: dict[str, str]) -> dict:
     run_dir = cfg.run_dir(stage)
     t0 = time.time()
     engine = create_engine(cfg, env)
@@ -131,7 +139,7 @@ def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int,
         if engine.is_main and task.subset() is not None:
             fsutil.write_json_atomic(rundir.subset_path(run_dir), task.subset())
         outcome = train(task, ctx)
-        result = _result(stage, ctx, task, outcome, time.time() - t0, data_hash)
+        result = _result(stage, ctx, task, outcome, time.time() - t0, inputs)
         if engine.is_main:
             result.write(run_dir)
             log.info("%s done: %s", run_dir, fsutil.dumps_json(result.metrics))
@@ -148,13 +156,13 @@ def _metrics(outcome: TrainOutcome) -> dict:
 
 
 def _result(stage: str, ctx: StageContext, task: Task, outcome: TrainOutcome, wall_s: float,
-            data_hash: str) -> Result:
+            inputs: dict[str, str]) -> Result:
     """The run's result.json: its config's coordinates, the outcome, the runtime facts and the task's facts."""
     cfg, engine = ctx.cfg, ctx.engine
     latest = ckpt.latest_whole(rundir.checkpoints_dir(ctx.run_dir))
     return Result(
         stage=stage, study=cfg.run.study, run=cfg.run.name, run_dir=str(ctx.run_dir), config_hash=cfg.hash(stage),
-        data_hash=data_hash,
+        data_hash=inputs.get("data"), inputs_sha256={k: v for k, v in inputs.items() if k != "data"} or None,
         seed=cfg.run.seed, steps=outcome.steps, global_batch=cfg.train.global_batch, per_device_batch=ctx.per_device,
         accumulation=ctx.accumulation, metrics=_metrics(outcome), wall_s=wall_s,
         images_per_s=outcome.images_per_s, skipped_samples=outcome.skipped_samples, device=_device_name(engine),

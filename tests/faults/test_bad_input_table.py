@@ -257,6 +257,33 @@ ROWS = [
     ("export_wrong_suffix", ["export", "{pre}", "--out", "{w}/enc.safetensors"], ["named *.pt"], {}),  # issue 24
     ("manifest_fifo_force", ["sweep", "finetune", "-c", "{study}", "--manifest", "{w}/fifo.tsv", "--force"],
      ["FIFO"], {}),  # issue 24
+    # ---- issue 24: every path read from a file stays inside its directory; index.json agrees with its tars --------
+    ("index_shard_outside", run("pretrain", shards="{w}/sh_outside"), ["index.json", "'../",
+                                                                        "inside the directory"], {}),  # issue 24
+    ("verify_index_etc_passwd", ["data", "verify", "{w}/sh_passwd"], ["'/etc/passwd'", "inside the directory"],
+     {}),  # issue 24: verify hashed /etc/passwd
+    ("shard_link_outside", run("pretrain", shards="{w}/sh_link"), ["train-000000.tar", "outside the shard directory"],
+     {}),  # issue 24
+    ("shard_not_a_tar", run("pretrain", shards="{w}/sh_notar"), ["train-000000.tar", "not a tar file"],
+     {}),  # issue 24
+    ("shard_is_fifo", run("pretrain", shards="{w}/sh_fifo"), ["train-000000.tar", "FIFO"], {}),  # issue 24: hung
+    ("shard_other_first_key", run("pretrain", shards="{w}/sh_swapped"), ["index.json says its first sample"],
+     {}),  # issue 24: the shards of another build under the same names
+    ("shard_first_member_link", run("pretrain", shards="{w}/sh_member_link"), ["not a regular file"],
+     {}),  # issue 24
+    ("index_duplicate_keys", run("pretrain", shards="{w}/sh_dupkeys"), ["listed twice"], {}),  # issue 24
+    ("index_huge_image_size", run("pretrain", shards="{w}/sh_hugesize"), ["40000x40000"], {}),  # issue 24
+    ("index_count_not_integer", run("pretrain", shards="{w}/sh_count"), ["count", "whole number"], {}),  # issue 24
+    ("imagefolder_fifo_image", ["data", "shards", "imagefolder:{w}/if_fifo", "{w}/out"], ["pipe.png", "FIFO"],
+     {}),  # issue 24: hung
+    ("imagefolder_empty_class", ["data", "shards", "imagefolder:{w}/if_empty", "{w}/out"],
+     ["if_empty/c", "without images"], {}),  # issue 24: was counted as a class
+    ("imagefolder_class_only_in_test", ["data", "shards", "imagefolder:{w}/if_testonly", "{w}/out"],
+     ["'z'", "training tree's classes"], {}),  # issue 24
+    ("npz_inflates_to_7_gib", ["data", "shards", "npz:{w}/bomb.npz", "{w}/out"], ["7.0 GiB", "4 GiB"],
+     {}),  # issue 24
+    ("npz_labels_up_to_2_40", ["data", "shards", "npz:{w}/labels40.npz", "{w}/out"], ["1099511627776",
+                                                                                    "1,000,000 classes"], {}),
 ]
 
 
@@ -353,6 +380,79 @@ def _issue24_inputs(w: Path, sh: Path, study: dict) -> None:
         (w / name / "index.json").write_text(json.dumps(index))
     (w / "existing.pt").write_text("precious\n")
     os.mkfifo(w / "fifo.tsv")
+    _hostile_shards(w, sh)
+    _hostile_sources(w)
+
+
+def _edited_index(w: Path, sh: Path, name: str, edit) -> Path:
+    shutil.copytree(sh, w / name)
+    index = json.loads((w / name / "index.json").read_text())
+    edit(index)
+    (w / name / "index.json").write_text(json.dumps(index))
+    return w / name
+
+
+def _hostile_shards(w: Path, sh: Path) -> None:
+    import io
+    import tarfile
+
+    def first_shard(index: dict) -> dict:
+        return index["splits"]["train"]["shards"][0]
+
+    _edited_index(w, sh, "sh_outside", lambda i: first_shard(i).update(name="../sh_notar/train-000000.tar"))
+    _edited_index(w, sh, "sh_passwd", lambda i: first_shard(i).update(name="/etc/passwd"))
+    _edited_index(w, sh, "sh_dupkeys", lambda i: i["splits"]["train"]["keys"].__setitem__(1, i["splits"]["train"][
+        "keys"][0]))
+    _edited_index(w, sh, "sh_hugesize", lambda i: i.update(image_size=[40000, 40000]))
+    _edited_index(w, sh, "sh_count", lambda i: first_shard(i).update(count=1e9))
+    for name in ("sh_link", "sh_notar", "sh_fifo", "sh_swapped", "sh_member_link"):
+        shutil.copytree(sh, w / name)
+    (w / "sh_link" / "train-000000.tar").unlink()
+    (w / "sh_link" / "train-000000.tar").symlink_to(sh / "train-000000.tar")  # a whole tar, outside its directory
+    size = (sh / "train-000000.tar").stat().st_size  # the size index.json recorded: only the contents differ
+    (w / "sh_notar" / "train-000000.tar").write_bytes((bytes(range(256)) * (size // 256 + 1))[:size])
+    (w / "sh_fifo" / "train-000000.tar").unlink()
+    os.mkfifo(w / "sh_fifo" / "train-000000.tar")
+    tars = sorted((w / "sh_swapped").glob("train-*.tar"))
+    tars[0].rename(w / "sh_swapped" / "tmp.tar")
+    tars[1].rename(tars[0])
+    (w / "sh_swapped" / "tmp.tar").rename(tars[1])
+    with tarfile.open(w / "sh_member_link" / "train-000000.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        link = tarfile.TarInfo("train-0000000.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+        tar.addfile(tarfile.TarInfo("train-0000000.cls"), io.BytesIO(b""))
+    with open(w / "sh_member_link" / "train-000000.tar", "r+b") as f:
+        f.truncate(size)
+
+
+def _hostile_sources(w: Path) -> None:
+    import zipfile
+
+    from PIL import Image
+
+    for name, classes in (("if_fifo", "ab"), ("if_empty", "ab"), ("if_testonly/train", "ab"),
+                          ("if_testonly/test", "abz")):
+        for cls in classes:
+            (w / name / cls).mkdir(parents=True)
+            Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(w / name / cls / "0.png")
+    os.mkfifo(w / "if_fifo" / "a" / "pipe.png")
+    (w / "if_empty" / "c").mkdir()
+    header = io_bytes()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (7 * 2**20, 32, 32)})  # 7 GiB declared, 350 bytes stored
+    with zipfile.ZipFile(w / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x.npy", header.getvalue() + bytes(1000))
+        y = io_bytes()
+        np.save(y, np.zeros(4, np.int64))
+        z.writestr("y.npy", y.getvalue())
+    np.savez(w / "labels40.npz", x=np.zeros((4, 8, 8), np.uint8), y=np.array([0, 1, 2**40, 3]))
+
+
+def io_bytes():
+    import io
+
+    return io.BytesIO()
 
 
 def _job_registry(root: Path) -> None:
@@ -425,6 +525,8 @@ def test_the_table_holds_the_examples_of_issue_24():
         "pretrain_global_batch_1", "transfer_num_classes_1", "finetune_one_class_data", "index_label_out_of_range",
         "index_label_negative", "shards_path_with_nul", "export_over_existing_file", "export_over_own_checkpoint",
         "export_wrong_suffix", "manifest_fifo_force", "world_size_not_a_number", "rank_beyond_world_size",
-        "master_port_out_of_range",
+        "master_port_out_of_range", "index_shard_outside", "verify_index_etc_passwd", "shard_link_outside",
+        "shard_not_a_tar", "shard_is_fifo", "shard_other_first_key", "index_duplicate_keys", "index_huge_image_size",
+        "imagefolder_fifo_image", "imagefolder_empty_class", "npz_inflates_to_7_gib", "npz_labels_up_to_2_40",
     }
     assert issue24 <= ids, issue24 - ids
