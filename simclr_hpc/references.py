@@ -113,11 +113,8 @@ def check_inputs(stage: str, cfg: Config, runs_may_be_pending: bool = False,
     index = None
     if not shards_may_be_pending:
         index = _index(cfg)
-        # The tars agree with index.json, before anything is written (their contents too, unless damage is skipped).
-        check_shard_files(index, contents=cfg.data.on_error == "raise")
-        _need_split(index, cfg, cfg.data.train_split, "data.train_split")
-        if entry.evaluates:
-            _need_split(index, cfg, cfg.data.eval_split, "data.eval_split")
+        # Labels first: shards without them cannot serve the stage whatever their splits (unlabeled shards have only
+        # train, so a split line would hide the real problem).
         if entry.needs_labels and not index.labelled:
             raise ConfigError(f"data.shards: {cfg.data.shards} holds unlabeled images ({index.source}) and {stage} "
                               "needs labels; point data.shards at labelled shards (cifar10:, imagefolder:, npz:, ...) "
@@ -126,6 +123,11 @@ def check_inputs(stage: str, cfg: Config, runs_may_be_pending: bool = False,
             raise ConfigError(f"data.shards: {cfg.data.shards} has {index.num_classes} class "
                               f"({', '.join(index.classes)}) and {stage} needs at least 2 (a classifier of one class is "
                               "right by definition); use data with two classes or more")
+        # The tars agree with index.json, before anything is written (their contents too, unless damage is skipped).
+        check_shard_files(index, contents=cfg.data.on_error == "raise")
+        _need_split(index, cfg, cfg.data.train_split, "data.train_split")
+        if entry.evaluates:
+            _need_split(index, cfg, cfg.data.eval_split, "data.eval_split")
     archs = {} if runs_may_be_pending else _input_archs(entry, cfg)
     if entry.check is not None and not runs_may_be_pending:
         entry.check(cfg, index, archs)
