@@ -6,6 +6,10 @@ Layout of a finished directory: ``<split>-NNNNNN.tar`` (WebDataset: per sample `
 and ``index.json``: class names, image size and channels, every split's keys and labels in shard order, per-shard
 counts, sizes and sha256, the evaluation split, and a content hash. ``index.json`` is written last, atomically: its
 presence means the directory is whole.
+
+Bad input is refused before anything is written (the settings, the source, the conflict with what OUT_DIR holds, and
+every image file's head and tail: ``image_check``); a failure while writing (damage only a decode finds, a full disk,
+a kill) keeps the finished shards for the rerun, and a failed build that kept none leaves OUT_DIR as it found it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from pathlib import Path
 from typing import Callable
 
 from simclr_hpc import fsutil
+from simclr_hpc.data.image_check import check_images
 from simclr_hpc.data.index import FORMAT, INDEX, DatasetIndex, read_index
-from simclr_hpc.data.shard_plan import IMAGE_EXTS, BuildPlan, PlannedShard, carve_splits, load_plan
+from simclr_hpc.data.shard_plan import BUILD_DIR, IMAGE_EXTS, BuildPlan, PlannedShard, carve_splits, load_plan
 from simclr_hpc.data.shard_writer import Check, run_pending
 from simclr_hpc.data.sources import DataError, Source, open_source
 from simclr_hpc.outputs import check_output_dir, make_dir
@@ -59,22 +64,31 @@ def plan_build(source: Source | str, out_dir: str | Path, *, val_fraction: float
     return plan, source
 
 
-def start_build(plan: BuildPlan) -> list[PlannedShard]:
-    """Save ``plan`` in OUT_DIR, or check it is the plan of the unfinished build there; the shards still to write."""
+def pending_shards(plan: BuildPlan) -> tuple[list[PlannedShard], bool]:
+    """The shards of ``plan`` still to write, and whether OUT_DIR holds this plan's unfinished build (False: none);
+    a DataError when it holds another build or shards no build of ours wrote. Writes nothing."""
     try:
-        saved = load_plan(plan.root) if (plan.root / "_build").exists() else None
+        saved = load_plan(plan.root) if (plan.root / BUILD_DIR).exists() else None
     except DataError:
         saved = None
     if saved is not None and saved.digest != plan.digest:
         raise DataError(f"{plan.root}: holds an unfinished build of another source, source contents or settings; "
                         "run the same command as before to finish it, or choose another output directory")
-    if saved is None:
-        if any(plan.root.glob("*.tar")):
-            raise DataError(f"{plan.root}: already holds shards that this build did not write; remove them or "
-                            "choose another output directory")
+    if saved is None and any(plan.root.glob("*.tar")):
+        raise DataError(f"{plan.root}: already holds shards that this build did not write; remove them or choose "
+                        "another output directory")
+    return [s for s in plan.shards() if plan.done(s) is None], saved is not None
+
+
+def start_build(plan: BuildPlan) -> list[PlannedShard]:
+    """Save ``plan`` in OUT_DIR, or check it is the plan of the unfinished build there; the shards still to write.
+    Every image file of those shards is checked first (``image_check``): a bad one is refused with nothing written."""
+    pending, resumed = pending_shards(plan)
+    check_images(plan, pending)
+    if not resumed:
         make_dir(plan.root, "OUT_DIR")
         plan.save()
-    return [s for s in plan.shards() if plan.done(s) is None]
+    return pending
 
 
 def write_shards(source: Source | str, out_dir: str | Path, *, val_fraction: float = 0.0, shard_size: int = 1000,
@@ -93,7 +107,12 @@ def write_shards(source: Source | str, out_dir: str | Path, *, val_fraction: flo
             raise DataError(f"{plan.root}: already holds shards (index.json); remove it or choose another output "
                             "directory")
         pending = start_build(plan)
-        run_pending(plan, pending, source, check, workers, progress)
+        try:
+            run_pending(plan, pending, source, check, workers, progress)
+        except DataError:
+            if not any(plan.done(s) for s in plan.shards()):  # nothing kept: leave OUT_DIR as it was found
+                shutil.rmtree(plan.build_dir(), ignore_errors=True)
+            raise
         return finish(plan.root)
 
 

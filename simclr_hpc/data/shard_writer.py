@@ -6,7 +6,8 @@ with ``workers`` processes; ``build_range`` writes one Slurm array task's share 
 through a writer that hashes the bytes as they go out, fsynced, renamed into place, then recorded as done: a shard
 file under its own name is always whole. A build never deletes what it did not write: the shards of a failed or
 killed build stay for the rerun, and the only files it removes are its own partial files (of processes of this host
-that are gone) and, at the end, its ``_build/`` bookkeeping.
+that are gone) and its ``_build/`` bookkeeping (at the end, or when a failed build kept no shard). Image files that
+are bad from their head or tail never get here: ``image_check`` refuses them before anything is written.
 
 Per image the source file is read in directory order within its shard and checked by its header (``--check header``:
 the format's header parses (``headers.read_header``) and the file ends with the format's end marker) or fully decoded

@@ -23,8 +23,8 @@ from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
 from simclr_hpc import fsutil
 from simclr_hpc.data.build import write_shards
-from simclr_hpc.data.limits import not_regular, opened, to_uint8
 from simclr_hpc.data.index import DatasetIndex, read_index
+from simclr_hpc.data.limits import not_regular, opened, to_uint8
 from simclr_hpc.data.shard_plan import IMAGE_EXTS, SPLITS
 from simclr_hpc.data.sources import UNLABELED
 from simclr_hpc.data.tarcheck import end_marker_missing

@@ -63,33 +63,57 @@ def _jpegs(root: Path, per_class: int = 6) -> Path:
     return root
 
 
-def test_a_cut_jpeg_fails_its_shard_alone_and_a_rerun_writes_only_that_shard(tmp_path):
+def _damage_inside(path: Path) -> None:
+    """Markers where pixels should be, inside the entropy-coded data: head and tail intact, only a decode fails."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"\xff\xda") + 20  # after the start of scan
+    data[start:start + 400] = b"\xff" * 400
+    path.write_bytes(bytes(data))
+
+
+def test_a_cut_jpeg_is_refused_in_one_line_before_anything_is_written(tmp_path):
     src = _jpegs(tmp_path / "src")
     cut = src / "b" / "3.jpg"
-    good = cut.read_bytes()
-    cut.write_bytes(good[: len(good) // 2])  # header intact, end-of-image marker gone
+    cut.write_bytes(cut.read_bytes()[:1000])  # header intact, end-of-image marker gone
     out = tmp_path / "out"
     with pytest.raises(DataError) as err:
         write_shards(f"imagefolder:{src}", out, shard_size=2, workers=2)
-    assert any(line.startswith(f"{cut}: not a readable image (no end-of-image marker") for line in err.value.lines)
+    assert len(err.value.lines) == 1 and err.value.lines[0].startswith(f"{cut}: not a readable image (no end-of-image")
+    assert not out.exists()
+
+
+def test_a_jpeg_damaged_inside_fails_its_shard_alone_and_a_rerun_writes_only_that_shard(tmp_path):
+    src = _jpegs(tmp_path / "src")
+    bad = src / "b" / "3.jpg"
+    good = bad.read_bytes()
+    _damage_inside(bad)  # found only by decoding (--check full), while the shards are written
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as err:
+        write_shards(f"imagefolder:{src}", out, shard_size=2, workers=2, check="full")
+    assert any(line.startswith(f"{bad}: not a readable image") for line in err.value.lines)
     assert "the others are kept" in err.value.lines[-1]
     written = _stamps(out)
     assert len(written) == 5  # 12 images: 2 test (carved) + 10 train = 6 shards; one failed
-    cut.write_bytes(good)
-    index = write_shards(f"imagefolder:{src}", out, shard_size=2, workers=2)
+    bad.write_bytes(good)
+    index = write_shards(f"imagefolder:{src}", out, shard_size=2, workers=2, check="full")
     assert {name: _stamps(out)[name] for name in written} == written and verify(out) == []
     assert index.image_format == "jpg" and index.image_size == (150, 140)
     # stored as they are: the shard member is the source file itself
     assert read_index(out).split("train").names is not None
 
 
+def test_a_build_that_kept_no_shard_leaves_no_trace(tmp_path):
+    src = _jpegs(tmp_path / "src", per_class=3)
+    for path in src.rglob("*.jpg"):
+        _damage_inside(path)
+    with pytest.raises(DataError, match="not a readable image"):
+        write_shards(f"imagefolder:{src}", tmp_path / "out", shard_size=10, check="full")
+    assert not (tmp_path / "out").exists()
+
+
 def test_header_check_trusts_a_whole_looking_file_and_full_check_decodes_it(tmp_path):
     src = _jpegs(tmp_path / "src", per_class=3)
-    bad = src / "a" / "1.jpg"
-    data = bytearray(bad.read_bytes())
-    start = data.index(b"\xff\xda") + 20  # inside the entropy-coded data, after the start of scan
-    data[start:start + 400] = b"\xff" * 400  # a run of markers where pixels should be
-    bad.write_bytes(bytes(data))
+    _damage_inside(src / "a" / "1.jpg")
     with pytest.raises(DataError, match=r"1.jpg: not a readable image"):
         write_shards(f"imagefolder:{src}", tmp_path / "full", shard_size=10, check="full")
     write_shards(f"imagefolder:{src}", tmp_path / "header", shard_size=10)  # the header check lets it through ...
