@@ -67,13 +67,17 @@ def file_problem(path: str | Path) -> str | None:
 def check_images(plan: BuildPlan, shards: list[PlannedShard]) -> None:
     """One DataError (a line per bad file, at most ``MAX_LINES``) when an image file of ``shards`` is bad from its
     head or tail; nothing when the source is not files (arrays are checked as they are encoded)."""
-    files = sorted({f for s in shards if (names := plan.splits[s.split].files) is not None
-                    for f in names[s.start:s.stop]})  # path order: directory order on the file system
+    files = sorted(
+        {f for s in shards if (names := plan.splits[s.split].files) is not None for f in names[s.start : s.stop]}
+    )  # path order: directory order on the file system
     problems: list[str] = []
     with ThreadPoolExecutor(THREADS) as pool:
         for start in range(0, len(files), CHUNK):
-            problems += [p for p in pool.map(file_problem, files[start:start + CHUNK]) if p]
+            problems += [p for p in pool.map(file_problem, files[start : start + CHUNK]) if p]
     if problems:
-        more = [f"... and {len(problems) - MAX_LINES} more unreadable image(s) in {plan.source}"] \
-            if len(problems) > MAX_LINES else []
+        more = (
+            [f"... and {len(problems) - MAX_LINES} more unreadable image(s) in {plan.source}"]
+            if len(problems) > MAX_LINES
+            else []
+        )
         raise DataError(problems[:MAX_LINES] + more)

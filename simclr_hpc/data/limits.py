@@ -46,8 +46,10 @@ class ImageTooLarge(ValueError):
 def check_size(width: int, height: int) -> None:
     """ImageTooLarge when ``width x height`` is beyond MAX_PIXELS (or not positive)."""
     if width <= 0 or height <= 0 or width * height > MAX_PIXELS:
-        raise ImageTooLarge(f"its header claims {width}x{height} pixels, more than the {MAX_PIXELS:,} an image may "
-                            "have (a decompression bomb, or not a training image); resize or remove it")
+        raise ImageTooLarge(
+            f"its header claims {width}x{height} pixels, more than the {MAX_PIXELS:,} an image may "
+            "have (a decompression bomb, or not a training image); resize or remove it"
+        )
 
 
 def opened(img: Image.Image) -> Image.Image:
@@ -74,13 +76,16 @@ def _scaled(arr: np.ndarray, mode: str) -> np.ndarray:
     if mode == "F":
         low, high = float(np.nanmin(arr)), float(np.nanmax(arr))
         if not np.isfinite(arr).all() or low < 0 or high > 255:
-            raise ValueError(f"a float image with values in [{low:g}, {high:g}]: neither [0, 1] nor [0, 255]; convert "
-                             "it to 8-bit first")
+            raise ValueError(
+                f"a float image with values in [{low:g}, {high:g}]: neither [0, 1] nor [0, 255]; convert "
+                "it to 8-bit first"
+            )
         return np.rint(arr * (255.0 if high <= 1.0 else 1.0)).astype(np.uint8)
     arr = arr.astype(np.int64)
     if arr.min() < 0 or arr.max() > 65535:
-        raise ValueError(f"an integer image with values in [{arr.min()}, {arr.max()}], beyond 16 bits; convert it to "
-                         "8-bit first")
+        raise ValueError(
+            f"an integer image with values in [{arr.min()}, {arr.max()}], beyond 16 bits; convert it to 8-bit first"
+        )
     return (arr >> 8).astype(np.uint8)
 
 
@@ -92,8 +97,13 @@ def not_regular(path: str | Path) -> str | None:
         return err.strerror or str(err)
     if stat.S_ISREG(mode):
         return None
-    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a device"),
-             (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
     return "is " + next((kind for test, kind in kinds if test(mode)), "not a regular file") + ", not a regular file"
 
 
@@ -111,6 +121,8 @@ def npz_too_large(arrays) -> str | None:
             return f"array {name!r} is not readable ({exc})"
         total += int(np.prod(shape, dtype=object)) * dtype.itemsize
     if total > MAX_NPZ_BYTES:
-        return (f"its arrays inflate to {total / 2**30:.1f} GiB, more than the {MAX_NPZ_BYTES / 2**30:.0f} GiB an .npz "
-                "source may hold; use an imagefolder: source instead")
+        return (
+            f"its arrays inflate to {total / 2**30:.1f} GiB, more than the {MAX_NPZ_BYTES / 2**30:.0f} GiB an .npz "
+            "source may hold; use an imagefolder: source instead"
+        )
     return None

@@ -28,8 +28,10 @@ def check_shard_files(index: DatasetIndex, contents: bool = True) -> None:
             path = index.root / shard.name
             problem = _problem(path, root, shard, split.keys[start] if stop > start and contents else None, contents)
             if problem:
-                raise DataError(f"{path}: {problem}; rebuild the shards, or find the damage with `simclr-hpc data "
-                                f"verify {shlex.quote(str(index.root))}`")
+                raise DataError(
+                    f"{path}: {problem}; rebuild the shards, or find the damage with `simclr-hpc data "
+                    f"verify {shlex.quote(str(index.root))}`"
+                )
 
 
 def _problem(path: Path, root: Path, shard: ShardInfo, first_key: str | None, contents: bool) -> str | None:

@@ -33,6 +33,7 @@ def _folder(root: Path, classes: str = "ab", n: int = 3, grey: bool = False) -> 
 
 def _png_claiming(width: int, height: int) -> bytes:
     """A 69-byte PNG whose header claims ``width`` x ``height`` grey pixels (a decompression bomb's header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -64,7 +65,7 @@ def test_a_png_claiming_40000_by_40000_is_refused_from_its_header_in_a_second(tm
 
 def test_16_bit_pngs_and_float_tiffs_are_scaled_not_saturated_and_other_ranges_refused(tmp_path):
     src = _folder(tmp_path / "src")
-    deep = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 256 + 128)
+    deep = np.arange(256, dtype=np.uint16).reshape(16, 16) * 256 + 128
     Image.fromarray(deep).save(src / "a" / "deep.png")  # mode I;16: was stored all white (clipped at 255)
     unit = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
     Image.fromarray(unit).save(src / "b" / "unit.tif")  # mode F in [0, 1]: was stored black
@@ -109,8 +110,9 @@ def test_skip_on_shards_where_nothing_decodes_stops_with_a_reason(tmp_path, tiny
         rewrite_shard(tar, lambda name, data: b"\x89PNG\r\n\x1a\nnot an image" if name.endswith(".png") else data)
         with open(tar, "r+b") as f:  # the recorded size, so that only the contents differ
             f.truncate(size)
-    sets = [x for o in tiny_overrides(shards, tmp_path / "runs", steps=2) + ["data.on_error=skip"]
-            for x in ("--set", o)]
+    sets = [
+        x for o in tiny_overrides(shards, tmp_path / "runs", steps=2) + ["data.on_error=skip"] for x in ("--set", o)
+    ]
     proc = cli("run", "pretrain", *sets, timeout=120)  # a fresh process: its own log handler; a hang fails
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = "\n".join(line for line in proc.stderr.splitlines() if not line[:2].isdigit())  # log lines aside
@@ -148,10 +150,22 @@ def test_cancel_signals_only_a_pid_that_is_still_the_jobs_own_process(tmp_path):
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # reused the job's pid
     own = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # submitit"])
     try:
-        records = [JobRecord(study="s", stage="pretrain", run_name=f"r{i}", job_id=str(proc.pid), executor="local",
-                             state="RUNNING", run_dir=str(tmp_path / "runs" / "s" / "pretrain" / f"r{i}"),
-                             log_dir="l", stdout="o", stderr="e", config_hash="0" * 16)
-                   for i, proc in enumerate((stranger, own))]
+        records = [
+            JobRecord(
+                study="s",
+                stage="pretrain",
+                run_name=f"r{i}",
+                job_id=str(proc.pid),
+                executor="local",
+                state="RUNNING",
+                run_dir=str(tmp_path / "runs" / "s" / "pretrain" / f"r{i}"),
+                log_dir="l",
+                stdout="o",
+                stderr="e",
+                config_hash="0" * 16,
+            )
+            for i, proc in enumerate((stranger, own))
+        ]
         Registry(registry_path(tmp_path / "runs", "s")).add(records)
         assert cli_inprocess("cancel", "--study", "s", "--root", str(tmp_path / "runs")).exit_code == 0
         assert own.wait(timeout=20) == -signal.SIGTERM

@@ -23,21 +23,50 @@ from simclr_hpc.config import STAGES, Config, UserError, load_config
 from tests.faults.helpers import cli_inprocess, tree
 from tests.study.helpers import TINY
 
-SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                           HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
 MAX_SECONDS = 5.0  # per case, on a loaded 2-core machine; a refusal is expected in milliseconds
 
 SECTIONS = {name: list(info.annotation.model_fields) for name, info in Config.model_fields.items()}
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**40), 10**40), st.integers(-3, 300),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
-    st.sampled_from(["010", "1:30", "yes", "off", "2024-01-01", "0x1F", "1e-6", ".inf", "~", "resnet18", "..", "",
-                     "$(touch CANARY)", "a\x00b", "\u202e", "ÿ" * 50]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**40), 10**40),
+    st.integers(-3, 300),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "010",
+            "1:30",
+            "yes",
+            "off",
+            "2024-01-01",
+            "0x1F",
+            "1e-6",
+            ".inf",
+            "~",
+            "resnet18",
+            "..",
+            "",
+            "$(touch CANARY)",
+            "a\x00b",
+            "\u202e",
+            "ÿ" * 50,
+        ]
+    ),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                         max_size=3), max_leaves=6)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 @st.composite
@@ -61,12 +90,15 @@ PLAUSIBLE = {  # values a study could hold at each path, valid or nearly: most g
     ("finetune", "protocols"): st.lists(st.sampled_from(["linear", "full", "both"]), min_size=1, max_size=2),
     ("transfer", "images_per_class"): st.integers(-1, 50),
     ("transfer", "across"): st.lists(st.sampled_from(["sh4", "sh6", "nope"]), max_size=2),
-    ("datasets", "sh4", "source"): st.sampled_from(["shapes:4", "shapes:1", "shapes:31", "mnist5k", "npz:/nope.npz",
-                                                    "imagefolder:/nope", "shapes:4:10:16"]),
-    ("defaults",): st.dictionaries(st.sampled_from(["train.steps", "model.width", "train.global_batch",
-                                                    "dist.zero_stage", "optim.name"]), scalars, max_size=2),
-    ("pretrain", "set"): st.dictionaries(st.sampled_from(["train.steps", "pretrain.temperature"]), scalars,
-                                         max_size=2),
+    ("datasets", "sh4", "source"): st.sampled_from(
+        ["shapes:4", "shapes:1", "shapes:31", "mnist5k", "npz:/nope.npz", "imagefolder:/nope", "shapes:4:10:16"]
+    ),
+    ("defaults",): st.dictionaries(
+        st.sampled_from(["train.steps", "model.width", "train.global_batch", "dist.zero_stage", "optim.name"]),
+        scalars,
+        max_size=2,
+    ),
+    ("pretrain", "set"): st.dictionaries(st.sampled_from(["train.steps", "pretrain.temperature"]), scalars, max_size=2),
 }
 
 
@@ -74,8 +106,13 @@ def _study_doc(draw) -> dict:
     """TINY with a few of its values replaced (by plausible values mostly, by anything sometimes), keys dropped or
     added."""
     doc = copy.deepcopy(TINY)
-    paths = [*PLAUSIBLE, ("transfer", "within"), ("distill", "pairs"), ("distill", "teachers"),
-             ("encoders", "ra", "set")]
+    paths = [
+        *PLAUSIBLE,
+        ("transfer", "within"),
+        ("distill", "pairs"),
+        ("distill", "teachers"),
+        ("encoders", "ra", "set"),
+    ]
     for path in draw(st.lists(st.sampled_from(paths), max_size=2, unique=True)):
         node = doc
         for key in path[:-1]:
@@ -110,7 +147,7 @@ def mutated(text: str):
         st.just(text + "loop: &a [*a]\n"),
         st.binary(min_size=1, max_size=40).map(lambda b: text + b.decode("latin-1")),
         st.just(text.replace(" ", "\t", 3)),
-        st.just(text + "x: \"\\0\"\n"),
+        st.just(text + 'x: "\\0"\n'),
     )
 
 
@@ -165,11 +202,16 @@ def test_the_command_line_prints_one_tamed_line_per_problem_for_generated_files(
     """The nastiest kind of generated file through the real commands: exit 2, ``error:`` lines without a control
     character, nothing written."""
     run_cfg = tmp_path / "run.yaml"
-    run_cfg.write_bytes(b"train:\n  steps: 3\ntrain:\n  sync_bn: \"\\x1b[2J\"\nmodel: {backbone: \"\\0" + b"\xff" * 3000 + b"\"}\n")
+    run_cfg.write_bytes(
+        b'train:\n  steps: 3\ntrain:\n  sync_bn: "\\x1b[2J"\nmodel: {backbone: "\\0' + b"\xff" * 3000 + b'"}\n'
+    )
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump({**TINY, "root": str(tmp_path / "runs"), "seeds": [True, "\x1b[2J" * 400]}))
-    for argv in (["run", "pretrain", "-c", str(run_cfg)], ["study", "submit", str(study), "--dry-run"],
-                 ["config", "validate", str(run_cfg), str(study)]):
+    for argv in (
+        ["run", "pretrain", "-c", str(run_cfg)],
+        ["study", "submit", str(study), "--dry-run"],
+        ["config", "validate", str(run_cfg), str(study)],
+    ):
         result = cli_inprocess(*argv)
         assert result.exit_code == 2, (argv, result.output)
         lines = [line for line in result.stderr.splitlines() if line.strip()]

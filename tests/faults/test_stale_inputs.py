@@ -26,8 +26,11 @@ def test_finished_runs_are_refused_when_their_data_or_encoder_changed_behind_the
     ft = [*base, "run.name=ft", f"finetune.encoder={enc}"]
     first = run_stage("finetune", load_config(None, ft, stage="finetune"))
     again = cli_inprocess("run", "finetune", *_sets(ft))  # the same inputs: the finished result, at once
-    assert again.exit_code == 0 and first["metrics"]["top1"] == run_stage(
-        "finetune", load_config(None, ft, stage="finetune"))["metrics"]["top1"]
+    assert (
+        again.exit_code == 0
+        and first["metrics"]["top1"]
+        == run_stage("finetune", load_config(None, ft, stage="finetune"))["metrics"]["top1"]
+    )
 
     shutil.rmtree(enc)
     shutil.copytree(other["run_dir"], enc, symlinks=True)  # another run now answers to the encoder's path
