@@ -29,7 +29,7 @@ ExecutorOpt = Annotated[str, typer.Option(help=launch.executor_help(blocking=Tru
 
 
 def _options(**fields):
-    from simclr_hpc.study.preflight import StudyOptions
+    from simclr_hpc.study.walk import StudyOptions
 
     fields["only"] = tuple(fields.get("only") or ())
     return StudyOptions(**{k: v for k, v in fields.items() if v is not None})

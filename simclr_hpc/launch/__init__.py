@@ -40,19 +40,27 @@ dies on a node Slurm still thinks healthy, the surviving ranks fail in their nex
 ``scontrol requeue`` on its own job (``task.requeue_after_lost_peer``) at most the profile's ``max_requeues`` times.
 """
 
-from simclr_hpc.launch.arrays import array_stamp
-from simclr_hpc.launch.checks import parse_dependency
 from simclr_hpc.launch.environment import DistVars, dist_vars, export_torch_env, master_port
 from simclr_hpc.launch.errors import LaunchError
-from simclr_hpc.launch.executors import CLUSTER, EXECUTORS, THIS_MACHINE, executor_help, launcher
-from simclr_hpc.launch.jobs import cancel, refresh, refresh_all, wait
+from simclr_hpc.launch.jobs import (
+    CLUSTER,
+    EXECUTORS,
+    THIS_MACHINE,
+    cancel,
+    executor_help,
+    launcher,
+    refresh,
+    refresh_all,
+    wait,
+)
 from simclr_hpc.launch.jobspec import JobSpec, LaunchRequest, build_job_spec, render_sbatch
-from simclr_hpc.launch.launcher import Batch, Dependency, Launcher
+from simclr_hpc.launch.launcher import Batch, Dependency, Launcher, array_stamp
 from simclr_hpc.launch.profile import Profile, list_profiles, load_profile, parse_time_min
 from simclr_hpc.launch.registry import JobRecord, Registry, find_job, registry_path, study_registries
 from simclr_hpc.launch.submit import (
     check_request,
     make_request,
+    parse_dependency,
     prepare,
     render_array,
     render_stage,

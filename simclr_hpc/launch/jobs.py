@@ -1,4 +1,8 @@
-"""Where recorded jobs stand: refresh the registry from each job's launcher, wait for jobs, cancel them.
+"""The executors a user can name, and where their recorded jobs stand: refresh the registry from each job's launcher,
+wait for jobs, cancel them.
+
+``EXECUTORS`` (``--executor NAME``) maps each name to the :class:`~simclr_hpc.launch.launcher.Launcher` that runs its
+jobs: the one place that does; a new executor is one class and one line here.
 
 A refresh asks each launcher once for all its unfinished records, across every registry given (``simclr-hpc jobs``
 over a whole run root makes one squeue call, not one per study).
@@ -10,11 +14,34 @@ import time
 from collections import defaultdict
 
 from simclr_hpc.fsutil import sha256_file
-from simclr_hpc.launch.executors import EXECUTORS, launcher
+from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.launcher import Launcher
-from simclr_hpc.launch.local_launcher import LocalLauncher
+from simclr_hpc.launch.local_launcher import InProcessLauncher, LocalLauncher
 from simclr_hpc.launch.registry import JobRecord, Registry, now_utc
 from simclr_hpc.launch.slurm import TERMINAL_STATES
+from simclr_hpc.launch.slurm_launcher import SlurmLauncher
+from simclr_hpc.readers import quote
+
+EXECUTORS: dict[str, type[Launcher]] = {cls.name: cls for cls in (SlurmLauncher, LocalLauncher, InProcessLauncher)}
+CLUSTER = SlurmLauncher.name
+"""The default of ``submit`` and ``sweep``."""
+THIS_MACHINE = LocalLauncher.name
+"""The default of ``study run`` and ``demo``."""
+
+
+def launcher(name: str, *, blocking: bool | None = None, what: str = "--executor") -> Launcher:
+    """A fresh launcher for executor ``name`` (one per command: it caches what it asked the scheduler).
+    ``blocking``: only launchers that are (True) or are not (False) blocking are accepted."""
+    allowed = [n for n, cls in EXECUTORS.items() if blocking is None or cls.blocking == blocking]
+    if name not in allowed:
+        here = "; this command runs on this machine: for a cluster, `simclr-hpc study submit STUDY`" if blocking else ""
+        raise LaunchError(f"{what} {quote(name)}: use {' or '.join(allowed)}{here}")
+    return EXECUTORS[name]()
+
+
+def executor_help(blocking: bool | None = None) -> str:
+    """``--executor``'s help: each accepted name with its one line."""
+    return "; ".join(f"{n}: {cls.help}" for n, cls in EXECUTORS.items() if blocking is None or cls.blocking == blocking)
 
 
 def _launcher_of(record: JobRecord, launchers: dict[str, Launcher]) -> Launcher:
@@ -75,8 +102,12 @@ def wait(records: list[JobRecord] | JobRecord, poll_s: float = 1.0, timeout_s: f
             for rec in records:
                 if rec.id in fresh and rec.registry_path == registry_path:
                     new = fresh[rec.id]
-                    rec.state, rec.result_hash, rec.reason, rec.updated_at = (new.state, new.result_hash,
-                                                                              new.reason, new.updated_at)
+                    rec.state, rec.result_hash, rec.reason, rec.updated_at = (
+                        new.state,
+                        new.result_hash,
+                        new.reason,
+                        new.updated_at,
+                    )
         if all(rec.finished or rec.id is None for rec in records):
             states = [rec.state for rec in records]
             return states[0] if single else states

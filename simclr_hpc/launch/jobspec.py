@@ -42,7 +42,7 @@ class LaunchRequest(BaseModel):
     container: str | None = None
     """Image every task runs in (``.sif`` path or podman image); None = the profile's image; ``"none"`` = no container."""
     executor: str = "slurm"
-    """Where the jobs run: a name of ``launch.executors.EXECUTORS`` (checked when its launcher is chosen)."""
+    """Where the jobs run: a name of ``launch.jobs.EXECUTORS`` (checked when its launcher is chosen)."""
     array_parallelism: int | None = Field(None, ge=1)
     """Cap on array tasks running at once; None = the profile's."""
 

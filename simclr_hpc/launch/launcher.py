@@ -1,6 +1,6 @@
 """The one interface where executors differ: a :class:`Launcher` (Slurm, submitit's local executor, this process).
 
-Chosen once per command from the executor's name (``launch.executors.launcher``), like submitit's ``AutoExecutor``;
+Chosen once per command from the executor's name (``launch.jobs.launcher``), like submitit's ``AutoExecutor``;
 nothing outside ``launch/`` asks which one it has. What differs between them is exactly these members:
 
 - ``blocking``: whether a walker of a graph of runs (the study) must wait for an array to end before it submits the
@@ -8,23 +8,30 @@ nothing outside ``launch/`` asks which one it has. What differs between them is 
 - ``check``: what this launcher refuses (no Slurm, an unknown partition, several nodes on this machine, a dependency
   that does not exist) and which dependencies are still to wait for;
 - ``submit_one`` / ``submit_array``: hand the jobs out; ``initial_state``: the state a record starts in;
+- ``chunks``: the arrays a sweep becomes (``array_chunks`` below), walked by the dry run and the submission alike;
 - ``requeue_budget``: how often a job may requeue itself after losing a rank;
 - ``states`` / ``cancel``: where a job's state comes from, and how it is stopped.
+
+How a sweep becomes Slurm arrays: a site accepts arrays of at most ``max_array_size`` tasks; a larger sweep becomes
+several arrays, each waiting (``afterany``) for the one before it, so the parallelism cap holds over the whole sweep.
+``array_chunks`` yields one :class:`Chunk` per array with its own copy of the job spec (the dependency written in); it
+changes nothing it is given. The dry run names the previous array's job by a placeholder, the submission by the id
+sbatch returned.
 
 No torch import here.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 from simclr_hpc import fsutil, rundir, studydir
 from simclr_hpc.config import Config, dump_config
-from simclr_hpc.launch.arrays import Chunk, array_chunks
 from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.jobspec import JobSpec, render_sbatch
 from simclr_hpc.launch.profile import Profile
@@ -45,6 +52,44 @@ class Dependency:
 
     def keeping(self, ids: list[str]) -> Dependency:
         return replace(self, ids=tuple(ids))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One Slurm array of a sweep: positions ``runs`` of the sweep's configs, submitted with ``spec``."""
+
+    index: int
+    """0 for the first array of the sweep, 1 for the next, ..."""
+    runs: range
+    spec: JobSpec
+    """The sweep's spec with this array's ``--dependency`` (the sweep's own, plus afterany on the previous array)."""
+
+
+def join_dependencies(*parts: str | None) -> str | None:
+    """``afterok:1:2`` and ``afterany:3`` -> ``afterok:1:2,afterany:3`` (sbatch: all must hold); None when empty."""
+    return ",".join(p for p in parts if p) or None
+
+
+def array_chunks(
+    spec: JobSpec, n_runs: int, max_size: int, dependency: str | None, job_of: Callable[[int], str]
+) -> Iterator[Chunk]:
+    """The arrays of a sweep of ``n_runs`` runs, at most ``max_size`` each, in order.
+
+    ``dependency``: what every array waits for (``afterany:12`` ...). ``job_of(k)``: the job id of array ``k``,
+    asked only once that array has been yielded (a submission appends the id sbatch gave it; a dry run answers with a
+    placeholder). ``spec`` is not changed: each chunk carries a copy.
+    """
+    for k, start in enumerate(range(0, n_runs, max_size)):
+        chain = f"afterany:{job_of(k - 1)}" if k else None
+        yield Chunk(
+            k, range(start, min(n_runs, start + max_size)), spec.with_dependency(join_dependencies(dependency, chain))
+        )
+
+
+def array_stamp() -> str:
+    """The time stamp in a sweep's log folders: one maker for the dry run and the submission, so the dry run prints
+    the folder naming the submission would use (microseconds: two sweeps of one second do not collide)."""
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
 
 
 @dataclass(frozen=True)
@@ -89,8 +134,10 @@ class Launcher(ABC):
         """Refuse what this launcher cannot run (a LaunchError naming the fix); return the batch with only the
         dependencies still to wait for. A dry run is checked the same, minus what needs the scheduler itself."""
         if batch.spec.nodes > 1:
-            raise LaunchError(f"--nodes {batch.spec.nodes}: the {self.name} executor runs on this machine only; "
-                              "use --nodes 1 or the slurm executor")
+            raise LaunchError(
+                f"--nodes {batch.spec.nodes}: the {self.name} executor runs on this machine only; "
+                "use --nodes 1 or the slurm executor"
+            )
         return batch
 
     def requeue_budget(self, profile: Profile) -> int:
@@ -106,18 +153,23 @@ class Launcher(ABC):
         return spec.profile.max_array_size
 
     def chunks(self, batch: Batch, job_of) -> Iterator[Chunk]:
-        """The arrays of ``batch`` (``arrays.array_chunks``): what ``render`` prints and a scheduler submits."""
-        return array_chunks(batch.spec, len(batch.cfgs), self.max_array_size(batch.spec), batch.dependency.sbatch(),
-                            job_of)
+        """The arrays of ``batch`` (``array_chunks``): what ``render`` prints and a scheduler submits."""
+        return array_chunks(
+            batch.spec, len(batch.cfgs), self.max_array_size(batch.spec), batch.dependency.sbatch(), job_of
+        )
 
     def render(self, batch: Batch, stamp: str, array: bool) -> list[str]:
         """The dry run: the exact sbatch script(s) a cluster would get for ``batch`` (Slurm is where every study
         ends up; the local executors run the same jobs with the same settings)."""
         cfg = batch.cfgs[0]
         if not array:
-            return [render_sbatch(batch.spec.with_dependency(batch.dependency.sbatch()), stage_log_dir(batch.stage, cfg))]
-        return [render_sbatch(chunk.spec, array_log_dir(batch.stage, cfg, stamp, chunk.index), len(chunk.runs))
-                for chunk in self.chunks(batch, lambda k: f"<job id of array {k}>")]
+            return [
+                render_sbatch(batch.spec.with_dependency(batch.dependency.sbatch()), stage_log_dir(batch.stage, cfg))
+            ]
+        return [
+            render_sbatch(chunk.spec, array_log_dir(batch.stage, cfg, stamp, chunk.index), len(chunk.runs))
+            for chunk in self.chunks(batch, lambda k: f"<job id of array {k}>")
+        ]
 
     @abstractmethod
     def submit_one(self, batch: Batch) -> JobRecord:
@@ -136,15 +188,37 @@ class Launcher(ABC):
         """Stop the record's job; True when it was stopped (or had already ended)."""
         return True
 
-    def record(self, batch: Batch, cfg: Config, job_id: str, folder: Path | None, *, array_job_id: str | None = None,
-               array_index: int | None = None, dependency: str | None = None) -> JobRecord:
+    def record(
+        self,
+        batch: Batch,
+        cfg: Config,
+        job_id: str,
+        folder: Path | None,
+        *,
+        array_job_id: str | None = None,
+        array_index: int | None = None,
+        dependency: str | None = None,
+    ) -> JobRecord:
         """The registry row of one run handed out as job ``job_id`` (logs in submitit's ``folder``, if any)."""
         from simclr_hpc.launch.registry import log_paths
 
         out, err = log_paths(folder, job_id) if folder else ("", "")
         run_dir = cfg.run_dir(batch.stage)
         return JobRecord(
-            study=cfg.run.study, stage=batch.stage, run_name=cfg.run.name, job_id=str(job_id), executor=self.name,
-            state=self.initial_state(run_dir), run_dir=str(run_dir), log_dir=str(folder or ""), stdout=str(out),
-            stderr=str(err), config_hash=cfg.hash(batch.stage), array_job_id=array_job_id, array_index=array_index,
-            dependency=dependency or "", nodes=batch.spec.nodes, tasks=batch.spec.nodes * batch.spec.tasks_per_node)
+            study=cfg.run.study,
+            stage=batch.stage,
+            run_name=cfg.run.name,
+            job_id=str(job_id),
+            executor=self.name,
+            state=self.initial_state(run_dir),
+            run_dir=str(run_dir),
+            log_dir=str(folder or ""),
+            stdout=str(out),
+            stderr=str(err),
+            config_hash=cfg.hash(batch.stage),
+            array_job_id=array_job_id,
+            array_index=array_index,
+            dependency=dependency or "",
+            nodes=batch.spec.nodes,
+            tasks=batch.spec.nodes * batch.spec.tasks_per_node,
+        )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from simclr_hpc.launch.container import container_python, resolve_image
 from simclr_hpc.launch.errors import LaunchError
-from simclr_hpc.launch.executors import launcher
+from simclr_hpc.launch.jobs import launcher
 from simclr_hpc.launch.jobspec import JobSpec, LaunchRequest, effective_profile, render_sbatch
 from simclr_hpc.launch.slurm_launcher import SlurmLauncher
 

@@ -1,8 +1,10 @@
 """The Slurm launcher: sbatch through submitit, dependencies ordered by the scheduler, states from one squeue call.
 
-One instance serves one command, and keeps what it learnt there: the partitions (asked once), the queue (one
-``squeue -u`` call, answered for every check and refresh of the command) and the jobs it submitted itself (a
-dependency on them needs no question at all). Without Slurm a dry run still renders every script.
+One instance serves one command, and keeps what it learnt there: whether the controller answers and its array size
+limit (asked once), the partitions (asked once), the queue (one ``squeue -u`` call, answered for every check and
+refresh of the command) and the jobs it submitted itself (a dependency on them needs no question at all). So a study
+of any number of arrays asks the controller each question at most once. Without Slurm a dry run still renders every
+script.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ class SlurmLauncher(Launcher):
         self._queue: dict[str, slurm.Seen] | None = None
         self._partitions: dict[str, slurm.Partition] | None = None
         self._submitted: set[str] = set()
+        self._up: bool | None = None
+        self._max_array: int | None = None
+
+    def up(self) -> bool:
+        """Slurm is installed and its controller answers (one ``scontrol ping`` per command)."""
+        if self._up is None:
+            self._up = slurm.available()
+        return self._up
 
     def queue(self) -> dict[str, slurm.Seen]:
         """This user's jobs as slurmctld holds them: one ``squeue`` call per command."""
@@ -48,7 +58,7 @@ class SlurmLauncher(Launcher):
         return found
 
     def check(self, batch: Batch, dry_run: bool) -> Batch:
-        if not slurm.installed() or not slurm.available():
+        if not self.up():
             if dry_run:
                 return batch
             if not slurm.installed():
@@ -102,7 +112,9 @@ class SlurmLauncher(Launcher):
         return profile.max_requeues
 
     def max_array_size(self, spec: JobSpec) -> int:
-        site = slurm.max_array_size() if slurm.available() else None
+        if self._max_array is None:
+            self._max_array = (slurm.max_array_size() if self.up() else None) or 0  # 0: the site did not say
+        site = self._max_array
         return min(spec.profile.max_array_size, site - 1) if site else spec.profile.max_array_size
 
     def submitit_executor(self, spec: JobSpec, folder: Path):

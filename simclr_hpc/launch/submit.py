@@ -3,7 +3,9 @@
 Order matters: every check that can fail on user input (the request, the profile, the launcher's own, the runs' inputs)
 runs in ``prepare`` before anything is written, printed or submitted, and a dry run goes through the very same
 ``prepare``; so a bad request leaves no trace and a dry run fails exactly where a submission would. Submission never
-waits for jobs to run (the in-process launcher runs them, by definition).
+waits for jobs to run (the in-process launcher runs them, by definition). The checks every launcher shares (a
+malformed dependency, two runs writing one directory, an unsafe path) are here; a launcher's own (partition, nodes,
+GPUs, dependencies that exist) are its ``check``.
 """
 
 from __future__ import annotations
@@ -13,16 +15,59 @@ from pathlib import Path
 
 from simclr_hpc import fsutil, references, rundir
 from simclr_hpc.config import STAGES, Config
-from simclr_hpc.launch.arrays import array_stamp
-from simclr_hpc.launch.checks import check_unique, parse_dependency, resolved
+from simclr_hpc.launch import slurm
 from simclr_hpc.launch.errors import LaunchError
-from simclr_hpc.launch.executors import launcher as make_launcher
+from simclr_hpc.launch.jobs import launcher as make_launcher
 from simclr_hpc.launch.jobspec import LaunchRequest, build_job_spec, effective_profile
-from simclr_hpc.launch.launcher import Batch, Dependency, Launcher, write_submitted_config
+from simclr_hpc.launch.launcher import Batch, Dependency, Launcher, array_stamp, write_submitted_config
 from simclr_hpc.launch.profile import check_plain_text
 from simclr_hpc.launch.registry import JobRecord, Registry, registry_path
 from simclr_hpc.launch.task import RUN_TARGET
 from simclr_hpc.outputs import check_output_dir, check_output_file
+
+
+def parse_dependency(items: list[str] | str | None) -> list[str]:
+    """``["afterok:12:13", "14"]`` or ``"afterok:12"`` -> ``["12", "13", "14"]``. Only ``afterok`` is accepted."""
+    if not items:
+        return []
+    if isinstance(items, str):
+        items = [items]
+    ids: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            kind, sep, rest = part.partition(":")
+            if sep and kind != "afterok":
+                raise LaunchError(f"--dependency {part!r}: only afterok:JOBID[:JOBID...] is supported")
+            for jid in (rest if sep else part).split(":"):
+                if not slurm.JOB_ID.match(jid):
+                    raise LaunchError(f"--dependency {part!r}: {jid!r} is not a Slurm job id (digits, or ID_INDEX)")
+                ids.append(jid)
+    return list(dict.fromkeys(ids))
+
+
+def resolved(cfg: Config) -> Config:
+    """The config with ``run.root`` absolute: jobs start in other directories and inside containers."""
+    root = Path(cfg.run.root).expanduser().absolute()
+    try:
+        check_plain_text(str(root), "run.root")
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+    data = cfg.model_dump(mode="json")
+    data["run"]["root"] = str(root)
+    return Config.model_validate(data)
+
+
+def check_unique(stage: str, cfgs: list[Config]) -> None:
+    """Two runs of one sweep must not write the same run directory."""
+    seen: dict[Path, int] = {}
+    for i, cfg in enumerate(cfgs):
+        path = cfg.run_dir(stage)
+        if path in seen:
+            raise LaunchError(f"sweep entries {seen[path]} and {i} both write {path}: give them different run.name")
+        seen[path] = i
 
 
 def make_request(**fields) -> LaunchRequest:
@@ -49,16 +94,25 @@ def _job_name(stage: str, cfg: Config, array: bool) -> str:
 
 
 def _dependency(dependency: Dependency | list[str] | str | None) -> Dependency:
-    """A user's ``--dependency`` (afterok only, see ``checks.parse_dependency``), or a Dependency a library caller
+    """A user's ``--dependency`` (afterok only, see ``parse_dependency``), or a Dependency a library caller
     (the study) built, e.g. ``afterany`` on the arrays it submitted just before."""
     if isinstance(dependency, Dependency):
         return dependency
     return Dependency("afterok", tuple(parse_dependency(dependency)))
 
 
-def prepare(stage: str, cfgs: list[Config], request: LaunchRequest, dependency=None, *, array: bool, dry_run: bool,
-            target: str = RUN_TARGET, launcher: Launcher | None = None,
-            check_inputs: bool = True) -> tuple[Launcher, Batch]:
+def prepare(
+    stage: str,
+    cfgs: list[Config],
+    request: LaunchRequest,
+    dependency=None,
+    *,
+    array: bool,
+    dry_run: bool,
+    target: str = RUN_TARGET,
+    launcher: Launcher | None = None,
+    check_inputs: bool = True,
+) -> tuple[Launcher, Batch]:
     """Every check of a submission, in order; the launcher and the checked batch. Nothing is written.
 
     ``check_inputs``: check what each run reads (its shards and the finished runs it loads; see ``references``),
@@ -88,21 +142,38 @@ def _with_parallelism(request: LaunchRequest, parallelism: int | None) -> Launch
     return request.model_copy(update={"array_parallelism": parallelism}) if parallelism else request
 
 
-def render_stage(stage: str, cfg: Config, request: LaunchRequest, dependency=None, *,
-                 target: str = RUN_TARGET) -> str:
+def render_stage(stage: str, cfg: Config, request: LaunchRequest, dependency=None, *, target: str = RUN_TARGET) -> str:
     """``--dry-run``: the exact sbatch script ``submit_stage`` would submit. Works without Slurm; checks the same."""
     launcher, batch = prepare(stage, [cfg], request, dependency, array=False, dry_run=True, target=target)
     return launcher.render(batch, "", array=False)[0]
 
 
-def render_array(stage: str, cfgs: list[Config], request: LaunchRequest | None = None, parallelism: int | None = None,
-                 dependency=None, *, target: str = RUN_TARGET, launcher: Launcher | None = None,
-                 check_inputs: bool = True, **request_fields) -> list[str]:
+def render_array(
+    stage: str,
+    cfgs: list[Config],
+    request: LaunchRequest | None = None,
+    parallelism: int | None = None,
+    dependency=None,
+    *,
+    target: str = RUN_TARGET,
+    launcher: Launcher | None = None,
+    check_inputs: bool = True,
+    **request_fields,
+) -> list[str]:
     """``--dry-run`` of a sweep: one sbatch script per array (several when the sweep exceeds max_array_size).
     ``request`` may be replaced by its fields as keywords (``profile=``, ``container=``, ...)."""
     request = _with_parallelism(request or make_request(**request_fields), parallelism)
-    launcher, batch = prepare(stage, cfgs, request, dependency, array=True, dry_run=True, target=target,
-                              launcher=launcher, check_inputs=check_inputs)
+    launcher, batch = prepare(
+        stage,
+        cfgs,
+        request,
+        dependency,
+        array=True,
+        dry_run=True,
+        target=target,
+        launcher=launcher,
+        check_inputs=check_inputs,
+    )
     return launcher.render(batch, array_stamp(), array=True)
 
 
@@ -123,29 +194,54 @@ def _add_to_registries(records: list[JobRecord]) -> list[JobRecord]:
     return records
 
 
-def submit_stage(stage: str, cfg: Config, request: LaunchRequest, dependency=None, *, target: str = RUN_TARGET,
-                 launcher: Launcher | None = None) -> JobRecord:
+def submit_stage(
+    stage: str,
+    cfg: Config,
+    request: LaunchRequest,
+    dependency=None,
+    *,
+    target: str = RUN_TARGET,
+    launcher: Launcher | None = None,
+) -> JobRecord:
     """Submit one run of ``stage`` (one job of ``request.nodes`` nodes, one task per GPU) and record it.
 
     ``dependency``: job ids (or ``afterok:ID`` strings) that must complete successfully first. Returns at once.
     """
-    launcher, batch = prepare(stage, [cfg], request, dependency, array=False, dry_run=False, target=target,
-                              launcher=launcher)
+    launcher, batch = prepare(
+        stage, [cfg], request, dependency, array=False, dry_run=False, target=target, launcher=launcher
+    )
     _check_registries(batch)
     return _add_to_registries([launcher.submit_one(batch)])[0]
 
 
-def submit_array(stage: str, cfgs: list[Config], request: LaunchRequest, parallelism: int | None = None,
-                 dependency=None, *, target: str = RUN_TARGET, launcher: Launcher | None = None,
-                 check_inputs: bool = True) -> list[JobRecord]:
+def submit_array(
+    stage: str,
+    cfgs: list[Config],
+    request: LaunchRequest,
+    parallelism: int | None = None,
+    dependency=None,
+    *,
+    target: str = RUN_TARGET,
+    launcher: Launcher | None = None,
+    check_inputs: bool = True,
+) -> list[JobRecord]:
     """Submit a sweep as one Slurm array (``--array=0-N%parallelism``), or the local executor's worker processes,
     and record every run. ``parallelism`` None or 0 = the profile's cap.
 
     Sweeps larger than the site's max_array_size become several arrays, each waiting (afterany) for the previous one,
     so the parallelism cap holds over the whole sweep. ``dependency`` applies to every array.
     """
-    launcher, batch = prepare(stage, cfgs, _with_parallelism(request, parallelism), dependency, array=True,
-                              dry_run=False, target=target, launcher=launcher, check_inputs=check_inputs)
+    launcher, batch = prepare(
+        stage,
+        cfgs,
+        _with_parallelism(request, parallelism),
+        dependency,
+        array=True,
+        dry_run=False,
+        target=target,
+        launcher=launcher,
+        check_inputs=check_inputs,
+    )
     _check_registries(batch)
     return _add_to_registries(launcher.submit_array(batch, array_stamp()))
 

@@ -1,4 +1,4 @@
-"""Run, submit or dry-run a study: :func:`preflight` (every check), then one walk of its arrays.
+"""Run, submit or dry-run a study: ``walk.preflight`` (every check), then one walk of its arrays.
 
 A run is finished when its ``result.json`` exists; everything else (never started, failed, killed halfway) is handed
 out again, and the run resumes from its own latest checkpoint. So running ``study run`` / ``study submit`` again after
@@ -21,13 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from simclr_hpc import launch
+from simclr_hpc import launch, rundir, studydir
 from simclr_hpc.fsutil import dumps_json
-from simclr_hpc.study.aggregate import events_path, read_result
-from simclr_hpc.study.preflight import Handout, Preflight, StudyOptions, preflight
 from simclr_hpc.study.provenance import move_aside
 from simclr_hpc.study.runs import Plan, RunSpec
-from simclr_hpc.study.walk import depends_on, is_done
+from simclr_hpc.study.walk import Handout, Preflight, StudyOptions, depends_on, is_done, preflight
 
 Log = Callable[[str], None]
 
@@ -53,7 +51,7 @@ class StudyOutcome:
 
 def record_event(plan: Plan, key: str, event: str, **extra) -> None:
     """Append one line to the study's event log (read by ``status`` and the report to tell failed from missing)."""
-    path = events_path(plan)
+    path = studydir.events_path(plan.study.root, plan.study.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fh.write(dumps_json({"key": key, "event": event, "time": time.time(), **extra}) + "\n")
@@ -92,12 +90,18 @@ def _blocked_by(pre: Preflight, run: RunSpec, failed: set[str]) -> str | None:
 
 
 def _result_note(run: RunSpec) -> str:
-    top1 = ((read_result(run.result_path) or {}).get("metrics") or {}).get("top1")
+    top1 = ((rundir.read_result_json(run.result_path) or {}).get("metrics") or {}).get("top1")
     return f" top-1 {100 * top1:.1f}%" if isinstance(top1, (int, float)) else ""
 
 
-def _settle(pre: Preflight, runs: list[RunSpec], records: dict[str, launch.JobRecord], out: StudyOutcome,
-            failed: set[str], log: Log) -> None:
+def _settle(
+    pre: Preflight,
+    runs: list[RunSpec],
+    records: dict[str, launch.JobRecord],
+    out: StudyOutcome,
+    failed: set[str],
+    log: Log,
+) -> None:
     """A blocking launcher: wait for the array's jobs (its own and reused ones), then record what became of each."""
     launch.wait([rec for rec in records.values() if rec is not None], poll_s=0.5)
     for run in runs:
@@ -116,8 +120,9 @@ def _settle(pre: Preflight, runs: list[RunSpec], records: dict[str, launch.JobRe
         log(f"[{len(out.done) + len(failed)}] {run.key} FAILED: {error}")
 
 
-def _hand_out(pre: Preflight, handout: Handout, out: StudyOutcome, failed: set[str], job_of: dict[str, str],
-              log: Log) -> None:
+def _hand_out(
+    pre: Preflight, handout: Handout, out: StudyOutcome, failed: set[str], job_of: dict[str, str], log: Log
+) -> None:
     """Submit one array's fresh runs (waiting for the jobs of their dependencies) and keep its reused ones."""
     blocking = pre.launcher.blocking
     runs, fresh = [], []
@@ -138,9 +143,15 @@ def _hand_out(pre: Preflight, handout: Handout, out: StudyOutcome, failed: set[s
         after = [] if blocking else depends_on(tuple(fresh), job_of)
         for run in fresh:
             record_event(pre.plan, run.key, "submitted")
-        submitted = launch.submit_array(handout.array.stage, [run.cfg for run in fresh], pre.request,
-                                        dependency=launch.Dependency("afterany", tuple(after)),
-                                        target=pre.options.target, launcher=pre.launcher, check_inputs=False)
+        submitted = launch.submit_array(
+            handout.array.stage,
+            [run.cfg for run in fresh],
+            pre.request,
+            dependency=launch.Dependency("afterany", tuple(after)),
+            target=pre.options.target,
+            launcher=pre.launcher,
+            check_inputs=False,
+        )
         records.update({run.key: rec for run, rec in zip(fresh, submitted)})
     for run in runs:
         # An array's own id makes a dependent wait for the whole array.
@@ -163,11 +174,13 @@ def _reused_records(pre: Preflight, reused: dict[str, str]) -> dict[str, launch.
 
 
 def walk(pre: Preflight, log: Log = print) -> StudyOutcome:
-    """Build the data, then hand every array out in order (module docstring). Call after :func:`preflight`."""
+    """Build the data, then hand every array out in order (module docstring). Call after ``walk.preflight``."""
     out = StudyOutcome(skipped=[run.key for run in pre.selection.done])
     sel = pre.selection
-    log(f"study {pre.plan.study.name}: {len(sel.done) + len(sel.todo)} runs, {len(sel.done)} already done, "
-        f"{len(sel.todo)} to run")
+    log(
+        f"study {pre.plan.study.name}: {len(sel.done) + len(sel.todo)} runs, {len(sel.done)} already done, "
+        f"{len(sel.todo)} to run"
+    )
     out.built_datasets = prepare_data(pre, log)
     failed: set[str] = set()
     job_of: dict[str, str] = {}
@@ -184,8 +197,10 @@ def run_study(path: Path, options: StudyOptions, report: bool = True, log: Log =
     pre = preflight(path, options, blocking=True)
     out = walk(pre, log)
     reused = f", waited for {len(out.reused)} started earlier" if out.reused else ""
-    log(f"ran {len(out.submitted)}, skipped {len(out.skipped)} finished{reused}, failed {len(out.failed)}, "
-        f"blocked {len(out.blocked)}")
+    log(
+        f"ran {len(out.submitted)}, skipped {len(out.skipped)} finished{reused}, failed {len(out.failed)}, "
+        f"blocked {len(out.blocked)}"
+    )
     return pre.plan, out, write_report(pre.plan) if report else None
 
 
@@ -195,8 +210,9 @@ def submit_study(path: Path, options: StudyOptions, log: Log = print) -> StudyOu
     out = walk(pre, log)
     for key, job in out.jobs.items():
         log(f"{key}: job {job}" + (" (queued or running already)" if key in out.reused else ""))
-    active = (f", {len(out.reused)} queued or running (not resubmitted; --force submits them again)"
-              if out.reused else "")
+    active = (
+        f", {len(out.reused)} queued or running (not resubmitted; --force submits them again)" if out.reused else ""
+    )
     log(f"submitted {len(out.submitted)}{active}, skipped {len(out.skipped)} finished")
     return out
 
@@ -220,7 +236,9 @@ def demo_study_path() -> Path:
     for candidate in (pkg.parent / "configs" / "studies" / "demo.yaml", pkg / "defaults" / "demo.yaml"):
         if candidate.is_file():
             return candidate
-    raise StudyError(f"the demo study file is missing (looked in {pkg.parent / 'configs/studies'}); reinstall simclr-hpc")
+    raise StudyError(
+        f"the demo study file is missing (looked in {pkg.parent / 'configs/studies'}); reinstall simclr-hpc"
+    )
 
 
 def dry_run(path: Path, options: StudyOptions) -> list[str]:
@@ -228,15 +246,18 @@ def dry_run(path: Path, options: StudyOptions) -> list[str]:
     run, then each array's sbatch script); nothing is written or submitted, and it works without Slurm."""
     pre = preflight(path, options, blocking=False, dry_run=True)
     lines = [f"stale {s.what}: {s.reason}; would be moved aside" for s in pre.stale]
-    lines += [f"data: build shards of {ds.name} from {ds.source} into {ds.shards} (before submitting)"
-              for ds in pre.to_build]
+    lines += [
+        f"data: build shards of {ds.name} from {ds.source} into {ds.shards} (before submitting)" for ds in pre.to_build
+    ]
     array_of: dict[str, str] = {}
     scripts: list[str] = []
     for handout in pre.handouts():
         array = handout.array
         after = depends_on(handout.fresh, array_of)
-        lines.append(f"array {array.name}: {array.stage} x {len(handout.fresh)}"
-                     + (f" afterany: {', '.join(after)}" if after else ""))
+        lines.append(
+            f"array {array.name}: {array.stage} x {len(handout.fresh)}"
+            + (f" afterany: {', '.join(after)}" if after else "")
+        )
         for i, run in enumerate(handout.fresh):
             lines.append(f"  [{i}] {run.key} -> {run.run_dir}")
         for key, job in handout.reused.items():
@@ -245,8 +266,10 @@ def dry_run(path: Path, options: StudyOptions) -> list[str]:
         if handout.fresh:
             scripts += _scripts(pre, handout, [f"<{name}>" for name in after])
     sel = pre.selection
-    lines.append(f"{len(sel.todo) - len(pre.active)} runs to submit, {len(pre.active)} queued or running, "
-                 f"{len(sel.done)} already done (skipped)")
+    lines.append(
+        f"{len(sel.todo) - len(pre.active)} runs to submit, {len(pre.active)} queued or running, "
+        f"{len(sel.done)} already done (skipped)"
+    )
     return lines + scripts
 
 
@@ -255,5 +278,7 @@ def _scripts(pre: Preflight, handout: Handout, after: list[str]) -> list[str]:
     array."""
     batch = replace(pre.batches[handout.array.name], dependency=launch.Dependency("afterany", tuple(after)))
     scripts = pre.launcher.render(batch, launch.array_stamp(), array=True)
-    return [f"# ---- sbatch script of array {handout.array.name} ({len(handout.fresh)} runs) ----\n{s.rstrip()}"
-            for s in scripts]
+    return [
+        f"# ---- sbatch script of array {handout.array.name} ({len(handout.fresh)} runs) ----\n{s.rstrip()}"
+        for s in scripts
+    ]

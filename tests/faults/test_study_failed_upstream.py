@@ -15,8 +15,8 @@ import yaml
 
 from simclr_hpc import launch
 from simclr_hpc.study.pipeline import dry_run, submit_study
-from simclr_hpc.study.preflight import StudyOptions
 from simclr_hpc.study.publish import status_lines
+from simclr_hpc.study.walk import StudyOptions
 from tests.launch.helpers import REPO
 
 pytestmark = [pytest.mark.slurm]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib
 import shlex
 import types
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 from simclr_hpc import launch
 from simclr_hpc.config import load_config
 from simclr_hpc.launch import LaunchRequest, render_array, submit_array
-from simclr_hpc.launch import arrays as arrays_module
 from tests.launch.helpers import REPO, STANDIN
+
+# The module (``launch.launcher`` the attribute is the function that picks a launcher by name).
+arrays_module = importlib.import_module("simclr_hpc.launch.launcher")
 
 pytestmark = pytest.mark.slurm
 

@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 import simclr_hpc
-from simclr_hpc.launch.executors import EXECUTORS
+from simclr_hpc.launch.jobs import EXECUTORS
 
 PACKAGE = Path(simclr_hpc.__file__).parent
 NAMES = set(EXECUTORS) | {"debug"}  # debug: submitit's in-process executor, once ours

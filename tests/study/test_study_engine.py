@@ -11,12 +11,12 @@ from collections import Counter
 
 import pytest
 
-from simclr_hpc.launch.executors import EXECUTORS
+from simclr_hpc.launch.jobs import EXECUTORS
 from simclr_hpc.launch.registry import Registry, registry_path
 from simclr_hpc.study.aggregate import collect
 from simclr_hpc.study.pipeline import dry_run, run_study, submit_study
 from simclr_hpc.study.plan import load_plan
-from simclr_hpc.study.preflight import StudyOptions
+from simclr_hpc.study.walk import StudyOptions
 from tests.study import fake_runner
 from tests.study.helpers import study_dict, write_study
 from tests.study.recording import NAME, RecordingLauncher

@@ -10,12 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from simclr_hpc.cli.main import app
-from simclr_hpc.launch.executors import EXECUTORS
+from simclr_hpc.launch.jobs import EXECUTORS
 from simclr_hpc.launch.registry import Registry, registry_path
 from simclr_hpc.study.pipeline import dry_run, run_study, submit_study
 from simclr_hpc.study.plan import load_plan
-from simclr_hpc.study.preflight import StudyOptions
-from simclr_hpc.study.walk import arrays, select
+from simclr_hpc.study.walk import StudyOptions, arrays, select
 from tests.launch.helpers import no_slurm_env
 from tests.study.helpers import write_study
 from tests.study.recording import NAME, RecordingLauncher
