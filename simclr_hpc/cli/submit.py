@@ -1,4 +1,4 @@
-"""``simclr-hpc submit STAGE`` and ``simclr-hpc sweep finetune|distill|transfer``: thin wrappers over ``simclr_hpc.launch``."""
+"""``simclr-hpc submit STAGE`` and ``simclr-hpc sweep STAGE`` (the task table's ``SWEEP_STAGES``): thin wrappers over ``simclr_hpc.launch``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import typer
 from simclr_hpc import launch
 from simclr_hpc.cli.common import ConfigOpt, SetOpt, user_errors
 from simclr_hpc.config import load_config
-from simclr_hpc.train.task_table import stage_help
-
-SWEEP_STAGES = ("finetune", "distill", "transfer")
+from simclr_hpc.train.task_table import SWEEP_STAGES, stage_help
 
 GpusOpt = Annotated[Optional[int], typer.Option("--gpus-per-node", help="GPUs (= tasks) per node; 0 = CPU-only, one task per node. Default: the profile's.")]
 TimeOpt = Annotated[Optional[str], typer.Option("--time", help="Time limit, Slurm format (e.g. 1-00:00:00). Default: the profile's.")]
@@ -72,8 +70,8 @@ def _sweep(stage: str, study: Path, manifest: Path | None, force: bool, dry_run:
     from simclr_hpc.study.pipeline import sweep_configs
 
     if stage not in SWEEP_STAGES:
-        raise launch.LaunchError(f"sweep {stage}: use one of {', '.join(SWEEP_STAGES)} (pretrain runs are "
-                                 "`submit pretrain`)")
+        raise launch.LaunchError(f"sweep {stage}: use one of {', '.join(SWEEP_STAGES)} (the other stages run one "
+                                 f"job per run: `simclr-hpc submit {stage}`)")
     cfgs, done = sweep_configs(study, stage, include_done)
     if done:
         print(f"skipping {done} finished run(s) (result.json present); --include-done to rerun them")

@@ -51,6 +51,9 @@ class TaskEntry:
     needs_labels: bool = True
     evaluates: bool = True
     """Whether it reads ``data.eval_split`` (every stage but pretraining measures accuracy)."""
+    sweeps: bool = True
+    """Whether ``simclr-hpc sweep`` hands its runs out as one array (pretraining is a multi-node job per run:
+    ``simclr-hpc submit pretrain``)."""
     inputs: tuple[RunInput, ...] = ()
     check: Check | None = field(default=None, compare=False)
 
@@ -97,7 +100,7 @@ def _teacher_and_student_fit(cfg: Config, index: DatasetIndex | None, archs: dic
 
 TASKS: dict[str, TaskEntry] = {entry.name: entry for entry in (
     TaskEntry("pretrain", "SimCLR on unlabelled images (NT-Xent over two views)",
-              "simclr_hpc.train.stages.pretrain:PretrainTask", needs_labels=False, evaluates=False),
+              "simclr_hpc.train.stages.pretrain:PretrainTask", needs_labels=False, evaluates=False, sweeps=False),
     TaskEntry("finetune", "a classifier on a pretrained encoder, from a projection-head layer, on a label fraction",
               "simclr_hpc.train.stages.supervised:FinetuneTask",
               inputs=(RunInput("finetune.encoder", baselines=True),), check=_head_layer_within_the_head),
@@ -111,6 +114,8 @@ TASKS: dict[str, TaskEntry] = {entry.name: entry for entry in (
               inputs=(RunInput("transfer.encoder", baselines=True),), check=_classes_within_the_dataset),
 )}
 """Stage name -> its entry, in ``config.STAGES`` order (a test holds the two together)."""
+SWEEP_STAGES = tuple(name for name, entry in TASKS.items() if entry.sweeps)
+"""The stages ``simclr-hpc sweep`` takes."""
 
 
 def stage_help(names: tuple[str, ...] = STAGES) -> str:
