@@ -161,10 +161,14 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
             raise ValueError(f"a JSON {type(doc).__name__}, not an object")
         if doc.get("format") != FORMAT:
             raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
+        if not isinstance(doc["splits"], dict) or not isinstance(doc["splits"].get("train"), dict):
+            raise ValueError("splits must be an object with at least a train split")
         splits = {}
         for name, s in doc["splits"].items():
             shards = [_shard(x) for x in s["shards"]]
-            keys, labels = [str(k) for k in s["keys"]], _labels(s["labels"], name, doc)
+            if not isinstance(s["keys"], list) or not all(isinstance(k, str) for k in s["keys"]):
+                raise ValueError(f"split {name}: keys must be a list of strings")
+            keys, labels = s["keys"], _labels(s["labels"], name, doc)
             if len(keys) != len(labels) or len(keys) != sum(x.count for x in shards):
                 raise ValueError(f"split {name}: {len(keys)} keys, {len(labels)} labels, shard counts sum to "
                                  f"{sum(x.count for x in shards)}")

@@ -34,11 +34,25 @@ def check_shard_files(index: DatasetIndex, contents: bool = True) -> None:
                 )
 
 
+def placement_problem(path: Path, root: Path) -> str | None:
+    """Why the shard file ``path`` may not be read at all (missing, not a regular file, or a link leading outside the
+    shard directory ``root``, given resolved), or None. Every reader of shards asks this before it opens one."""
+    return not_regular(path) or link_outside(path, root)
+
+
+def link_outside(path: Path, root: Path) -> str | None:
+    """Why ``path`` leads outside the shard directory ``root`` (given resolved), or None when it stays inside (or
+    leads nowhere: a link loop is :func:`not_regular`'s to name)."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+        return None
+    return None if resolved.is_relative_to(root) else f"is a link to {resolved}, outside the shard directory"
+
+
 def _problem(path: Path, root: Path, shard: ShardInfo, first_key: str | None, contents: bool) -> str | None:
-    if why := not_regular(path):
+    if why := placement_problem(path, root):
         return why
-    if not path.resolve().is_relative_to(root):
-        return f"is a link to {path.resolve()}, outside the shard directory"
     size = path.stat().st_size
     if contents and shard.bytes is not None and size != shard.bytes:
         return f"holds {size} bytes but index.json says {shard.bytes} (changed since it was built)"

@@ -25,8 +25,9 @@ from simclr_hpc import fsutil
 from simclr_hpc.data.build import write_shards
 from simclr_hpc.data.index import DatasetIndex, read_index
 from simclr_hpc.data.limits import not_regular, opened, to_uint8
+from simclr_hpc.data.shard_check import link_outside, placement_problem
 from simclr_hpc.data.shard_plan import IMAGE_EXTS, SPLITS
-from simclr_hpc.data.sources import UNLABELED
+from simclr_hpc.data.sources import UNLABELED, DataError
 from simclr_hpc.data.tarcheck import end_marker_missing
 from simclr_hpc.outputs import OutputError, check_output_file
 
@@ -148,12 +149,16 @@ def verify(shards_dir: str | Path) -> list[str]:
     labels that differ from the index, and sample counts that differ from it. Each line names the shard and key.
     """
     index = read_index(shards_dir)
+    root = index.root.resolve()
     problems = []
     for split_name, split in index.splits.items():
         for shard, start, stop in split.shard_ranges():
             path = index.root / shard.name
-            if not path.is_file():
+            if not path.exists() and not path.is_symlink():
                 problems.append(f"{shard.name}: shard file missing ({stop - start} samples of split {split_name})")
+                continue
+            if why := placement_problem(path, root):  # never read: a FIFO would block, a link outside is not ours
+                problems.append(f"{shard.name}: {why}; not read")
                 continue
             if fsutil.sha256_file(path) != shard.sha256:
                 problems.append(f"{shard.name}: sha256 differs from index.json (the file changed after it was written)")
@@ -189,6 +194,10 @@ def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64, out: str
     from PIL import Image, ImageDraw
 
     index = read_index(shards_dir)
+    for split in index.splits.values():  # the examples shown come from inside the directory, or none is shown
+        for shard in split.shards:
+            if why := link_outside(index.root / shard.name, index.root.resolve()):
+                raise DataError(f"{index.root / shard.name}: {why}; replace it with the shard itself")
     path = Path(out) if out else index.root / CONTACT_SHEET
     try:  # before reading a shard: a read-only directory, a link or a device there is one line, not a traceback
         check_output_file(path, "--out" if out else "contact sheet", force=force or out is None)
@@ -207,8 +216,8 @@ def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64, out: str
                 ext = next(e for e in IMAGE_EXTS if e in parts)
                 img = Image.fromarray(to_uint8(Image.open(io.BytesIO(parts[ext])), grey=False))
                 examples[label].append(img.resize((tile, tile), Image.BILINEAR))
-        except TruncatedShard:
-            pass
+        except (TruncatedShard, FileNotFoundError):
+            pass  # a damaged or missing shard gives no examples (``verify`` names it)
         if all(len(v) >= per_class for v in examples.values()):
             break
     label_w = 110
