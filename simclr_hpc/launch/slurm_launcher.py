@@ -62,8 +62,10 @@ class SlurmLauncher(Launcher):
             if dry_run:
                 return batch
             if not slurm.installed():
-                raise LaunchError("sbatch not found: this machine has no Slurm. Use --dry-run to print the script, "
-                                  "or run on a login node")
+                raise LaunchError(
+                    "sbatch not found: this machine has no Slurm. Use --dry-run to print the script, "
+                    "or run on a login node"
+                )
             raise LaunchError("the Slurm controller does not answer (`scontrol ping`): try again, or ask the admins")
         self._check_partition(batch.spec)
         return replace(batch, dependency=self._waiting(batch.dependency))
@@ -83,8 +85,9 @@ class SlurmLauncher(Launcher):
             raise LaunchError(f"--nodes {spec.nodes}: partition {name} has only {part.total_nodes} node(s)")
         gpus = spec.profile.gpus_per_node
         if gpus > part.max_gpus_per_node:
-            raise LaunchError(f"--gpus-per-node {gpus}: nodes of partition {name} have at most "
-                              f"{part.max_gpus_per_node} GPU(s)")
+            raise LaunchError(
+                f"--gpus-per-node {gpus}: nodes of partition {name} have at most {part.max_gpus_per_node} GPU(s)"
+            )
 
     def _waiting(self, dependency: Dependency) -> Dependency:
         """The dependency ids Slurm still has to wait for; one that does not exist, or (afterok) that failed, is
@@ -100,8 +103,9 @@ class SlurmLauncher(Launcher):
             if seen is None:
                 raise LaunchError(f"--dependency {dependency.kind}:{jid}: no such job (squeue/sacct do not know it)")
             if dependency.kind == "afterok" and seen.state in _FAILED_ENDS:
-                raise LaunchError(f"--dependency afterok:{jid}: that job ended {seen.state}, so this one could "
-                                  "never start")
+                raise LaunchError(
+                    f"--dependency afterok:{jid}: that job ended {seen.state}, so this one could never start"
+                )
             # A job slurmctld has already forgotten (only accounting knows it) and that ended needs no waiting.
             if seen.state in slurm.TERMINAL_STATES and jid not in self.queue():
                 continue
@@ -121,8 +125,9 @@ class SlurmLauncher(Launcher):
         import submitit
 
         folder.mkdir(parents=True, exist_ok=True)
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_python=spec.python,
-                                         slurm_max_num_timeout=spec.profile.max_requeues)
+        executor = submitit.AutoExecutor(
+            folder=folder, cluster="slurm", slurm_python=spec.python, slurm_max_num_timeout=spec.profile.max_requeues
+        )
         executor.update_parameters(**{f"slurm_{k}": v for k, v in spec.slurm_params.items()})
         return executor
 
@@ -147,12 +152,17 @@ class SlurmLauncher(Launcher):
             cfgs = [batch.cfgs[i] for i in chunk.runs]
             folder = array_log_dir(batch.stage, cfgs[0], stamp, chunk.index)
             jobs = self.submitit_executor(chunk.spec, folder).map_array(
-                self._job(batch), [batch.stage] * len(cfgs), [_payload(c) for c in cfgs])
+                self._job(batch), [batch.stage] * len(cfgs), [_payload(c) for c in cfgs]
+            )
             array_ids.append(jobs[0].job_id.split("_")[0])
             self._submitted.update([array_ids[-1], *(str(j.job_id) for j in jobs)])
             dependency = chunk.spec.slurm_params.get("dependency")
-            records += [self.record(batch, cfg, job.job_id, folder, array_job_id=array_ids[-1], array_index=a,
-                                    dependency=dependency) for a, (cfg, job) in enumerate(zip(cfgs, jobs))]
+            records += [
+                self.record(
+                    batch, cfg, job.job_id, folder, array_job_id=array_ids[-1], array_index=a, dependency=dependency
+                )
+                for a, (cfg, job) in enumerate(zip(cfgs, jobs))
+            ]
         return records
 
     def states(self, records: list[JobRecord]) -> dict[int, slurm.Seen]:
@@ -174,4 +184,3 @@ class SlurmLauncher(Launcher):
 
 def _payload(cfg: Config) -> dict:
     return cfg.model_dump(mode="json")
-

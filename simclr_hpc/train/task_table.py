@@ -68,8 +68,10 @@ def _head_layer_within_the_head(cfg: Config, index: DatasetIndex | None, archs: 
     if arch is not None:
         layers = int(arch.get("model", {}).get("proj_layers", 0)) if arch.get("kind") == "simclr" else 0
         if cfg.finetune.from_head_layer > layers:
-            raise ConfigError(f"finetune.from_head_layer: {cfg.finetune.from_head_layer} but the encoder's "
-                              f"projection head has {layers} layer(s); use 0..{layers}")
+            raise ConfigError(
+                f"finetune.from_head_layer: {cfg.finetune.from_head_layer} but the encoder's "
+                f"projection head has {layers} layer(s); use 0..{layers}"
+            )
     if index is not None and cfg.finetune.label_subset_file:
         from simclr_hpc.data.subsets import positions_from_file
 
@@ -79,40 +81,68 @@ def _head_layer_within_the_head(cfg: Config, index: DatasetIndex | None, archs: 
 
 def _classes_within_the_dataset(cfg: Config, index: DatasetIndex | None, archs: dict[str, dict]) -> None:
     if index is not None and cfg.transfer.num_classes > index.num_classes:
-        raise ConfigError(f"transfer.num_classes: {cfg.transfer.num_classes} but {cfg.data.shards} has "
-                          f"{index.num_classes} classes; use 0 (all) or 1..{index.num_classes}")
+        raise ConfigError(
+            f"transfer.num_classes: {cfg.transfer.num_classes} but {cfg.data.shards} has "
+            f"{index.num_classes} classes; use 0 (all) or 1..{index.num_classes}"
+        )
 
 
 def _teacher_and_student_fit(cfg: Config, index: DatasetIndex | None, archs: dict[str, dict]) -> None:
     d = cfg.distill
     teacher = archs.get("distill.teacher")
     if teacher is not None and index is not None and teacher.get("num_classes") != index.num_classes:
-        raise ConfigError(f"distill.teacher: {d.teacher} predicts {teacher.get('num_classes')} classes but "
-                          f"{cfg.data.shards} has {index.num_classes}")
+        raise ConfigError(
+            f"distill.teacher: {d.teacher} predicts {teacher.get('num_classes')} classes but "
+            f"{cfg.data.shards} has {index.num_classes}"
+        )
     student = archs.get("distill.student_init")
     if student is not None:
         model = student.get("model", {})
         if model.get("backbone") != cfg.model.backbone or model.get("width") != cfg.model.width:
-            raise ConfigError(f"distill.student_init: {d.student_init} is a {model.get('backbone')} (width "
-                              f"{model.get('width')}) but model.backbone is {cfg.model.backbone} "
-                              f"(width {cfg.model.width})")
+            raise ConfigError(
+                f"distill.student_init: {d.student_init} is a {model.get('backbone')} (width "
+                f"{model.get('width')}) but model.backbone is {cfg.model.backbone} "
+                f"(width {cfg.model.width})"
+            )
 
 
-TASKS: dict[str, TaskEntry] = {entry.name: entry for entry in (
-    TaskEntry("pretrain", "SimCLR on unlabelled images (NT-Xent over two views)",
-              "simclr_hpc.train.stages.pretrain:PretrainTask", needs_labels=False, evaluates=False, sweeps=False),
-    TaskEntry("finetune", "a classifier on a pretrained encoder, from a projection-head layer, on a label fraction",
-              "simclr_hpc.train.stages.supervised:FinetuneTask",
-              inputs=(RunInput("finetune.encoder", baselines=True),), check=_head_layer_within_the_head),
-    TaskEntry("distill", "a student trained on a fine-tuned teacher's soft labels",
-              "simclr_hpc.train.stages.distill:DistillTask",
-              inputs=(RunInput("distill.teacher", kind="classifier", optional=True),
-                      RunInput("distill.student_init", optional=True)),
-              check=_teacher_and_student_fit),
-    TaskEntry("transfer", "a pretrained encoder on another dataset (or a k-class subset of one)",
-              "simclr_hpc.train.stages.supervised:TransferTask",
-              inputs=(RunInput("transfer.encoder", baselines=True),), check=_classes_within_the_dataset),
-)}
+TASKS: dict[str, TaskEntry] = {
+    entry.name: entry
+    for entry in (
+        TaskEntry(
+            "pretrain",
+            "SimCLR on unlabelled images (NT-Xent over two views)",
+            "simclr_hpc.train.stages.pretrain:PretrainTask",
+            needs_labels=False,
+            evaluates=False,
+            sweeps=False,
+        ),
+        TaskEntry(
+            "finetune",
+            "a classifier on a pretrained encoder, from a projection-head layer, on a label fraction",
+            "simclr_hpc.train.stages.supervised:FinetuneTask",
+            inputs=(RunInput("finetune.encoder", baselines=True),),
+            check=_head_layer_within_the_head,
+        ),
+        TaskEntry(
+            "distill",
+            "a student trained on a fine-tuned teacher's soft labels",
+            "simclr_hpc.train.stages.distill:DistillTask",
+            inputs=(
+                RunInput("distill.teacher", kind="classifier", optional=True),
+                RunInput("distill.student_init", optional=True),
+            ),
+            check=_teacher_and_student_fit,
+        ),
+        TaskEntry(
+            "transfer",
+            "a pretrained encoder on another dataset (or a k-class subset of one)",
+            "simclr_hpc.train.stages.supervised:TransferTask",
+            inputs=(RunInput("transfer.encoder", baselines=True),),
+            check=_classes_within_the_dataset,
+        ),
+    )
+}
 """Stage name -> its entry, in ``config.STAGES`` order (a test holds the two together)."""
 SWEEP_STAGES = tuple(name for name, entry in TASKS.items() if entry.sweeps)
 """The stages ``simclr-hpc sweep`` takes."""

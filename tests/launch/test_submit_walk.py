@@ -28,20 +28,26 @@ STUDY = {
     "datasets": {"sh4": {"source": "shapes:4:20:16"}},
     "encoders": {"ra": {"dataset": "sh4"}},
     "pretrain": {"set": {"train.steps": 2}},
-    "finetune": {"encoders": ["ra"], "label_fractions": [1.0], "head_layers": [0], "protocols": ["linear"],
-                 "baselines": []},
+    "finetune": {
+        "encoders": ["ra"],
+        "label_fractions": [1.0],
+        "head_layers": [0],
+        "protocols": ["linear"],
+        "baselines": [],
+    },
 }
 
 
 def _question(call: str) -> str:
     """What a logged call asks: ``scontrol show config``, ``scontrol ping``, ``squeue`` (whatever its options)."""
     words = call.split()
-    return " ".join(words[:3 if words[1:2] == ["show"] else 2]) if words[0] == "scontrol" else words[0]
+    return " ".join(words[: 3 if words[1:2] == ["show"] else 2]) if words[0] == "scontrol" else words[0]
 
 
 @pytest.mark.timeout(300)
-def test_study_submit_walks_from_the_cli_to_sbatch_once_and_asks_each_question_once(slurm_cluster, tmp_path,
-                                                                                     monkeypatch):
+def test_study_submit_walks_from_the_cli_to_sbatch_once_and_asks_each_question_once(
+    slurm_cluster, tmp_path, monkeypatch
+):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({**STUDY, "root": str(tmp_path / "runs")}, sort_keys=False))
     bin_dir, log = _wrappers(tmp_path)

@@ -87,11 +87,14 @@ def test_run_submit_and_dry_run_hand_out_the_same_arrays_in_the_same_order(tmp_p
     assert "0 runs to submit" in result.output  # everything ran in the meantime: nothing left, and no script
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--profile", "nosuch"], "--profile nosuch"),
-    (["--only", "bogus"], "--only bogus"),
-    (["--container", "/no/such/image.sif"], "image file not found"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--profile", "nosuch"], "--profile nosuch"),
+        (["--only", "bogus"], "--only bogus"),
+        (["--container", "/no/such/image.sif"], "image file not found"),
+    ],
+)
 def test_every_check_of_submit_stops_the_dry_run_before_it_prints(tmp_path, args, message):
     path = write_study(tmp_path)
     for dry in (True, False):
