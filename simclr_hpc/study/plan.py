@@ -35,6 +35,7 @@ from __future__ import annotations
 from itertools import product
 from pathlib import Path
 
+from simclr_hpc import studydir
 from simclr_hpc.data.index import index_num_classes
 from simclr_hpc.data.source_spec import source_num_classes
 from simclr_hpc.study.builder import PlanBuilder
@@ -117,7 +118,7 @@ def _student_inits(b: PlanBuilder, seed: int) -> dict[str, tuple[str, tuple[str,
                   [b.nest(study.pretrain.set, "pretrain.set"), b.nest(spec.set, f"encoders.{enc}.set")], {}, (),
                   {"section": "student_init", "encoder": enc, "base": study.encoder_base(enc), "seed": seed,
                    "run_seed": run_seed})
-        out[sname] = (str(Path(study.root) / study.name / key), (key,))
+        out[sname] = (str(studydir.run_dir(study.root, study.name, "pretrain", f"{enc}-student-s{seed}")), (key,))
     return out
 
 
