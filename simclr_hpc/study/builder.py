@@ -82,7 +82,7 @@ class PlanBuilder:
         all_layers = [self.nest(study.defaults, "defaults"), self.dataset_layer(dataset), *layers, forced, wiring]
         try:
             cfg = build_config([stage_recipe(stage, all_layers), *all_layers])  # the stage's recipe under the study
-            problems = stage_problems(stage, cfg)
+            problems = stage_problems(stage, cfg) + _head_problems(stage, cfg)
         except ConfigError as err:
             problems = err.lines
         for line in problems:
@@ -113,3 +113,12 @@ class PlanBuilder:
     def pretrain_dir(self, encoder: str, seed: int) -> str:
         stage, _, name = self.pretrain_key(encoder, seed).partition("/")
         return str(studydir.run_dir(self.study.root, self.study.name, stage, name))
+
+
+def _head_problems(stage: str, cfg) -> list[str]:
+    """A fine-tune of a study encoder starts at a layer of its projection head: its config carries the encoder's
+    ``model.*`` (``encoder_model``), so a layer beyond the head is refused here, not by every fine-tune at run time."""
+    if stage == "finetune" and cfg.finetune.from_head_layer > cfg.model.proj_layers:
+        return [f"finetune.from_head_layer: {cfg.finetune.from_head_layer} but the encoder's projection head has "
+                f"{cfg.model.proj_layers} layer(s) (model.proj_layers); use 0..{cfg.model.proj_layers}"]
+    return []

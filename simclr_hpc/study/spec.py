@@ -21,6 +21,7 @@ This module imports no torch: ``study submit --dry-run`` runs on a login node.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -87,6 +88,13 @@ class _Checker:
                 if key not in DATASET_SECTIONS:
                     self.add(f"datasets.{name}.set",
                              f"{key}.* cannot be set per dataset (only {', '.join(DATASET_SECTIONS)})")
+        owners: dict[Path, str] = {}
+        for name in self.study.datasets:  # one dataset per shard directory: a second would be built over the first
+            where = Path(os.path.abspath(self.study.shards_dir(name)))
+            if where in owners:
+                self.add(f"datasets.{name}.shards", f"{where} is also dataset {owners[where]}'s shard directory; give "
+                         "each dataset its own (or leave shards empty for <root>/<study>/data/<dataset>)")
+            owners.setdefault(where, name)
         for name, enc in self.study.encoders.items():
             self.need_dataset(f"encoders.{name}.dataset", enc.dataset)
 

@@ -235,6 +235,10 @@ ROWS = [
     ("study_one_bad_value_many_runs", ["study", "submit", "{w}/zero_ddp.yaml", "--dry-run"],
      ["more run(s)", "dist.zero_stage"], {}),  # issue 24: one line, not one per planned run
     ("demo_executor_slurm", ["demo", "--executor", "slurm"], ["--executor 'slurm'", "study submit"], {}),  # issue 24
+    ("study_head_layer_beyond_head", ["study", "submit", "{w}/head3.yaml", "--dry-run"],
+     ["from_head_layer: 3", "projection head has 2", "more run(s)"], {}),  # issue 24: its fine-tunes failed later
+    ("study_datasets_share_shards", ["study", "submit", "{w}/shared_shards.yaml", "--dry-run"],
+     ["datasets.sh6.shards", "also dataset sh4"], {}),  # issue 24: one built over the other
     # ---- issue 24: values no run can use -----------------------------------------------------------------------------
     ("pretrain_global_batch_1", run("pretrain", "train.global_batch=1"), ["train.global_batch", "no negatives"],
      {}),  # issue 24: trained with a loss of 0
@@ -367,6 +371,9 @@ def _issue24_inputs(w: Path, sh: Path, study: dict) -> None:
     (w / "nul_path.yaml").write_text('data:\n  shards: "/tmp/a\\0b"\n')
     for name, change in (("boolseeds", {"seeds": [True, False]}), ("seeds10k", {"seeds": list(range(10_000))}),
                          ("zero_ddp", {"defaults": {"dist.zero_stage": 1}}),
+                         ("head3", {"finetune": {**study["finetune"], "head_layers": [0, 1, 3]}}),
+                         ("shared_shards", {"datasets": {name: {**spec, "shards": str(w / "one_dir")}
+                                                         for name, spec in study["datasets"].items()}}),
                          ("huge_plan", {"seeds": list(range(999)), "finetune": {
                              **study["finetune"], "label_fractions": [round(0.05 * i, 2) for i in range(1, 21)]}})):
         (w / f"{name}.yaml").write_text(yaml.safe_dump({**study, **change}, sort_keys=False))
@@ -523,7 +530,7 @@ def test_the_table_holds_the_examples_of_issue_24():
         "run_config_given_to_study", "study_10000_seeds", "study_plan_too_large", "study_one_bad_value_many_runs",
         "demo_executor_slurm",
         "pretrain_global_batch_1", "transfer_num_classes_1", "finetune_one_class_data", "index_label_out_of_range",
-        "index_label_negative", "shards_path_with_nul", "export_over_existing_file", "export_over_own_checkpoint",
+        "index_label_negative", "shards_path_with_nul", "study_head_layer_beyond_head", "study_datasets_share_shards", "export_over_existing_file", "export_over_own_checkpoint",
         "export_wrong_suffix", "manifest_fifo_force", "world_size_not_a_number", "rank_beyond_world_size",
         "master_port_out_of_range", "index_shard_outside", "verify_index_etc_passwd", "shard_link_outside",
         "shard_not_a_tar", "shard_is_fifo", "shard_other_first_key", "index_duplicate_keys", "index_huge_image_size",
