@@ -32,20 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from simclr_hpc.config import UserError
 from tests.faults.helpers import cli_inprocess, tree
+from tests.faults.test_properties import MAX_SECONDS, SETTINGS  # the same budget as the other file kinds'
 
-SETTINGS = settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
-)
-MAX_SECONDS = 5.0  # per reader and case, on a loaded 2-core machine; a refusal is expected in milliseconds
 HANG_SECONDS = 20  # an alarm ends a case that blocks (a FIFO opened, a stream that spins)
 
 
