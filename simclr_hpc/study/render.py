@@ -1,4 +1,5 @@
-"""Markdown of the report's descriptive sections: one ``render_*`` per summary of ``summaries.py``, formatting only.
+"""Markdown of the report's descriptive sections: one ``render_*`` per summary of ``summaries.py``, formatting only
+(the report's frame, its title, headline and runs without a result, is ``report.py``'s).
 
 Each renderer returns a :class:`Section`: its Markdown lines, the plots it wrote (``plots.py``), its headline bullets
 and any named snippets (Markdown files written beside the report for READMEs to include verbatim). Accuracies are
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simclr_hpc.study import plots
-from simclr_hpc.study.aggregate import Row, not_done
+from simclr_hpc.study.aggregate import Row
 from simclr_hpc.study.cells import eval_sizes
 from simclr_hpc.study.summaries import SECONDARY, DistillFraction, DistillSummary, FinetuneSummary, TransferSummary
 
@@ -266,45 +267,3 @@ def _transfer_bullets(s: TransferSummary) -> list[str]:
             f"per doubling, n = {slope.n if slope else 0} seeds)."
         )
     return out
-
-
-def render_header(
-    study_name: str, seeds: list[int], counts: dict[str, int], total: int, headline: list[str]
-) -> list[str]:
-    """Title, the headline bullets every section contributed, and the run counts."""
-    lines = [f"# Study `{study_name}`", ""]
-    if headline:
-        lines += ["## Headline", "", *headline, ""]
-    return lines + [
-        f"Runs: {total} planned; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ". "
-        f"Seeds: {', '.join(map(str, seeds))}. Every run's numbers are in [results.csv](results.csv); each "
-        "table cell links its run directories (labelled by seed).",
-        "",
-    ]
-
-
-def render_missing(rows: list[Row], out: Path) -> list[str]:
-    """Every planned run without a result, with its status and error, and the runs whose result is stale."""
-    missing = not_done(rows)
-    lines = ["## Runs without a result", ""]
-    if missing:
-        lines += [
-            f"{len(missing)} of {len(rows)} planned runs have no result; they are excluded from the statistics "
-            "above and listed here.",
-            "",
-            "| run | status | error | run directory |",
-            "|---|---|---|---|",
-        ]
-        for r in missing:
-            err = (r.error or "").replace("|", "/").replace("\n", " ")
-            lines.append(f"| {r.key} | {r.status} | {err} | [{r.run_dir}]({os.path.relpath(r.run_dir, out)}) |")
-    else:
-        lines.append("None: every planned run finished.")
-    stale = [r for r in rows if r.stale]
-    if stale:
-        lines += [
-            "",
-            f"{len(stale)} run(s) have a result made with a different config than the study now asks for "
-            "(edited study file?): " + ", ".join(r.key for r in stale),
-        ]
-    return lines + [""]

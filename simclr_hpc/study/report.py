@@ -1,22 +1,24 @@
 """``report.md``, its snippets, PNG plots and ``results.csv`` for a study: the paper's three analyses with seeds,
 intervals and verdicts.
 
-An analysis is a summary (rows and the study -> a dataclass, or None when the study has nothing for it) and a
-renderer (dataclass -> a ``render.Section``: Markdown, plots, headline bullets, snippets). ``ANALYSES`` lists them in
-report order; the headline is what the sections contribute, in that order, so a new analysis is one new pair here.
-The statistics are described in ``verdict.py`` (verdicts), ``cells.py`` (the seed as the unit), ``baselines.py``,
-``properties.py`` and ``separability.py``.
+The report's frame (title, headline, run counts, runs without a result) is written here, its sections by
+``render.py`` and ``render_findings.py``. An analysis is a summary (rows and the study -> a dataclass, or None when
+the study has nothing for it) and a renderer (dataclass -> a ``render.Section``: Markdown, plots, headline bullets,
+snippets). ``ANALYSES`` lists them in report order; the headline is what the sections contribute, in that order, so a
+new analysis is one new pair here. The statistics are described in ``verdict.py`` (verdicts), ``cells.py`` (the seed
+as the unit), ``baselines.py``, ``properties.py`` and ``separability.py``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from simclr_hpc import fsutil, studydir
 from simclr_hpc.study import baselines, findings, properties, render, render_findings, summaries
-from simclr_hpc.study.aggregate import Row, collect, summary, write_csv
+from simclr_hpc.study.aggregate import Row, collect, not_done, summary, write_csv
 from simclr_hpc.study.runs import Plan
 from simclr_hpc.study.schema import Study
 
@@ -78,10 +80,10 @@ def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
         if result is not None:
             sections.append(analysis.render(result, out))
     headline = [bullet for s in sections for bullet in s.headline]
-    lines = render.render_header(plan.study.name, plan.study.seeds, counts, len(rows), headline)
+    lines = render_header(plan.study.name, plan.study.seeds, counts, len(rows), headline)
     for section in sections:
         lines += section.lines
-    lines += render.render_missing(rows, out)
+    lines += render_missing(rows, out)
     path = out / "report.md"
     fsutil.write_text_atomic(path, "\n".join(lines))
     merged: dict[str, list[str]] = {}  # sections that add to one snippet do so in report order
@@ -93,3 +95,45 @@ def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
         snippets.append(out / f"{name}.md")
         fsutil.write_text_atomic(snippets[-1], "\n".join(snippet) + "\n")
     return Report(path, csv_path, [p for s in sections for p in s.plots], headline, counts, snippets)
+
+
+def render_header(
+    study_name: str, seeds: list[int], counts: dict[str, int], total: int, headline: list[str]
+) -> list[str]:
+    """Title, the headline bullets every section contributed, and the run counts."""
+    lines = [f"# Study `{study_name}`", ""]
+    if headline:
+        lines += ["## Headline", "", *headline, ""]
+    return lines + [
+        f"Runs: {total} planned; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ". "
+        f"Seeds: {', '.join(map(str, seeds))}. Every run's numbers are in [results.csv](results.csv); each "
+        "table cell links its run directories (labelled by seed).",
+        "",
+    ]
+
+
+def render_missing(rows: list[Row], out: Path) -> list[str]:
+    """Every planned run without a result, with its status and error, and the runs whose result is stale."""
+    missing = not_done(rows)
+    lines = ["## Runs without a result", ""]
+    if missing:
+        lines += [
+            f"{len(missing)} of {len(rows)} planned runs have no result; they are excluded from the statistics "
+            "above and listed here.",
+            "",
+            "| run | status | error | run directory |",
+            "|---|---|---|---|",
+        ]
+        for r in missing:
+            err = (r.error or "").replace("|", "/").replace("\n", " ")
+            lines.append(f"| {r.key} | {r.status} | {err} | [{r.run_dir}]({os.path.relpath(r.run_dir, out)}) |")
+    else:
+        lines.append("None: every planned run finished.")
+    stale = [r for r in rows if r.stale]
+    if stale:
+        lines += [
+            "",
+            f"{len(stale)} run(s) have a result made with a different config than the study now asks for "
+            "(edited study file?): " + ", ".join(r.key for r in stale),
+        ]
+    return lines + [""]
