@@ -52,6 +52,16 @@ def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int
     }
 
 
+def _skip_the_shm_comm_build() -> None:
+    """DeepSpeed's CPU backend compiles a C++ op, ``deepspeed_shm_comm``, when its process group starts: 30-150 s on 2
+    cores wherever torch's extension cache is cold or stale (a fresh machine, a container). Only its
+    ``inference_all_reduce`` uses it; training's collectives are torch.distributed's. Marked incompatible in
+    DeepSpeed's table of ops (a dict it keeps so that edits persist), it is never built."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 class DeepSpeedEngine(Engine):
     """ZeRO data parallel: optimizer state (stage 1) and gradients (stage 2) partitioned over the ranks."""
 
@@ -61,6 +71,8 @@ class DeepSpeedEngine(Engine):
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed  # after DS_ACCELERATOR: DeepSpeed picks its accelerator at import
 
+        if not self.cuda:
+            _skip_the_shm_comm_build()
         if not D.is_initialized():
             # DeepSpeed wants a process group even for one rank; give it the torchrun variables it reads.
             for key, value in (("RANK", self.env.rank), ("WORLD_SIZE", self.env.world_size),
