@@ -7,7 +7,8 @@
 # Other options go to scripts/gpu_checks.py (--only A,B, --skip A,B). Logs, bench_gpu.json and summary.json go to
 # $OUT (or runs/gpu-check); the last lines say which checks ran, passed, failed or were skipped. Exit 1 if one failed.
 #
-# Python: the machine's python3 (torch 2.11 there). What it lacks (pydantic, submitit, webdataset, deepspeed, pytest)
+# Python: $PYTHON, else the machine's python3 (torch 2.11 there; `make gpu-check` and tests/test_gpu_check.py pass the
+# venv's interpreter, which need not be on PATH). What it lacks (pydantic, submitit, webdataset, deepspeed, pytest)
 # is installed from .whl/ with `pip install --no-index --no-deps --target` into $OUT/site, first on PYTHONPATH. Where
 # .whl/ is absent and python3 already imports them (this repository's venv), nothing is installed.
 set -uo pipefail
@@ -40,7 +41,8 @@ else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 "$PY" -c 'import pydantic, submitit, webdataset, torch' || {
-    echo "gpu_check: $PY cannot import what the checks need; run bash scripts/gpu_wheels.sh where PyPI is reachable"
+    echo "gpu_check: $PY cannot import what the checks need; run bash scripts/gpu_wheels.sh where PyPI is reachable," \
+         "or set PYTHON to an interpreter that has them (PYTHON=.venv/bin/python)"
     exit 2
 }
 nvidia-smi > "$OUT/nvidia-smi.log" 2>&1 || true

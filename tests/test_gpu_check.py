@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 from tests.distributed_helpers import REPO
 
 
 def test_gpu_check_runs_every_part_that_needs_no_cuda_and_says_what_it_skipped(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": "python", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--no-cuda", "--skip", "pretrain-compile"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
