@@ -4,7 +4,7 @@
 #   bash scripts/gpu_wheels.sh          # here, where the package index is reachable: fills .whl/ (about 7 MiB)
 #   bash scripts/gpu_check.sh           # there: installs .whl/ beside the image's torch, runs every check
 #   bash scripts/gpu_check.sh --no-cuda # anywhere: every check that needs no GPU, on the CPU at a tiny size
-# Other options go to scripts/gpu_checks.py (--only A,B, --skip A,B). Logs, bench_gpu.json and summary.json go to
+# Other options go to scripts/gpu_checks.py (--only A,B, --skip A,B; --jobs N: N checks at once, CPU only). Logs, bench_gpu.json and summary.json go to
 # $OUT (or runs/gpu-check); the last lines say which checks ran, passed, failed or were skipped. Exit 1 if one failed.
 #
 # Python: $PYTHON, else the machine's python3 (torch 2.11 there; `make gpu-check` and tests/test_gpu_check.py pass the

@@ -1,6 +1,6 @@
 """The GPU checks of issue 21, one function each, run by ``scripts/gpu_check.sh`` (which installs ``.whl/`` first).
 
-    python scripts/gpu_checks.py [--no-cuda] [--only A,B] [--skip A,B] [--out DIR]
+    python scripts/gpu_checks.py [--no-cuda [--jobs N]] [--only A,B] [--skip A,B] [--out DIR]
 
 Each check runs in its own process with its own time limit (a CUDA or NCCL failure cannot take the others down), and
 the last lines say which checks ran, which passed, which failed and which were skipped, and why. ``--no-cuda`` runs
@@ -16,7 +16,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +46,11 @@ CHECKS: dict[str, tuple[str, int, str]] = {
     "bench": ("any", 240, "ResNet-50 224 px SimCLR step: images/s, MFU, bf16/fp16/fp32, ZeRO-2 memory"),
     "pytest-gpu": ("cuda", 180, "tests/test_gpu.py, the gpu-marked tests (last: what the budget leaves)"),
 }
+
+
+AFTER = {"zero-vs-ddp": ("step-ddp", "step-ddp-fp32", "step-zero0", "step-zero1", "step-zero2"),
+         "finetune": ("pretrain-cli",)}
+"""The checks each check reads the outputs of (they come before it in CHECKS)."""
 
 
 def _free_port() -> int:
@@ -74,11 +81,38 @@ def _run_one(name: str, cuda: bool, out: Path) -> tuple[str, float, str]:
     return "FAILED", time.monotonic() - t0, f"{last[0][:200]} (log: {log})"
 
 
+def _run_all(only: list[str], skip: list[str], cuda: bool, out: Path, jobs: int) -> list[tuple[str, str, float, str]]:
+    """Every check's row, in CHECKS order. ``jobs`` > 1 (CPU only): that many at once, each check started once the
+    checks it reads (AFTER) are done."""
+    rows: dict[str, tuple[str, str, float, str]] = {}
+
+    def one(name: str) -> None:
+        for before in AFTER.get(name, ()):
+            done[before].wait()
+        where, _, what = CHECKS[name]
+        try:
+            if (only and name not in only) or name in skip:
+                rows[name] = (name, "skipped", 0.0, "not asked for (--only/--skip)")
+            elif where == "cuda" and not cuda:
+                rows[name] = (name, "skipped", 0.0, "needs CUDA")
+            else:
+                rows[name] = (name, *_run_one(name, cuda, out))
+        finally:
+            done[name].set()
+        print(f"gpu_checks: {name}: {rows[name][1]} ({rows[name][2]:.0f} s) {what}. {rows[name][3]}", flush=True)
+
+    done = {name: threading.Event() for name in CHECKS}
+    with ThreadPoolExecutor(jobs) as pool:  # a check waits only on checks ahead of it: no pool of jobs deadlocks
+        list(pool.map(one, CHECKS))
+    return [rows[name] for name in CHECKS]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-cuda", action="store_true", help="every check on the CPU, tiny; CUDA-only ones skipped")
     parser.add_argument("--only", default="", help="comma-separated checks to run (default: all)")
     parser.add_argument("--skip", default="", help="comma-separated checks not to run")
+    parser.add_argument("--jobs", type=int, default=1, help="with --no-cuda: checks run at once (a GPU runs one)")
     parser.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "runs" / "gpu-check"))
     parser.add_argument("--run", help=argparse.SUPPRESS)  # one check, in this process (what the driver starts)
     args = parser.parse_args(argv)
@@ -98,15 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     (out / "logs").mkdir(parents=True, exist_ok=True)
     steps.prepare_data(cuda, out)
-    rows = []
-    for name, (where, _, what) in CHECKS.items():
-        if (only and name not in only) or name in args.skip.split(","):
-            rows.append((name, "skipped", 0.0, "not asked for (--only/--skip)"))
-        elif where == "cuda" and not cuda:
-            rows.append((name, "skipped", 0.0, "needs CUDA"))
-        else:
-            rows.append((name, *_run_one(name, cuda, out)))
-        print(f"gpu_checks: {rows[-1][0]}: {rows[-1][1]} ({rows[-1][2]:.0f} s) {what}. {rows[-1][3]}", flush=True)
+    rows = _run_all(only, args.skip.split(","), cuda, out, 1 if cuda else max(1, args.jobs))
     print(f"\ngpu_checks on {'CUDA: ' + torch.cuda.get_device_name() if cuda else 'the CPU (--no-cuda)'}:")
     for name, status, seconds, note in rows:
         print(f"  {name:<17} {status:<8} {seconds:6.0f} s  {note}")
