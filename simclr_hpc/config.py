@@ -19,7 +19,7 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator,
                       model_validator)
 
-from simclr_hpc import studydir
+from simclr_hpc import rundir
 from simclr_hpc.readers import FileError, UserError, quote, read_yaml as _read_mapping, yaml_value
 from simclr_hpc.recipes import stage_recipe
 
@@ -363,7 +363,7 @@ class Config(Section):
 
     def run_dir(self, stage: str) -> Path:
         """``<root>/<study>/<stage>/<name>``: where this run writes everything."""
-        return studydir.run_dir(self.run.root, self.run.study, stage, self.run.name)
+        return rundir.run_dir(self.run.root, self.run.study, stage, self.run.name)
 
     def hash(self, stage: str) -> str:
         """Short content hash of what a ``stage`` run reads from this config (stable across key order).

@@ -1,4 +1,16 @@
-"""The run directory: the one owner of the names in it, and the reader and writer of its ``result.json``.
+"""The names under a run root, owned here alone: the study directory ``<root>/<study>/``, each run directory in it,
+and the reader and writer of a run's ``result.json``.
+
+``<root>/<study>/`` (``study_dir``) holds:
+
+- ``<stage>/<name>/``: one run directory per run (``run_dir``; its contents below).
+- ``<stage>/_arrays/<stamp>-<k>/``: submitit's scripts and logs of the k-th Slurm array of a sweep (``array_log_dir``).
+- ``<stage>/_lanes/<stamp>-<k>/``: the logs of one worker process of a local array (``lane_log_dir``).
+- ``registry.sqlite``: every job submitted for the study (``registry_path``; ``launch/registry.py``).
+- ``study-events.jsonl``: the study pipeline's log of runs handed out, done, failed or blocked (``events_path``).
+- ``data/<dataset>/``: shards a study builds when its file names no other place (``data_dir``).
+- ``report/``: ``study report``'s default output (``report.md``, ``results.csv``, plots; ``report_dir``).
+- ``mlruns/``: the study's MLflow file store, when runs log to MLflow (``mlflow_store``).
 
 ``<root>/<study>/<stage>/<name>/`` (``Config.run_dir(stage)``) holds:
 
@@ -9,11 +21,11 @@
 - ``subset.json``: the labelled training keys and label map of a fine-tune or transfer run.
 - ``result.json``: written last, atomically; its presence is what "finished" means everywhere.
 - ``tensorboard/``, ``wandb/``, ``tracking.json``: TensorBoard event files, offline W&B runs, and the W&B / MLflow run
-  ids that make a resumed job continue the same tracked run (``train/tracking.py``). The study's MLflow file store is
-  ``<root>/<study>/mlruns`` (``mlflow_store``, a name ``studydir.py`` owns).
+  ids that make a resumed job continue the same tracked run (``train/tracking.py``).
 - ``export/``: what ``simclr-hpc export`` writes when no ``--out`` is given.
 
-Torch-free (a login node's ``status`` and ``study report`` read results without importing torch).
+Torch-free (a login node's ``status`` and ``study report`` read results without importing torch); config, launch and
+study all ask it.
 """
 
 from __future__ import annotations
@@ -23,9 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simclr_hpc import fsutil, studydir
+from simclr_hpc import fsutil
 from simclr_hpc.readers import FileError, read_json
 
+# In the study directory, <root>/<study>/.
+REGISTRY = "registry.sqlite"
+EVENTS = "study-events.jsonl"
+DATA = "data"
+REPORT = "report"
+MLFLOW_STORE = "mlruns"
+ARRAYS = "_arrays"
+LANES = "_lanes"
+
+# In a run directory, <root>/<study>/<stage>/<name>/.
 CONFIG = "config.yaml"
 SUBMITTED_CONFIG = "config.submitted.yaml"
 METRICS = "metrics.jsonl"
@@ -37,6 +59,51 @@ TRACKING = "tracking.json"
 TENSORBOARD = "tensorboard"
 WANDB = "wandb"
 EXPORT = "export"
+
+
+def study_dir(root: str | Path, study: str) -> Path:
+    """``<root>/<study>``."""
+    return Path(root) / study
+
+
+def run_dir(root: str | Path, study: str, stage: str, name: str) -> Path:
+    """``<root>/<study>/<stage>/<name>``: where one run writes everything."""
+    return study_dir(root, study) / stage / name
+
+
+def registry_path(root: str | Path, study: str) -> Path:
+    """``<root>/<study>/registry.sqlite``."""
+    return study_dir(root, study) / REGISTRY
+
+
+def events_path(root: str | Path, study: str) -> Path:
+    """``<root>/<study>/study-events.jsonl``."""
+    return study_dir(root, study) / EVENTS
+
+
+def data_dir(root: str | Path, study: str, dataset: str) -> Path:
+    """``<root>/<study>/data/<dataset>``: a dataset's shards when the study file gives no other place."""
+    return study_dir(root, study) / DATA / dataset
+
+
+def report_dir(root: str | Path, study: str) -> Path:
+    """``<root>/<study>/report``."""
+    return study_dir(root, study) / REPORT
+
+
+def mlflow_store(root: str | Path, study: str) -> Path:
+    """``<root>/<study>/mlruns``: the study's MLflow file store, beside its runs."""
+    return study_dir(root, study) / MLFLOW_STORE
+
+
+def array_log_dir(root: str | Path, study: str, stage: str, stamp: str, k: int) -> Path:
+    """``<root>/<study>/<stage>/_arrays/<stamp>-<k>``: the k-th Slurm array of a sweep submitted at ``stamp``."""
+    return study_dir(root, study) / stage / ARRAYS / f"{stamp}-{k}"
+
+
+def lane_log_dir(root: str | Path, study: str, stage: str, stamp: str, k: int) -> Path:
+    """``<root>/<study>/<stage>/_lanes/<stamp>-<k>``: the logs of worker process k of a local array."""
+    return study_dir(root, study) / stage / LANES / f"{stamp}-{k}"
 
 
 def config_path(run_dir: str | Path) -> Path:
@@ -61,11 +128,6 @@ def subset_path(run_dir: str | Path) -> Path:
 
 def result_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / RESULT
-
-
-def mlflow_store(root: str | Path, study: str) -> Path:
-    """The study's MLflow file store, beside its runs."""
-    return studydir.mlflow_store(root, study)
 
 
 def is_finished(run_dir: str | Path) -> bool:

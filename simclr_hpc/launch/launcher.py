@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-from simclr_hpc import fsutil, rundir, studydir
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.config import Config, dump_config
 from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.jobspec import JobSpec, render_sbatch
@@ -117,7 +117,7 @@ def stage_log_dir(stage: str, cfg: Config) -> Path:
 
 
 def array_log_dir(stage: str, cfg: Config, stamp: str, k: int) -> Path:
-    return studydir.array_log_dir(cfg.run.root, cfg.run.study, stage, stamp, k)
+    return rundir.array_log_dir(cfg.run.root, cfg.run.study, stage, stamp, k)
 
 
 class Launcher(ABC):

@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from simclr_hpc import fsutil, rundir, studydir
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.launch.environment import local_gpu_setup
 from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.jobspec import JobSpec
@@ -90,7 +90,7 @@ class LocalLauncher(Launcher):
                 write_submitted_config(batch.stage, batch.cfgs[i])
                 calls.append((batch.stage, batch.cfgs[i].model_dump(mode="json"), waits))
             first = batch.cfgs[lane[0]]
-            folder = studydir.lane_log_dir(first.run.root, first.run.study, batch.stage, stamp, k)
+            folder = rundir.lane_log_dir(first.run.root, first.run.study, batch.stage, stamp, k)
             job = self.submitit_executor(batch.spec, folder, threads).submit(LaneJob(batch.target), calls)
             for i in lane:
                 records[i] = self.record(batch, batch.cfgs[i], job.job_id, folder, dependency=batch.dependency.sbatch())

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from simclr_hpc import rundir, studydir
+from simclr_hpc import rundir
 from simclr_hpc.launch.errors import RegistryError, sqlite_problem
 from simclr_hpc.launch.slurm import TERMINAL_STATES
 
@@ -112,7 +112,7 @@ class JobRecord:
     @property
     def registry_path(self) -> Path:
         """The registry this record lives in (``<root>/<study>/registry.sqlite``, root taken from run_dir)."""
-        return studydir.registry_path(Path(self.run_dir).parents[2], self.study)
+        return rundir.registry_path(Path(self.run_dir).parents[2], self.study)
 
 
 _FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "id"]
@@ -120,7 +120,7 @@ _FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "id"]
 
 def registry_path(root: str | Path, study: str) -> Path:
     """``<root>/<study>/registry.sqlite``."""
-    return studydir.registry_path(root, study)
+    return rundir.registry_path(root, study)
 
 
 class Registry:
@@ -238,7 +238,7 @@ def study_registries(root: str | Path, study: str | None = None) -> list[Registr
     """The registry of one study, or of every study under ``root``."""
     if study:
         return [Registry(registry_path(root, study))]
-    return [Registry(p) for p in sorted(Path(root).glob(f"*/{studydir.REGISTRY}"))]
+    return [Registry(p) for p in sorted(Path(root).glob(f"*/{rundir.REGISTRY}"))]
 
 
 def find_job(root: str | Path, job_id: str) -> list[tuple[Registry, JobRecord]]:

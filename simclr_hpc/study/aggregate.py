@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from simclr_hpc import fsutil, rundir, studydir
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.study.runs import Plan, RunSpec
 
 
@@ -124,7 +124,7 @@ DEFAULT_EVAL_IMAGES = 1000
 
 def events_path(plan: Plan) -> Path:
     """Where the engine appends one JSON line per submitted, finished or failed run of this study."""
-    return studydir.events_path(plan.study.root, plan.study.name)
+    return rundir.events_path(plan.study.root, plan.study.name)
 
 
 def read_events(plan: Plan) -> dict[str, dict]:

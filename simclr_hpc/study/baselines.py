@@ -1,4 +1,4 @@
-"""Every encoder number beside its baselines (``plan_baselines.py`` plans them): the random-init encoder of its
+"""Every encoder number beside its baselines (``builder.py`` plans them): the random-init encoder of its
 architecture and the raw-pixel probe, on the same split, protocol and seeds.
 
 A margin is the mean over seeds of (encoder - baseline), each side averaged within its seed first (class subsets),

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from simclr_hpc import launch, rundir, studydir
+from simclr_hpc import launch, rundir
 from simclr_hpc.fsutil import dumps_json
 from simclr_hpc.study.provenance import move_aside
 from simclr_hpc.study.runs import Plan, RunSpec
@@ -51,7 +51,7 @@ class StudyOutcome:
 
 def record_event(plan: Plan, key: str, event: str, **extra) -> None:
     """Append one line to the study's event log (read by ``status`` and the report to tell failed from missing)."""
-    path = studydir.events_path(plan.study.root, plan.study.name)
+    path = rundir.events_path(plan.study.root, plan.study.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fh.write(dumps_json({"key": key, "event": event, "time": time.time(), **extra}) + "\n")

@@ -35,11 +35,10 @@ from __future__ import annotations
 from itertools import product
 from pathlib import Path
 
-from simclr_hpc import studydir
+from simclr_hpc import rundir
 from simclr_hpc.data.index import index_num_classes
 from simclr_hpc.data.source_spec import source_num_classes
-from simclr_hpc.study.builder import PlanBuilder
-from simclr_hpc.study.plan_baselines import finetune_baselines, transfer_baselines
+from simclr_hpc.study.builder import PlanBuilder, finetune_baselines, transfer_baselines
 from simclr_hpc.study.runs import WAVES, DatasetJob, Plan, RunSpec, fmt_number
 from simclr_hpc.study.schema import STUDENT_SEED_OFFSET, Study, StudyError, nest_overrides
 from simclr_hpc.study.spec import load_study
@@ -118,7 +117,7 @@ def _student_inits(b: PlanBuilder, seed: int) -> dict[str, tuple[str, tuple[str,
                   [b.nest(study.pretrain.set, "pretrain.set"), b.nest(spec.set, f"encoders.{enc}.set")], {}, (),
                   {"section": "student_init", "encoder": enc, "base": study.encoder_base(enc), "seed": seed,
                    "run_seed": run_seed})
-        out[sname] = (str(studydir.run_dir(study.root, study.name, "pretrain", f"{enc}-student-s{seed}")), (key,))
+        out[sname] = (str(rundir.run_dir(study.root, study.name, "pretrain", f"{enc}-student-s{seed}")), (key,))
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from simclr_hpc import studydir
+from simclr_hpc import rundir
 from simclr_hpc.study.aggregate import collect, not_done, summary
 from simclr_hpc.study.plan import load_plan
 
@@ -43,7 +43,7 @@ def report_study(path: Path, out: Path | None = None, backends: str | None = Non
     from simclr_hpc.train.tracking import publish_report, report_backends
 
     plan = load_plan(path)
-    check_output_dir(out or studydir.report_dir(plan.study.root, plan.study.name), "--out", files=("report.md", "results.csv"))
+    check_output_dir(out or rundir.report_dir(plan.study.root, plan.study.name), "--out", files=("report.md", "results.csv"))
     names = report_backends(backends, [run.cfg for run in plan.runs])
     rep = write_report(plan, out)
     with open(rep.csv, newline="") as f:

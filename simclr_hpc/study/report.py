@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from simclr_hpc import fsutil, studydir
+from simclr_hpc import fsutil, rundir
 from simclr_hpc.study import baselines, findings, properties, render, render_findings, summaries
 from simclr_hpc.study.aggregate import Row, collect, not_done, summary, write_csv
 from simclr_hpc.study.runs import Plan
@@ -69,7 +69,7 @@ class Report:
 def write_report(plan: Plan, out_dir: str | Path | None = None) -> Report:
     """Aggregate every planned run and write ``report.md``, its snippets, ``results.csv`` and the plots into
     ``<study>/report/``."""
-    out = Path(out_dir) if out_dir else studydir.report_dir(plan.study.root, plan.study.name)
+    out = Path(out_dir) if out_dir else rundir.report_dir(plan.study.root, plan.study.name)
     out.mkdir(parents=True, exist_ok=True)
     rows = collect(plan)
     csv_path = write_csv(rows, out / "results.csv")

@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simclr_hpc import rundir, studydir
+from simclr_hpc import rundir
 from simclr_hpc.config import Config, check_safe_name
 from simclr_hpc.study.schema import Study
 
@@ -80,7 +80,7 @@ class Plan:
 
     @property
     def study_dir(self) -> Path:
-        return studydir.study_dir(self.study.root, self.study.name)
+        return rundir.study_dir(self.study.root, self.study.name)
 
 
 def fmt_number(value: float) -> str:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from simclr_hpc import studydir
+from simclr_hpc import rundir
 from simclr_hpc.config import Bool, Float, Int, Name, PathStr, UserError, check_safe_name
 from simclr_hpc.study.contrasts import DistillPrimary, HeadLayerPrimary, Part, TransferPrimary
 
@@ -280,7 +280,7 @@ class Study(Part):
     def shards_dir(self, dataset: str) -> Path:
         """Where the dataset's shards live (built there if missing)."""
         given = self.datasets[dataset].shards.replace("{data_root}", self.data_root.rstrip("/") or ".")
-        return Path(given) if given else studydir.data_dir(self.root, self.name, dataset)
+        return Path(given) if given else rundir.data_dir(self.root, self.name, dataset)
 
     def encoder_base(self, encoder: str) -> str:
         """Base-model label of an encoder (explicit ``base`` or its backbone)."""

@@ -107,11 +107,11 @@ def test_every_check_of_submit_stops_the_dry_run_before_it_prints(tmp_path, args
 def test_stale_shards_stop_the_dry_run_before_it_prints(tmp_path):
     """The staleness check of ``study submit`` stops its dry run too: shards built from another source under the
     study's dataset name refuse both, with one line naming ``--rerun-stale``, and nothing is printed or moved."""
-    from simclr_hpc import studydir
+    from simclr_hpc import rundir
     from simclr_hpc.data.shards import write_shards
 
     path = write_study(tmp_path)
-    write_shards("shapes:4:20:16:7", studydir.data_dir(tmp_path / "runs", "tiny", "sh4"), seed=0)
+    write_shards("shapes:4:20:16:7", rundir.data_dir(tmp_path / "runs", "tiny", "sh4"), seed=0)
     before = sorted(p.name for p in (tmp_path / "runs" / "tiny" / "data").iterdir())
     for dry in (True, False):
         result = CliRunner().invoke(app, ["study", "submit", str(path), *(["--dry-run"] if dry else [])])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from simclr_hpc import rundir, studydir
+from simclr_hpc import rundir
 from simclr_hpc.cli.main import app
 from simclr_hpc.train import checkpoint as ckpt
 from tests.conftest import tiny_overrides
@@ -86,7 +86,7 @@ def test_tensorboard_events_hold_the_steps_and_values_of_metrics_jsonl(tiny_shar
     base = tiny_overrides(tiny_shards, tmp_path, steps=4) + ["run.name=tb"]
     result = CliRunner().invoke(app, _args("finetune", base + ["finetune.encoder=random", "finetune.protocol=full"]))
     assert result.exit_code == 0, result.output
-    run_dir = studydir.run_dir(tmp_path, "t", "finetune", "tb")
+    run_dir = rundir.run_dir(tmp_path, "t", "finetune", "tb")
     lines = _jsonl(run_dir)
     scalars = _tensorboard_scalars(run_dir)
     _assert_matches_jsonl(scalars, lines, [1, 2, 3, 4])
