@@ -51,8 +51,7 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise typer.Exit(1) from None
     except preempt.Preempted as stop:
-        from simclr_hpc.launch.requeue import request_requeue
-        from simclr_hpc.launch.task import EXIT_REQUEUE
+        from simclr_hpc.launch.task import EXIT_REQUEUE, request_requeue
 
         # Under Slurm, rank 0 asks the batch script to requeue the job; anywhere else, run the same command again.
         if os.environ.get("SLURM_JOB_ID") and os.environ.get("RANK", "0") == "0":

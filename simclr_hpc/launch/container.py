@@ -9,7 +9,7 @@ Two launchers, chosen by the site profile's ``container_launcher``:
   calling user's uid:gid, the binds as volumes, and the job's environment passed by name (podman passes none by
   default). GPUs through CDI (``--device nvidia.com/gpu=all``, the NVIDIA container toolkit's spec).
 
-Neither needs Slurm inside the image: a job that must be requeued asks the host side (see ``launch/requeue.py``).
+Neither needs Slurm inside the image: a job that must be requeued asks the host side (see ``launch/task.py``).
 Every word is shell-quoted but the job label (``JOB_LABEL``). No torch import here.
 """
 

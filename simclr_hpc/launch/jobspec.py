@@ -19,7 +19,7 @@ from simclr_hpc.config import STAGES, format_errors
 from simclr_hpc.launch.container import container_python, resolve_image
 from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.profile import Profile, check_plain_text, load_profile
-from simclr_hpc.launch.requeue import host_setup, host_teardown
+from simclr_hpc.launch.task import host_setup, host_teardown
 
 
 class LaunchRequest(BaseModel):
@@ -109,7 +109,7 @@ def build_job_spec(stage: str, request: LaunchRequest, run_root: Path, job_name:
     tasks_per_node = max(1, gpus)
     python = container_python(profile, image, run_root) if image else shlex.quote(sys.executable)
     setup = [f"export {name}={shlex.quote(value)}" for name, value in profile.env.items()] + list(profile.setup)
-    # The batch script on the host requeues the job when a task asks (launch/requeue.py): tasks need no scontrol.
+    # The batch script on the host requeues the job when a task asks (launch/task.py): tasks need no scontrol.
     slurm_setup = setup + host_setup(run_root)
     params: dict = {
         "job_name": job_name,
@@ -124,7 +124,7 @@ def build_job_spec(stage: str, request: LaunchRequest, run_root: Path, job_name:
         # cancelled with reason DependencyNeverSatisfied instead of pending forever.
         "additional_parameters": {"requeue": True, "kill_on_invalid_dep": "yes"},
         # A task that dies ends the others at once (they would wait in a collective until NCCL's watchdog aborts
-        # them, train.collective_timeout_s later); the batch script then requeues the job (launch/requeue.py).
+        # them, train.collective_timeout_s later); the batch script then requeues the job (launch/task.py).
         "srun_args": ["--kill-on-bad-exit=1"],
     }
     optional = {

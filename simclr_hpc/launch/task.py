@@ -1,8 +1,27 @@
-"""What runs inside every job: a ``submitit.helpers.Checkpointable`` that sets up the environment and runs one stage.
+"""What runs inside every job (a ``submitit.helpers.Checkpointable`` that sets up the environment and runs one
+stage), and how a job is requeued from wherever its tasks run, a container included: the job asks, the batch script
+acts.
 
 A job that fails writes its one-line reason into its row of the study's registry before it raises (``jobs`` and
 ``study status`` show it): a run whose input run did not finish fails in seconds, naming that run, instead of the
 reason being only in a log nobody opens.
+
+Requeue: a task inside an image has no ``scontrol``, no ``slurm.conf`` and no munge socket, so it cannot requeue its
+own job. The batch script runs on the host, where Slurm's client works, and it outlives the tasks. So:
+
+* the batch script exports ``SIMCLR_HPC_REQUEUE_FILE`` (a path on the run root, which every task sees: it is bound
+  into the container), then runs the tasks;
+* a task that wants its job requeued (it saved a checkpoint at the time-limit signal, or lost a peer rank) writes its
+  reason to that file and exits;
+* after ``srun`` returns, the batch script finds the file, removes it and runs ``scontrol requeue`` for its own job;
+* a task that died from a signal asked nothing: NCCL's watchdog aborts a rank whose collective timed out (SIGABRT,
+  ``TORCH_NCCL_ASYNC_ERROR_HANDLING`` 1 or 3, the default), the OOM killer sends SIGKILL, a crash SIGSEGV. srun then
+  ends with 128 + the signal, and the batch script requeues the job for that too, while restarts are left
+  (``srun --kill-on-bad-exit=1`` ends the other tasks at once, instead of leaving them to their watchdog).
+
+``slurm/pretrain.sbatch`` and ``slurm/array.sbatch`` carry the same few lines as ``host_setup``/``host_teardown``.
+Without the variable (``simclr-hpc run`` in a hand-written script) the task falls back to ``scontrol`` if it has one.
+No torch import here.
 """
 
 from __future__ import annotations
@@ -10,18 +29,91 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 import time
 import traceback
+from pathlib import Path
 
 import submitit
 
 from simclr_hpc.fsutil import pid_alive
 from simclr_hpc.launch import slurm
 from simclr_hpc.launch.registry import Registry, registry_path
-from simclr_hpc.launch.requeue import REQUEUE_FILE_ENV, request_requeue, restarts_left
 
 RUN_TARGET = "simclr_hpc.train.runner:run_stage"
 """The function a job calls: ``run_stage(stage: str, cfg: Config) -> dict`` (resumes from its latest checkpoint)."""
+
+REQUEUE_FILE_ENV = "SIMCLR_HPC_REQUEUE_FILE"
+
+
+def host_setup(run_root: Path) -> list[str]:
+    """Batch-script lines before ``srun``: where this job's tasks leave a requeue request (one file per Slurm job id,
+    so array tasks and a requeued job never see another's request)."""
+    folder = shlex.quote(str(Path(run_root) / ".requeue"))
+    return [
+        f"mkdir -p {folder}",
+        f'export {REQUEUE_FILE_ENV}={folder}/"job-$SLURM_JOB_ID"',
+        f'rm -f "${REQUEUE_FILE_ENV}"',
+    ]
+
+
+def host_teardown(max_requeues: int = 0) -> list[str]:
+    """Batch-script lines after ``srun``: requeue this job if a task asked, or if a task died from a signal and the job
+    was restarted fewer than ``max_requeues`` times (the reason goes to the job's log); then exit with srun's status,
+    so a failed task still makes a FAILED job (``afterok`` dependents must not start after it)."""
+    return [
+        "srun_status=$?",
+        f'if [ -e "${REQUEUE_FILE_ENV}" ]; then',
+        f'    echo "simclr-hpc: requeue requested ($(cat "${REQUEUE_FILE_ENV}")): scontrol requeue $SLURM_JOB_ID" >&2',
+        f'    rm -f "${REQUEUE_FILE_ENV}"',
+        '    scontrol requeue "$SLURM_JOB_ID"',
+        f'elif [ "$srun_status" -gt 128 ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt {int(max_requeues)} ]; then',
+        '    echo "simclr-hpc: a task died from signal $((srun_status - 128)) (SIGABRT: the NCCL watchdog; SIGKILL: the'
+        ' OOM killer), restart ${SLURM_RESTART_COUNT:-0}: scontrol requeue $SLURM_JOB_ID" >&2',
+        '    scontrol requeue "$SLURM_JOB_ID"',
+        "fi",
+        'exit "$srun_status"',
+    ]
+
+
+def _tell(line: str) -> None:
+    print(f"simclr-hpc: {line}", file=sys.stderr, flush=True)
+
+
+def request_requeue(reason: str) -> bool:
+    """Ask for this Slurm job to be requeued once its tasks have exited; True if the request was placed.
+
+    With ``SIMCLR_HPC_REQUEUE_FILE`` (set by the batch script on the host): write ``reason`` there. Without it, and
+    only then, ``scontrol requeue`` directly (a bare job whose script does not act on the file).
+    """
+    path = os.environ.get(REQUEUE_FILE_ENV)
+    if path:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(reason.replace("\n", " ") + "\n")
+        os.replace(tmp, path)
+        _tell(f"{reason}; asked the batch script to requeue ({path})")
+        return True
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id or not shutil.which("scontrol"):
+        _tell(
+            f"{reason}, but this job cannot be requeued: no {REQUEUE_FILE_ENV} from the batch script, no scontrol here"
+        )
+        return False
+    array_id, task_id = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    target = f"{array_id}_{task_id}" if array_id and task_id else job_id
+    proc = subprocess.run(["scontrol", "requeue", target], capture_output=True, text=True, timeout=60)
+    _tell(f"{reason}; scontrol requeue {target}: {proc.returncode == 0 and 'ok' or proc.stderr.strip()}")
+    return proc.returncode == 0
+
+
+def restarts_left(max_requeues: int) -> bool:
+    """This job has been restarted fewer than ``max_requeues`` times (Slurm's SLURM_RESTART_COUNT)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < max_requeues
+
 
 # What torch.distributed raises in the surviving ranks when a peer process or its node is gone: gloo's "Connection
 # closed/reset by peer" at once, or a collective that ran past train.collective_timeout_s ("Timed out"). Matched by
@@ -29,8 +121,14 @@ RUN_TARGET = "simclr_hpc.train.runner:run_stage"
 _LOST_PEER_TYPES = frozenset({"DistBackendError", "DistNetworkError", "DistStoreError"})
 # EX_TEMPFAIL (sysexits.h): the tasks' exit status after a save at the signal, "try again", visible in sacct.
 EXIT_REQUEUE = 75
-_LOST_PEER_TEXT = ("connection closed by peer", "connection reset by peer", "timed out", "broken pipe",
-                   "communicator was aborted", "socket timeout")
+_LOST_PEER_TEXT = (
+    "connection closed by peer",
+    "connection reset by peer",
+    "timed out",
+    "broken pipe",
+    "communicator was aborted",
+    "socket timeout",
+)
 
 
 def lost_peer(exc: BaseException) -> bool:
@@ -52,7 +150,7 @@ def requeue_after_lost_peer(max_requeues: int) -> bool:
     fail instead, and the job would end FAILED with its checkpoints unused. Requeueing from the surviving rank makes the
     job start again and resume from its latest whole checkpoint; ``max_requeues`` (the profile's) bounds the retries,
     so a deterministic failure that looks like a lost peer ends after that many attempts. The request goes to the
-    batch script on the host (``launch/requeue.py``), so it works from inside a container too.
+    batch script on the host (``request_requeue``), so it works from inside a container too.
     """
     if not os.environ.get("SLURM_JOB_ID") or not restarts_left(max_requeues):
         return False
@@ -77,6 +175,7 @@ def _requeue_through_the_host() -> None:
     from submitit.slurm.slurm import SlurmJobEnvironment
 
     if os.environ.get(REQUEUE_FILE_ENV) and not getattr(SlurmJobEnvironment._requeue, "through_host", False):
+
         def _requeue(env, countdown: int) -> None:
             request_requeue(f"submitit checkpointed job {env.job_id} ({countdown} timeouts left)")
 
@@ -133,8 +232,7 @@ class StageJob(submitit.helpers.Checkpointable):
     of jobs that must succeed first.
     """
 
-    def __init__(self, target: str = RUN_TARGET, wait_for: list[tuple[int, str]] | None = None,
-                 max_requeues: int = 0):
+    def __init__(self, target: str = RUN_TARGET, wait_for: list[tuple[int, str]] | None = None, max_requeues: int = 0):
         self.target = target
         self.wait_for = list(wait_for or [])
         self.max_requeues = max_requeues
@@ -163,8 +261,7 @@ class StageJob(submitit.helpers.Checkpointable):
             raise
         except Exception as exc:
             # Not inside a signal handler: this rank's own training has already stopped, so nothing is torn.
-            if not (getattr(self, "max_requeues", 0) and lost_peer(exc) and
-                    requeue_after_lost_peer(self.max_requeues)):
+            if not (getattr(self, "max_requeues", 0) and lost_peer(exc) and requeue_after_lost_peer(self.max_requeues)):
                 record_failure(cfg, stage, exc)
             raise
 
