@@ -5,7 +5,7 @@ Public API (what ``cli/`` and ``study/`` call)::
 
     request = LaunchRequest(nodes=2, gpus_per_node=4, profile="example-site", container="img.sif", executor="slurm")
     make_request(**fields) -> LaunchRequest            (None values dropped; bad values -> LaunchError)
-    launcher(name) -> Launcher
+    launcher_for(name) -> Launcher
         The executor ``name`` (``EXECUTORS``: slurm, local, inprocess), chosen once per command: ``blocking`` says
         whether a study must wait for each array (``wait``) before submitting what depends on it.
     submit_stage(stage, cfg, request, dependency=None) -> JobRecord
@@ -42,25 +42,18 @@ dies on a node Slurm still thinks healthy, the surviving ranks fail in their nex
 
 from simclr_hpc.launch.environment import DistVars, dist_vars, export_torch_env, master_port
 from simclr_hpc.launch.errors import LaunchError
-from simclr_hpc.launch.jobs import (
-    CLUSTER,
-    EXECUTORS,
-    THIS_MACHINE,
-    cancel,
-    executor_help,
-    launcher,
-    refresh,
-    refresh_all,
-    wait,
-)
-from simclr_hpc.launch.jobspec import JobSpec, LaunchRequest, build_job_spec, render_sbatch
-from simclr_hpc.launch.launcher import Batch, Dependency, Launcher, array_stamp
+from simclr_hpc.launch.jobs import cancel, refresh, refresh_all, wait
+from simclr_hpc.launch.jobspec import JobSpec, LaunchRequest, build_job_spec, make_request, render_sbatch
+from simclr_hpc.launch.launcher import Batch, Dependency, Launcher, array_stamp, parse_dependency
 from simclr_hpc.launch.profile import Profile, list_profiles, load_profile, parse_time_min
 from simclr_hpc.launch.registry import JobRecord, Registry, find_job, registry_path, study_registries
 from simclr_hpc.launch.submit import (
+    CLUSTER,
+    EXECUTORS,
+    THIS_MACHINE,
     check_request,
-    make_request,
-    parse_dependency,
+    executor_help,
+    launcher_for,
     prepare,
     render_array,
     render_stage,
@@ -73,7 +66,7 @@ from simclr_hpc.launch.task import RUN_TARGET, StageJob
 __all__ = [
     "Batch", "array_stamp", "CLUSTER", "EXECUTORS", "THIS_MACHINE", "Dependency", "DistVars", "JobRecord", "JobSpec", "LaunchError",
     "LaunchRequest", "Launcher", "Profile", "RUN_TARGET", "Registry", "StageJob", "build_job_spec", "cancel", "check_request",
-    "dist_vars", "executor_help", "export_torch_env", "find_job", "launcher", "list_profiles", "load_profile",
+    "dist_vars", "executor_help", "export_torch_env", "find_job", "launcher_for", "list_profiles", "load_profile",
     "make_request", "master_port", "parse_dependency", "parse_time_min", "prepare", "refresh", "refresh_all", "registry_path",
     "render_array", "render_sbatch", "render_stage", "study_registries", "submit_array", "submit_stage", "wait",
     "write_manifest",

@@ -1,11 +1,8 @@
-"""The executors a user can name, and where their recorded jobs stand: refresh the registry from each job's launcher,
-wait for jobs, cancel them.
+"""Where recorded jobs stand: refresh the registry from each job's launcher, wait for jobs, cancel them.
 
-``EXECUTORS`` (``--executor NAME``) maps each name to the :class:`~simclr_hpc.launch.launcher.Launcher` that runs its
-jobs: the one place that does; a new executor is one class and one line here.
-
-A refresh asks each launcher once for all its unfinished records, across every registry given (``simclr-hpc jobs``
-over a whole run root makes one squeue call, not one per study).
+Each record names its executor; its launcher is the one ``submit.EXECUTORS`` gives that name. A refresh asks each
+launcher once for all its unfinished records, across every registry given (``simclr-hpc jobs`` over a whole run root
+makes one squeue call, not one per study).
 """
 
 from __future__ import annotations
@@ -14,42 +11,18 @@ import time
 from collections import defaultdict
 
 from simclr_hpc.fsutil import sha256_file
-from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.launcher import Launcher
-from simclr_hpc.launch.local_launcher import InProcessLauncher, LocalLauncher
 from simclr_hpc.launch.registry import JobRecord, Registry, now_utc
 from simclr_hpc.launch.slurm import TERMINAL_STATES
-from simclr_hpc.launch.slurm_launcher import SlurmLauncher
-from simclr_hpc.readers import quote
-
-EXECUTORS: dict[str, type[Launcher]] = {cls.name: cls for cls in (SlurmLauncher, LocalLauncher, InProcessLauncher)}
-CLUSTER = SlurmLauncher.name
-"""The default of ``submit`` and ``sweep``."""
-THIS_MACHINE = LocalLauncher.name
-"""The default of ``study run`` and ``demo``."""
-
-
-def launcher(name: str, *, blocking: bool | None = None, what: str = "--executor") -> Launcher:
-    """A fresh launcher for executor ``name`` (one per command: it caches what it asked the scheduler).
-    ``blocking``: only launchers that are (True) or are not (False) blocking are accepted."""
-    allowed = [n for n, cls in EXECUTORS.items() if blocking is None or cls.blocking == blocking]
-    if name not in allowed:
-        here = "; this command runs on this machine: for a cluster, `simclr-hpc study submit STUDY`" if blocking else ""
-        raise LaunchError(f"{what} {quote(name)}: use {' or '.join(allowed)}{here}")
-    return EXECUTORS[name]()
-
-
-def executor_help(blocking: bool | None = None) -> str:
-    """``--executor``'s help: each accepted name with its one line."""
-    return "; ".join(f"{n}: {cls.help}" for n, cls in EXECUTORS.items() if blocking is None or cls.blocking == blocking)
+from simclr_hpc.launch.submit import EXECUTORS, THIS_MACHINE, launcher_for
 
 
 def _launcher_of(record: JobRecord, launchers: dict[str, Launcher]) -> Launcher:
     """The record's launcher (one instance per name and call); a row of an executor no longer offered (``debug``)
     is judged as a job of this machine."""
-    name = record.executor if record.executor in EXECUTORS else LocalLauncher.name
+    name = record.executor if record.executor in EXECUTORS else THIS_MACHINE
     if name not in launchers:
-        launchers[name] = launcher(name)
+        launchers[name] = launcher_for(name)
     return launchers[name]
 
 

@@ -42,7 +42,7 @@ class LaunchRequest(BaseModel):
     container: str | None = None
     """Image every task runs in (``.sif`` path or podman image); None = the profile's image; ``"none"`` = no container."""
     executor: str = "slurm"
-    """Where the jobs run: a name of ``launch.jobs.EXECUTORS`` (checked when its launcher is chosen)."""
+    """Where the jobs run: a name of ``launch.submit.EXECUTORS`` (checked when its launcher is chosen)."""
     array_parallelism: int | None = Field(None, ge=1)
     """Cap on array tasks running at once; None = the profile's."""
 
@@ -50,6 +50,14 @@ class LaunchRequest(BaseModel):
     @classmethod
     def _container(cls, value: str | None) -> str | None:
         return None if value in (None, "") else check_plain_text(value, "--container")
+
+
+def make_request(**fields) -> LaunchRequest:
+    """``LaunchRequest(**fields)`` with ``None`` values dropped; a bad field is a LaunchError."""
+    try:
+        return LaunchRequest(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as err:
+        raise LaunchError(format_errors(err)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +105,14 @@ def effective_profile(request: LaunchRequest) -> Profile:
         raise LaunchError(lines) from None
 
 
-def build_job_spec(stage: str, request: LaunchRequest, run_root: Path, job_name: str,
-                   dependency: str | None = None, check_image: bool = True) -> JobSpec:
+def build_job_spec(
+    stage: str,
+    request: LaunchRequest,
+    run_root: Path,
+    job_name: str,
+    dependency: str | None = None,
+    check_image: bool = True,
+) -> JobSpec:
     """Resolve the request against its profile into submitit parameters. Raises LaunchError on bad input."""
     if stage not in STAGES:
         raise LaunchError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
@@ -128,15 +142,29 @@ def build_job_spec(stage: str, request: LaunchRequest, run_root: Path, job_name:
         "srun_args": ["--kill-on-bad-exit=1"],
     }
     optional = {
-        "partition": profile.partition, "account": profile.account, "qos": profile.qos,
-        "constraint": profile.constraint, "mail_type": profile.mail_type, "mail_user": profile.mail_user,
-        "dependency": dependency or None, "setup": slurm_setup, "teardown": host_teardown(profile.max_requeues),
+        "partition": profile.partition,
+        "account": profile.account,
+        "qos": profile.qos,
+        "constraint": profile.constraint,
+        "mail_type": profile.mail_type,
+        "mail_user": profile.mail_user,
+        "dependency": dependency or None,
+        "setup": slurm_setup,
+        "teardown": host_teardown(profile.max_requeues),
         "gpus_per_node": gpus if gpus > 0 else None,
         "mem": _mem(profile.mem_per_gpu_gb * max(1, gpus)) if profile.mem_per_gpu_gb else None,
     }
     params.update({k: v for k, v in optional.items() if v is not None})
-    return JobSpec(stage=stage, profile=profile, nodes=request.nodes, tasks_per_node=tasks_per_node, python=python,
-                   image=image, slurm_params=params, setup=tuple(setup))
+    return JobSpec(
+        stage=stage,
+        profile=profile,
+        nodes=request.nodes,
+        tasks_per_node=tasks_per_node,
+        python=python,
+        image=image,
+        slurm_params=params,
+        setup=tuple(setup),
+    )
 
 
 def _mem(gb: float) -> str:

@@ -1,6 +1,6 @@
 """The one interface where executors differ: a :class:`Launcher` (Slurm, submitit's local executor, this process).
 
-Chosen once per command from the executor's name (``launch.jobs.launcher``), like submitit's ``AutoExecutor``;
+Chosen once per command from the executor's name (``launch.submit.launcher_for``), like submitit's ``AutoExecutor``;
 nothing outside ``launch/`` asks which one it has. What differs between them is exactly these members:
 
 - ``blocking``: whether a walker of a graph of runs (the study) must wait for an array to end before it submits the
@@ -36,7 +36,7 @@ from simclr_hpc.launch.errors import LaunchError
 from simclr_hpc.launch.jobspec import JobSpec, render_sbatch
 from simclr_hpc.launch.profile import Profile
 from simclr_hpc.launch.registry import JobRecord
-from simclr_hpc.launch.slurm import Seen
+from simclr_hpc.launch.slurm import JOB_ID, Seen
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,28 @@ class Dependency:
 
     def keeping(self, ids: list[str]) -> Dependency:
         return replace(self, ids=tuple(ids))
+
+
+def parse_dependency(items: list[str] | str | None) -> list[str]:
+    """``["afterok:12:13", "14"]`` or ``"afterok:12"`` -> ``["12", "13", "14"]``. Only ``afterok`` is accepted."""
+    if not items:
+        return []
+    if isinstance(items, str):
+        items = [items]
+    ids: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            kind, sep, rest = part.partition(":")
+            if sep and kind != "afterok":
+                raise LaunchError(f"--dependency {part!r}: only afterok:JOBID[:JOBID...] is supported")
+            for jid in (rest if sep else part).split(":"):
+                if not JOB_ID.match(jid):
+                    raise LaunchError(f"--dependency {part!r}: {jid!r} is not a Slurm job id (digits, or ID_INDEX)")
+                ids.append(jid)
+    return list(dict.fromkeys(ids))
 
 
 @dataclass(frozen=True)

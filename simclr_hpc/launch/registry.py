@@ -82,7 +82,7 @@ class JobRecord:
     job_id: str
     """Slurm job id (``123``, or ``123_4`` for an array task); the worker's process id for a local job."""
     executor: str
-    """The launcher that runs it (``launch.jobs.EXECUTORS``)."""
+    """The launcher that runs it (``launch.submit.EXECUTORS``)."""
     state: str
     run_dir: str
     log_dir: str

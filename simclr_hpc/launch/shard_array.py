@@ -24,9 +24,9 @@ from pathlib import Path
 
 from simclr_hpc.launch.container import container_python, resolve_image
 from simclr_hpc.launch.errors import LaunchError
-from simclr_hpc.launch.jobs import launcher
 from simclr_hpc.launch.jobspec import JobSpec, LaunchRequest, effective_profile, render_sbatch
 from simclr_hpc.launch.slurm_launcher import SlurmLauncher
+from simclr_hpc.launch.submit import launcher_for
 
 LOG_DIR = "_slurm"
 MAX_TASKS = 64
@@ -63,7 +63,7 @@ class FinishShardsTask:
 
 def shard_job_spec(request: LaunchRequest, out_dir: Path, name: str, cpus: int | None) -> JobSpec:
     """The spec of one CPU-only job of the build (``cpus`` None: the profile's CPUs of a node's GPUs)."""
-    if launcher(request.executor).blocking:
+    if launcher_for(request.executor).blocking:
         raise LaunchError(f"--submit builds shards through a scheduler; the {request.executor} executor runs here "
                           f"(run `simclr-hpc data shards` without --submit to build on this machine)")
     profile = effective_profile(request)

@@ -1,11 +1,15 @@
 """Submit stages and sweeps, or render them (``--dry-run``): one preparation for both, then the chosen launcher.
 
+Which launcher: ``EXECUTORS`` maps each ``--executor`` name to the :class:`~simclr_hpc.launch.launcher.Launcher` that
+runs its jobs, the one place that does (a new executor is one class and one line there); ``launcher_for(name)`` makes
+a command's one launcher.
+
 Order matters: every check that can fail on user input (the request, the profile, the launcher's own, the runs' inputs)
 runs in ``prepare`` before anything is written, printed or submitted, and a dry run goes through the very same
 ``prepare``; so a bad request leaves no trace and a dry run fails exactly where a submission would. Submission never
-waits for jobs to run (the in-process launcher runs them, by definition). The checks every launcher shares (a
-malformed dependency, two runs writing one directory, an unsafe path) are here; a launcher's own (partition, nodes,
-GPUs, dependencies that exist) are its ``check``.
+waits for jobs to run (the in-process launcher runs them, by definition). The checks every launcher shares (two
+runs writing one directory, an unsafe path; a malformed dependency: ``launcher.parse_dependency``) are here; a
+launcher's own (partition, nodes, GPUs, dependencies that exist) are its ``check``.
 """
 
 from __future__ import annotations
@@ -15,37 +19,44 @@ from pathlib import Path
 
 from simclr_hpc import fsutil, references, rundir
 from simclr_hpc.config import STAGES, Config
-from simclr_hpc.launch import slurm
 from simclr_hpc.launch.errors import LaunchError
-from simclr_hpc.launch.jobs import launcher as make_launcher
-from simclr_hpc.launch.jobspec import LaunchRequest, build_job_spec, effective_profile
-from simclr_hpc.launch.launcher import Batch, Dependency, Launcher, array_stamp, write_submitted_config
+from simclr_hpc.launch.jobspec import LaunchRequest, build_job_spec, effective_profile, make_request
+from simclr_hpc.launch.launcher import (
+    Batch,
+    Dependency,
+    Launcher,
+    array_stamp,
+    parse_dependency,
+    write_submitted_config,
+)
+from simclr_hpc.launch.local_launcher import InProcessLauncher, LocalLauncher
 from simclr_hpc.launch.profile import check_plain_text
 from simclr_hpc.launch.registry import JobRecord, Registry, registry_path
+from simclr_hpc.launch.slurm_launcher import SlurmLauncher
 from simclr_hpc.launch.task import RUN_TARGET
 from simclr_hpc.outputs import check_output_dir, check_output_file
+from simclr_hpc.readers import quote
+
+EXECUTORS: dict[str, type[Launcher]] = {cls.name: cls for cls in (SlurmLauncher, LocalLauncher, InProcessLauncher)}
+CLUSTER = SlurmLauncher.name
+"""The default of ``submit`` and ``sweep``."""
+THIS_MACHINE = LocalLauncher.name
+"""The default of ``study run`` and ``demo``."""
 
 
-def parse_dependency(items: list[str] | str | None) -> list[str]:
-    """``["afterok:12:13", "14"]`` or ``"afterok:12"`` -> ``["12", "13", "14"]``. Only ``afterok`` is accepted."""
-    if not items:
-        return []
-    if isinstance(items, str):
-        items = [items]
-    ids: list[str] = []
-    for item in items:
-        for part in str(item).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            kind, sep, rest = part.partition(":")
-            if sep and kind != "afterok":
-                raise LaunchError(f"--dependency {part!r}: only afterok:JOBID[:JOBID...] is supported")
-            for jid in (rest if sep else part).split(":"):
-                if not slurm.JOB_ID.match(jid):
-                    raise LaunchError(f"--dependency {part!r}: {jid!r} is not a Slurm job id (digits, or ID_INDEX)")
-                ids.append(jid)
-    return list(dict.fromkeys(ids))
+def launcher_for(name: str, *, blocking: bool | None = None, what: str = "--executor") -> Launcher:
+    """A fresh launcher for executor ``name`` (one per command: it caches what it asked the scheduler).
+    ``blocking``: only launchers that are (True) or are not (False) blocking are accepted."""
+    allowed = [n for n, cls in EXECUTORS.items() if blocking is None or cls.blocking == blocking]
+    if name not in allowed:
+        here = "; this command runs on this machine: for a cluster, `simclr-hpc study submit STUDY`" if blocking else ""
+        raise LaunchError(f"{what} {quote(name)}: use {' or '.join(allowed)}{here}")
+    return EXECUTORS[name]()
+
+
+def executor_help(blocking: bool | None = None) -> str:
+    """``--executor``'s help: each accepted name with its one line."""
+    return "; ".join(f"{n}: {cls.help}" for n, cls in EXECUTORS.items() if blocking is None or cls.blocking == blocking)
 
 
 def resolved(cfg: Config) -> Config:
@@ -70,22 +81,10 @@ def check_unique(stage: str, cfgs: list[Config]) -> None:
         seen[path] = i
 
 
-def make_request(**fields) -> LaunchRequest:
-    """``LaunchRequest(**fields)`` with ``None`` values dropped; a bad field is a LaunchError."""
-    from pydantic import ValidationError
-
-    from simclr_hpc.config import format_errors
-
-    try:
-        return LaunchRequest(**{k: v for k, v in fields.items() if v is not None})
-    except ValidationError as err:
-        raise LaunchError(format_errors(err)) from None
-
-
 def check_request(request: LaunchRequest) -> None:
     """The request on its own: its executor and its profile with the overrides (a study with nothing left to submit
     still reports a bad ``--profile``, before it prints anything)."""
-    make_launcher(request.executor)
+    launcher_for(request.executor)
     effective_profile(request)
 
 
@@ -126,7 +125,7 @@ def prepare(
     cfgs = [resolved(c) for c in cfgs]
     check_unique(stage, cfgs)
     needs = _dependency(dependency)
-    launcher = launcher or make_launcher(request.executor)
+    launcher = launcher or launcher_for(request.executor)
     spec = build_job_spec(stage, request, Path(cfgs[0].run.root), _job_name(stage, cfgs[0], array))
     batch = launcher.check(Batch(stage, tuple(cfgs), spec, needs, target), dry_run)
     if check_inputs and target == RUN_TARGET:

@@ -191,7 +191,7 @@ def _request(options: StudyOptions, blocking: bool) -> tuple[launch.Launcher, la
     """The launcher (``blocking``: study run's, which waits for each array; else study submit's) and the request,
     its profile loaded and checked even when nothing is left to submit."""
     default = launch.THIS_MACHINE if blocking else launch.CLUSTER
-    launcher = launch.launcher(options.executor or default, blocking=blocking)
+    launcher = launch.launcher_for(options.executor or default, blocking=blocking)
     # On this machine 0 means one worker; a cluster's default cap is the profile's.
     parallelism = options.parallelism or (1 if launcher.blocking else None)
     request = launch.make_request(

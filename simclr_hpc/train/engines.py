@@ -1,6 +1,6 @@
 """The engines a config can name (``dist.engine``): ``create_engine`` builds the one it names, imported only when asked
 for, so a DDP run never imports DeepSpeed, and the interface module (``train/engine.py``) imports neither. Named like
-``launch/jobs.py``'s ``EXECUTORS``: a name -> implementation table beside the interface it fills."""
+``launch/submit.py``'s ``EXECUTORS``: a name -> implementation table beside the interface it fills."""
 
 from __future__ import annotations
 

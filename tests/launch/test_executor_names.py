@@ -1,6 +1,6 @@
 """Only ``launch/`` knows which executors exist: no module outside it branches on an executor's name, passes one as a
 literal, or defaults to one. Everything that differs between Slurm, the local executor and this process is a method
-of the ``Launcher`` that ``launch.launcher(name)`` returns."""
+of the ``Launcher`` that ``launch.launcher_for(name)`` returns."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 import simclr_hpc
-from simclr_hpc.launch.jobs import EXECUTORS
+from simclr_hpc.launch import EXECUTORS
 
 PACKAGE = Path(simclr_hpc.__file__).parent
 NAMES = set(EXECUTORS) | {"debug"}  # debug: submitit's in-process executor, once ours

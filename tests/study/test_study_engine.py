@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from simclr_hpc.launch.jobs import EXECUTORS
+from simclr_hpc.launch import EXECUTORS
 from simclr_hpc.launch.registry import Registry, registry_path
 from simclr_hpc.study.aggregate import collect
 from simclr_hpc.study.pipeline import dry_run, run_study, submit_study

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simclr_hpc.cli.main import app
-from simclr_hpc.launch.jobs import EXECUTORS
+from simclr_hpc.launch import EXECUTORS
 from simclr_hpc.launch.registry import Registry, registry_path
 from simclr_hpc.study.pipeline import dry_run, run_study, submit_study
 from simclr_hpc.study.plan import load_plan
