@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import importlib
 import shlex
 import types
 from pathlib import Path
@@ -13,10 +12,8 @@ import pytest
 from simclr_hpc import launch
 from simclr_hpc.config import load_config
 from simclr_hpc.launch import LaunchRequest, render_array, submit_array
+from simclr_hpc.launch import launcher as arrays_module
 from tests.launch.helpers import REPO, STANDIN
-
-# The module (``launch.launcher`` the attribute is the function that picks a launcher by name).
-arrays_module = importlib.import_module("simclr_hpc.launch.launcher")
 
 pytestmark = pytest.mark.slurm
 
@@ -34,12 +31,14 @@ def test_dry_run_of_a_sweep_prints_the_log_folder_the_submitted_array_gets(slurm
     monkeypatch.setenv("STANDIN_STEP_S", "0.1")
     monkeypatch.setattr(arrays_module, "dt", types.SimpleNamespace(datetime=_FrozenClock))
     root = tmp_path / "runs"
-    cfgs = [load_config(None, [f"run.root={root}", "run.study=stamp", f"run.name=r{i}", "train.steps=1"])
-            for i in range(2)]
+    cfgs = [
+        load_config(None, [f"run.root={root}", "run.study=stamp", f"run.name=r{i}", "train.steps=1"]) for i in range(2)
+    ]
     request = LaunchRequest(profile="local", gpus_per_node=0)
     [script] = render_array("finetune", cfgs, request, target=STANDIN)
-    dry_output = next(shlex.split(line.partition("=")[2])[0] for line in script.splitlines()
-                      if line.startswith("#SBATCH --output="))
+    dry_output = next(
+        shlex.split(line.partition("=")[2])[0] for line in script.splitlines() if line.startswith("#SBATCH --output=")
+    )
     records = submit_array("finetune", cfgs, request, target=STANDIN)
     assert str(Path(dry_output).parent) == records[0].log_dir
     submitted = (Path(records[0].log_dir) / f"{records[0].array_job_id}_submission.sh").read_text()
