@@ -76,8 +76,9 @@ def _smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarr
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_imagefolder(root: Path, n_images: int, height: int, width: int, fmt: str, n_classes: int = 4,
-                     seed: int = 0) -> Path:
+def make_imagefolder(
+    root: Path, n_images: int, height: int, width: int, fmt: str, n_classes: int = 4, seed: int = 0
+) -> Path:
     """``root/<class>/<i>.<fmt>``: ``n_images`` generated images (``fmt`` png, or jpg at quality 90)."""
     from PIL import Image
 
@@ -95,8 +96,17 @@ def make_imagefolder(root: Path, n_images: int, height: int, width: int, fmt: st
 
 def make_shards(imagefolder: Path, out: Path, shard_size: int = 1000) -> Path:
     """The same images as WebDataset shards, written by the real CLI (``simclr-hpc data shards imagefolder:DIR OUT``)."""
-    cmd = [sys.executable, "-c", "from simclr_hpc.cli.main import main; main()", "data", "shards",
-           f"imagefolder:{imagefolder}", str(out), "--shard-size", str(shard_size)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from simclr_hpc.cli.main import main; main()",
+        "data",
+        "shards",
+        f"imagefolder:{imagefolder}",
+        str(out),
+        "--shard-size",
+        str(shard_size),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"simclr-hpc data shards failed:\n{proc.stdout}\n{proc.stderr}")

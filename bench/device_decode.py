@@ -43,19 +43,33 @@ def run(n_images: int = 256, batch: int = 32, batches: int = 4, reps: int = 3, d
             folder = make_imagefolder(Path(tmp) / "img", n_images, 375, 500, "jpg")
             shards = make_shards(folder, Path(tmp) / "shards", shard_size=64)
             decoder = DeviceDecodeViews(224, "imagenet", 1.0)
-            rates = alternate({
-                "device": lambda: _rate(shards, decoder, lambda b: decoder.finish(b["views"], device), batch, batches),
-                "pil": lambda: _rate(shards, SimCLRViews(224, "imagenet", 1.0), lambda b: b, batch, batches),
-            }, reps)
+            rates = alternate(
+                {
+                    "device": lambda: _rate(
+                        shards, decoder, lambda b: decoder.finish(b["views"], device), batch, batches
+                    ),
+                    "pil": lambda: _rate(shards, SimCLRViews(224, "imagenet", 1.0), lambda b: b, batch, batches),
+                },
+                reps,
+            )
     finally:
         torch.set_num_threads(threads)
     ours, pil = median(rates["device"]), median(rates["pil"])
     log(f"device decode on {device}: {ours:.1f} img/s, PIL path {pil:.1f} img/s")
-    return [Row("device_decode", f"224px-jpeg -> 2 views 224px, decode_on_device on {device} vs PIL path, 1 thread",
-                "images/s", ours, pil, ours / pil, None,
-                f"{reps} reps x {batches} batches of {batch}; the device path decodes full-size JPEGs (the PIL path "
-                f"decodes at reduced DCT scale); on a GPU it runs batched nvJPEG: measure with "
-                f"`python -m bench.device_decode cuda`")]
+    return [
+        Row(
+            "device_decode",
+            f"224px-jpeg -> 2 views 224px, decode_on_device on {device} vs PIL path, 1 thread",
+            "images/s",
+            ours,
+            pil,
+            ours / pil,
+            None,
+            f"{reps} reps x {batches} batches of {batch}; the device path decodes full-size JPEGs (the PIL path "
+            f"decodes at reduced DCT scale); on a GPU it runs batched nvJPEG: measure with "
+            f"`python -m bench.device_decode cuda`",
+        )
+    ]
 
 
 if __name__ == "__main__":

@@ -28,14 +28,29 @@ def _ours(folder: Path, shards: Path, out: Path, s: dict) -> dict:
     from simclr_hpc.config import load_config
     from simclr_hpc.train.runner import run_stage
 
-    cfg = load_config(None, [
-        f"run.root={out}", f"run.name=r{time.monotonic_ns()}", f"data.shards={shards}", f"data.image_size={s['size']}",
-        f"data.color_strength={s['strength']}", f"data.num_workers={s['workers']}", f"model.width={s['width']}",
-        f"train.global_batch={s['batch']}", f"train.steps={s['steps']}", f"train.ckpt_every_steps={s['steps']}",
-        f"train.log_every_steps={s['steps']}", "optim.name=sgd", f"optim.base_lr={s['lr']}", "optim.lr_scaling=none",
-        f"optim.weight_decay={s['wd']}", "optim.warmup_steps=0", "optim.min_lr_ratio=1.0",
-        f"pretrain.temperature={s['tau']}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"run.root={out}",
+            f"run.name=r{time.monotonic_ns()}",
+            f"data.shards={shards}",
+            f"data.image_size={s['size']}",
+            f"data.color_strength={s['strength']}",
+            f"data.num_workers={s['workers']}",
+            f"model.width={s['width']}",
+            f"train.global_batch={s['batch']}",
+            f"train.steps={s['steps']}",
+            f"train.ckpt_every_steps={s['steps']}",
+            f"train.log_every_steps={s['steps']}",
+            "optim.name=sgd",
+            f"optim.base_lr={s['lr']}",
+            "optim.lr_scaling=none",
+            f"optim.weight_decay={s['wd']}",
+            "optim.warmup_steps=0",
+            "optim.min_lr_ratio=1.0",
+            f"pretrain.temperature={s['tau']}",
+        ],
+    )
     result = run_stage("pretrain", cfg)
     return {"images_per_s": result["images_per_s"], "loss": result["metrics"]["loss"]}
 
@@ -55,8 +70,13 @@ def _lightly(folder: Path, shards: Path, out: Path, s: dict) -> dict:
     head = SimCLRProjectionHead(backbone.feat_dim, backbone.feat_dim, 128)
     model = torch.nn.Sequential(backbone, head).train()
     transform = SimCLRTransform(input_size=s["size"], cj_strength=s["strength"], gaussian_blur=0.0)
-    loader = DataLoader(ImageFolder(str(folder), transform=transform), batch_size=s["batch"], shuffle=True,
-                        num_workers=s["workers"], drop_last=True)
+    loader = DataLoader(
+        ImageFolder(str(folder), transform=transform),
+        batch_size=s["batch"],
+        shuffle=True,
+        num_workers=s["workers"],
+        drop_last=True,
+    )
     criterion = NTXentLoss(temperature=s["tau"])
     optimizer = torch.optim.SGD(model.parameters(), lr=s["lr"], momentum=0.9, weight_decay=s["wd"])
     step, loss_value = 0, float("nan")
@@ -80,7 +100,17 @@ def _child(which: str, folder: str, shards: str, out: str, settings: str) -> Non
 
 
 def _spawn(which: str, folder: Path, shards: Path, out: Path, s: dict, record: dict) -> float:
-    cmd = [sys.executable, "-m", "bench.end_to_end", "--child", which, str(folder), str(shards), str(out), json.dumps(s)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.end_to_end",
+        "--child",
+        which,
+        str(folder),
+        str(shards),
+        str(out),
+        json.dumps(s),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"end_to_end {which} failed:\n{proc.stderr[-3000:]}")
@@ -96,18 +126,31 @@ def run(reps: int = 2, n_images: int = 512, **overrides) -> list[Row]:
         folder = make_imagefolder(Path(tmp) / "folder", n_images, s["size"], s["size"], "png")
         shards = make_shards(folder, Path(tmp) / "shards", shard_size=128)
         out = Path(tmp) / "runs"
-        rates = alternate({w: (lambda w=w: _spawn(w, folder, shards, out, s, record)) for w in ("ours", "lightly")},
-                          reps, warmup=0)
+        rates = alternate(
+            {w: (lambda w=w: _spawn(w, folder, shards, out, s, record)) for w in ("ours", "lightly")}, reps, warmup=0
+        )
     mine, theirs = median(rates["ours"]), median(rates["lightly"])
     loss_ours = median([r["loss"] for r in record["ours"]])
     loss_lightly = median([r["loss"] for r in record["lightly"]])
     equal = abs(loss_ours - loss_lightly) <= 0.05 * abs(loss_lightly)
     log(f"end_to_end: ours {mine:.1f} img/s loss {loss_ours:.4f}; lightly {theirs:.1f} img/s loss {loss_lightly:.4f}")
-    note = (f"ResNet-18 CIFAR stem width {s['width']}, {s['size']}px PNG, batch {s['batch']}, {s['steps']} steps, "
-            f"{s['workers']} worker(s), SGD lr {s['lr']}; final loss ours {loss_ours:.4f} vs lightly {loss_lightly:.4f} "
-            f"({'equal within 5 %' if equal else 'NOT equal within 5 %'}); {reps} runs each")
-    return [Row("end_to_end", f"pretrain {s['steps']} steps from shards", "images/s", mine, theirs, mine / theirs,
-                ">= 1.0", note)]
+    note = (
+        f"ResNet-18 CIFAR stem width {s['width']}, {s['size']}px PNG, batch {s['batch']}, {s['steps']} steps, "
+        f"{s['workers']} worker(s), SGD lr {s['lr']}; final loss ours {loss_ours:.4f} vs lightly {loss_lightly:.4f} "
+        f"({'equal within 5 %' if equal else 'NOT equal within 5 %'}); {reps} runs each"
+    )
+    return [
+        Row(
+            "end_to_end",
+            f"pretrain {s['steps']} steps from shards",
+            "images/s",
+            mine,
+            theirs,
+            mine / theirs,
+            ">= 1.0",
+            note,
+        )
+    ]
 
 
 if __name__ == "__main__":

@@ -47,17 +47,46 @@ def _shards(n_images: int, size: int, pool: int = 20_000) -> Path:
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
             link.symlink_to(f)
-    subprocess.run([sys.executable, "-m", "simclr_hpc.cli.main", "data", "shards", f"imagefolder:{folder}", str(out),
-                    "--image-format", "jpg", "--shard-size", "500", "--workers", "2"], cwd=REPO, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simclr_hpc.cli.main",
+            "data",
+            "shards",
+            f"imagefolder:{folder}",
+            str(out),
+            "--image-format",
+            "jpg",
+            "--shard-size",
+            "500",
+            "--workers",
+            "2",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
 def peak_mb(shards: Path, root: Path, size: int, steps: int) -> float:
-    sets = [f"data.shards={shards}", f"run.root={root}", f"data.image_size={size}", "data.num_workers=2",
-            "finetune.encoder=random", "finetune.protocol=linear", "finetune.label_fraction=1.0",
-            "model.backbone=resnet18", "model.width=0.125", "model.cifar_stem=false", f"train.steps={steps}",
-            "train.global_batch=256", "train.eval_batch_per_device=128", "log.backends=[jsonl]"]
+    sets = [
+        f"data.shards={shards}",
+        f"run.root={root}",
+        f"data.image_size={size}",
+        "data.num_workers=2",
+        "finetune.encoder=random",
+        "finetune.protocol=linear",
+        "finetune.label_fraction=1.0",
+        "model.backbone=resnet18",
+        "model.width=0.125",
+        "model.cifar_stem=false",
+        f"train.steps={steps}",
+        "train.global_batch=256",
+        "train.eval_batch_per_device=128",
+        "log.backends=[jsonl]",
+    ]
     cmd = [sys.executable, "-c", _PROBE, "run", "finetune", *(w for s in sets for w in ("--set", s))]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -73,9 +102,18 @@ def run(sizes: tuple[int, int] = (5_000, 20_000), size: int = 224, steps: int = 
         large = peak_mb(large_shards, Path(tmp) / "large", size, steps)
     extra_mb = 3 * (large_n - small_n) * FEAT_DIM * 4 / 2**20
     log(f"eval memory: {small_n} images {small:.0f} MB, {large_n} images {large:.0f} MB, extra features {extra_mb:.1f}")
-    return [Row("eval_memory", f"linear probe, {large_n} vs {small_n} images at {size} px", "peak RSS, MB",
-                large, small + extra_mb, large / (small + extra_mb), TARGET,
-                f"main process VmHWM: {small:.0f} MB at {small_n} images, {large:.0f} MB at {large_n}; baseline = the "
-                f"smaller + {extra_mb:.1f} MB of extra features (ResNet-18 w1/8, {FEAT_DIM}-d); 2 loader workers, "
-                f"eval batch 128; the images of one pass alone would be "
-                f"{large_n * 3 * size * size * 4 / 2**30:.1f} GB as float tensors")]
+    return [
+        Row(
+            "eval_memory",
+            f"linear probe, {large_n} vs {small_n} images at {size} px",
+            "peak RSS, MB",
+            large,
+            small + extra_mb,
+            large / (small + extra_mb),
+            TARGET,
+            f"main process VmHWM: {small:.0f} MB at {small_n} images, {large:.0f} MB at {large_n}; baseline = the "
+            f"smaller + {extra_mb:.1f} MB of extra features (ResNet-18 w1/8, {FEAT_DIM}-d); 2 loader workers, "
+            f"eval batch 128; the images of one pass alone would be "
+            f"{large_n * 3 * size * size * 4 / 2**30:.1f} GB as float tensors",
+        )
+    ]

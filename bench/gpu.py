@@ -41,8 +41,9 @@ def _device_augment_batch(batch: int, size: int, device) -> dict:
 
     transform = augment.SimCLRViews(size, "imagenet", 1.0, on_device=True)
     gen, rng = torch.Generator().manual_seed(0), random.Random(0)
-    samples = [transform(torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen), rng)
-               for _ in range(batch)]
+    samples = [
+        transform(torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen), rng) for _ in range(batch)
+    ]
     return {"views": tuple(torch.stack(parts).to(device) for parts in zip(*samples))}
 
 
@@ -61,8 +62,16 @@ def _engine_run(kind: str, precision: str, tmp: str, s: dict) -> dict:
     from simclr_hpc.train.task import StageContext
 
     batch, size = s["batch"], s["size"]
-    sets = [f"run.root={tmp}", "model.cifar_stem=false", f"data.image_size={size}", "data.augment=imagenet",
-            f"train.global_batch={batch}", f"train.precision={precision}", "train.channels_last=true", *s["model"]]
+    sets = [
+        f"run.root={tmp}",
+        "model.cifar_stem=false",
+        f"data.image_size={size}",
+        "data.augment=imagenet",
+        f"train.global_batch={batch}",
+        f"train.precision={precision}",
+        "train.channels_last=true",
+        *s["model"],
+    ]
     if kind == "zero2":
         sets += ["dist.engine=deepspeed", "dist.zero_stage=2"]
     if kind == "ddp+device_augment":
@@ -106,9 +115,16 @@ def _engine_run(kind: str, precision: str, tmp: str, s: dict) -> dict:
         engine.close()
     name = torch.cuda.get_device_name() if cuda else "cpu"
     peak = _peak_tflops(name)
-    return {"engine": kind, "precision": engine.precision, "device": name, "images_per_s_per_gpu": batch / dt,
-            "step_s": dt, "tflop_per_step": flops / 1e12, "mfu": (flops / dt) / (peak * 1e12) if peak else None,
-            "peak_memory_gib": peak_gib}
+    return {
+        "engine": kind,
+        "precision": engine.precision,
+        "device": name,
+        "images_per_s_per_gpu": batch / dt,
+        "step_s": dt,
+        "tflop_per_step": flops / 1e12,
+        "mfu": (flops / dt) / (peak * 1e12) if peak else None,
+        "peak_memory_gib": peak_gib,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

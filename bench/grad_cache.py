@@ -51,8 +51,13 @@ def _status_kb(field: str) -> int:
 
 
 def peak(chunk: int) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.grad_cache", str(chunk)], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.grad_cache", str(chunk)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -63,9 +68,18 @@ def run(chunks=CHUNKS) -> list[Row]:
         got = peak(chunk)
         log(f"grad cache chunk {chunk}: {got['peak_mb']:.0f} MB vs {base['peak_mb']:.0f} MB")
         assert abs(got["loss"] - base["loss"]) < 1e-4 * abs(base["loss"]), (got, base)
-        rows.append(Row("grad_cache", f"global batch {BATCH}, chunk {chunk} vs {chunks[0]}", "peak RSS added, MB",
-                        got["peak_mb"], base["peak_mb"], got["peak_mb"] / base["peak_mb"], "<= 0.9",
-                        f"ResNet-18 w0.25 32px, one step; loss {got['loss']:.6f} = {base['loss']:.6f} (same loss)"))
+        rows.append(
+            Row(
+                "grad_cache",
+                f"global batch {BATCH}, chunk {chunk} vs {chunks[0]}",
+                "peak RSS added, MB",
+                got["peak_mb"],
+                base["peak_mb"],
+                got["peak_mb"] / base["peak_mb"],
+                "<= 0.9",
+                f"ResNet-18 w0.25 32px, one step; loss {got['loss']:.6f} = {base['loss']:.6f} (same loss)",
+            )
+        )
     return rows
 
 

@@ -82,19 +82,40 @@ def run(sizes=SIZES, reps: int | None = None, memory: bool = True) -> list[Row]:
     for n in sizes:
         a, b = _inputs(n)
         values = {name: _fwd_bwd(fn, a, b) for name, fn in impls.items()}
-        assert abs(values["ours"] - values["lightly"]) <= 1e-5 * abs(values["lightly"]), f"N={n}: losses differ {values}"
+        assert abs(values["ours"] - values["lightly"]) <= 1e-5 * abs(values["lightly"]), (
+            f"N={n}: losses differ {values}"
+        )
         k = reps if reps is not None else (3 if n >= 4096 else 7)
         times = alternate({name: (lambda fn=fn: timed(lambda: _fwd_bwd(fn, a, b))) for name, fn in impls.items()}, k)
         ours, theirs = median(times["ours"]), median(times["lightly"])
         target = "<= 0.5" if n >= 4096 else "<= 1.0"
-        rows.append(Row("loss", f"N={n} D={D}", "fwd+bwd median s", ours, theirs, ours / theirs, target,
-                        f"loss {values['ours']:.6f} = lightly {values['lightly']:.6f}; {k} reps"))
+        rows.append(
+            Row(
+                "loss",
+                f"N={n} D={D}",
+                "fwd+bwd median s",
+                ours,
+                theirs,
+                ours / theirs,
+                target,
+                f"loss {values['ours']:.6f} = lightly {values['lightly']:.6f}; {k} reps",
+            )
+        )
         log(f"loss N={n}: ours {ours:.4f}s lightly {theirs:.4f}s ratio {ours / theirs:.3f}")
         if memory:
             mem = {name: peak_rss_mb(name, n) for name in impls}
-            rows.append(Row("loss", f"N={n} D={D}", "peak RSS added, MB", mem["ours"], mem["lightly"],
-                            mem["ours"] / mem["lightly"] if mem["lightly"] > 0 else None, None,
-                            "fresh subprocess per (impl, N), VmHWM delta after a reset; no target"))
+            rows.append(
+                Row(
+                    "loss",
+                    f"N={n} D={D}",
+                    "peak RSS added, MB",
+                    mem["ours"],
+                    mem["lightly"],
+                    mem["ours"] / mem["lightly"] if mem["lightly"] > 0 else None,
+                    None,
+                    "fresh subprocess per (impl, N), VmHWM delta after a reset; no target",
+                )
+            )
             log(f"loss N={n}: peak MB ours {mem['ours']:.1f} lightly {mem['lightly']:.1f}")
     return rows
 

@@ -96,8 +96,14 @@ def prepare(root: Path, case: str, n_images: int | None = None) -> tuple[Path, P
     return folder, shards
 
 
-def run(cases=tuple(CASES), reps: int = 3, batches: int | None = None, batch_size: int = 32, workers: int = 1,
-        n_images: int | None = None) -> list[Row]:
+def run(
+    cases=tuple(CASES),
+    reps: int = 3,
+    batches: int | None = None,
+    batch_size: int = 32,
+    workers: int = 1,
+    n_images: int | None = None,
+) -> list[Row]:
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
 
@@ -111,15 +117,25 @@ def run(cases=tuple(CASES), reps: int = 3, batches: int | None = None, batch_siz
             k = batches or (12 if size <= 64 else 4)
 
             def ours(on_device=False, batched=False):
-                views = (augment.SimCLRBatchViews(size, (_h, _w), preset, strength) if batched
-                         else augment.SimCLRViews(size, preset, strength, on_device=on_device))
-                return pipeline.train_loader(shards, "train", views, batch_per_device=batch_size, seed=0,
-                                             num_workers=workers)
+                views = (
+                    augment.SimCLRBatchViews(size, (_h, _w), preset, strength)
+                    if batched
+                    else augment.SimCLRViews(size, preset, strength, on_device=on_device)
+                )
+                return pipeline.train_loader(
+                    shards, "train", views, batch_per_device=batch_size, seed=0, num_workers=workers
+                )
 
             def theirs(make_views):
                 dataset = ImageFolder(str(folder), transform=make_views(size, preset, strength))
-                return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                                  persistent_workers=False)
+                return DataLoader(
+                    dataset,
+                    batch_size=batch_size,
+                    shuffle=True,
+                    num_workers=workers,
+                    drop_last=True,
+                    persistent_workers=False,
+                )
 
             runs = {
                 "ours": lambda: _rate(ours, k, batch_size, workers),
@@ -134,26 +150,55 @@ def run(cases=tuple(CASES), reps: int = 3, batches: int | None = None, batch_siz
             mine, v2, classic = median(rates["ours"]), median(rates["v2"]), median(rates["classic"])
             base = max(v2, classic)
             target = ">= 2.0" if size >= 224 else None
-            rows.append(Row("pipeline", f"{case} -> 2 views {size}px, {workers} worker(s), batch {batch_size}",
-                            "images/s per worker", mine, base, mine / base, target,
-                            f"{reps} reps x {k} batches; baseline = faster torchvision variant "
-                            f"(v2 uint8 {v2:.1f}, classic PIL {classic:.1f} img/s)"))
-            log(f"pipeline {case}: ours {mine:.1f} img/s, torchvision v2 {v2:.1f} classic {classic:.1f}, "
-                f"ratio {mine / base:.2f}")
+            rows.append(
+                Row(
+                    "pipeline",
+                    f"{case} -> 2 views {size}px, {workers} worker(s), batch {batch_size}",
+                    "images/s per worker",
+                    mine,
+                    base,
+                    mine / base,
+                    target,
+                    f"{reps} reps x {k} batches; baseline = faster torchvision variant "
+                    f"(v2 uint8 {v2:.1f}, classic PIL {classic:.1f} img/s)",
+                )
+            )
+            log(
+                f"pipeline {case}: ours {mine:.1f} img/s, torchvision v2 {v2:.1f} classic {classic:.1f}, "
+                f"ratio {mine / base:.2f}"
+            )
             if "device" in rates:
                 split = median(rates["device"])
-                rows.append(Row("pipeline", f"{case}, data.device_augment: worker share vs whole CPU path",
-                                "images/s per worker", split, mine, split / mine, None,
-                                f"workers decode, crop and flip only; colour, blur and normalisation then run batched "
-                                f"on the GPU (timed by bench.gpu when a GPU is present); {reps} reps x {k} batches; "
-                                f"no target"))
+                rows.append(
+                    Row(
+                        "pipeline",
+                        f"{case}, data.device_augment: worker share vs whole CPU path",
+                        "images/s per worker",
+                        split,
+                        mine,
+                        split / mine,
+                        None,
+                        f"workers decode, crop and flip only; colour, blur and normalisation then run batched "
+                        f"on the GPU (timed by bench.gpu when a GPU is present); {reps} reps x {k} batches; "
+                        f"no target",
+                    )
+                )
                 log(f"pipeline {case}: worker share with device_augment {split:.1f} img/s ({split / mine:.2f}x)")
             if "batched" in rates:
                 batched = median(rates["batched"])
-                rows.append(Row("pipeline", f"{case}, data.batch_augment: views made per batch vs per image",
-                                "images/s per worker", batched, mine, batched / mine, BATCHED_TARGET,
-                                f"SimCLRBatchViews (roi_align crops, one batched colour map) vs SimCLRViews, same "
-                                f"shards and draws; {reps} reps x {k} batches"))
+                rows.append(
+                    Row(
+                        "pipeline",
+                        f"{case}, data.batch_augment: views made per batch vs per image",
+                        "images/s per worker",
+                        batched,
+                        mine,
+                        batched / mine,
+                        BATCHED_TARGET,
+                        f"SimCLRBatchViews (roi_align crops, one batched colour map) vs SimCLRViews, same "
+                        f"shards and draws; {reps} reps x {k} batches",
+                    )
+                )
                 log(f"pipeline {case}: batched views {batched:.1f} img/s ({batched / mine:.2f}x per image)")
     return rows
 

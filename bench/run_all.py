@@ -22,15 +22,23 @@ RESULTS = Path(__file__).resolve().parent / "results.md"
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor() or "unknown")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )
     import lightly
     import torch
     import torchvision
 
-    return {"nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "lightly": lightly.__version__, "python": platform.python_version(),
-            "load average at start": " ".join(f"{x:.1f}" for x in os.getloadavg())}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightly": lightly.__version__,
+        "python": platform.python_version(),
+        "load average at start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
 
 
 def _fmt(x) -> str:
@@ -40,12 +48,16 @@ def _fmt(x) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| benchmark | case | metric | ours | baseline | ratio | target | result | notes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | case | metric | ours | baseline | ratio | target | result | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         verdict = {True: "PASS", False: "**MISS**", None: "-" if r.ratio is not None else "not measured"}[r.passed]
-        lines.append(f"| {r.bench} | {r.case} | {r.metric} | {_fmt(r.ours)} | {_fmt(r.baseline)} | {_fmt(r.ratio)} | "
-                     f"{r.target or '-'} | {verdict} | {r.note} |")
+        lines.append(
+            f"| {r.bench} | {r.case} | {r.metric} | {_fmt(r.ours)} | {_fmt(r.baseline)} | {_fmt(r.ratio)} | "
+            f"{r.target or '-'} | {verdict} | {r.note} |"
+        )
     return "\n".join(lines)
 
 
@@ -65,15 +77,24 @@ def main(only: list[str] | None = None) -> int:
         train_step,
     )
 
-    benches = (("loss", loss), ("pipeline", pipeline), ("train_step", train_step), ("end_to_end", end_to_end),
-               ("scaling", scaling), ("grad_cache", grad_cache), ("sharding", sharding),
-               ("eval_memory", eval_memory), ("device_decode", device_decode),
-               ("time_to_accuracy", time_to_accuracy),
-               ("demo", demo))
+    benches = (
+        ("loss", loss),
+        ("pipeline", pipeline),
+        ("train_step", train_step),
+        ("end_to_end", end_to_end),
+        ("scaling", scaling),
+        ("grad_cache", grad_cache),
+        ("sharding", sharding),
+        ("eval_memory", eval_memory),
+        ("device_decode", device_decode),
+        ("time_to_accuracy", time_to_accuracy),
+        ("demo", demo),
+    )
     unknown = sorted(set(only or []) - {name for name, _ in benches})
     if unknown:
-        print(f"unknown benchmark(s) {', '.join(unknown)}; use any of {', '.join(n for n, _ in benches)}",
-              file=sys.stderr)
+        print(
+            f"unknown benchmark(s) {', '.join(unknown)}; use any of {', '.join(n for n, _ in benches)}", file=sys.stderr
+        )
         return 2
     info = machine()
     started = datetime.datetime.now().astimezone()
@@ -87,15 +108,26 @@ def main(only: list[str] | None = None) -> int:
             rows += mod.run()
         except Exception as exc:
             traceback.print_exc()
-            rows.append(Row(name, "all", "-", None, None, None, None, f"not measured: crashed ({type(exc).__name__}: {exc})"))
+            rows.append(
+                Row(name, "all", "-", None, None, None, None, f"not measured: crashed ({type(exc).__name__}: {exc})")
+            )
         log(f"{name}: {time.perf_counter() - t:.0f}s")
     if not only:
         import torch
 
-        rows.append(Row("gpu", "ResNet-50 224px bf16, DDP (with and without device augmentation) and ZeRO-2",
-                        "images/s per GPU, MFU", None, None, None, None,
-                        "run separately on a GPU machine: `python -m bench.gpu` (scripts/gpu_check.sh); "
-                        + ("CUDA present but not run by make bench" if torch.cuda.is_available() else "no CUDA here")))
+        rows.append(
+            Row(
+                "gpu",
+                "ResNet-50 224px bf16, DDP (with and without device augmentation) and ZeRO-2",
+                "images/s per GPU, MFU",
+                None,
+                None,
+                None,
+                None,
+                "run separately on a GPU machine: `python -m bench.gpu` (scripts/gpu_check.sh); "
+                + ("CUDA present but not run by make bench" if torch.cuda.is_available() else "no CUDA here"),
+            )
+        )
     total = time.perf_counter() - t0
     misses = [r for r in rows if r.passed is False]
     section = [
@@ -108,8 +140,13 @@ def main(only: list[str] | None = None) -> int:
         "",
         table(rows),
         "",
-        ("Missed targets: " + "; ".join(f"{r.bench} {r.case} (ratio {_fmt(r.ratio)}, target {r.target})" for r in misses)
-         + ".") if misses else "Every target met.",
+        (
+            "Missed targets: "
+            + "; ".join(f"{r.bench} {r.case} (ratio {_fmt(r.ratio)}, target {r.target})" for r in misses)
+            + "."
+        )
+        if misses
+        else "Every target met.",
         "",
     ]
     text = "\n".join(section)

@@ -26,9 +26,17 @@ SETTINGS = dict(width=0.125, per_device=16, steps=4)
 
 def _pretrain_sets(out: Path, name: str, shards: Path, s: dict, world: int) -> list[str]:
     """``--set`` arguments of one measured run: ``s['per_device']`` images per rank (weak scaling)."""
-    sets = [f"run.root={out}", f"run.name={name}", f"data.shards={shards}", "data.num_workers=0",
-            f"model.width={s['width']}", f"train.global_batch={s['per_device'] * world}", f"train.steps={s['steps']}",
-            f"train.ckpt_every_steps={s['steps']}", f"train.log_every_steps={s['steps']}"]
+    sets = [
+        f"run.root={out}",
+        f"run.name={name}",
+        f"data.shards={shards}",
+        "data.num_workers=0",
+        f"model.width={s['width']}",
+        f"train.global_batch={s['per_device'] * world}",
+        f"train.steps={s['steps']}",
+        f"train.ckpt_every_steps={s['steps']}",
+        f"train.log_every_steps={s['steps']}",
+    ]
     return [arg for value in sets for arg in ("--set", value)]
 
 
@@ -48,15 +56,30 @@ def _run_world(world: int, shards: Path, out: Path, s: dict, counter: list) -> f
     counter.append(1)
     name = f"w{world}-{len(counter)}"
     port = free_port()
-    args = ["-c", "from simclr_hpc.cli.main import main; main()", "run", "pretrain",
-            *_pretrain_sets(out, name, shards, s, world)]
+    args = [
+        "-c",
+        "from simclr_hpc.cli.main import main; main()",
+        "run",
+        "pretrain",
+        *_pretrain_sets(out, name, shards, s, world),
+    ]
     procs = []
     for rank in range(world):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-               "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     logs = [p.communicate(timeout=900)[0] for p in procs]
     for rank, (p, text) in enumerate(zip(procs, logs)):
         if p.returncode != 0:
@@ -68,9 +91,22 @@ def _run_nodes(nodes: int, shards: Path, out: Path, s: dict, counter: list) -> f
     """One ``simclr-hpc submit pretrain --nodes N`` on the test cluster (one task per node); its training images/s."""
     counter.append(1)
     name = f"n{nodes}-{len(counter)}"
-    cmd = [sys.executable, "-m", "simclr_hpc.cli.main", "submit", "pretrain", "--profile", "local",
-           "--nodes", str(nodes), "--gpus-per-node", "1", "--set", "run.study=bench",
-           *_pretrain_sets(out, name, shards, s, nodes)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simclr_hpc.cli.main",
+        "submit",
+        "pretrain",
+        "--profile",
+        "local",
+        "--nodes",
+        str(nodes),
+        "--gpus-per-node",
+        "1",
+        "--set",
+        "run.study=bench",
+        *_pretrain_sets(out, name, shards, s, nodes),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f"submit --nodes {nodes} failed: {proc.stderr.strip()[-2000:]}")
@@ -98,10 +134,13 @@ def _two_nodes_row(shards: Path, out: Path, s: dict, reps: int) -> Row:
         if started:
             stop_cluster()
     return _efficiency_row(
-        case, "images/s (2 nodes) / (2 x images/s (1 node))", rates,
+        case,
+        "images/s (2 nodes) / (2 x images/s (1 node))",
+        rates,
         f"`submit pretrain --nodes N --gpus-per-node 1`, ResNet-18 w{s['width']}, {s['per_device']}/rank, "
         f"{s['steps']} steps, gloo over the namespaces' bridge, {reps} job(s) each; both 'nodes' share this "
-        f"machine's {os.cpu_count()} cores, so this is launcher + network overhead, not cluster scaling (no target)")
+        f"machine's {os.cpu_count()} cores, so this is launcher + network overhead, not cluster scaling (no target)",
+    )
 
 
 def run(reps: int = 1, n_images: int = 256, **overrides) -> list[Row]:
@@ -113,10 +152,16 @@ def run(reps: int = 1, n_images: int = 256, **overrides) -> list[Row]:
         out = Path(tmp) / "runs"
         rates = alternate({w: (lambda w=w: _run_world(w, shards, out, s, counter)) for w in (1, 2)}, reps, warmup=0)
         nodes_row = _two_nodes_row(shards, out, s, reps)
-    return [_efficiency_row("1 vs 2 processes, this machine (gloo)", "images/s (2) / (2 x images/s (1))", rates,
-                            f"ResNet-18 w{s['width']}, {s['per_device']}/rank, {s['steps']} steps, 1 thread/rank, "
-                            f"{reps} run(s) each; {os.cpu_count()} shared cores: 2 ranks cannot scale here (no target)"),
-            nodes_row]
+    return [
+        _efficiency_row(
+            "1 vs 2 processes, this machine (gloo)",
+            "images/s (2) / (2 x images/s (1))",
+            rates,
+            f"ResNet-18 w{s['width']}, {s['per_device']}/rank, {s['steps']} steps, 1 thread/rank, "
+            f"{reps} run(s) each; {os.cpu_count()} shared cores: 2 ranks cannot scale here (no target)",
+        ),
+        nodes_row,
+    ]
 
 
 if __name__ == "__main__":

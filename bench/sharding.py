@@ -48,8 +48,21 @@ def cached_imagefolder(n_images: int, size: int) -> Path:
 
 
 def _cli(src: Path, out: Path, workers: int, shard_size: int) -> list[str]:
-    return [sys.executable, "-m", "simclr_hpc.cli.main", "data", "shards", f"imagefolder:{src}", str(out),
-            "--workers", str(workers), "--image-format", "jpg", "--shard-size", str(shard_size)]
+    return [
+        sys.executable,
+        "-m",
+        "simclr_hpc.cli.main",
+        "data",
+        "shards",
+        f"imagefolder:{src}",
+        str(out),
+        "--workers",
+        str(workers),
+        "--image-format",
+        "jpg",
+        "--shard-size",
+        str(shard_size),
+    ]
 
 
 def evict(root: Path) -> None:
@@ -83,8 +96,13 @@ def _killed_half_way(src: Path, out: Path, workers: int, shard_size: int) -> int
     """Start a build and SIGKILL it (and its workers) once half its shards have done records; shards done then."""
     shutil.rmtree(out, ignore_errors=True)
     evict(src)
-    proc = subprocess.Popen(_cli(src, out, workers, shard_size), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        _cli(src, out, workers, shard_size),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     total = None
     for line in proc.stderr:  # "shards: k of n written"
         words = line.decode().split()
@@ -97,20 +115,31 @@ def _killed_half_way(src: Path, out: Path, workers: int, shard_size: int) -> int
     return len(list((out / "_build" / "done").glob("*.json")))
 
 
-def run(n_images: int = 20_000, size: int = 224, workers: int = 2, reps: int = 3, shard_size: int = SHARD_SIZE
-        ) -> list[Row]:
+def run(
+    n_images: int = 20_000, size: int = 224, workers: int = 2, reps: int = 3, shard_size: int = SHARD_SIZE
+) -> list[Row]:
     src = cached_imagefolder(n_images, size)
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as tmp:
         out, archive = Path(tmp) / "shards", Path(tmp) / "all.tar"
-        times = alternate({"ours": lambda: _build(src, out, workers, shard_size),
-                           "tar": lambda: _tar(src, archive)}, reps)
+        times = alternate(
+            {"ours": lambda: _build(src, out, workers, shard_size), "tar": lambda: _tar(src, archive)}, reps
+        )
         ours, tar = median(times["ours"]), median(times["tar"])
         log(f"sharding: {n_images} files, ours {ours:.2f} s, tar -cf {tar:.2f} s")
-        rows = [Row("sharding", f"{n_images} JPEGs 224px, {workers} workers vs tar -cf", "files/s",
-                    n_images / ours, n_images / tar, tar / ours, THROUGHPUT_TARGET,
-                    f"{reps} alternating runs, medians {ours:.2f} s vs {tar:.2f} s; source files read from the disk "
-                    f"(evicted from the page cache) by both; ours includes start-up and listing; {shard_size} images "
-                    f"per shard, --check header, {READ_THREADS} reads at once per worker")]
+        rows = [
+            Row(
+                "sharding",
+                f"{n_images} JPEGs 224px, {workers} workers vs tar -cf",
+                "files/s",
+                n_images / ours,
+                n_images / tar,
+                tar / ours,
+                THROUGHPUT_TARGET,
+                f"{reps} alternating runs, medians {ours:.2f} s vs {tar:.2f} s; source files read from the disk "
+                f"(evicted from the page cache) by both; ours includes start-up and listing; {shard_size} images "
+                f"per shard, --check header, {READ_THREADS} reads at once per worker",
+            )
+        ]
         full, resumed, kept = [], [], []
         for _ in range(reps):
             full.append(_build(src, out, workers, shard_size))
@@ -122,8 +151,17 @@ def run(n_images: int = 20_000, size: int = 224, workers: int = 2, reps: int = 3
             problems = verify(out)
             assert not problems, problems[:3]
         shards = -(-n_images // shard_size)
-        rows.append(Row("sharding", f"rerun after a kill at half way, {workers} workers", "time s",
-                        median(resumed), median(full), median(resumed) / median(full), RESUME_TARGET,
-                        f"{reps} runs; {median(kept):.0f} of about {shards} shards kept (the test split carved from "
-                        f"train adds shards); after each rerun `data verify` finds every shard, image and label sound"))
+        rows.append(
+            Row(
+                "sharding",
+                f"rerun after a kill at half way, {workers} workers",
+                "time s",
+                median(resumed),
+                median(full),
+                median(resumed) / median(full),
+                RESUME_TARGET,
+                f"{reps} runs; {median(kept):.0f} of about {shards} shards kept (the test split carved from "
+                f"train adds shards); after each rerun `data verify` finds every shard, image and label sound",
+            )
+        )
     return rows

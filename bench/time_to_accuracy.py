@@ -31,8 +31,22 @@ from bench._common import REPO, Row, log
 # The demo's pretraining recipe (configs/studies/demo-learning.yaml) on tiny-cpu.yaml. The target: at 600 steps of it, kNN on
 # the val split reached 85.3 % at step 200, 86.4 % at the end; a random-init encoder of the same architecture 75.4 %
 # (raw pixels 90.8 %: a kNN on 784 pixels is strong on MNIST, which is why the target is not 90 %).
-SETTINGS = dict(width=0.25, size=28, crop=0.3, lr=0.004, batch=128, max_steps=300, eval_every=25, workers=1, threads=1,
-                target=85.0, k=20, knn_t=0.07, val_fraction=0.2, source="mnist5k")
+SETTINGS = dict(
+    width=0.25,
+    size=28,
+    crop=0.3,
+    lr=0.004,
+    batch=128,
+    max_steps=300,
+    eval_every=25,
+    workers=1,
+    threads=1,
+    target=85.0,
+    k=20,
+    knn_t=0.07,
+    val_fraction=0.2,
+    source="mnist5k",
+)
 
 
 def _images(shards: Path, split: str, size: int):
@@ -74,8 +88,10 @@ class Probe:
         was_training = encoder.training
         encoder.eval()
         with torch.no_grad():
-            bank, query = (torch.cat([encoder(x[i:i + 500]).float() for i in range(0, len(x), 500)])
-                           for x in (self.bank_x, self.query_x))
+            bank, query = (
+                torch.cat([encoder(x[i : i + 500]).float() for i in range(0, len(x), 500)])
+                for x in (self.bank_x, self.query_x)
+            )
             acc = knn_top1(bank, self.bank_y, query, self.query_y, self.s["k"], self.s["knn_t"])
         encoder.train(was_training)
         return acc
@@ -83,19 +99,29 @@ class Probe:
 
 def _ours(shards: Path, out: Path, s: dict) -> list[tuple[int, float, float]]:
     from simclr_hpc.config import load_config
+    from simclr_hpc.models.build import build_simclr
     from simclr_hpc.train import checkpoint as ckpt
     from simclr_hpc.train.runner import run_stage
-    from simclr_hpc.models.build import build_simclr
 
     probe = Probe(shards, s)
-    cfg = load_config(REPO / "configs/pretrain/tiny-cpu.yaml", [
-        f"run.root={out}", "run.name=ours", f"data.shards={shards}",
-        f"data.image_size={s['size']}", f"data.num_workers={s['workers']}", f"model.width={s['width']}",
-        f"data.crop_min_scale={s['crop']}", f"optim.base_lr={s['lr']}",
-        f"train.global_batch={s['batch']}", f"train.steps={s['max_steps']}",
-        f"train.ckpt_every_steps={s['eval_every']}",
-        f"train.log_every_steps={s['eval_every']}", f"train.keep_checkpoints={s['max_steps'] // s['eval_every'] + 1}",
-    ])
+    cfg = load_config(
+        REPO / "configs/pretrain/tiny-cpu.yaml",
+        [
+            f"run.root={out}",
+            "run.name=ours",
+            f"data.shards={shards}",
+            f"data.image_size={s['size']}",
+            f"data.num_workers={s['workers']}",
+            f"model.width={s['width']}",
+            f"data.crop_min_scale={s['crop']}",
+            f"optim.base_lr={s['lr']}",
+            f"train.global_batch={s['batch']}",
+            f"train.steps={s['max_steps']}",
+            f"train.ckpt_every_steps={s['eval_every']}",
+            f"train.log_every_steps={s['eval_every']}",
+            f"train.keep_checkpoints={s['max_steps'] // s['eval_every'] + 1}",
+        ],
+    )
     t0 = time.time()
     run_stage("pretrain", cfg)
     run_dir = out / cfg.run.study / "pretrain" / "ours"
@@ -138,8 +164,13 @@ def _lightly(shards: Path, out: Path, s: dict) -> list[tuple[int, float, float]]
     torch.manual_seed(0)
     backbone = build_backbone("resnet18", cifar_stem=False, width=s["width"])
     model = torch.nn.Sequential(backbone, SimCLRProjectionHead(backbone.feat_dim, backbone.feat_dim, 128)).train()
-    loader = DataLoader(Images(probe.train_raw, probe.bank_y, SimCLRTransform(input_size=s["size"], gaussian_blur=0.0)),
-                        batch_size=s["batch"], shuffle=True, num_workers=s["workers"], drop_last=True)
+    loader = DataLoader(
+        Images(probe.train_raw, probe.bank_y, SimCLRTransform(input_size=s["size"], gaussian_blur=0.0)),
+        batch_size=s["batch"],
+        shuffle=True,
+        num_workers=s["workers"],
+        drop_last=True,
+    )
     criterion = NTXentLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
     step, paused, curve = 0, 0.0, []
@@ -191,8 +222,17 @@ def run(**overrides) -> list[Row]:
     s = {**SETTINGS, **overrides}
     with tempfile.TemporaryDirectory(prefix="bench-tta-") as tmp:
         shards = Path(tmp) / "shards"
-        cmd = [sys.executable, "-m", "simclr_hpc.cli.main", "data", "shards", s["source"], str(shards),
-               "--val-fraction", str(s["val_fraction"])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "simclr_hpc.cli.main",
+            "data",
+            "shards",
+            s["source"],
+            str(shards),
+            "--val-fraction",
+            str(s["val_fraction"]),
+        ]
         subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
         load = os.getloadavg()[0]
         curves = {which: _spawn(which, shards, Path(tmp) / "runs", s) for which in ("ours", "lightly")}
@@ -201,22 +241,36 @@ def run(**overrides) -> list[Row]:
     ours = hit["ours"][1] if hit["ours"] else None
     theirs = hit["lightly"][1] if hit["lightly"] else None
     ratio = ours / theirs if ours and theirs else None
-    note = (f"ResNet-18 w{s['width']} no CIFAR stem, ours crops >= {s['crop']} AdamW lr {s['lr']} temperature 0.2, "
-            f"lightly crops >= 0.08 SGD lr 0.06 temperature 0.5, {s['size']}px, batch {s['batch']}, "
-            f"{s['workers']} loader worker, "
-            f"{s['threads']} thread; kNN k={s['k']} on the val split every {s['eval_every']} steps, up to "
-            f"{s['max_steps']} steps; load {load:.1f} at start. Curves (step:kNN@s): ours {_curve(curves['ours'])}; "
-            f"lightly {_curve(curves['lightly'])}")
+    note = (
+        f"ResNet-18 w{s['width']} no CIFAR stem, ours crops >= {s['crop']} AdamW lr {s['lr']} temperature 0.2, "
+        f"lightly crops >= 0.08 SGD lr 0.06 temperature 0.5, {s['size']}px, batch {s['batch']}, "
+        f"{s['workers']} loader worker, "
+        f"{s['threads']} thread; kNN k={s['k']} on the val split every {s['eval_every']} steps, up to "
+        f"{s['max_steps']} steps; load {load:.1f} at start. Curves (step:kNN@s): ours {_curve(curves['ours'])}; "
+        f"lightly {_curve(curves['lightly'])}"
+    )
     if ratio is None:
         missing = [w for w, h in hit.items() if h is None]
-        note = (f"not measured as a ratio: {' and '.join(missing)} never reached {s['target']}% within "
-                f"{s['max_steps']} steps. " + note)
+        note = (
+            f"not measured as a ratio: {' and '.join(missing)} never reached {s['target']}% within "
+            f"{s['max_steps']} steps. " + note
+        )
         if ours and not theirs:  # lightly's whole budget is a lower bound on its time: the ratio is at most this
             theirs = curves["lightly"][-1][1]
             ratio = ours / theirs
             note = f"upper bound (lightly's time is at least its {s['max_steps']}-step run). " + note
-    return [Row("time_to_accuracy", f"{s['source']} kNN top-1 >= {s['target']:.0f}%", "pretrain seconds", ours, theirs,
-                ratio, "<= 0.7", note)]
+    return [
+        Row(
+            "time_to_accuracy",
+            f"{s['source']} kNN top-1 >= {s['target']:.0f}%",
+            "pretrain seconds",
+            ours,
+            theirs,
+            ratio,
+            "<= 0.7",
+            note,
+        )
+    ]
 
 
 if __name__ == "__main__":

@@ -25,8 +25,17 @@ IMAGE = 32
 def _config(tmp: str, width: float, batch: int):
     from simclr_hpc.config import load_config
 
-    return load_config(None, [f"run.root={tmp}", "run.name=bench", f"model.width={width}", f"train.global_batch={batch}",
-                              "train.steps=1000", "data.num_workers=0"])
+    return load_config(
+        None,
+        [
+            f"run.root={tmp}",
+            "run.name=bench",
+            f"model.width={width}",
+            f"train.global_batch={batch}",
+            "train.steps=1000",
+            "data.num_workers=0",
+        ],
+    )
 
 
 def _batch(batch: int) -> dict:
@@ -80,8 +89,8 @@ class Plain:
     """What a user writes by hand: same model, loss and optimizer; no engine, task or schedule object."""
 
     def __init__(self, cfg, batch: dict):
-        from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
         from simclr_hpc.models import build_simclr
+        from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
 
         torch.manual_seed(0)
         self.model = build_simclr(cfg.model)
@@ -127,11 +136,23 @@ def run(batch: int = 256, widths=(0.5, 0.25, 0.125), reps: int = 5, max_step_s: 
     t_ours, t_plain = median(times["ours"]), median(times["plain"])
     ips_ours, ips_plain = batch / t_ours, batch / t_plain
     log(f"train_step: ours {ips_ours:.1f} img/s, plain {ips_plain:.1f} img/s, ratio {ips_ours / ips_plain:.3f}")
-    note = (f"ResNet-18 CIFAR stem, width {width} (width 1.0 takes > {max_step_s:.0f} s/step on this machine), "
-            f"{IMAGE}px, batch {batch} x 2 views, LARS, {reps} steps each after warm-up; median s/step ours "
-            f"{t_ours:.2f}, plain {t_plain:.2f}")
-    return [Row("train_step", f"resnet18 w{width} b{batch}", "images/s", ips_ours, ips_plain, ips_ours / ips_plain,
-                ">= 0.95", note)]
+    note = (
+        f"ResNet-18 CIFAR stem, width {width} (width 1.0 takes > {max_step_s:.0f} s/step on this machine), "
+        f"{IMAGE}px, batch {batch} x 2 views, LARS, {reps} steps each after warm-up; median s/step ours "
+        f"{t_ours:.2f}, plain {t_plain:.2f}"
+    )
+    return [
+        Row(
+            "train_step",
+            f"resnet18 w{width} b{batch}",
+            "images/s",
+            ips_ours,
+            ips_plain,
+            ips_ours / ips_plain,
+            ">= 0.95",
+            note,
+        )
+    ]
 
 
 def _time(fn) -> float:

@@ -40,9 +40,14 @@ def check_nccl(s: Sizes, out: Path) -> None:
 
     device = torch.device("cuda", 0) if s.cuda else torch.device("cpu")
     backend = "nccl" if s.cuda else "gloo"
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{os.environ['MASTER_PORT']}", rank=0,
-                            world_size=1, timeout=datetime.timedelta(seconds=60),
-                            **({"device_id": device} if s.cuda else {}))
+    dist.init_process_group(
+        backend,
+        init_method=f"tcp://127.0.0.1:{os.environ['MASTER_PORT']}",
+        rank=0,
+        world_size=1,
+        timeout=datetime.timedelta(seconds=60),
+        **({"device_id": device} if s.cuda else {}),
+    )
     try:
         assert D.all_reduce_sum(torch.ones(3, device=device)).tolist() == [1.0, 1.0, 1.0]
         assert D.all_reduce_sum(torch.tensor([2])).item() == 2  # a host tensor: the round trip through the device
@@ -58,8 +63,10 @@ def check_nccl(s: Sizes, out: Path) -> None:
         for a, b in zip(torch.autograd.grad(gathered, (z_a, z_b)), torch.autograd.grad(plain, (z_a, z_b))):
             torch.testing.assert_close(a, b)
         torch.testing.assert_close(gathered, plain)
-        note(f"{backend}: all_reduce (device and host tensors), all_gather_object, barrier, the host vote, the "
-             f"gradient-keeping gather forward and backward")
+        note(
+            f"{backend}: all_reduce (device and host tensors), all_gather_object, barrier, the host vote, the "
+            f"gradient-keeping gather forward and backward"
+        )
     finally:
         D.destroy_process_group()
 
@@ -111,16 +118,28 @@ def _step(s: Sizes, out: Path, engine_sets: list[str], env=None, precision: str 
         with engine.autocast():
             dtype = engine.unwrap(model).encoder(x[:2].to(engine.device)).dtype
         conv = engine.unwrap(model).encoder.conv1.weight
-        return {"loss": losses[-1], "losses": losses, "before": before, "after": engine.model_state(model),
-                "device": str(engine.device), "autocast": str(dtype), "precision": engine.precision,
-                "channels_last": conv.is_contiguous(memory_format=torch.channels_last), "amp": engine.amp_state(),
-                "syncs_per_step": syncs}
+        return {
+            "loss": losses[-1],
+            "losses": losses,
+            "before": before,
+            "after": engine.model_state(model),
+            "device": str(engine.device),
+            "autocast": str(dtype),
+            "precision": engine.precision,
+            "channels_last": conv.is_contiguous(memory_format=torch.channels_last),
+            "amp": engine.amp_state(),
+            "syncs_per_step": syncs,
+        }
     finally:
         engine.close()
 
 
-ENGINES = {"ddp": ["dist.engine=ddp"], "zero0": ["dist.engine=deepspeed", "dist.zero_stage=0"],
-           "zero1": ["dist.engine=deepspeed", "dist.zero_stage=1"], "zero2": ["dist.engine=deepspeed", "dist.zero_stage=2"]}
+ENGINES = {
+    "ddp": ["dist.engine=ddp"],
+    "zero0": ["dist.engine=deepspeed", "dist.zero_stage=0"],
+    "zero1": ["dist.engine=deepspeed", "dist.zero_stage=1"],
+    "zero2": ["dist.engine=deepspeed", "dist.zero_stage=2"],
+}
 
 
 def check_step(kind: str, s: Sizes, out: Path) -> None:
@@ -161,8 +180,10 @@ def check_zero_vs_ddp(s: Sizes, out: Path) -> None:
         return float(torch.nn.functional.cosine_similarity(update(kind), update("ddp-fp32"), dim=0))
 
     floor = cosine("ddp")
-    note(f"cosine of the bf16 updates to the fp32 one: ddp {floor:.4f}, "
-         + ", ".join(f"{k} {cosine(k):.4f}" for k in ("zero0", "zero1", "zero2")))
+    note(
+        f"cosine of the bf16 updates to the fp32 one: ddp {floor:.4f}, "
+        + ", ".join(f"{k} {cosine(k):.4f}" for k in ("zero0", "zero1", "zero2"))
+    )
     for kind in ("zero0", "zero1", "zero2"):
         assert cosine(kind) >= floor - 0.02, f"{kind}'s step is further from the exact one than bf16 explains"
     for kind in ("zero1", "zero2"):

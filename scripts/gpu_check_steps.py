@@ -33,15 +33,27 @@ def prepare_data(cuda: bool, out: Path) -> None:
     shards = out / "shards"
     if not (shards / "index.json").exists():
         shutil.rmtree(shards, ignore_errors=True)
-        subprocess.run([*CLI, "data", "shards", Sizes(cuda).shapes, str(shards)], cwd=REPO, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*CLI, "data", "shards", Sizes(cuda).shapes, str(shards)], cwd=REPO, check=True, capture_output=True
+        )
 
 
 def _overrides(s: Sizes, out: Path, *extra: str) -> list[str]:
-    return [f"run.root={out}/runs", "run.study=gpu", f"data.shards={out}/shards", f"data.image_size={s.size}",
-            f"data.num_workers={2 if s.cuda else 0}", "model.backbone=resnet18", f"model.width={s.width}",
-            f"train.global_batch={s.batch}", "train.log_every_steps=1", "train.eval_batch_per_device=64",
-            "optim.warmup_steps=1", "log.backends=[jsonl]", *extra]
+    return [
+        f"run.root={out}/runs",
+        "run.study=gpu",
+        f"data.shards={out}/shards",
+        f"data.image_size={s.size}",
+        f"data.num_workers={2 if s.cuda else 0}",
+        "model.backbone=resnet18",
+        f"model.width={s.width}",
+        f"train.global_batch={s.batch}",
+        "train.log_every_steps=1",
+        "train.eval_batch_per_device=64",
+        "optim.warmup_steps=1",
+        "log.backends=[jsonl]",
+        *extra,
+    ]
 
 
 def _cli(*args: str) -> str:
@@ -97,8 +109,15 @@ def check_device_audit(s: Sizes, out: Path) -> None:
 def check_pinned(s: Sizes, out: Path) -> None:
     from simclr_hpc.data import augment, pipeline
 
-    loader = pipeline.train_loader(out / "shards", "train", augment.SimCLRViews(s.size, "cifar"), batch_per_device=8,
-                                   seed=0, num_workers=2, total_steps=1)
+    loader = pipeline.train_loader(
+        out / "shards",
+        "train",
+        augment.SimCLRViews(s.size, "cifar"),
+        batch_per_device=8,
+        seed=0,
+        num_workers=2,
+        total_steps=1,
+    )
     batch = next(iter(loader))
     assert all(v.is_pinned() for v in batch["views"]), "training batches are not in pinned memory"
     note("training views arrive pinned: the step's non_blocking copies overlap")
@@ -107,10 +126,19 @@ def check_pinned(s: Sizes, out: Path) -> None:
 def _pretrain(s: Sizes, out: Path, name: str, *extra: str) -> Path:
     """A CLI pretrain of 4 steps (monitoring every 2, gradient caching at a quarter of the batch, a checkpoint every
     2), rewound to its step-2 checkpoint and run again: it must resume, and its export must load into a plain model."""
-    overrides = _overrides(s, out, f"run.name={name}", "train.steps=4", "train.ckpt_every_steps=2",
-                           "pretrain.monitor_every_steps=2", "pretrain.monitor_bank_images=64",
-                           "pretrain.monitor_eval_images=32", "pretrain.monitor_pairs=16",
-                           f"train.max_batch_per_device={s.batch // 4}", *extra)
+    overrides = _overrides(
+        s,
+        out,
+        f"run.name={name}",
+        "train.steps=4",
+        "train.ckpt_every_steps=2",
+        "pretrain.monitor_every_steps=2",
+        "pretrain.monitor_bank_images=64",
+        "pretrain.monitor_eval_images=32",
+        "pretrain.monitor_pairs=16",
+        f"train.max_batch_per_device={s.batch // 4}",
+        *extra,
+    )
     _cli("run", "pretrain", *_sets(overrides))
     run_dir = out / "runs" / "gpu" / "pretrain" / name
     ckpts = run_dir / "checkpoints"
@@ -128,8 +156,10 @@ def _pretrain(s: Sizes, out: Path, name: str, *extra: str) -> Path:
 
     exported = torch.load(ckpts / "step-00000004" / "state.pt", weights_only=True)["export"]
     build_simclr(load_config(overrides=overrides).model).load_state_dict(exported)  # strict: plain keys, no wrapper
-    note(f"{name}: {result['device']}, {result['images_per_s']:.0f} img/s, knn top-1 "
-         f"{result['metrics'].get('knn_top1_k20')}, resumed from step 2")
+    note(
+        f"{name}: {result['device']}, {result['images_per_s']:.0f} img/s, knn top-1 "
+        f"{result['metrics'].get('knn_top1_k20')}, resumed from step 2"
+    )
     return run_dir
 
 
@@ -145,16 +175,28 @@ def check_finetune(s: Sizes, out: Path) -> None:
     encoder = out / "runs" / "gpu" / "pretrain" / "p"
     assert (encoder / "result.json").exists(), "needs the pretrain-cli check's run"
     for protocol in ("linear", "full"):
-        overrides = _overrides(s, out, f"run.name=f-{protocol}", f"finetune.encoder={encoder}", "train.steps=4",
-                               f"finetune.protocol={protocol}", "train.ckpt_every_steps=4")
+        overrides = _overrides(
+            s,
+            out,
+            f"run.name=f-{protocol}",
+            f"finetune.encoder={encoder}",
+            "train.steps=4",
+            f"finetune.protocol={protocol}",
+            "train.ckpt_every_steps=4",
+        )
         _cli("run", "finetune", *_sets(overrides))
         result = json.loads((out / "runs" / "gpu" / "finetune" / f"f-{protocol}" / "result.json").read_text())
         note(f"finetune {protocol}: top-1 {result['metrics']['top1']:.3f} on {result['device']}")
 
 
 def check_bench(s: Sizes, out: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu", *([] if s.cuda else ["--cpu-smoke"])], cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, "OUT": str(out)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", *([] if s.cuda else ["--cpu-smoke"])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OUT": str(out)},
+    )
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     for row in rows:
         note(json.dumps(row))
@@ -162,9 +204,24 @@ def check_bench(s: Sizes, out: Path) -> None:
 
 
 def check_pytest_gpu(s: Sizes, out: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-s",
-                           "tests/test_gpu.py", f"--junitxml={out}/pytest-gpu.xml"], cwd=REPO, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "gpu",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-s",
+            "tests/test_gpu.py",
+            f"--junitxml={out}/pytest-gpu.xml",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("gpu figures:") or " passed" in line or " failed" in line:
             note(line.strip())

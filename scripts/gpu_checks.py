@@ -48,8 +48,10 @@ CHECKS: dict[str, tuple[str, int, str]] = {
 }
 
 
-AFTER = {"zero-vs-ddp": ("step-ddp", "step-ddp-fp32", "step-zero0", "step-zero1", "step-zero2"),
-         "finetune": ("pretrain-cli",)}
+AFTER = {
+    "zero-vs-ddp": ("step-ddp", "step-ddp-fp32", "step-zero0", "step-zero1", "step-zero2"),
+    "finetune": ("pretrain-cli",),
+}
 """The checks each check reads the outputs of (they come before it in CHECKS)."""
 
 
@@ -137,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, status, seconds, note in rows:
         print(f"  {name:<17} {status:<8} {seconds:6.0f} s  {note}")
     counts = {s: sum(r[1] == s for r in rows) for s in ("passed", "FAILED", "skipped")}
-    print(f"ran {counts['passed'] + counts['FAILED']}: {counts['passed']} passed, {counts['FAILED']} failed; "
-          f"{counts['skipped']} skipped")
-    (out / "summary.json").write_text(json.dumps([dict(zip(("check", "status", "seconds", "note"), r)) for r in rows],
-                                                 indent=1))
+    print(
+        f"ran {counts['passed'] + counts['FAILED']}: {counts['passed']} passed, {counts['FAILED']} failed; "
+        f"{counts['skipped']} skipped"
+    )
+    (out / "summary.json").write_text(
+        json.dumps([dict(zip(("check", "status", "seconds", "note"), r)) for r in rows], indent=1)
+    )
     return 1 if counts["FAILED"] else 0
 
 

@@ -16,11 +16,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from simclr_hpc import rundir
-from simclr_hpc.readers import FileError, UserError, quote, read_yaml as _read_mapping, yaml_value
+from simclr_hpc.readers import FileError, UserError, quote, yaml_value
+from simclr_hpc.readers import read_yaml as _read_mapping
 from simclr_hpc.recipes import stage_recipe
 
 STAGES = ("pretrain", "finetune", "distill", "transfer")
@@ -32,7 +41,6 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 # Names end up in paths, job names and sbatch scripts: keep them to a charset that needs no quoting anywhere.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
 
 
 def _not_bool(value: Any) -> Any:
@@ -51,6 +59,8 @@ Bool = Annotated[bool, Strict()]
 MAX_BATCH = 1 << 20
 MAX_STEPS = 100_000_000
 MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
 class ConfigError(UserError):
     """A config file, override or value is wrong."""
 
@@ -150,9 +160,11 @@ class DataSection(Section):
     @model_validator(mode="after")
     def _val_split_held_out(self) -> DataSection:
         if self.val_split and self.val_split in (self.train_split, self.eval_split):
-            raise ValueError(f"val_split {self.val_split!r} is the train or eval split too; choosing a probe's "
-                             "penalty there would tune on the data it is scored on (use 'val', or '' to hold out "
-                             "part of the labelled images)")
+            raise ValueError(
+                f"val_split {self.val_split!r} is the train or eval split too; choosing a probe's "
+                "penalty there would tune on the data it is scored on (use 'val', or '' to hold out "
+                "part of the labelled images)"
+            )
         return self
 
 
@@ -315,13 +327,15 @@ class TransferSection(Section):
     protocol: Literal["linear", "full"] = "linear"
     """``linear``: frozen encoder; ``full``: every layer trained."""
 
-
     @field_validator("num_classes")
     @classmethod
     def _not_one(cls, value: int) -> int:
         if value == 1:
-            raise ValueError("1 class is no classification task (any encoder scores 100 %); use 0 (every class) or 2..K")
+            raise ValueError(
+                "1 class is no classification task (any encoder scores 100 %); use 0 (every class) or 2..K"
+            )
         return value
+
 
 class Config(Section):
     """The whole resolved configuration of one run."""
@@ -341,7 +355,9 @@ class Config(Section):
     @model_validator(mode="after")
     def _cross_field(self) -> "Config":
         if self.dist.engine == "ddp" and self.dist.zero_stage != 0:
-            raise ValueError("dist.zero_stage: ZeRO needs dist.engine=deepspeed (set dist.engine=deepspeed or zero_stage=0)")
+            raise ValueError(
+                "dist.zero_stage: ZeRO needs dist.engine=deepspeed (set dist.engine=deepspeed or zero_stage=0)"
+            )
         if self.dist.engine == "ddp" and self.dist.offload_optimizer:
             raise ValueError("dist.offload_optimizer: needs dist.engine=deepspeed")
         if self.dist.offload_optimizer and self.dist.zero_stage == 0:
@@ -355,8 +371,10 @@ class Config(Section):
             )
         for stage, section in (("finetune", self.finetune), ("transfer", self.transfer)):
             if section.encoder == "pixels" and section.protocol != "linear":
-                raise ValueError(f"{stage}.encoder: pixels is the raw-pixel linear baseline; set {stage}.protocol=linear "
-                                 "(the from-scratch baseline of full fine-tuning is encoder=random)")
+                raise ValueError(
+                    f"{stage}.encoder: pixels is the raw-pixel linear baseline; set {stage}.protocol=linear "
+                    "(the from-scratch baseline of full fine-tuning is encoder=random)"
+                )
         if self.train.max_batch_per_device and self.train.global_batch % self.train.max_batch_per_device:
             raise ValueError("train.max_batch_per_device: must divide train.global_batch")
         return self
@@ -461,8 +479,10 @@ def stage_problems(stage: str, cfg: "Config") -> list[str]:
     """What a config cannot do for ``stage`` although every field is valid on its own (the sections do not know the
     stage): checked by ``load_config(stage=)``, by the runner and by a study's planner."""
     if stage == "pretrain" and cfg.train.global_batch < 2:
-        return [f"train.global_batch: {cfg.train.global_batch} image per step gives SimCLR no negatives (its loss is 0 "
-                "whatever the encoder); use at least 2 (the paper: 256 to 4096)"]
+        return [
+            f"train.global_batch: {cfg.train.global_batch} image per step gives SimCLR no negatives (its loss is 0 "
+            "whatever the encoder); use at least 2 (the paper: 256 to 4096)"
+        ]
     return []
 
 
@@ -476,8 +496,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path:
         layers.append(read_yaml(path))
         if STUDY_KEYS & set(layers[0]):
-            raise ConfigError(f"{path}: a study file (it has {', '.join(sorted(STUDY_KEYS & set(layers[0])))}), not "
-                              f"a run config; run it with `simclr-hpc study run {path}` or `study submit`")
+            raise ConfigError(
+                f"{path}: a study file (it has {', '.join(sorted(STUDY_KEYS & set(layers[0])))}), not "
+                f"a run config; run it with `simclr-hpc study run {path}` or `study submit`"
+            )
     if overrides:
         layers.append(parse_overrides(overrides))
     if stage:

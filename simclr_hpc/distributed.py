@@ -30,8 +30,10 @@ def _whole(env, name: str, default: int, low: int, high: int = 1 << 20) -> int:
     if raw is None or raw == "":
         return default
     if not str(raw).strip().isdigit() or not low <= int(raw) <= high:
-        raise DistEnvError(f"environment: {name}={quote(raw)} is not a whole number in {low}..{high}; unset it, or "
-                           f"set it as torchrun does (WORLD_SIZE ranks, RANK 0..WORLD_SIZE-1, MASTER_PORT 1..65535)")
+        raise DistEnvError(
+            f"environment: {name}={quote(raw)} is not a whole number in {low}..{high}; unset it, or "
+            f"set it as torchrun does (WORLD_SIZE ranks, RANK 0..WORLD_SIZE-1, MASTER_PORT 1..65535)"
+        )
     return int(raw)
 
 
@@ -39,8 +41,10 @@ def _from_shell(env) -> bool:
     return not any(env.get(name) for name in LAUNCHER_VARS)
 
 
-SHELL_HINT = ("no Slurm job or torchrun here, so they came from your shell: `unset WORLD_SIZE RANK LOCAL_RANK "
-              "MASTER_ADDR MASTER_PORT` to train in one process")
+SHELL_HINT = (
+    "no Slurm job or torchrun here, so they came from your shell: `unset WORLD_SIZE RANK LOCAL_RANK "
+    "MASTER_ADDR MASTER_PORT` to train in one process"
+)
 
 
 @dataclass(frozen=True)
@@ -60,15 +64,23 @@ class DistEnv:
         env = os.environ if environ is None else environ
         world = _whole(env, "WORLD_SIZE", 1, 1)
         found = cls(
-            rank=_whole(env, "RANK", 0, 0), world_size=world, local_rank=_whole(env, "LOCAL_RANK", 0, 0),
-            local_world_size=_whole(env, "LOCAL_WORLD_SIZE", 1, 1), master_addr=env.get("MASTER_ADDR") or "127.0.0.1",
+            rank=_whole(env, "RANK", 0, 0),
+            world_size=world,
+            local_rank=_whole(env, "LOCAL_RANK", 0, 0),
+            local_world_size=_whole(env, "LOCAL_WORLD_SIZE", 1, 1),
+            master_addr=env.get("MASTER_ADDR") or "127.0.0.1",
             master_port=_whole(env, "MASTER_PORT", 29500, 1, 65535),
         )
         if found.rank >= world or found.local_rank >= max(found.local_world_size, 1) or found.local_world_size > world:
-            hint = (SHELL_HINT if _from_shell(env)
-                    else "each rank needs RANK < WORLD_SIZE and LOCAL_RANK < LOCAL_WORLD_SIZE")
-            raise DistEnvError(f"environment: RANK={found.rank} LOCAL_RANK={found.local_rank} LOCAL_WORLD_SIZE="
-                               f"{found.local_world_size} do not fit WORLD_SIZE={world}; {hint}")
+            hint = (
+                SHELL_HINT
+                if _from_shell(env)
+                else "each rank needs RANK < WORLD_SIZE and LOCAL_RANK < LOCAL_WORLD_SIZE"
+            )
+            raise DistEnvError(
+                f"environment: RANK={found.rank} LOCAL_RANK={found.local_rank} LOCAL_WORLD_SIZE="
+                f"{found.local_world_size} do not fit WORLD_SIZE={world}; {hint}"
+            )
         return found
 
 
@@ -85,19 +97,34 @@ def join_process_group(env: DistEnv, backend: str, timeout_s: float) -> None:
     where = f"{env.master_addr}:{env.master_port}"
     shell = _from_shell(os.environ)
     if shell:
-        print(f"simclr-hpc: waiting up to {timeout_s:g} s for WORLD_SIZE={env.world_size} ranks at {where} (rank "
-              f"{env.rank}); {SHELL_HINT}", file=sys.stderr, flush=True)
+        print(
+            f"simclr-hpc: waiting up to {timeout_s:g} s for WORLD_SIZE={env.world_size} ranks at {where} (rank "
+            f"{env.rank}); {SHELL_HINT}",
+            file=sys.stderr,
+            flush=True,
+        )
     deadline = datetime.timedelta(seconds=timeout_s)
     try:
-        store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=env.rank == 0,
-                              timeout=deadline, wait_for_workers=True)
+        store = dist.TCPStore(
+            env.master_addr,
+            env.master_port,
+            env.world_size,
+            is_master=env.rank == 0,
+            timeout=deadline,
+            wait_for_workers=True,
+        )
     except (RuntimeError, ValueError, OSError) as err:
-        awaited = (f"the other {env.world_size - 1} rank(s) to join rank 0" if env.rank == 0
-                   else f"rank 0 (rank {env.rank} of {env.world_size})")
+        awaited = (
+            f"the other {env.world_size - 1} rank(s) to join rank 0"
+            if env.rank == 0
+            else f"rank 0 (rank {env.rank} of {env.world_size})"
+        )
         hint = SHELL_HINT if shell else "check that every rank of the job started (its log names the missing one)"
         said = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DistEnvError(f"rendezvous timed out or failed after at most {timeout_s:g} s waiting for {awaited} at "
-                           f"{where} (WORLD_SIZE={env.world_size}): {quote(said, 120)}; {hint}") from err
+        raise DistEnvError(
+            f"rendezvous timed out or failed after at most {timeout_s:g} s waiting for {awaited} at "
+            f"{where} (WORLD_SIZE={env.world_size}): {quote(said, 120)}; {hint}"
+        ) from err
     dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size, timeout=deadline)
 
 

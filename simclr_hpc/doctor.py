@@ -58,7 +58,9 @@ def check_python() -> list[Check]:
     """The interpreter's version against ``requires-python``."""
     version = ".".join(str(part) for part in sys.version_info[:3])
     if sys.version_info[:2] < MIN_PYTHON:
-        return [Check("python", "fail", f"Python {version} at {sys.executable}", "use Python >= 3.10 (the image has 3.11)")]
+        return [
+            Check("python", "fail", f"Python {version} at {sys.executable}", "use Python >= 3.10 (the image has 3.11)")
+        ]
     return [Check("python", "ok", f"Python {version} at {sys.executable}")]
 
 
@@ -82,7 +84,14 @@ def check_gpus() -> list[Check]:
     except ImportError:
         return [Check("gpu", "fail", "torch is not importable", INSTALL_FIX)]
     if torch.version.cuda is None:
-        return [Check("gpu", "warn", f"torch {torch.__version__} is a CPU-only build", "install the CUDA build pinned in constraints.txt")]
+        return [
+            Check(
+                "gpu",
+                "warn",
+                f"torch {torch.__version__} is a CPU-only build",
+                "install the CUDA build pinned in constraints.txt",
+            )
+        ]
     if not torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         detail = f"no CUDA GPU visible (torch built for CUDA {torch.version.cuda}"
@@ -94,7 +103,9 @@ def check_gpus() -> list[Check]:
         props = torch.cuda.get_device_properties(index)
         memory_gib = props.total_memory / 2**30
         bf16 = "bf16" if props.major >= 8 else "no native bf16 (precision auto: fp16 with loss scaling)"
-        checks.append(Check(f"gpu{index}", "ok", f"{props.name}, {memory_gib:.0f} GiB, sm_{props.major}{props.minor}, {bf16}"))
+        checks.append(
+            Check(f"gpu{index}", "ok", f"{props.name}, {memory_gib:.0f} GiB, sm_{props.major}{props.minor}, {bf16}")
+        )
     return checks
 
 
@@ -109,11 +120,23 @@ def check_nccl(gpu_visible: bool) -> list[Check]:
 
         version = ".".join(str(part) for part in nccl.version())
     except (ImportError, RuntimeError, AttributeError):
-        return [Check("nccl", "fail" if gpu_visible else "warn", "this torch build has no NCCL",
-                      "install the CUDA build of torch pinned in constraints.txt")]
+        return [
+            Check(
+                "nccl",
+                "fail" if gpu_visible else "warn",
+                "this torch build has no NCCL",
+                "install the CUDA build of torch pinned in constraints.txt",
+            )
+        ]
     if not gpu_visible:
-        return [Check("nccl", "warn", f"NCCL {version} built in, but no GPU to use it (multi-process CPU runs use gloo)",
-                      "check again on a GPU node")]
+        return [
+            Check(
+                "nccl",
+                "warn",
+                f"NCCL {version} built in, but no GPU to use it (multi-process CPU runs use gloo)",
+                "check again on a GPU node",
+            )
+        ]
     settings = ", ".join(f"{key}={value}" for key, value in sorted(os.environ.items()) if key.startswith("NCCL_"))
     return [Check("nccl", "ok", f"NCCL {version}" + (f" ({settings})" if settings else ""))]
 
@@ -135,24 +158,44 @@ def check_slurm(offline: bool) -> list[Check]:
     """Slurm client commands on PATH and, unless offline, the partitions this user may submit to and accounting."""
     missing = [command for command in SLURM_COMMANDS if shutil.which(command) is None]
     if missing:
-        return [Check("slurm", "warn", f"not on PATH: {', '.join(missing)}",
-                      "submit from a Slurm login node (module load slurm); `run` and `demo` work without Slurm")]
+        return [
+            Check(
+                "slurm",
+                "warn",
+                f"not on PATH: {', '.join(missing)}",
+                "submit from a Slurm login node (module load slurm); `run` and `demo` work without Slurm",
+            )
+        ]
     checks = [Check("slurm", "ok", f"{', '.join(SLURM_COMMANDS)} on PATH")]
     if offline:
         return checks
     code, out = _run(["sinfo", "-h", "-o", "%P"])
     partitions = sorted({line.strip() for line in out.splitlines() if line.strip()}) if code == 0 else []
     if code != 0:
-        checks.append(Check("partitions", "fail", f"sinfo failed: {out}", "check that slurmctld is reachable (scontrol ping)"))
+        checks.append(
+            Check("partitions", "fail", f"sinfo failed: {out}", "check that slurmctld is reachable (scontrol ping)")
+        )
     elif not partitions:
-        checks.append(Check("partitions", "fail", "sinfo lists no partition this user can use",
-                            "ask the site for an account and partition; set them in configs/clusters/<site>.yaml"))
+        checks.append(
+            Check(
+                "partitions",
+                "fail",
+                "sinfo lists no partition this user can use",
+                "ask the site for an account and partition; set them in configs/clusters/<site>.yaml",
+            )
+        )
     else:
         checks.append(Check("partitions", "ok", ", ".join(partitions) + " ('*' is the default)"))
     code, out = _run(["sacct", "-n", "-X", "-o", "JobID", "-S", "now"])
     if code != 0:
-        checks.append(Check("accounting", "warn", f"sacct failed: {out}",
-                            "without Slurm accounting, `simclr-hpc jobs` and submitit cannot follow finished jobs"))
+        checks.append(
+            Check(
+                "accounting",
+                "warn",
+                f"sacct failed: {out}",
+                "without Slurm accounting, `simclr-hpc jobs` and submitit cannot follow finished jobs",
+            )
+        )
     else:
         checks.append(Check("accounting", "ok", "sacct answers"))
     return checks
@@ -168,15 +211,29 @@ def check_apptainer(image: Path | None) -> list[Check]:
     if inside:
         checks.append(Check("apptainer", "ok", f"running inside {inside}"))
     elif runtime is None:
-        checks.append(Check("apptainer", "warn", "neither apptainer nor singularity is on PATH",
-                            "module load apptainer on the cluster, or run without a container (plain venv)"))
+        checks.append(
+            Check(
+                "apptainer",
+                "warn",
+                "neither apptainer nor singularity is on PATH",
+                "module load apptainer on the cluster, or run without a container (plain venv)",
+            )
+        )
     else:
         code, out = _run([runtime, "--version"])
-        checks.append(Check("apptainer", "ok" if code == 0 else "warn", out.strip() if code == 0 else f"{runtime}: {out}",
-                            "" if code == 0 else "reinstall or load a working apptainer module"))
+        checks.append(
+            Check(
+                "apptainer",
+                "ok" if code == 0 else "warn",
+                out.strip() if code == 0 else f"{runtime}: {out}",
+                "" if code == 0 else "reinstall or load a working apptainer module",
+            )
+        )
     if image is not None:
         if not image.is_file():
-            checks.append(Check("image", "fail", f"{image}: no such file", "build it: apptainer build simclr.sif apptainer.def"))
+            checks.append(
+                Check("image", "fail", f"{image}: no such file", "build it: apptainer build simclr.sif apptainer.def")
+            )
         elif image.stat().st_size == 0 or not os.access(image, os.R_OK):
             checks.append(Check("image", "fail", f"{image}: empty or unreadable", "rebuild it (docs/containers.md)"))
         else:
@@ -231,11 +288,20 @@ def check_data_root(root: Path) -> list[Check]:
             total_bytes += path.stat().st_size
             if end_marker_missing(path):  # a copy or download that stopped early: reading it would fail mid-run
                 cut.append(shard)
-    problems = [f"{len(names)} {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-                for names, what in ((missing, "missing"), (empty, "empty"), (cut, "cut short")) if names]
+    problems = [
+        f"{len(names)} {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for names, what in ((missing, "missing"), (empty, "empty"), (cut, "cut short"))
+        if names
+    ]
     if problems:
-        return [Check(name, "fail", f"data root {root}: of {len(shards)} shards, " + "; ".join(problems),
-                      f"copy the shards again or rebuild them; `simclr-hpc data verify {shlex.quote(str(root))}` checks every sample")]
+        return [
+            Check(
+                name,
+                "fail",
+                f"data root {root}: of {len(shards)} shards, " + "; ".join(problems),
+                f"copy the shards again or rebuild them; `simclr-hpc data verify {shlex.quote(str(root))}` checks every sample",
+            )
+        ]
     return [Check(name, "ok", f"data root {root}: {len(shards)} shards, {total_bytes / 2**20:.1f} MiB")]
 
 

@@ -62,8 +62,13 @@ def replace(src: str | Path, dst: str | Path) -> None:
 SPACE_MARGIN = 1 << 20
 """Below this many free bytes a failed write is taken to have failed for lack of space."""
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def not_replaceable(path: str | Path) -> str | None:
@@ -115,8 +120,10 @@ def write_failed(path: str | Path, err: BaseException) -> AtomicWriteError | Non
     else:
         return None
     fix = "free some space there or choose another place" if full else "choose another place"
-    return AtomicWriteError(f"could not write {path}: {reason}; the previous version is unchanged and no partial "
-                            f"file is left ({fix})", reason)
+    return AtomicWriteError(
+        f"could not write {path}: {reason}; the previous version is unchanged and no partial file is left ({fix})",
+        reason,
+    )
 
 
 @contextmanager
@@ -220,10 +227,10 @@ def dumps_json(obj: Any, **kwargs) -> str:
     if reasons:
         if not isinstance(clean, dict):
             raise ValueError(f"non-finite value(s) at {', '.join(reasons)} outside a JSON object")
-        clean["non_finite"] = {key: f"{value}: not representable in JSON, written as null" for key, value in
-                               reasons.items()}
+        clean["non_finite"] = {
+            key: f"{value}: not representable in JSON, written as null" for key, value in reasons.items()
+        }
     return json.dumps(clean, allow_nan=False, **kwargs)
-
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -41,8 +41,10 @@ def check_output_dir(path: str | Path, what: str, files: tuple[str, ...] = ()) -
     path = _no_nul(path, what)
     for name in files:
         if (path / name).is_dir() and not (path / name).is_symlink():
-            raise OutputError(f"{what} {path}: {path / name} is a directory, so it cannot be written; remove it or "
-                              "choose another directory")
+            raise OutputError(
+                f"{what} {path}: {path / name} is a directory, so it cannot be written; remove it or "
+                "choose another directory"
+            )
         if why := not_replaceable(path / name):
             raise OutputError(f"{what} {path}: {path / name} {why}")
     base = _nearest_existing(path.absolute())
@@ -62,8 +64,9 @@ def make_dir(path: str | Path, what: str) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"{what} {path}: cannot create it ({err.strerror or err}); choose a directory you can "
-                          "write") from None
+        raise OutputError(
+            f"{what} {path}: cannot create it ({err.strerror or err}); choose a directory you can write"
+        ) from None
     return path
 
 
@@ -78,8 +81,9 @@ def check_output_file(path: str | Path, what: str, force: bool = False) -> Path:
         raise OutputError(f"{what} {path}: already exists; choose another name, or add --force to replace it")
     parent = path.absolute().parent
     if not parent.is_dir():
-        raise OutputError(f"{what} {path}: directory {parent} does not exist; create it first (nothing is created "
-                          "for you)")
+        raise OutputError(
+            f"{what} {path}: directory {parent} does not exist; create it first (nothing is created for you)"
+        )
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise OutputError(f"{what} {path}: not writable by you; choose another path")
     return path

@@ -76,7 +76,7 @@ def quote(value: object, limit: int = 60) -> str:
     length = len(value) if isinstance(value, (str, bytes)) else len(text)
     if length > limit:
         unit = "bytes" if isinstance(value, bytes) else "characters"
-        return f"{text[:limit + 2]}... ({length} {unit})"
+        return f"{text[: limit + 2]}... ({length} {unit})"
     return text
 
 
@@ -90,8 +90,10 @@ def read_text(path: str | Path, what: str = "file") -> str:
     try:
         is_dir, is_file, exists = path.is_dir(), path.is_file(), path.exists()
     except (OSError, ValueError) as err:  # a name too long, a NUL byte
-        raise FileError(f"{quote(str(path))}: not a usable path ({getattr(err, 'strerror', None) or err}); give the "
-                        f"path of the {what}") from None
+        raise FileError(
+            f"{quote(str(path))}: not a usable path ({getattr(err, 'strerror', None) or err}); give the "
+            f"path of the {what}"
+        ) from None
     if is_dir:
         raise FileError(f"{path}: is a directory, not a {what}; give the path of the file")
     if not is_file:
@@ -138,8 +140,10 @@ class Refused(yaml.YAMLError):
 
 
 _INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
-_FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
-                    r"|\.(?:nan|NaN|NAN))$")
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
+    r"|\.(?:nan|NaN|NAN))$"
+)
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -179,8 +183,11 @@ class StrictLoader(yaml.SafeLoader):
                 except TypeError:
                     continue  # an unhashable key: the base constructor names it
                 if first is not None:
-                    raise Refused(f"key {quote(key)} is given twice in one mapping (first on line {first}); YAML "
-                                  "would keep only the last: merge them into one", key_node.start_mark)
+                    raise Refused(
+                        f"key {quote(key)} is given twice in one mapping (first on line {first}); YAML "
+                        "would keep only the last: merge them into one",
+                        key_node.start_mark,
+                    )
                 seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 
@@ -263,7 +270,8 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     except _HugeInt as exc:
         raise FileError(f"{path}: {exc}; no field of a {what} takes a number that large") from None
     except json.JSONDecodeError as exc:
-        raise FileError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); rewrite or remove the "
-                        f"{what}") from None
+        raise FileError(
+            f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); rewrite or remove the {what}"
+        ) from None
     except RecursionError:
         raise FileError(f"{path}: nested too deeply to be a {what}") from None

@@ -24,12 +24,26 @@ from __future__ import annotations
 LINEAR_PROBE: dict = {}
 """Empty on purpose: the linear probe has no optimiser (see the module doc)."""
 FULL_FINETUNE: dict = {
-    "optim": {"name": "sgd", "base_lr": 0.05, "lr_scaling": "linear", "base_batch": 256, "momentum": 0.9,
-              "weight_decay": 0.0, "warmup_steps": 0},
+    "optim": {
+        "name": "sgd",
+        "base_lr": 0.05,
+        "lr_scaling": "linear",
+        "base_batch": 256,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "warmup_steps": 0,
+    },
 }
 DISTILL: dict = {
-    "optim": {"name": "sgd", "base_lr": 0.1, "lr_scaling": "linear", "base_batch": 256, "momentum": 0.9,
-              "weight_decay": 1e-5, "warmup_steps": 10},
+    "optim": {
+        "name": "sgd",
+        "base_lr": 0.1,
+        "lr_scaling": "linear",
+        "base_batch": 256,
+        "momentum": 0.9,
+        "weight_decay": 1e-5,
+        "warmup_steps": 10,
+    },
 }
 RECIPES: dict[tuple[str, str], dict] = {
     ("finetune", "linear"): LINEAR_PROBE,

@@ -64,8 +64,10 @@ def finished_run_arch(ref: str, field: str) -> dict:
         raise ConfigError(f"{field}: {ref}: its last checkpoint {latest} is incomplete; run that stage again")
     recorded = meta.get("sha256")
     if _file_sha256(latest / "state.pt") != recorded or result.get("checkpoint_sha256") not in (None, recorded):
-        raise ConfigError(f"{field}: {ref}: checkpoint {latest} does not match the sha256 recorded when it was written "
-                          "(modified or corrupt); restore it or run that stage again")
+        raise ConfigError(
+            f"{field}: {ref}: checkpoint {latest} does not match the sha256 recorded when it was written "
+            "(modified or corrupt); restore it or run that stage again"
+        )
     return meta["arch"]
 
 
@@ -95,14 +97,17 @@ def _input_archs(entry, cfg: Config) -> dict[str, dict]:
             continue
         arch = finished_run_arch(ref, item.field)
         if item.kind and arch.get("kind") != item.kind:
-            raise ConfigError(f"{item.field}: {ref} is {_KIND.get(arch.get('kind'), arch.get('kind'))}; it must be "
-                              f"{_KIND.get(item.kind, item.kind)}")
+            raise ConfigError(
+                f"{item.field}: {ref} is {_KIND.get(arch.get('kind'), arch.get('kind'))}; it must be "
+                f"{_KIND.get(item.kind, item.kind)}"
+            )
         archs[item.field] = arch
     return archs
 
 
-def check_inputs(stage: str, cfg: Config, runs_may_be_pending: bool = False,
-                 shards_may_be_pending: bool = False) -> DatasetIndex | None:
+def check_inputs(
+    stage: str, cfg: Config, runs_may_be_pending: bool = False, shards_may_be_pending: bool = False
+) -> DatasetIndex | None:
     """Everything ``stage`` with ``cfg`` reads, as one ConfigError line at the first problem; returns the shards'
     index (None when not read). What the stage needs is its row of the task table (``train/task_table.py``).
 
@@ -116,13 +121,17 @@ def check_inputs(stage: str, cfg: Config, runs_may_be_pending: bool = False,
         # Labels first: shards without them cannot serve the stage whatever their splits (unlabeled shards have only
         # train, so a split line would hide the real problem).
         if entry.needs_labels and not index.labelled:
-            raise ConfigError(f"data.shards: {cfg.data.shards} holds unlabeled images ({index.source}) and {stage} "
-                              "needs labels; point data.shards at labelled shards (cifar10:, imagefolder:, npz:, ...) "
-                              "or run pretrain on these")
+            raise ConfigError(
+                f"data.shards: {cfg.data.shards} holds unlabeled images ({index.source}) and {stage} "
+                "needs labels; point data.shards at labelled shards (cifar10:, imagefolder:, npz:, ...) "
+                "or run pretrain on these"
+            )
         if entry.needs_labels and index.num_classes < 2:
-            raise ConfigError(f"data.shards: {cfg.data.shards} has {index.num_classes} class "
-                              f"({', '.join(index.classes)}) and {stage} needs at least 2 (a classifier of one class is "
-                              "right by definition); use data with two classes or more")
+            raise ConfigError(
+                f"data.shards: {cfg.data.shards} has {index.num_classes} class "
+                f"({', '.join(index.classes)}) and {stage} needs at least 2 (a classifier of one class is "
+                "right by definition); use data with two classes or more"
+            )
         # The tars agree with index.json, before anything is written (their contents too, unless damage is skipped).
         check_shard_files(index, contents=cfg.data.on_error == "raise")
         _need_split(index, cfg, cfg.data.train_split, "data.train_split")
@@ -161,5 +170,8 @@ def input_hashes(stage: str, cfg: Config) -> dict[str, str]:
 def changed_inputs(recorded: dict, now: dict) -> list[str]:
     """The inputs whose content differs between a finished run's record and now (an input gone now is not "changed":
     the record is all that is left of it)."""
-    return [f"{name} {recorded[name][:12]} -> {now[name][:12]}" for name in sorted(recorded)
-            if name in now and recorded[name] != now[name]]
+    return [
+        f"{name} {recorded[name][:12]} -> {now[name][:12]}"
+        for name in sorted(recorded)
+        if name in now and recorded[name] != now[name]
+    ]

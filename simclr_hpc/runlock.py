@@ -56,9 +56,14 @@ def _start_time(pid: int) -> str | None:
 def holder_record() -> dict:
     """Who we are, as written into the lock file."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "pid_start": _start_time(pid),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID") or None,
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "token": uuid.uuid4().hex}
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "pid_start": _start_time(pid),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID") or None,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "token": uuid.uuid4().hex,
+    }
 
 
 def describe(rec: dict) -> str:
@@ -118,8 +123,9 @@ class RunLock:
     is refused after taking the lock leaves nothing behind.
     """
 
-    def __init__(self, run_dir: str | Path, job_alive: Callable[[str], bool | None] | None = None,
-                 what: str = "run directory"):
+    def __init__(
+        self, run_dir: str | Path, job_alive: Callable[[str], bool | None] | None = None, what: str = "run directory"
+    ):
         self.run_dir, self.what = Path(run_dir), what
         self.path = self.run_dir / LOCK_FILE
         self.job_alive = job_alive
@@ -143,8 +149,10 @@ class RunLock:
             if not holder_gone(held, self.job_alive):
                 self._cleanup_dirs()
                 who = describe(held) if held else "a holder whose lock file is unreadable"
-                raise RunLocked(f"{self.run_dir}: another run is writing here ({who}); wait for it to end, or if it "
-                                f"is gone for sure, delete {self.path}")
+                raise RunLocked(
+                    f"{self.run_dir}: another run is writing here ({who}); wait for it to end, or if it "
+                    f"is gone for sure, delete {self.path}"
+                )
             self._take_over(held)
         self._cleanup_dirs()
         raise RunLocked(f"{self.run_dir}: could not take {self.path} (it keeps changing); try again")

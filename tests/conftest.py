@@ -48,7 +48,17 @@ def tiny_shards(tmp_path_factory):
 def tiny_overrides(shards, root, study="t", steps=6):
     """--set list for a seconds-long run of any stage on ``tiny_shards``."""
     return [
-        f"data.shards={shards}", f"run.root={root}", f"run.study={study}", "data.image_size=16", "data.num_workers=0",
-        "model.width=0.125", "model.backbone=resnet18", "train.global_batch=16", f"train.steps={steps}",
-        "train.ckpt_every_steps=2", "train.log_every_steps=1", "train.eval_batch_per_device=64", "optim.warmup_steps=1",
+        f"data.shards={shards}",
+        f"run.root={root}",
+        f"run.study={study}",
+        "data.image_size=16",
+        "data.num_workers=0",
+        "model.width=0.125",
+        "model.backbone=resnet18",
+        "train.global_batch=16",
+        f"train.steps={steps}",
+        "train.ckpt_every_steps=2",
+        "train.log_every_steps=1",
+        "train.eval_batch_per_device=64",
+        "optim.warmup_steps=1",
     ]

@@ -23,8 +23,25 @@ import torch
 PACKAGE = Path(__file__).resolve().parents[1] / "simclr_hpc"
 CUDA = torch.device("cuda", 0)
 
-FACTORIES = frozenset({"arange", "zeros", "ones", "empty", "full", "tensor", "as_tensor", "randn", "rand", "randint",
-                       "randperm", "eye", "linspace", "logspace", "normal"})
+FACTORIES = frozenset(
+    {
+        "arange",
+        "zeros",
+        "ones",
+        "empty",
+        "full",
+        "tensor",
+        "as_tensor",
+        "randn",
+        "rand",
+        "randint",
+        "randperm",
+        "eye",
+        "linspace",
+        "logspace",
+        "normal",
+    }
+)
 
 GPU_PATH: dict[str, frozenset[str] | None] = {
     "losses.py": None,
@@ -63,7 +80,7 @@ HOST_TENSORS: dict[tuple[str, str, str], str] = {
     ("train/knn.py", "knn_scores", "zeros"): "the empty result when there is no query: nothing to mix with",
     ("train/knn.py", "knn_hits", "zeros"): "host counters: float(...) of each chunk's hits",
     ("train/stages/supervised.py", "_feature_batches", "randint"): "loader side: indices into the CPU feature table, "
-                                                                  "drawn from a CPU generator",
+    "drawn from a CPU generator",
     ("train/stages/supervised.py", "_probe_metrics", "zeros"): "empty logits beside the CPU eval features",
 }
 """(module, function, factory) -> why that tensor lives on the host on purpose."""
@@ -92,6 +109,7 @@ def _allowed(call: ast.Call, parent: ast.AST | None) -> bool:
 
 def _functions(tree: ast.AST):
     """(qualified name, function node) of every function and method, nested ones included."""
+
     def walk(node, prefix):
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -101,6 +119,7 @@ def _functions(tree: ast.AST):
                 yield from walk(child, f"{prefix}{child.name}.")
             else:
                 yield from walk(child, prefix)
+
     yield from walk(tree, "")
 
 
@@ -113,20 +132,27 @@ def source_findings(source: str, module: str, only: frozenset[str] | None = None
         short = name.rsplit(".", 1)[-1]
         if only is not None and short not in only:
             continue
-        nested = {id(n) for sub in ast.walk(fn) if sub is not fn and isinstance(sub, ast.FunctionDef)
-                  for n in ast.walk(sub)}
+        nested = {
+            id(n) for sub in ast.walk(fn) if sub is not fn and isinstance(sub, ast.FunctionDef) for n in ast.walk(sub)
+        }
         for node in ast.walk(fn):
             if id(node) in nested or not isinstance(node, ast.Call):
                 continue
             func = node.func
-            if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "torch"
-                    and func.attr in FACTORIES):
+            if not (
+                isinstance(func, ast.Attribute)
+                and isinstance(func.value, ast.Name)
+                and func.value.id == "torch"
+                and func.attr in FACTORIES
+            ):
                 continue
             if _allowed(node, parents.get(node)) or (module, short, func.attr) in HOST_TENSORS:
                 continue
-            found.append(f"{module}:{node.lineno} {name}: torch.{func.attr}(...) without device= (use the device of "
-                         f"the inputs, e.g. device=x.device; a host tensor on purpose: device='cpu', or its reason "
-                         f"in tests/device_audit.py HOST_TENSORS)")
+            found.append(
+                f"{module}:{node.lineno} {name}: torch.{func.attr}(...) without device= (use the device of "
+                f"the inputs, e.g. device=x.device; a host tensor on purpose: device='cpu', or its reason "
+                f"in tests/device_audit.py HOST_TENSORS)"
+            )
     return found
 
 

@@ -41,7 +41,13 @@ def case_ntxent(args: dict) -> dict:
     gather = D.all_gather_with_grad if engine.world_size > 1 else None
     loss = nt_xent(z_a, z_b, tau, gather=gather, rank=engine.rank)
     loss.backward()
-    out = {"loss": loss.detach(), "grad_a": z_a.grad, "grad_b": z_b.grad, "rank": engine.rank, "world": engine.world_size}
+    out = {
+        "loss": loss.detach(),
+        "grad_a": z_a.grad,
+        "grad_b": z_b.grad,
+        "rank": engine.rank,
+        "world": engine.world_size,
+    }
     engine.close()
     return out
 
@@ -51,14 +57,16 @@ def case_train(args: dict) -> dict:
     from simclr_hpc import distributed as D
     from simclr_hpc.config import load_config
     from simclr_hpc.losses import nt_xent
-    from simclr_hpc.train.engines import create_engine
-    from simclr_hpc.train.engine import derive_batch
-    from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
     from simclr_hpc.models import build_simclr
+    from simclr_hpc.train.engine import derive_batch
+    from simclr_hpc.train.engines import create_engine
+    from simclr_hpc.train.optim import build_optimizer, lr_at, scaled_lr
 
     cfg = load_config(overrides=args["overrides"])
     engine = create_engine(cfg)
-    per_device, micro, accumulation = derive_batch(cfg.train.global_batch, engine.world_size, cfg.train.max_batch_per_device)
+    per_device, micro, accumulation = derive_batch(
+        cfg.train.global_batch, engine.world_size, cfg.train.max_batch_per_device
+    )
     torch.manual_seed(0)
     model = build_simclr(cfg.model)
     peak = scaled_lr(cfg.optim, cfg.train.global_batch)
@@ -88,10 +96,10 @@ def case_zero_state(args: dict) -> dict:
     """ZeRO optimizer state in torch's format: take one AdamW step (or load ``args["load"]``), then gather it."""
     from simclr_hpc.config import load_config
     from simclr_hpc.losses import nt_xent
-    from simclr_hpc.train.engines import create_engine
-    from simclr_hpc.train.engine import derive_batch
-    from simclr_hpc.train.optim import build_optimizer
     from simclr_hpc.models import build_simclr
+    from simclr_hpc.train.engine import derive_batch
+    from simclr_hpc.train.engines import create_engine
+    from simclr_hpc.train.optim import build_optimizer
 
     cfg = load_config(overrides=args["overrides"])
     engine = create_engine(cfg)
@@ -162,8 +170,11 @@ def case_gather(args: dict) -> dict:
     x, y = torch.randn(5, 4, generator=gen), torch.arange(5) % 3
     logits = torch.randn(5, 7, generator=gen)
     share = [slice(0, 3), slice(3, 3), slice(3, 5)][rank] if world == 3 else slice(0, 5)
-    out = {"x": gather_rows(x[share]), "y": gather_rows(y[share]),
-           "metrics": logits_metrics(logits[share], y[share], 7)}
+    out = {
+        "x": gather_rows(x[share]),
+        "y": gather_rows(y[share]),
+        "metrics": logits_metrics(logits[share], y[share], 7),
+    }
     hits = D.all_reduce_sum(knn_hits(x[share], y[share], x, y, 3, ks=(1, 3)))
     out["knn"] = knn_metrics(hits, 5, 5, 3, ks=(1, 3))
     dist.destroy_process_group()

@@ -20,20 +20,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(case: str, world: int, tmp_path: Path, args: dict | None = None, timeout: int = 300,
-              extra_env: dict | None = None) -> list[dict]:
+def run_ranks(
+    case: str, world: int, tmp_path: Path, args: dict | None = None, timeout: int = 300, extra_env: dict | None = None
+) -> list[dict]:
     """Run ``case`` on ``world`` processes; return each rank's output, in rank order. Fails on any rank's error."""
     out = tmp_path / f"{case}-w{world}"
     port = free_port()
     procs = []
     for rank in range(world):
         env = {
-            **os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-            "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", **(extra_env or {}),
+            **os.environ,
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+            "DS_ACCELERATOR": "cpu",
+            **(extra_env or {}),
         }
         cmd = [sys.executable, "-m", "tests.dist_worker", case, str(out), json.dumps(args or {})]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )
     logs = []
     for proc in procs:
         try:

@@ -83,8 +83,13 @@ def try_start_cluster() -> tuple[bool, str | None]:
     if reason:
         return False, reason
     env = dict(os.environ, SLURM_LOCAL_ACCOUNTING="1", SLURM_LOCAL_NO_INSTALL="1")
-    proc = subprocess.run(["bash", str(SCRIPTS / "setup.sh"), "netns", str(len(NODES))], env=env,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        ["bash", str(SCRIPTS / "setup.sh"), "netns", str(len(NODES))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     if proc.returncode != 0 or not _healthy():
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
         return False, f"slurm/testing/setup.sh could not start the test cluster (exit {proc.returncode}):\n{tail}"

@@ -51,13 +51,21 @@ def test_no_option_help_states_a_default_that_contradicts_the_shown_one():
         for param in command.params:
             text = getattr(param, "help", None) or ""
             shown = getattr(param, "show_default", True) is not False and param.default not in (None, False, [], ())
-            assert not (shown and "(default" in text), f"{' '.join(path)} {param.opts}: {text!r} and [default: {param.default}]"
+            assert not (shown and "(default" in text), (
+                f"{' '.join(path)} {param.opts}: {text!r} and [default: {param.default}]"
+            )
 
 
 def _python(args: list[str], cwd: Path) -> str:
     env = {k: v for k, v in os.environ.items() if k != "SIMCLR_HPC_VERBOSE"}
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True,
-                          env={**env, "OMP_NUM_THREADS": "1"}, cwd=cwd, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env={**env, "OMP_NUM_THREADS": "1"},
+        cwd=cwd,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout + proc.stderr
 
@@ -82,15 +90,31 @@ def test_verbose_flag_reaches_the_processes_the_command_starts(monkeypatch):
 def _record(root: Path, name: str, job_id: str, state: str, executor: str = "local") -> JobRecord:
     run_dir = root / "s" / "pretrain" / name
     run_dir.mkdir(parents=True)
-    return JobRecord(study="s", stage="pretrain", run_name=name, job_id=job_id, run_dir=str(run_dir), executor=executor,
-                     state=state, log_dir=str(root / "s" / "logs"), stdout="x", stderr="x", config_hash="h")
+    return JobRecord(
+        study="s",
+        stage="pretrain",
+        run_name=name,
+        job_id=job_id,
+        run_dir=str(run_dir),
+        executor=executor,
+        state=state,
+        log_dir=str(root / "s" / "logs"),
+        stdout="x",
+        stderr="x",
+        config_hash="h",
+    )
 
 
 def test_jobs_shows_elapsed_time_and_the_headline_metric(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", no_slurm_env(tmp_path)["PATH"])
-    done, running = _record(tmp_path, "done", "999999901", "RUNNING"), _record(tmp_path, "live", str(os.getpid()), "RUNNING")
+    done, running = (
+        _record(tmp_path, "done", "999999901", "RUNNING"),
+        _record(tmp_path, "live", str(os.getpid()), "RUNNING"),
+    )
     Path(done.run_dir, "result.json").write_text(json.dumps({"metrics": {"top1": 0.8125, "loss": 0.3}, "wall_s": 65.2}))
-    Path(running.run_dir, "metrics.jsonl").write_text(json.dumps({"step": 1, "time": time.time() - 125, "loss": 3.0}) + "\n")
+    Path(running.run_dir, "metrics.jsonl").write_text(
+        json.dumps({"step": 1, "time": time.time() - 125, "loss": 3.0}) + "\n"
+    )
     Registry(registry_path(tmp_path, "s")).add([done, running])
     result = CliRunner().invoke(app, ["jobs", "--root", str(tmp_path)])
     assert result.exit_code == 0, result.output

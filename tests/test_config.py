@@ -75,15 +75,25 @@ def test_hash_of_a_stage_covers_its_own_section_and_not_the_other_stages():
     assert base.hash("pretrain") != pretrain_changed.hash("pretrain")
     assert base.hash("distill") != distill_changed.hash("distill")
     assert base.hash("finetune") == distill_changed.hash("finetune") == pretrain_changed.hash("finetune")
-    for shared in ("run.seed=3", "data.image_size=64", "model.width=0.5", "optim.base_lr=0.1", "train.steps=7",
-                   "dist.engine=deepspeed"):
+    for shared in (
+        "run.seed=3",
+        "data.image_size=64",
+        "model.width=0.5",
+        "optim.base_lr=0.1",
+        "train.steps=7",
+        "dist.engine=deepspeed",
+    ):
         changed = load_config(overrides=[shared])
         assert all(changed.hash(stage) != base.hash(stage) for stage in STAGES), shared
     assert len({base.hash(stage) for stage in STAGES}) == len(STAGES)
 
 
 def test_every_stage_yaml_under_configs_validates():
-    files = sorted(p for stage in ("pretrain", "finetune", "distill", "transfer") for p in (REPO / "configs" / stage).glob("*.yaml"))
+    files = sorted(
+        p
+        for stage in ("pretrain", "finetune", "distill", "transfer")
+        for p in (REPO / "configs" / stage).glob("*.yaml")
+    )
     assert len(files) >= 6
     for path in files:
         load_config(path)

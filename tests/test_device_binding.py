@@ -16,8 +16,13 @@ def _no_real_cuda(monkeypatch):
 
 def _rank(local_rank: int, visible: str) -> dict:
     """The environment Slurm and our launcher give task ``local_rank`` of a 4-task node (one node)."""
-    return {"WORLD_SIZE": "4", "RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "LOCAL_WORLD_SIZE": "4",
-            "CUDA_VISIBLE_DEVICES": visible}
+    return {
+        "WORLD_SIZE": "4",
+        "RANK": str(local_rank),
+        "LOCAL_RANK": str(local_rank),
+        "LOCAL_WORLD_SIZE": "4",
+        "CUDA_VISIBLE_DEVICES": visible,
+    }
 
 
 def _index(environ: dict) -> int:

@@ -30,8 +30,15 @@ def test_nt_xent_two_ranks_matches_one_process_value_and_gradients(tmp_path, n, 
         torch.testing.assert_close(joined, one[name], rtol=1e-4, atol=1e-7)
 
 
-TRAIN = ["model.backbone=resnet18", "model.width=0.125", "model.cifar_stem=true", "train.global_batch=16",
-         "optim.base_lr=0.5", "optim.lr_scaling=none", "optim.weight_decay=1e-4"]
+TRAIN = [
+    "model.backbone=resnet18",
+    "model.width=0.125",
+    "model.cifar_stem=true",
+    "train.global_batch=16",
+    "optim.base_lr=0.5",
+    "optim.lr_scaling=none",
+    "optim.weight_decay=1e-4",
+]
 
 
 @pytest.mark.parametrize(
@@ -66,8 +73,13 @@ def test_deepspeed_resume_restores_the_sharded_optimizer_state_bitwise(tiny_shar
     from tests.conftest import tiny_overrides
 
     overrides = tiny_overrides(tiny_shards, tmp_path, steps=4) + [
-        "dist.engine=deepspeed", f"dist.zero_stage={stage}", f"optim.name={optim}", "optim.base_lr=0.01",
-        "optim.lr_scaling=none", "run.name=zero"]
+        "dist.engine=deepspeed",
+        f"dist.zero_stage={stage}",
+        f"optim.name={optim}",
+        "optim.base_lr=0.01",
+        "optim.lr_scaling=none",
+        "run.name=zero",
+    ]
     args = {"stage": "pretrain", "overrides": overrides}
     run_ranks("stage", 2, tmp_path, args)
     root = tmp_path / "t" / "pretrain" / "zero" / "checkpoints"
@@ -146,8 +158,13 @@ def test_deepspeed_bf16_resumes_bitwise_from_fp32_masters_and_exports_fp32(tiny_
     from tests.conftest import tiny_overrides
 
     overrides = tiny_overrides(tiny_shards, tmp_path, steps=4) + [
-        "dist.engine=deepspeed", f"dist.zero_stage={stage}", "train.precision=bf16", "optim.name=lars",
-        "log.backends=[jsonl]", "run.name=bf16"]
+        "dist.engine=deepspeed",
+        f"dist.zero_stage={stage}",
+        "train.precision=bf16",
+        "optim.name=lars",
+        "log.backends=[jsonl]",
+        "run.name=bf16",
+    ]
     args = {"stage": "pretrain", "overrides": overrides}
     run_ranks("stage", 1, tmp_path, args)
     root = tmp_path / "t" / "pretrain" / "bf16" / "checkpoints"
@@ -162,7 +179,8 @@ def test_deepspeed_bf16_resumes_bitwise_from_fp32_masters_and_exports_fp32(tiny_
     optimizer = build_optimizer(model, cfg.optim, 0.1)
     optimizer.load_state_dict(final["optimizer"])  # torch's own format: the DDP engine resumes from it as is
     assert all("momentum_buffer" in s for s in optimizer.state.values()) and len(optimizer.state) == len(
-        list(model.parameters()))
+        list(model.parameters())
+    )
 
     shutil.rmtree(root / "step-00000004")
     (root / "latest").unlink()

@@ -48,8 +48,12 @@ def _shard_dir(root: Path, shards: dict[str, bytes]) -> Path:
     for name, content in shards.items():
         # A non-empty stand-in ends like a whole tar (block-aligned, then the two zero end-of-archive blocks).
         (root / name).write_bytes(content + bytes(-len(content) % 512) + bytes(1024) if content else content)
-    index = {"classes": ["a", "b"], "splits": {"train": {"keys": ["train-0000000"], "labels": [0],
-                                                        "shards": [{"name": n, "count": 1} for n in shards]}}}
+    index = {
+        "classes": ["a", "b"],
+        "splits": {
+            "train": {"keys": ["train-0000000"], "labels": [0], "shards": [{"name": n, "count": 1} for n in shards]}
+        },
+    }
     (root / "index.json").write_text(json.dumps(index))
     return root
 
@@ -129,9 +133,15 @@ def test_doctor_missing_image_and_unwritable_run_root_fail(login_node, tmp_path)
 
 def test_doctor_lists_partitions_and_asks_nothing_of_slurm_offline(login_node, tmp_path, monkeypatch):
     asked = tmp_path / "asked"
-    bin_dir = _fake_bin(tmp_path, {"sbatch": "exit 0", "squeue": "exit 0",
-                                   "sacct": f"echo sacct >> {asked}",
-                                   "sinfo": f"echo sinfo >> {asked}; printf 'gpu*\\ndebug\\ngpu*\\n'"})
+    bin_dir = _fake_bin(
+        tmp_path,
+        {
+            "sbatch": "exit 0",
+            "squeue": "exit 0",
+            "sacct": f"echo sacct >> {asked}",
+            "sinfo": f"echo sinfo >> {asked}; printf 'gpu*\\ndebug\\ngpu*\\n'",
+        },
+    )
     monkeypatch.setenv("PATH", str(bin_dir))
     online = _invoke("--run-root", str(tmp_path / "runs"))
     assert online.exit_code == 0, online.output

@@ -41,8 +41,18 @@ def test_engine_uses_bf16_and_channels_last_on_gpu(tmp_path):
 
 
 def test_deepspeed_zero2_bf16_one_gpu_trains(tmp_path):
-    args = {"overrides": ["model.width=0.25", "train.global_batch=32", "dist.engine=deepspeed", "dist.zero_stage=2",
-                          "optim.name=adamw", "optim.base_lr=0.001", "optim.lr_scaling=none"], "steps": 5}
+    args = {
+        "overrides": [
+            "model.width=0.25",
+            "train.global_batch=32",
+            "dist.engine=deepspeed",
+            "dist.zero_stage=2",
+            "optim.name=adamw",
+            "optim.base_lr=0.001",
+            "optim.lr_scaling=none",
+        ],
+        "steps": 5,
+    }
     (out,) = run_ranks("train", 1, tmp_path, args, extra_env={"DS_ACCELERATOR": "cuda"})
     assert all(torch.isfinite(torch.tensor(out["losses"])))
 
@@ -55,8 +65,15 @@ def test_resnet50_224px_bf16_step_throughput_and_memory(tmp_path):
     from simclr_hpc.train.task import StageContext
 
     batch = 128
-    cfg = load_config(overrides=["model.backbone=resnet50", "model.cifar_stem=false", f"train.global_batch={batch}",
-                                 "data.image_size=224", "model.proj_layers=3"])
+    cfg = load_config(
+        overrides=[
+            "model.backbone=resnet50",
+            "model.cifar_stem=false",
+            f"train.global_batch={batch}",
+            "data.image_size=224",
+            "model.proj_layers=3",
+        ]
+    )
     engine = create_engine(cfg)
     task = PretrainTask(StageContext(cfg, engine, tmp_path, batch, batch, 1))
     model = task.build()
@@ -121,8 +138,11 @@ def test_fp16_pretrain_run_on_gpu_records_its_precision_and_scaler(tiny_shards, 
     from simclr_hpc.train import checkpoint as ckpt
     from tests.conftest import tiny_overrides
 
-    args = ["run", "pretrain"] + [a for o in tiny_overrides(tiny_shards, tmp_path, steps=4) + [
-        "run.name=fp16", "train.precision=fp16"] for a in ("--set", o)]
+    args = ["run", "pretrain"] + [
+        a
+        for o in tiny_overrides(tiny_shards, tmp_path, steps=4) + ["run.name=fp16", "train.precision=fp16"]
+        for a in ("--set", o)
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "t" / "pretrain" / "fp16"
@@ -133,8 +153,18 @@ def test_fp16_pretrain_run_on_gpu_records_its_precision_and_scaler(tiny_shards, 
 
 
 def test_deepspeed_zero1_fp16_one_gpu_trains(tmp_path):
-    args = {"overrides": ["model.width=0.25", "train.global_batch=32", "dist.engine=deepspeed", "dist.zero_stage=1",
-                          "train.precision=fp16", "optim.name=adamw", "optim.base_lr=0.001", "optim.lr_scaling=none"],
-            "steps": 5}
+    args = {
+        "overrides": [
+            "model.width=0.25",
+            "train.global_batch=32",
+            "dist.engine=deepspeed",
+            "dist.zero_stage=1",
+            "train.precision=fp16",
+            "optim.name=adamw",
+            "optim.base_lr=0.001",
+            "optim.lr_scaling=none",
+        ],
+        "steps": 5,
+    }
     (out,) = run_ranks("train", 1, tmp_path, args, extra_env={"DS_ACCELERATOR": "cuda"})
     assert all(torch.isfinite(torch.tensor(out["losses"])))

@@ -8,18 +8,55 @@ from simclr_hpc import rundir
 from simclr_hpc.rundir import Result
 
 RUNNER_KEYS = {  # what train/runner.py has always written at the top level of a fine-tune run's result.json
-    "stage", "study", "run", "run_dir", "config_hash", "seed", "steps", "global_batch", "per_device_batch",
-    "accumulation", "metrics", "wall_s", "images_per_s", "skipped_samples", "device", "world_size", "hostnames",
-    "checkpoint_sha256", "finished_at", "train_images", "num_classes",
+    "stage",
+    "study",
+    "run",
+    "run_dir",
+    "config_hash",
+    "seed",
+    "steps",
+    "global_batch",
+    "per_device_batch",
+    "accumulation",
+    "metrics",
+    "wall_s",
+    "images_per_s",
+    "skipped_samples",
+    "device",
+    "world_size",
+    "hostnames",
+    "checkpoint_sha256",
+    "finished_at",
+    "train_images",
+    "num_classes",
 }
 
 
 def _finetune_result(run_dir) -> Result:
     metrics = {"top1": 0.5, "chance_norm_top1": 1 / 3, "num_classes": 4, "eval_images": 80, "loss": 1.2}
-    return Result(stage="finetune", run="f", metrics=metrics, study="s", run_dir=str(run_dir), config_hash="ab" * 8,
-                  seed=0, steps=6, global_batch=16, per_device_batch=16, accumulation=1, wall_s=2.0,
-                  images_per_s=100.0, skipped_samples=0, device="cpu", world_size=1, hostnames=["vm"],
-                  checkpoint_sha256="0" * 64, finished_at="2026-12-01T10:00:00+00:00", num_classes=4, train_images=80)
+    return Result(
+        stage="finetune",
+        run="f",
+        metrics=metrics,
+        study="s",
+        run_dir=str(run_dir),
+        config_hash="ab" * 8,
+        seed=0,
+        steps=6,
+        global_batch=16,
+        per_device_batch=16,
+        accumulation=1,
+        wall_s=2.0,
+        images_per_s=100.0,
+        skipped_samples=0,
+        device="cpu",
+        world_size=1,
+        hostnames=["vm"],
+        checkpoint_sha256="0" * 64,
+        finished_at="2026-12-01T10:00:00+00:00",
+        num_classes=4,
+        train_images=80,
+    )
 
 
 def test_result_writes_the_runners_keys_and_reads_back_equal(tmp_path):

@@ -26,17 +26,27 @@ def test_short_simclr_pretrain_beats_random_encoder_by_10_points(tmp_path):
     shards = tmp_path / "shapes10"
     write_shards("shapes:10:500:32", shards, shard_size=1000, seed=0)
     common = [f"data.shards={shards}", f"run.root={tmp_path / 'runs'}", "run.study=science", "data.num_workers=1"]
-    pre = run_stage("pretrain", load_config(REPO / "configs/pretrain/tiny-cpu.yaml",
-                                            common + [f"train.steps={PRETRAIN_STEPS}", "run.name=simclr"]))
+    pre = run_stage(
+        "pretrain",
+        load_config(
+            REPO / "configs/pretrain/tiny-cpu.yaml", common + [f"train.steps={PRETRAIN_STEPS}", "run.name=simclr"]
+        ),
+    )
     probe = REPO / "configs/finetune/linear.yaml"
     model = ["model.width=0.5", "model.cifar_stem=false"]  # the random encoder has the pretrained one's architecture
-    trained = run_stage("finetune", load_config(probe, common + model + [
-        f"finetune.encoder={pre['run_dir']}", "run.name=probe-simclr"]))
-    random = run_stage("finetune", load_config(probe, common + model + ["finetune.encoder=random", "run.name=probe-random"]))
+    trained = run_stage(
+        "finetune", load_config(probe, common + model + [f"finetune.encoder={pre['run_dir']}", "run.name=probe-simclr"])
+    )
+    random = run_stage(
+        "finetune", load_config(probe, common + model + ["finetune.encoder=random", "run.name=probe-random"])
+    )
     figures = {
-        "pretrain_steps": PRETRAIN_STEPS, "pretrain_wall_s": round(pre["wall_s"], 1),
-        "pretrain_images_per_s": round(pre["images_per_s"], 1), "pretrain_final_loss": round(pre["metrics"]["loss"], 3),
-        "probe_top1_simclr": trained["metrics"]["top1"], "probe_top1_random": random["metrics"]["top1"],
+        "pretrain_steps": PRETRAIN_STEPS,
+        "pretrain_wall_s": round(pre["wall_s"], 1),
+        "pretrain_images_per_s": round(pre["images_per_s"], 1),
+        "pretrain_final_loss": round(pre["metrics"]["loss"], 3),
+        "probe_top1_simclr": trained["metrics"]["top1"],
+        "probe_top1_random": random["metrics"]["top1"],
     }
     print("science figures:", json.dumps(figures))
     assert trained["metrics"]["top1"] >= random["metrics"]["top1"] + 0.10, figures

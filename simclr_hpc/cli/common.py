@@ -19,8 +19,12 @@ WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP)
 """OSErrors that say a path the user gave cannot be a path (too long, a loop of links): bad input, exit 2."""
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", help="YAML with only what differs from the defaults.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override one field: --set train.steps=200 (repeatable).")]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("-c", "--config", help="YAML with only what differs from the defaults.")
+]
+SetOpt = Annotated[
+    Optional[list[str]], typer.Option("--set", help="Override one field: --set train.steps=200 (repeatable).")
+]
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -36,7 +40,7 @@ def tame(line: str) -> str:
     MAX_LINE characters."""
     line = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in line)
     if len(line) > MAX_LINE:
-        line = f"{line[:MAX_LINE // 2]} ...({len(line) - MAX_LINE + 100} characters cut)... {line[-(MAX_LINE // 2 - 100):]}"
+        line = f"{line[: MAX_LINE // 2]} ...({len(line) - MAX_LINE + 100} characters cut)... {line[-(MAX_LINE // 2 - 100) :]}"
     return line
 
 

@@ -41,26 +41,52 @@ class _Progress:
 @user_errors
 def shards(
     source: Annotated[str, typer.Argument(help=f"Dataset source: one of {GRAMMAR}.")],
-    out_dir: Annotated[Path, typer.Argument(help="Directory to create, or the directory of an unfinished build of the "
-                                                 "same source and settings (only what is missing is written).")],
+    out_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Directory to create, or the directory of an unfinished build of the "
+            "same source and settings (only what is missing is written)."
+        ),
+    ],
     val_fraction: Annotated[float, typer.Option(help="Fraction of train carved out as a stratified val split.")] = 0.0,
     shard_size: Annotated[int, typer.Option(help="Samples per tar file.")] = 1000,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1,
-                                      help="Seed of the split carving and shuffling (and of generated datasets).")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(min=0, max=2**32 - 1, help="Seed of the split carving and shuffling (and of generated datasets)."),
+    ] = 0,
     image_format: Annotated[str, typer.Option(help="png, jpg, or auto (png up to 128 px, jpg above).")] = "auto",
-    workers: Annotated[Optional[int], typer.Option(min=1, max=1024, help="Processes writing shards (default: the CPUs "
-                                                   "available to this process; with --submit: CPUs of each task, "
-                                                   "default the profile's CPUs of a node).")] = None,
-    check: Annotated[str, typer.Option(help="header: each image's header parses and the file is not cut short; full: "
-                                            "decode every image.")] = "header",
-    submit: Annotated[bool, typer.Option("--submit", help="Build as a Slurm array (one task per shard range), then a "
-                                                          "job that writes index.json.")] = False,
-    tasks: Annotated[Optional[int], typer.Option(min=1, max=100_000, help="With --submit: array tasks (default: the "
-                                                 "shards, at most 64).")] = None,
-    profile: Annotated[Optional[str], typer.Option(help="With --submit: site profile (configs/clusters/NAME.yaml or "
-                                                        "a path).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --submit: print the sbatch scripts; write and "
-                                                            "submit nothing.")] = False,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            max=1024,
+            help="Processes writing shards (default: the CPUs "
+            "available to this process; with --submit: CPUs of each task, "
+            "default the profile's CPUs of a node).",
+        ),
+    ] = None,
+    check: Annotated[
+        str,
+        typer.Option(
+            help="header: each image's header parses and the file is not cut short; full: decode every image."
+        ),
+    ] = "header",
+    submit: Annotated[
+        bool,
+        typer.Option(
+            "--submit", help="Build as a Slurm array (one task per shard range), then a job that writes index.json."
+        ),
+    ] = False,
+    tasks: Annotated[
+        Optional[int],
+        typer.Option(min=1, max=100_000, help="With --submit: array tasks (default: the shards, at most 64)."),
+    ] = None,
+    profile: Annotated[
+        Optional[str], typer.Option(help="With --submit: site profile (configs/clusters/NAME.yaml or a path).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --submit: print the sbatch scripts; write and submit nothing.")
+    ] = False,
 ) -> None:
     """Write SOURCE as train/val/test WebDataset shards plus index.json into OUT_DIR."""
     from simclr_hpc.data.build import CHECKS, write_shards
@@ -68,23 +94,52 @@ def shards(
     if check not in CHECKS:
         raise UserError(f"--check {check!r}: use header or full")
     if submit or dry_run:
-        _submit_shards(source, out_dir, val_fraction=val_fraction, shard_size=shard_size, seed=seed,
-                       image_format=image_format, workers=workers, check=check, tasks=tasks, profile=profile,
-                       dry_run=dry_run)
+        _submit_shards(
+            source,
+            out_dir,
+            val_fraction=val_fraction,
+            shard_size=shard_size,
+            seed=seed,
+            image_format=image_format,
+            workers=workers,
+            check=check,
+            tasks=tasks,
+            profile=profile,
+            dry_run=dry_run,
+        )
         return
-    index = write_shards(source, out_dir, val_fraction=val_fraction, shard_size=shard_size, seed=seed,
-                         image_format=image_format, workers=workers or _available_cpus(), check=check,
-                         progress=_Progress())
+    index = write_shards(
+        source,
+        out_dir,
+        val_fraction=val_fraction,
+        shard_size=shard_size,
+        seed=seed,
+        image_format=image_format,
+        workers=workers or _available_cpus(),
+        check=check,
+        progress=_Progress(),
+    )
     size = "x".join(map(str, index.image_size)) if index.image_size else "mixed sizes"
     for name, split in index.splits.items():
         typer.echo(f"{name}: {len(split.keys)} samples in {len(split.shards)} shard(s)")
-    typer.echo(f"{index.num_classes} classes, {size}, {index.channels} channel(s), {index.image_format}; "
-               f"evaluation split {index.eval_split}; content hash {index.content_hash[:16]}; "
-               f"wrote {index.root / 'index.json'}")
+    typer.echo(
+        f"{index.num_classes} classes, {size}, {index.channels} channel(s), {index.image_format}; "
+        f"evaluation split {index.eval_split}; content hash {index.content_hash[:16]}; "
+        f"wrote {index.root / 'index.json'}"
+    )
 
 
-def _submit_shards(source: str, out_dir: Path, *, tasks: int | None, profile: str | None, workers: int | None,
-                   check: str, dry_run: bool, **settings) -> None:
+def _submit_shards(
+    source: str,
+    out_dir: Path,
+    *,
+    tasks: int | None,
+    profile: str | None,
+    workers: int | None,
+    check: str,
+    dry_run: bool,
+    **settings,
+) -> None:
     """``--submit``: plan here (the source is listed once), then the array and the index job."""
     from simclr_hpc.data.build import plan_build, start_build
     from simclr_hpc.launch import make_request
@@ -99,17 +154,23 @@ def _submit_shards(source: str, out_dir: Path, *, tasks: int | None, profile: st
         return
     pending = start_build(plan)
     jobs = submit_shard_array(plan.root, tasks, request, check, workers)
-    typer.echo(f"submitted array job {jobs.array_job_id} ({jobs.tasks} task(s); {len(pending)} of "
-               f"{len(plan.shards())} shard(s) to write) and job {jobs.finish_job_id}, which writes "
-               f"{plan.root / 'index.json'} once every task succeeded; logs in {jobs.log_dir}")
+    typer.echo(
+        f"submitted array job {jobs.array_job_id} ({jobs.tasks} task(s); {len(pending)} of "
+        f"{len(plan.shards())} shard(s) to write) and job {jobs.finish_job_id}, which writes "
+        f"{plan.root / 'index.json'} once every task succeeded; logs in {jobs.log_dir}"
+    )
 
 
 @data_app.command("inspect")
 @user_errors
 def inspect_cmd(
     directory: Annotated[Path, typer.Argument(help="Shard directory (with index.json).")],
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", help="Write the contact sheet here (a .png) instead of into DIRECTORY (e.g. a read-only one).")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", help="Write the contact sheet here (a .png) instead of into DIRECTORY (e.g. a read-only one)."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Print sample counts per split and class and write a contact sheet PNG into DIRECTORY (or --out)."""

@@ -25,7 +25,9 @@ def _print_report(checks) -> None:
         console.print(table)
     else:
         for check in checks:
-            print(f"{check.status:<4}  {check.name:<12}  {check.detail}" + (f"  -> fix: {check.fix}" if check.fix else ""))
+            print(
+                f"{check.status:<4}  {check.name:<12}  {check.detail}" + (f"  -> fix: {check.fix}" if check.fix else "")
+            )
     counts = {status: sum(check.status == status for check in checks) for status in STYLE}
     print(f"doctor: {counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail")
 
@@ -38,9 +40,9 @@ def doctor(
         list[Path] | None,
         typer.Option("--data-root", help="Shard directory to check (index.json and every shard it lists). Repeatable."),
     ] = None,
-    run_root: Annotated[Path, typer.Option("--run-root", help="Run directory that must be writable (run.root).")] = Path(
-        "runs"
-    ),
+    run_root: Annotated[
+        Path, typer.Option("--run-root", help="Run directory that must be writable (run.root).")
+    ] = Path("runs"),
     image: Annotated[
         Path | None,
         typer.Option("--image", envvar="SIMCLR_IMAGE", help="Apptainer image (.sif) that jobs will run in."),

@@ -38,8 +38,17 @@ def _jobs(root: Path, study: str | None, all_: bool) -> None:
     why = any(r.reason and r.state != "COMPLETED" for r in rows)  # a REASON column only when a job has one
     header = ("JOB", "STATE", "STUDY", "STAGE", "RUN", "NODES", "SUBMITTED", "ELAPSED", "RESULT") + ("REASON",) * why
     table = [header] + [
-        (r.job_id, r.state, r.study, r.stage, r.run_name, str(r.nodes), r.submitted_at.replace("+00:00", "Z"),
-         *_progress_cells(r)) + ((r.reason[:100] if r.state != "COMPLETED" else "",) * why)
+        (
+            r.job_id,
+            r.state,
+            r.study,
+            r.stage,
+            r.run_name,
+            str(r.nodes),
+            r.submitted_at.replace("+00:00", "Z"),
+            *_progress_cells(r),
+        )
+        + ((r.reason[:100] if r.state != "COMPLETED" else "",) * why)
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -74,8 +83,11 @@ def _progress_cells(rec) -> tuple[str, str]:
     return "-", "-"
 
 
-def jobs(root: RootOpt = Path("runs"), study: StudyOpt = None,
-         all_: Annotated[bool, typer.Option("--all", help="Every row, not only the last 200.")] = False) -> None:
+def jobs(
+    root: RootOpt = Path("runs"),
+    study: StudyOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every row, not only the last 200.")] = False,
+) -> None:
     """What is queued, running and done: the registry's jobs with states from squeue (this user's jobs, one call),
     sacct and result.json, and why a failed job failed."""
     _jobs(root, study, all_)
@@ -107,12 +119,17 @@ def _logs(root: Path, job: str, stdout: bool, task: int) -> None:
         print(path.read_text(errors="replace") if path.exists() else "(no log yet: the job has not started)")
 
 
-def logs(job: Annotated[str, typer.Argument(help="Job id (123, 123_4, or an array id for every task).")],
-         root: RootOpt = Path("runs"),
-         stdout: Annotated[bool, typer.Option(
-             "--stdout", help="Show the task's stdout (submitit's own lines and the result) instead of the training log.")
-         ] = False,
-         task: Annotated[int, typer.Option("--task", min=0, help="Task (rank) whose log to show.")] = 0) -> None:
+def logs(
+    job: Annotated[str, typer.Argument(help="Job id (123, 123_4, or an array id for every task).")],
+    root: RootOpt = Path("runs"),
+    stdout: Annotated[
+        bool,
+        typer.Option(
+            "--stdout", help="Show the task's stdout (submitit's own lines and the result) instead of the training log."
+        ),
+    ] = False,
+    task: Annotated[int, typer.Option("--task", min=0, help="Task (rank) whose log to show.")] = 0,
+) -> None:
     """Print a job's training log: rank 0's stderr, where progress lines and errors go (--stdout for the other)."""
     _logs(root, job, stdout, task)
 
@@ -132,8 +149,11 @@ def _cancel(root: Path, job: str | None, study: str | None) -> None:
     print(f"cancelled {len(cancelled)} job(s)" + (f": {' '.join(cancelled)}" if cancelled else ""))
 
 
-def cancel(job: Annotated[Optional[str], typer.Argument(help="Job id (an array id cancels every task).")] = None,
-           study: StudyOpt = None, root: RootOpt = Path("runs")) -> None:
+def cancel(
+    job: Annotated[Optional[str], typer.Argument(help="Job id (an array id cancels every task).")] = None,
+    study: StudyOpt = None,
+    root: RootOpt = Path("runs"),
+) -> None:
     """Cancel one job (or array), or every unfinished job of a study."""
     _cancel(root, job, study)
 

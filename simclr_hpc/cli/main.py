@@ -33,11 +33,18 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                          help="Show other libraries' warnings and info lines (DeepSpeed, Accelerate, "
-                                               "torch); jobs started from this command inherit it.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show other libraries' warnings and info lines (DeepSpeed, Accelerate, "
+            "torch); jobs started from this command inherit it.",
+        ),
+    ] = False,
 ) -> None:
     """SimCLR pretraining and the fine-tuning, distillation and transfer studies of arXiv 2108.00587 on Slurm."""
     if verbose:

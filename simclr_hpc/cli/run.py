@@ -61,13 +61,17 @@ def _run(stage: str, config: Path | None, overrides: list[str]) -> None:
     skipped = result.get("skipped_samples") or 0
     if skipped:
         seen = skipped + result.get("steps", 0) * result.get("global_batch", 0)
-        print(f"warning: {skipped} corrupt sample reads were skipped (data.on_error=skip), {100 * skipped / seen:.1f}% "
-              f"of all reads; `simclr-hpc data verify {shlex.quote(cfg.data.shards)}` names them", file=sys.stderr)
+        print(
+            f"warning: {skipped} corrupt sample reads were skipped (data.on_error=skip), {100 * skipped / seen:.1f}% "
+            f"of all reads; `simclr-hpc data verify {shlex.quote(cfg.data.shards)}` names them",
+            file=sys.stderr,
+        )
     print(dumps_json({"run_dir": result["run_dir"], "metrics": result["metrics"]}))
 
 
-config_app = typer.Typer(help="Show a run configuration, or validate run configs, site profiles and studies.",
-                         no_args_is_help=True)
+config_app = typer.Typer(
+    help="Show a run configuration, or validate run configs, site profiles and studies.", no_args_is_help=True
+)
 
 
 @config_app.command("show")
@@ -76,7 +80,9 @@ def config_show(
     stage: Annotated[Optional[str], typer.Argument(help=f"Resolve with this stage's recipe: {stage_help()}.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    docs: Annotated[bool, typer.Option("--docs/--no-docs", help="Each field's documentation as a comment above it.")] = True,
+    docs: Annotated[
+        bool, typer.Option("--docs/--no-docs", help="Each field's documentation as a comment above it.")
+    ] = True,
 ) -> None:
     """Print the fully resolved config (defaults + the stage's recipe + file + overrides) as YAML, each field with its
     documentation."""
@@ -90,8 +96,11 @@ def config_show(
 @user_errors
 def config_validate(
     files: Annotated[Optional[list[Path]], typer.Argument(help="YAML files (none: every file under configs/).")] = None,
-    kind: Annotated[str, typer.Option(
-        "--kind", help="auto (told by each file's keys), run (a stage config), profile (configs/clusters) or study.")
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind", help="auto (told by each file's keys), run (a stage config), profile (configs/clusters) or study."
+        ),
     ] = "auto",
 ) -> None:
     """Validate run configs, site profiles and study files; one line per error naming file and field. Exit 2 if any

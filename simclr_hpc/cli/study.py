@@ -15,16 +15,26 @@ import typer
 from simclr_hpc import launch
 from simclr_hpc.cli.common import user_errors
 
-study_app = typer.Typer(help="A whole study (pretrain -> finetune/distill arrays -> transfer array -> report).",
-                        no_args_is_help=True)
+study_app = typer.Typer(
+    help="A whole study (pretrain -> finetune/distill arrays -> transfer array -> report).", no_args_is_help=True
+)
 
 StudyArg = Annotated[Path, typer.Argument(help="Study file, e.g. configs/studies/demo.yaml.")]
 OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Only runs of this stage (repeatable).")]
-ForceOpt = Annotated[bool, typer.Option(
-    "--force", help="Also hand out runs whose job is still queued or running (by default they are left to it).")]
-RerunStaleOpt = Annotated[bool, typer.Option(
-    "--rerun-stale", help="Rebuild shards and rerun finished runs that no longer match the study file (changed dataset "
-                          "source or run settings); the old ones are moved aside as *.stale-<time>, never deleted.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Also hand out runs whose job is still queued or running (by default they are left to it)."
+    ),
+]
+RerunStaleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--rerun-stale",
+        help="Rebuild shards and rerun finished runs that no longer match the study file (changed dataset "
+        "source or run settings); the old ones are moved aside as *.stale-<time>, never deleted.",
+    ),
+]
 ExecutorOpt = Annotated[str, typer.Option(help=launch.executor_help(blocking=True))]
 
 
@@ -49,8 +59,11 @@ def run_cmd(
     """Run the study on this machine, in dependency order; finished runs are skipped, failed ones run again."""
     from simclr_hpc.study.pipeline import run_study
 
-    _, outcome, rep = run_study(study, _options(executor=executor, only=only, parallelism=parallelism,
-                                                rerun_stale=rerun_stale, force=force), report=report)
+    _, outcome, rep = run_study(
+        study,
+        _options(executor=executor, only=only, parallelism=parallelism, rerun_stale=rerun_stale, force=force),
+        report=report,
+    )
     if rep:
         print(f"report: {rep.path}")
     if outcome.failed or outcome.blocked:
@@ -75,8 +88,9 @@ def submit_cmd(
     from simclr_hpc.study.pipeline import dry_run as study_dry_run
     from simclr_hpc.study.pipeline import submit_study
 
-    options = _options(profile=profile, container=container, parallelism=parallelism,
-                       only=only, rerun_stale=rerun_stale, force=force)
+    options = _options(
+        profile=profile, container=container, parallelism=parallelism, only=only, rerun_stale=rerun_stale, force=force
+    )
     if dry_run:
         print("\n".join(study_dry_run(study, options)))
         return
@@ -97,9 +111,14 @@ def status_cmd(study: StudyArg) -> None:
 def report_cmd(
     study: StudyArg,
     out: Annotated[Optional[Path], typer.Option(help="Output directory (default <root>/<study>/report).")] = None,
-    backends: Annotated[Optional[str], typer.Option(
-        "--backends", help="Also write the table into these tracking backends, comma-separated (tensorboard, wandb, "
-                           "mlflow; \"\" for none). Unset: the backends the study's runs log to.")] = None,
+    backends: Annotated[
+        Optional[str],
+        typer.Option(
+            "--backends",
+            help="Also write the table into these tracking backends, comma-separated (tensorboard, wandb, "
+            'mlflow; "" for none). Unset: the backends the study\'s runs log to.',
+        ),
+    ] = None,
 ) -> None:
     """Aggregate every result.json into results.csv and write report.md with plots and confidence intervals."""
     from simclr_hpc.study.publish import headline, report_study
@@ -109,7 +128,9 @@ def report_cmd(
 
 
 def demo(
-    study: Annotated[Optional[Path], typer.Option(help="Study file (default: the bundled configs/studies/demo.yaml).")] = None,
+    study: Annotated[
+        Optional[Path], typer.Option(help="Study file (default: the bundled configs/studies/demo.yaml).")
+    ] = None,
     executor: ExecutorOpt = launch.THIS_MACHINE,
     parallelism: Annotated[int, typer.Option(min=1, help="Jobs running at once on this machine.")] = 2,
 ) -> None:

@@ -34,8 +34,9 @@ from simclr_hpc.data.colour import IDENTITY_255, ZERO3, colour_affine, colour_ma
 from simclr_hpc.data.decode import decode_for_boxes, image_hw, to_uint8_chw
 
 
-def random_resized_crop_box(rng: random.Random, height: int, width: int, scale=(0.08, 1.0),
-                            ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def random_resized_crop_box(
+    rng: random.Random, height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
     """``(top, left, h, w)`` of a random crop, by torchvision's RandomResizedCrop algorithm (10 tries, then centre)."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -69,8 +70,15 @@ class SimCLRViews:
     blur rather than after it.
     """
 
-    def __init__(self, size: int, preset: Literal["cifar", "imagenet"] = "cifar", color_strength: float = 0.5,
-                 n_views: int = 2, crop_min_scale: float = 0.08, on_device: bool = False):
+    def __init__(
+        self,
+        size: int,
+        preset: Literal["cifar", "imagenet"] = "cifar",
+        color_strength: float = 0.5,
+        n_views: int = 2,
+        crop_min_scale: float = 0.08,
+        on_device: bool = False,
+    ):
         if preset not in ("cifar", "imagenet"):
             raise ValueError(f"augment preset {preset!r}: use cifar or imagenet")
         self.size, self.preset, self.color_strength, self.n_views = size, preset, color_strength, n_views
@@ -142,8 +150,15 @@ class SimCLRBatchViews:
     resize of a uint8 crop rounds to integers and clamps at the crop's edge, ``roi_align`` does neither.
     """
 
-    def __init__(self, size: int, image_hw: tuple[int, int], preset: Literal["cifar", "imagenet"] = "cifar",
-                 color_strength: float = 0.5, n_views: int = 2, crop_min_scale: float = 0.08):
+    def __init__(
+        self,
+        size: int,
+        image_hw: tuple[int, int],
+        preset: Literal["cifar", "imagenet"] = "cifar",
+        color_strength: float = 0.5,
+        n_views: int = 2,
+        crop_min_scale: float = 0.08,
+    ):
         if preset not in ("cifar", "imagenet"):
             raise ValueError(f"augment preset {preset!r}: use cifar or imagenet")
         self.size, self.image_hw, self.preset, self.n_views = size, tuple(image_hw), preset, n_views
@@ -153,8 +168,9 @@ class SimCLRBatchViews:
         rng = rng or random
         height, width = image_hw(img)
         if (height, width) != self.image_hw:  # a ValueError: the reader reports it as an undecodable sample
-            raise ValueError(f"image is {height}x{width}, but index.json says every image is "
-                             f"{self.image_hw[0]}x{self.image_hw[1]}")
+            raise ValueError(
+                f"image is {height}x{width}, but index.json says every image is {self.image_hw[0]}x{self.image_hw[1]}"
+            )
         return to_uint8_chw(img), draw_view_params(rng, height, width, self)
 
     def finish_batch(self, images: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -176,8 +192,11 @@ def draw_view_params(rng: random.Random, height: int, width: int, recipe) -> tor
         flip = 1.0 if rng.random() < 0.5 else 0.0
         sigma = rng.uniform(0.1, 2.0) if recipe.preset == "imagenet" and rng.random() < 0.5 else 0.0
         a, t0, tm = colour_affine(rng, recipe.color_strength)
-        params.append(layout.VIEW.pack(box=(left, top, left + w, top + h), flip=flip, sigma=sigma, colour=a,
-                                       offset=t0, mean_map=tm))
+        params.append(
+            layout.VIEW.pack(
+                box=(left, top, left + w, top + h), flip=flip, sigma=sigma, colour=a, offset=t0, mean_map=tm
+            )
+        )
     return torch.from_numpy(np.stack(params))
 
 

@@ -18,8 +18,12 @@ class Batcher:
     different lengths cannot be stacked), or None: each view stacked.
     """
 
-    def __init__(self, batch_size: int, finish: Callable[..., tuple] | None = None,
-                 collate_views: Callable[[list], tuple] | None = None):
+    def __init__(
+        self,
+        batch_size: int,
+        finish: Callable[..., tuple] | None = None,
+        collate_views: Callable[[list], tuple] | None = None,
+    ):
         self.batch_size, self.items, self.skipped, self.finish = batch_size, [], 0, finish
         self.collate_views = collate_views
 

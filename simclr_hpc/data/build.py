@@ -32,8 +32,16 @@ from simclr_hpc.runlock import RunLock
 CHECKS = ("header", "full")
 
 
-def plan_build(source: Source | str, out_dir: str | Path, *, val_fraction: float = 0.0, shard_size: int = 1000,
-               seed: int = 0, image_format: str = "auto", test_fraction: float = 0.2) -> tuple[BuildPlan, Source]:
+def plan_build(
+    source: Source | str,
+    out_dir: str | Path,
+    *,
+    val_fraction: float = 0.0,
+    shard_size: int = 1000,
+    seed: int = 0,
+    image_format: str = "auto",
+    test_fraction: float = 0.2,
+) -> tuple[BuildPlan, Source]:
     """Check the settings, open the source and decide every shard (nothing is written). See ``carve_splits`` for the
     splits; ``image_format``: ``png`` (lossless), ``jpg`` (quality 95, JPEG files stored as they are), or ``auto``
     (png up to 128 px, jpg above)."""
@@ -49,8 +57,10 @@ def plan_build(source: Source | str, out_dir: str | Path, *, val_fraction: float
     if isinstance(source, str):
         source = open_source(source, seed=seed)
     if val_fraction > 0 and "val" in source.splits:
-        raise DataError(f"--val-fraction {val_fraction}: {source.spec} has its own validation split (val/), which is "
-                        f"kept as it is; leave --val-fraction at 0")
+        raise DataError(
+            f"--val-fraction {val_fraction}: {source.spec} has its own validation split (val/), which is "
+            f"kept as it is; leave --val-fraction at 0"
+        )
     splits, eval_split = carve_splits(source, val_fraction, test_fraction, seed)
     first = source.splits[splits["train"].origin].image(int(splits["train"].positions[0]))
     if image_format == "auto":
@@ -59,8 +69,9 @@ def plan_build(source: Source | str, out_dir: str | Path, *, val_fraction: float
     # the shuffle put first: planned as colour (grey images stored as they are, readers expand them), and index.json
     # says 1 only when every stored image was grey (finish()).
     channels = int(first.shape[2]) if source.splits[splits["train"].origin].files is None else 3
-    plan = BuildPlan(out, source.spec, source.classes, image_format, channels, seed, val_fraction,
-                     shard_size, eval_split, splits)
+    plan = BuildPlan(
+        out, source.spec, source.classes, image_format, channels, seed, val_fraction, shard_size, eval_split, splits
+    )
     return plan, source
 
 
@@ -72,11 +83,15 @@ def pending_shards(plan: BuildPlan) -> tuple[list[PlannedShard], bool]:
     except DataError:
         saved = None
     if saved is not None and saved.digest != plan.digest:
-        raise DataError(f"{plan.root}: holds an unfinished build of another source, source contents or settings; "
-                        "run the same command as before to finish it, or choose another output directory")
+        raise DataError(
+            f"{plan.root}: holds an unfinished build of another source, source contents or settings; "
+            "run the same command as before to finish it, or choose another output directory"
+        )
     if saved is None and any(plan.root.glob("*.tar")):
-        raise DataError(f"{plan.root}: already holds shards that this build did not write; remove them or choose "
-                        "another output directory")
+        raise DataError(
+            f"{plan.root}: already holds shards that this build did not write; remove them or choose "
+            "another output directory"
+        )
     return [s for s in plan.shards() if plan.done(s) is None], saved is not None
 
 
@@ -91,21 +106,39 @@ def start_build(plan: BuildPlan) -> list[PlannedShard]:
     return pending
 
 
-def write_shards(source: Source | str, out_dir: str | Path, *, val_fraction: float = 0.0, shard_size: int = 1000,
-                 seed: int = 0, image_format: str = "auto", test_fraction: float = 0.2, workers: int = 1,
-                 check: Check = "header", progress: Callable[[int, int], None] | None = None) -> DatasetIndex:
+def write_shards(
+    source: Source | str,
+    out_dir: str | Path,
+    *,
+    val_fraction: float = 0.0,
+    shard_size: int = 1000,
+    seed: int = 0,
+    image_format: str = "auto",
+    test_fraction: float = 0.2,
+    workers: int = 1,
+    check: Check = "header",
+    progress: Callable[[int, int], None] | None = None,
+) -> DatasetIndex:
     """Write ``source`` (a Source or a spec for ``open_source``) as shards + ``index.json`` into ``out_dir`` with
     ``workers`` processes, resuming an interrupted build of the same plan (see the module docstrings)."""
     if check not in CHECKS:
         raise DataError(f"--check {check!r}: use header or full")
-    plan, source = plan_build(source, out_dir, val_fraction=val_fraction, shard_size=shard_size, seed=seed,
-                              image_format=image_format, test_fraction=test_fraction)
+    plan, source = plan_build(
+        source,
+        out_dir,
+        val_fraction=val_fraction,
+        shard_size=shard_size,
+        seed=seed,
+        image_format=image_format,
+        test_fraction=test_fraction,
+    )
     # One build per directory at a time: a second `data shards` into it while one runs is refused naming the first
     # (two builds would both "succeed", one over the other). Slurm array tasks (build_range) share the plan instead.
     with RunLock(plan.root, what="OUT_DIR"):
         if (plan.root / INDEX).exists():
-            raise DataError(f"{plan.root}: already holds shards (index.json); remove it or choose another output "
-                            "directory")
+            raise DataError(
+                f"{plan.root}: already holds shards (index.json); remove it or choose another output directory"
+            )
         pending = start_build(plan)
         try:
             run_pending(plan, pending, source, check, workers, progress)
@@ -119,7 +152,7 @@ def write_shards(source: Source | str, out_dir: str | Path, *, val_fraction: flo
 def task_shards(plan: BuildPlan, task: int, tasks: int) -> list[PlannedShard]:
     """Array task ``task`` of ``tasks``: its contiguous range of the plan's shards."""
     shards = plan.shards()
-    return shards[task * len(shards) // tasks:(task + 1) * len(shards) // tasks]
+    return shards[task * len(shards) // tasks : (task + 1) * len(shards) // tasks]
 
 
 def build_range(out_dir: str | Path, task: int, tasks: int, *, workers: int = 1, check: Check = "header") -> int:
@@ -140,20 +173,33 @@ def finish(out_dir: str | Path) -> DatasetIndex:
     records = {s.name: plan.done(s) for s in plan.shards()}
     missing = [name for name, r in records.items() if r is None]
     if missing:
-        raise DataError(f"{plan.root}: {len(missing)} of {len(records)} shard(s) not written (e.g. {missing[0]}); "
-                        f"run the build again to write them")
+        raise DataError(
+            f"{plan.root}: {len(missing)} of {len(records)} shard(s) not written (e.g. {missing[0]}); "
+            f"run the build again to write them"
+        )
     sizes = {tuple(s) for r in records.values() for s in r["sizes"]}
     mixed = any(len(r["sizes"]) > 1 for r in records.values())
-    doc: dict = {"format": FORMAT, "source": plan.source, "classes": plan.classes, "image_format": plan.image_format,
-                 "seed": plan.seed, "val_fraction": plan.val_fraction, "labelled": plan.labelled,
-                 "eval_split": plan.eval_split, "splits": {}}
+    doc: dict = {
+        "format": FORMAT,
+        "source": plan.source,
+        "classes": plan.classes,
+        "image_format": plan.image_format,
+        "seed": plan.seed,
+        "val_fraction": plan.val_fraction,
+        "labelled": plan.labelled,
+        "eval_split": plan.eval_split,
+        "splits": {},
+    }
     by_split: dict[str, list[dict]] = {}
     for shard in plan.shards():
         r = records[shard.name]
         by_split.setdefault(shard.split, []).append({k: r[k] for k in ("name", "count", "sha256", "bytes")})
     for name, split in plan.splits.items():
-        doc["splits"][name] = {"keys": [f"{name}-{pos:07d}" for pos in range(len(split))],
-                               "labels": split.labels.tolist(), "shards": by_split[name]}
+        doc["splits"][name] = {
+            "keys": [f"{name}-{pos:07d}" for pos in range(len(split))],
+            "labels": split.labels.tolist(),
+            "shards": by_split[name],
+        }
         if split.files is not None:  # so subset files that list images by file name can be used
             doc["splits"][name]["names"] = [Path(f).name for f in split.files]
     doc["image_size"] = list(next(iter(sizes))) if len(sizes) == 1 and not mixed else None

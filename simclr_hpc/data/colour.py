@@ -37,8 +37,9 @@ def normalise_affine(a: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch
     return y.sub_(_MEAN_T.to(y.device)).mul_(_INV_STD_T.to(y.device)).reshape(x.shape)
 
 
-def colour_matrix(rng: random.Random, strength: float, channel_mean: np.ndarray, p_jitter: float = 0.8,
-                  p_gray: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+def colour_matrix(
+    rng: random.Random, strength: float, channel_mean: np.ndarray, p_jitter: float = 0.8, p_gray: float = 0.2
+) -> tuple[np.ndarray, np.ndarray]:
     """``(A, t)`` with ``out = A @ rgb + t`` (rgb in [0, 1]): SimCLR's random colour jitter and grayscale composed.
 
     ``channel_mean`` (RGB in [0, 1]) of the crop is needed by contrast, which blends towards the current mean grey.
@@ -47,8 +48,9 @@ def colour_matrix(rng: random.Random, strength: float, channel_mean: np.ndarray,
     return a, t0 + tm @ channel_mean
 
 
-def colour_affine(rng: random.Random, strength: float, p_jitter: float = 0.8,
-                  p_gray: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def colour_affine(
+    rng: random.Random, strength: float, p_jitter: float = 0.8, p_gray: float = 0.2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(A, t0, T)`` with ``out = A @ rgb + t0 + T @ mean``: :func:`colour_matrix` before the crop's channel mean
     is known (contrast's grey level is linear in it), so a batch can draw its colours first and take the means later.
     The same random draws, in the same order, as ``colour_matrix``."""
@@ -76,7 +78,9 @@ def colour_affine(rng: random.Random, strength: float, p_jitter: float = 0.8,
                 m = f * _EYE + (1 - f) * _TO_GRAY
             else:
                 theta = 2 * math.pi * f
-                rot = np.array([[1, 0, 0], [0, math.cos(theta), -math.sin(theta)], [0, math.sin(theta), math.cos(theta)]])
+                rot = np.array(
+                    [[1, 0, 0], [0, math.cos(theta), -math.sin(theta)], [0, math.sin(theta), math.cos(theta)]]
+                )
                 m = _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
             a, t0, tm = m @ a, m @ t0, m @ tm
     if rng.random() < p_gray:

@@ -40,7 +40,9 @@ def to_uint8_chw(img) -> torch.Tensor:
         if not isinstance(img, np.ndarray):
             img = _pixels(img)
         arr = img if img.ndim == 3 else img[..., None]
-        t = torch.from_numpy(np.array(arr, copy=not arr.flags.writeable)).permute(2, 0, 1)  # channels-last strides: torch's fast path
+        t = torch.from_numpy(np.array(arr, copy=not arr.flags.writeable)).permute(
+            2, 0, 1
+        )  # channels-last strides: torch's fast path
     if t.dtype != torch.uint8:
         raise TypeError(f"expected a uint8 image, got {t.dtype}")
     if t.shape[0] == 1:
@@ -75,8 +77,9 @@ def decode_for_boxes(img, boxes: list[tuple[int, int, int, int]], size: int):
         while reduce < 8 and smallest / (reduce * 2) >= size:
             reduce *= 2
         if reduce > 1:
-            img.draft(img.mode if img.mode in ("RGB", "L") else "RGB",
-                      (math.ceil(width / reduce), math.ceil(height / reduce)))
+            img.draft(
+                img.mode if img.mode in ("RGB", "L") else "RGB", (math.ceil(width / reduce), math.ceil(height / reduce))
+            )
     t = to_uint8_chw(img)
     h2, w2 = int(t.shape[1]), int(t.shape[2])
     if (h2, w2) == (height, width):

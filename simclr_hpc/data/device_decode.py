@@ -30,8 +30,14 @@ class DeviceDecodeViews:
     wants_bytes = True
     """The shard reader hands this transform the image file's bytes, not a decoded image."""
 
-    def __init__(self, size: int, preset: Literal["cifar", "imagenet"] = "imagenet", color_strength: float = 1.0,
-                 n_views: int = 2, crop_min_scale: float = 0.08):
+    def __init__(
+        self,
+        size: int,
+        preset: Literal["cifar", "imagenet"] = "imagenet",
+        color_strength: float = 1.0,
+        n_views: int = 2,
+        crop_min_scale: float = 0.08,
+    ):
         if preset not in ("cifar", "imagenet"):
             raise ValueError(f"augment preset {preset!r}: use cifar or imagenet")
         self.size, self.preset, self.color_strength, self.n_views = size, preset, color_strength, n_views
@@ -49,8 +55,9 @@ class DeviceDecodeViews:
         """The batch's ``views``: the JPEG files (a list: their lengths differ) and parameters [B, n_views, 27]."""
         return [v[0] for v in views], torch.stack([v[1] for v in views])
 
-    def finish(self, views: tuple[list[torch.Tensor], torch.Tensor], device: torch.device | str
-               ) -> tuple[torch.Tensor, ...]:
+    def finish(
+        self, views: tuple[list[torch.Tensor], torch.Tensor], device: torch.device | str
+    ) -> tuple[torch.Tensor, ...]:
         """Decode the batch on ``device`` and make its ``n_views`` float [B, 3, S, S] views there."""
         from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -61,6 +68,10 @@ class DeviceDecodeViews:
         boxes = layout.VIEW.get(p, "box").reshape(b, v, 4)
         owner = torch.zeros(v, 1, device=p.device)
         # One roi_align per image (their sizes differ); the views' pixel work after that is one batched pass.
-        crops = torch.cat([roi_align(img.unsqueeze(0).float(), torch.cat([owner, boxes[i]], dim=1), self.size, 1.0, 0,
-                                     True) for i, img in enumerate(images)])
+        crops = torch.cat(
+            [
+                roi_align(img.unsqueeze(0).float(), torch.cat([owner, boxes[i]], dim=1), self.size, 1.0, 0, True)
+                for i, img in enumerate(images)
+            ]
+        )
         return finish_views(crops, p, v)

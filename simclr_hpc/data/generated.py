@@ -18,8 +18,21 @@ from PIL import Image, ImageDraw
 
 # Rotation-distinct geometries (a rotated square is still a square, so "diamond" is not a class).
 BASE_SHAPES = (
-    "disc", "square", "triangle", "star", "cross", "crescent", "tee", "ell", "arrow", "ellipse",
-    "hexagon", "heart", "half_disc", "aitch", "hourglass",
+    "disc",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "crescent",
+    "tee",
+    "ell",
+    "arrow",
+    "ellipse",
+    "hexagon",
+    "heart",
+    "half_disc",
+    "aitch",
+    "hourglass",
 )
 STYLES = ("filled", "outline")
 MAX_CLASSES = len(BASE_SHAPES) * len(STYLES)
@@ -44,8 +57,11 @@ def check_num_classes(num_classes: int) -> None:
 
 def _polygon(name: str) -> list[list[tuple[float, float]]]:
     """Unit-size outline(s) of a base shape, centred at 0, roughly within [-1, 1]. Discs are polygons with many sides."""
+
     def regular(n, r=1.0, phase=-math.pi / 2):
-        return [(r * math.cos(phase + 2 * math.pi * i / n), r * math.sin(phase + 2 * math.pi * i / n)) for i in range(n)]
+        return [
+            (r * math.cos(phase + 2 * math.pi * i / n), r * math.sin(phase + 2 * math.pi * i / n)) for i in range(n)
+        ]
 
     if name == "disc":
         return [regular(48)]
@@ -62,10 +78,14 @@ def _polygon(name: str) -> list[list[tuple[float, float]]]:
         return [pts]
     if name == "cross":
         t = 0.3
-        return [[(-t, -1), (t, -1), (t, -t), (1, -t), (1, t), (t, t), (t, 1), (-t, 1), (-t, t), (-1, t), (-1, -t), (-t, -t)]]
+        return [
+            [(-t, -1), (t, -1), (t, -t), (1, -t), (1, t), (t, t), (t, 1), (-t, 1), (-t, t), (-1, t), (-1, -t), (-t, -t)]
+        ]
     if name == "crescent":
         outer = [(math.cos(a), math.sin(a)) for a in np.linspace(math.pi * 0.35, math.pi * 1.65, 30)]
-        inner = [(0.45 + 0.75 * math.cos(a), 0.75 * math.sin(a)) for a in np.linspace(math.pi * 1.55, math.pi * 0.45, 30)]
+        inner = [
+            (0.45 + 0.75 * math.cos(a), 0.75 * math.sin(a)) for a in np.linspace(math.pi * 1.55, math.pi * 0.45, 30)
+        ]
         return [outer + inner]
     if name == "tee":
         return [[(-1, -1), (1, -1), (1, -0.45), (0.28, -0.45), (0.28, 1), (-0.28, 1), (-0.28, -0.45), (-1, -0.45)]]
@@ -87,8 +107,22 @@ def _polygon(name: str) -> list[list[tuple[float, float]]]:
     if name == "half_disc":
         return [[(math.cos(a), math.sin(a) + 0.4) for a in np.linspace(math.pi, 2 * math.pi, 30)]]
     if name == "aitch":
-        return [[(-1, -1), (-0.45, -1), (-0.45, -0.22), (0.45, -0.22), (0.45, -1), (1, -1), (1, 1), (0.45, 1), (0.45, 0.22),
-                 (-0.45, 0.22), (-0.45, 1), (-1, 1)]]
+        return [
+            [
+                (-1, -1),
+                (-0.45, -1),
+                (-0.45, -0.22),
+                (0.45, -0.22),
+                (0.45, -1),
+                (1, -1),
+                (1, 1),
+                (0.45, 1),
+                (0.45, 0.22),
+                (-0.45, 0.22),
+                (-0.45, 1),
+                (-1, 1),
+            ]
+        ]
     if name == "hourglass":
         return [[(-0.9, -1), (0.9, -1), (0, 0)], [(-0.9, 1), (0.9, 1), (0, 0)]]
     raise ValueError(f"unknown base shape {name!r}")
@@ -131,8 +165,11 @@ def render(class_id: int, size: int, rng: np.random.Generator) -> np.ndarray:
         x0, y0 = rng.uniform(0, big, size=2)
         length, a = rng.uniform(0.1, 0.3) * big, rng.uniform(0, 2 * math.pi)
         colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
-        draw.line([(x0, y0), (x0 + length * math.cos(a), y0 + length * math.sin(a))], fill=colour,
-                  width=max(1, SUPERSAMPLE // 2))
+        draw.line(
+            [(x0, y0), (x0 + length * math.cos(a), y0 + length * math.sin(a))],
+            fill=colour,
+            width=max(1, SUPERSAMPLE // 2),
+        )
 
     # The object: scale 45-80 % of the side, anywhere it fits, any rotation, a colour that contrasts with the background.
     radius = rng.uniform(0.45, 0.8) * big / 2
@@ -152,8 +189,9 @@ def render(class_id: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(small + np.rint(noise), 0, 255).astype(np.uint8)
 
 
-def generate_shapes(num_classes: int, per_class: int, size: int = 32, seed: int = 0,
-                    split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def generate_shapes(
+    num_classes: int, per_class: int, size: int = 32, seed: int = 0, split: str = "train"
+) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` images of each of ``num_classes`` classes: ``(x uint8 [N, size, size, 3], y int64 [N])``, class-major.
 
     ``split`` ("train" or "test") selects an independent stream, so test images are never copies of training ones.

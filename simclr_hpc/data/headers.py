@@ -58,7 +58,7 @@ def _jpeg(data: bytes) -> ImageHeader | None:
         if marker in _SOF:
             if i + 10 > n:
                 return None
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
             return ImageHeader("JPEG", _JPEG_MODES.get(data[i + 9], "?"), height, width)
         i += 2 + length
     return None

@@ -86,8 +86,10 @@ class DatasetIndex:
         if name == "test" and name not in self.splits and self.eval_split in self.splits:
             name = self.eval_split
         if name not in self.splits:
-            raise DataError(f"{self.root}: no split {name!r} (this directory has: {', '.join(self.splits)}); "
-                            f"set data.train_split / data.eval_split to one of those")
+            raise DataError(
+                f"{self.root}: no split {name!r} (this directory has: {', '.join(self.splits)}); "
+                f"set data.train_split / data.eval_split to one of those"
+            )
         return self.splits[name]
 
 
@@ -107,11 +109,18 @@ def _shard(x: dict) -> ShardInfo:
     """One shard record. Its name must be a plain ``*.tar`` file name: a shard is only ever read inside its directory
     (never ``../other/x.tar`` or ``/etc/passwd``)."""
     name = x["name"]
-    if not isinstance(name, str) or Path(name).name != name or name.startswith(".") or not name.endswith(".tar") \
-            or "\\" in name or not name.isprintable():
+    if (
+        not isinstance(name, str)
+        or Path(name).name != name
+        or name.startswith(".")
+        or not name.endswith(".tar")
+        or "\\" in name
+        or not name.isprintable()
+    ):
         raise ValueError(f"shard name {str(name)[:80]!r} is not a *.tar file name inside the directory")
-    info = ShardInfo(name, _whole(x["count"], "count"), str(x["sha256"]),
-                     _whole(x["bytes"], "bytes") if "bytes" in x else None)
+    info = ShardInfo(
+        name, _whole(x["count"], "count"), str(x["sha256"]), _whole(x["bytes"], "bytes") if "bytes" in x else None
+    )
     return info
 
 
@@ -170,19 +179,29 @@ def read_index(shards_dir: str | Path) -> DatasetIndex:
                 raise ValueError(f"split {name}: keys must be a list of strings")
             keys, labels = s["keys"], _labels(s["labels"], name, doc)
             if len(keys) != len(labels) or len(keys) != sum(x.count for x in shards):
-                raise ValueError(f"split {name}: {len(keys)} keys, {len(labels)} labels, shard counts sum to "
-                                 f"{sum(x.count for x in shards)}")
+                raise ValueError(
+                    f"split {name}: {len(keys)} keys, {len(labels)} labels, shard counts sum to "
+                    f"{sum(x.count for x in shards)}"
+                )
             names = [str(n) for n in s["names"]] if "names" in s else None
             if names is not None and len(names) != len(keys):
                 raise ValueError(f"split {name}: {len(keys)} keys but {len(names)} file names")
             splits[name] = SplitIndex(keys, labels, shards, names)
         size = _sizes(doc, splits)
-        return DatasetIndex(root=root, source=str(doc["source"]), classes=[str(c) for c in doc["classes"]],
-                            image_size=tuple(size) if size else None, channels=int(doc["channels"]),
-                            image_format=str(doc["image_format"]), seed=int(doc["seed"]),
-                            val_fraction=float(doc["val_fraction"]), splits=splits,
-                            content_hash=str(doc["content_hash"]), labelled=bool(doc.get("labelled", True)),
-                            eval_split=str(doc.get("eval_split", "test")))
+        return DatasetIndex(
+            root=root,
+            source=str(doc["source"]),
+            classes=[str(c) for c in doc["classes"]],
+            image_size=tuple(size) if size else None,
+            channels=int(doc["channels"]),
+            image_format=str(doc["image_format"]),
+            seed=int(doc["seed"]),
+            val_fraction=float(doc["val_fraction"]),
+            splits=splits,
+            content_hash=str(doc["content_hash"]),
+            labelled=bool(doc.get("labelled", True)),
+            eval_split=str(doc.get("eval_split", "test")),
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not a valid shard index ({exc}); {build}") from None
 

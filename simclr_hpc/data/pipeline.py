@@ -54,12 +54,25 @@ PREFETCH_BATCHES = 2
 """Batches each loader worker prepares ahead."""
 
 
-def train_loader(shards_dir: str | Path, split: str, transform: Callable, *, batch_per_device: int, seed: int,
-                 rank: int = 0, world_size: int = 1, num_workers: int = 0, streams_per_rank: int | None = None,
-                 first_segment: int = 0, steps_per_segment: int | None = None, total_steps: int | None = None,
-                 keys: Sequence[str] | None = None, label_map: Mapping[int, int] | None = None,
-                 on_error: Literal["raise", "skip"] = "raise",
-                 shuffle_buffer_bytes: int = SHUFFLE_BUFFER_BYTES) -> Iterator[dict]:
+def train_loader(
+    shards_dir: str | Path,
+    split: str,
+    transform: Callable,
+    *,
+    batch_per_device: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    streams_per_rank: int | None = None,
+    first_segment: int = 0,
+    steps_per_segment: int | None = None,
+    total_steps: int | None = None,
+    keys: Sequence[str] | None = None,
+    label_map: Mapping[int, int] | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    shuffle_buffer_bytes: int = SHUFFLE_BUFFER_BYTES,
+) -> Iterator[dict]:
     """Iterator of batch dicts ``{"views", "y", "keys", "skipped"}`` for training (see the module docstring), from
     run step ``first_segment * steps_per_segment`` to ``total_steps`` (endless when None).
 
@@ -67,21 +80,39 @@ def train_loader(shards_dir: str | Path, split: str, transform: Callable, *, bat
     ``streams_per_rank`` defaults to ``max(1, num_workers)``; ``num_workers`` must divide it. Batches are a pure
     function of every argument but ``num_workers``.
     """
-    resampling = Resampling(seed=seed, streams_per_rank=streams_per_rank or max(1, num_workers),
-                            first_segment=first_segment, steps_per_segment=steps_per_segment, total_steps=total_steps,
-                            shuffle_buffer_bytes=shuffle_buffer_bytes)
-    dataset = ShardDataset(selection=Selection(shards_dir, split, keys, label_map, on_error), transform=transform,
-                           batch_size=batch_per_device, placement=Placement(rank, world_size, num_workers),
-                           resampling=resampling)
+    resampling = Resampling(
+        seed=seed,
+        streams_per_rank=streams_per_rank or max(1, num_workers),
+        first_segment=first_segment,
+        steps_per_segment=steps_per_segment,
+        total_steps=total_steps,
+        shuffle_buffer_bytes=shuffle_buffer_bytes,
+    )
+    dataset = ShardDataset(
+        selection=Selection(shards_dir, split, keys, label_map, on_error),
+        transform=transform,
+        batch_size=batch_per_device,
+        placement=Placement(rank, world_size, num_workers),
+        resampling=resampling,
+    )
     # Pinned (page-locked) batches on a GPU machine: the step's non_blocking copies to the device are then truly
     # asynchronous (from pageable memory they are synchronous: about 154 MB of views per step at 224 px, 128 per GPU).
     return _loader(dataset, num_workers, pin_memory=torch.cuda.is_available())
 
 
-def eval_loader(shards_dir: str | Path, split: str, transform: Callable, *, batch_per_device: int, rank: int = 0,
-                world_size: int = 1, num_workers: int = 0, keys: Sequence[str] | None = None,
-                label_map: Mapping[int, int] | None = None,
-                on_error: Literal["raise", "skip"] = "raise") -> Iterator[dict]:
+def eval_loader(
+    shards_dir: str | Path,
+    split: str,
+    transform: Callable,
+    *,
+    batch_per_device: int,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    keys: Sequence[str] | None = None,
+    label_map: Mapping[int, int] | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+) -> Iterator[dict]:
     """Finite iterator of batch dicts over every sample of ``split`` (or ``keys``) exactly once across the ranks.
 
     A rank may get an empty iterator when there are fewer samples than ranks; the last batch of each worker may be short.
@@ -134,6 +165,11 @@ def _nbytes(batch: dict) -> int:
 
 
 def _loader(dataset: ShardDataset, num_workers: int, pin_memory: bool = False) -> Iterator[dict]:
-    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
-                        prefetch_factor=PREFETCH_BATCHES if num_workers else None, pin_memory=pin_memory)
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        prefetch_factor=PREFETCH_BATCHES if num_workers else None,
+        pin_memory=pin_memory,
+    )
     return iter(loader)

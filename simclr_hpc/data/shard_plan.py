@@ -84,15 +84,32 @@ class BuildPlan:
 
     def shards(self) -> list[PlannedShard]:
         """Every shard, train's first, in name order."""
-        return [PlannedShard(f"{name}-{i // self.shard_size:06d}.tar", name, i, min(i + self.shard_size, len(split)))
-                for name, split in self.splits.items() for i in range(0, len(split), self.shard_size)]
+        return [
+            PlannedShard(f"{name}-{i // self.shard_size:06d}.tar", name, i, min(i + self.shard_size, len(split)))
+            for name, split in self.splits.items()
+            for i in range(0, len(split), self.shard_size)
+        ]
 
     def to_json(self) -> dict:
-        return {"source": self.source, "classes": self.classes, "image_format": self.image_format,
-                "channels": self.channels, "seed": self.seed, "val_fraction": self.val_fraction,
-                "shard_size": self.shard_size, "eval_split": self.eval_split,
-                "splits": {name: {"origin": s.origin, "positions": s.positions.tolist(), "labels": s.labels.tolist(),
-                                  "files": s.files} for name, s in self.splits.items()}}
+        return {
+            "source": self.source,
+            "classes": self.classes,
+            "image_format": self.image_format,
+            "channels": self.channels,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "shard_size": self.shard_size,
+            "eval_split": self.eval_split,
+            "splits": {
+                name: {
+                    "origin": s.origin,
+                    "positions": s.positions.tolist(),
+                    "labels": s.labels.tolist(),
+                    "files": s.files,
+                }
+                for name, s in self.splits.items()
+            },
+        }
 
     @functools.cached_property
     def digest(self) -> str:
@@ -101,11 +118,27 @@ class BuildPlan:
 
     @classmethod
     def from_json(cls, root: Path, doc: dict) -> BuildPlan:
-        splits = {name: PlannedSplit(s["origin"], np.asarray(s["positions"], dtype=np.int64),
-                                     np.asarray(s["labels"], dtype=np.int64), s["files"])
-                  for name, s in doc["splits"].items()}
-        return cls(root, doc["source"], list(doc["classes"]), doc["image_format"], int(doc["channels"]),
-                   int(doc["seed"]), float(doc["val_fraction"]), int(doc["shard_size"]), doc["eval_split"], splits)
+        splits = {
+            name: PlannedSplit(
+                s["origin"],
+                np.asarray(s["positions"], dtype=np.int64),
+                np.asarray(s["labels"], dtype=np.int64),
+                s["files"],
+            )
+            for name, s in doc["splits"].items()
+        }
+        return cls(
+            root,
+            doc["source"],
+            list(doc["classes"]),
+            doc["image_format"],
+            int(doc["channels"]),
+            int(doc["seed"]),
+            float(doc["val_fraction"]),
+            int(doc["shard_size"]),
+            doc["eval_split"],
+            splits,
+        )
 
     def build_dir(self) -> Path:
         return self.root / BUILD_DIR
@@ -128,7 +161,11 @@ class BuildPlan:
             record = read_json(path, "shard done record")
         except FileError:
             return None
-        if not isinstance(record, dict) or record.get("plan") != self.digest or record.get("bytes") != tar.stat().st_size:
+        if (
+            not isinstance(record, dict)
+            or record.get("plan") != self.digest
+            or record.get("bytes") != tar.stat().st_size
+        ):
             return None
         return record if end_marker_missing(tar) is None else None
 
@@ -141,14 +178,19 @@ def load_plan(out_dir: str | Path) -> BuildPlan:
         doc = read_json(path, "shard build plan")
         plan = BuildPlan.from_json(root, doc)
     except FileError as err:
-        raise DataError(f"{path}: no readable build plan ({err.lines[0]}); start the build with `simclr-hpc data "
-                        f"shards SOURCE {root}`") from None
+        raise DataError(
+            f"{path}: no readable build plan ({err.lines[0]}); start the build with `simclr-hpc data "
+            f"shards SOURCE {root}`"
+        ) from None
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: not a build plan ({exc}); remove {root / BUILD_DIR} and start the build again") \
-            from None
+        raise DataError(
+            f"{path}: not a build plan ({exc}); remove {root / BUILD_DIR} and start the build again"
+        ) from None
     if doc.get("digest") != plan.digest:
-        raise DataError(f"{path}: its digest does not match its contents (edited?); remove {root / BUILD_DIR} and "
-                        "start the build again")
+        raise DataError(
+            f"{path}: its digest does not match its contents (edited?); remove {root / BUILD_DIR} and "
+            "start the build again"
+        )
     return plan
 
 
@@ -163,8 +205,9 @@ def _stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generat
     return np.sort(np.concatenate(taken)) if taken else np.zeros(0, dtype=np.int64)
 
 
-def carve_splits(source: Source, val_fraction: float, test_fraction: float,
-                 seed: int) -> tuple[dict[str, PlannedSplit], str]:
+def carve_splits(
+    source: Source, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[dict[str, PlannedSplit], str]:
     """The splits to write, in the order their samples are written, and the name of the evaluation split.
 
     A source without a test split gets a stratified ``test_fraction`` of train as ``test``, unless it has its own val

@@ -52,19 +52,29 @@ class Shard:
 class ShardReader:
     """Reads the wanted samples of one split's shards and turns them into ``(views, y, key)`` with ``transform``."""
 
-    def __init__(self, split_index: SplitIndex, root: Path, split: str, transform, label_map: dict[int, int] | None,
-                 on_error: str):
+    def __init__(
+        self,
+        split_index: SplitIndex,
+        root: Path,
+        split: str,
+        transform,
+        label_map: dict[int, int] | None,
+        on_error: str,
+    ):
         self.split_index, self.root, self.split, self.transform = split_index, root, split, transform
         self.label_map, self.on_error = label_map, on_error
 
     def problem(self, shard: Shard, message: str) -> None:
         """Raise DataError for ``message`` under ``on_error="raise"``; under ``"skip"`` the caller counts the loss."""
         if self.on_error == "raise":
-            raise DataError(f"{shard.path}: {message}; run `simclr-hpc data verify {self.root}` "
-                            f"(or set data.on_error=skip to drop corrupt samples)")
+            raise DataError(
+                f"{shard.path}: {message}; run `simclr-hpc data verify {self.root}` "
+                f"(or set data.on_error=skip to drop corrupt samples)"
+            )
 
-    def read(self, shard: Shard, want: Callable[[int], bool], batcher: Batcher,
-             skip: int = 0) -> Iterator[tuple[str, int, dict]]:
+    def read(
+        self, shard: Shard, want: Callable[[int], bool], batcher: Batcher, skip: int = 0
+    ) -> Iterator[tuple[str, int, dict]]:
         """``(key, label, parts)`` of the wanted, sound samples of one shard, in file order, after the first ``skip``
         wanted ones; problems raise or count."""
         stamp = self._stamp(shard)
@@ -73,7 +83,7 @@ class ShardReader:
             wanted = [(key, label, parts) for pos, key, label, parts in remembered if want(pos)]
             yield from wanted[skip:]
             return
-        shard_keys = self.split_index.keys[shard.start:shard.stop]
+        shard_keys = self.split_index.keys[shard.start : shard.stop]
         listed = {k: p for p, k in enumerate(shard_keys, start=shard.start)}
         expected = {k: p for k, p in listed.items() if want(p)}
         seen: set[str] = set()
@@ -151,8 +161,9 @@ class ShardReader:
             return f"key {key}: label {label} differs from index.json ({expected})", -1
         return None, label
 
-    def samples(self, draws: Iterator[dict], want: Callable[[int], bool], batcher: Batcher,
-                guard: int | None) -> Iterator[tuple]:
+    def samples(
+        self, draws: Iterator[dict], want: Callable[[int], bool], batcher: Batcher, guard: int | None
+    ) -> Iterator[tuple]:
         """Pipeline stage: ``{"shard": Shard, "skip": n}`` draws -> ``(shard, key, label, parts)`` of their wanted,
         sound samples (after the first ``skip``).
 
@@ -169,8 +180,10 @@ class ShardReader:
                 yield shard, key, label, raw
             barren = 0 if got else barren + 1
             if guard is not None and barren > guard:
-                raise DataError(f"{self.root}: split {self.split}: no readable samples in {len(shards)} shard(s) "
-                                f"after {barren} reads; run `simclr-hpc data verify {self.root}`")
+                raise DataError(
+                    f"{self.root}: split {self.split}: no readable samples in {len(shards)} shard(s) "
+                    f"after {barren} reads; run `simclr-hpc data verify {self.root}`"
+                )
 
     def decoded(self, samples: Iterator[tuple], rng: random.Random, batcher: Batcher) -> Iterator[tuple]:
         """Pipeline stage: ``(shard, key, label, parts)`` -> ``(views, y, key)``; bad images raise or are counted.
@@ -185,9 +198,11 @@ class ShardReader:
                 continue
             barren += 1
             if barren >= MAX_BARREN_SAMPLES:
-                raise DataError(f"{self.root}: split {self.split}: the last {barren} samples read were all "
-                                f"undecodable (e.g. {shard.path.name} key {key}); data.on_error=skip cannot train on "
-                                f"nothing: run `simclr-hpc data verify {self.root}` and rebuild the shards")
+                raise DataError(
+                    f"{self.root}: split {self.split}: the last {barren} samples read were all "
+                    f"undecodable (e.g. {shard.path.name} key {key}); data.on_error=skip cannot train on "
+                    f"nothing: run `simclr-hpc data verify {self.root}` and rebuild the shards"
+                )
 
     def _transform(self, shard: Shard, key: str, label: int, parts: dict, rng: random.Random, batcher: Batcher):
         """Decode and transform one sample; returns (views, y) or None when it is corrupt and skipped."""

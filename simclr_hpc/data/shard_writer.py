@@ -52,7 +52,7 @@ def ustar_header(name: str, size: int) -> bytes:
     if len(raw) > 100:
         raise ValueError(f"tar member name {name!r} is longer than 100 bytes")
     header = bytearray(_HEADER_TEMPLATE)
-    header[0:len(raw)] = raw
+    header[0 : len(raw)] = raw
     header[124:136] = b"%011o\0" % size
     header[148:156] = b"%06o\0 " % sum(header)
     return bytes(header)
@@ -183,9 +183,15 @@ def write_shard(plan: BuildPlan, shard: PlannedShard, images: _Images) -> dict:
     os.replace(partial, final)
     sizes = sorted({hw for _, _, hw in payloads.values()})
     colour = any((h := read_header(data)) is None or h.mode != "L" for data, _, _ in payloads.values())
-    record = {"plan": plan.digest, "name": shard.name, "count": shard.stop - shard.start,
-              "sha256": tar.sha256.hexdigest(), "bytes": tar.size, "sizes": [list(s) for s in sizes[:2]],
-              "colour": colour}
+    record = {
+        "plan": plan.digest,
+        "name": shard.name,
+        "count": shard.stop - shard.start,
+        "sha256": tar.sha256.hexdigest(),
+        "bytes": tar.size,
+        "sizes": [list(s) for s in sizes[:2]],
+        "colour": colour,
+    }
     # Not fsynced (nor the renames): a record or a rename lost in a crash only makes the rerun write the shard again;
     # four fsyncs per shard were most of a build's time on a local disk.
     done = plan.done_path(shard)
@@ -207,8 +213,14 @@ def _write_task(shard: PlannedShard) -> tuple[str, str | None]:
     return shard.name, None
 
 
-def run_pending(plan: BuildPlan, shards: list[PlannedShard], source: Source | None, check: Check, workers: int,
-                progress: Callable[[int, int], None] | None = None) -> None:
+def run_pending(
+    plan: BuildPlan,
+    shards: list[PlannedShard],
+    source: Source | None,
+    check: Check,
+    workers: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
     """Write ``shards`` with ``workers`` processes (1: in this process). A shard with a bad image fails alone: the
     others are written, and one DataError then names every bad file (at most ``MAX_PROBLEMS`` of them)."""
     _remove_own_partials(plan.root)
@@ -240,9 +252,14 @@ def run_pending(plan: BuildPlan, shards: list[PlannedShard], source: Source | No
         _JOB.clear()
     if problems:
         more = [f"... and {len(problems) - MAX_PROBLEMS} more bad image(s)"] if len(problems) > MAX_PROBLEMS else []
-        raise DataError(problems[:MAX_PROBLEMS] + more + [
-            f"{plan.root}: {len(problems)} shard(s) not written; the others are kept: fix or replace the files named "
-            "above and run the same command again (it writes only what is missing)"])
+        raise DataError(
+            problems[:MAX_PROBLEMS]
+            + more
+            + [
+                f"{plan.root}: {len(problems)} shard(s) not written; the others are kept: fix or replace the files named "
+                "above and run the same command again (it writes only what is missing)"
+            ]
+        )
 
 
 def _default_signals() -> None:

@@ -31,11 +31,19 @@ from simclr_hpc.data.sources import UNLABELED, DataError
 from simclr_hpc.data.tarcheck import end_marker_missing
 from simclr_hpc.outputs import OutputError, check_output_file
 
-__all__ = ["IMAGE_EXTS", "SPLITS", "DatasetIndex", "TruncatedShard", "check_sample", "inspect", "iter_tar_samples",
-           "read_index", "verify", "write_shards"]
+__all__ = [
+    "IMAGE_EXTS",
+    "SPLITS",
+    "DatasetIndex",
+    "TruncatedShard",
+    "check_sample",
+    "inspect",
+    "iter_tar_samples",
+    "read_index",
+    "verify",
+    "write_shards",
+]
 CONTACT_SHEET = "contact_sheet.png"
-
-
 
 
 class TruncatedShard(Exception):
@@ -176,16 +184,19 @@ def verify(shards_dir: str | Path) -> list[str]:
                         problems.append(f"{shard.name}: key {key}: label {label} but index.json says {expected[key]}")
             except TruncatedShard as exc:
                 where = f"after key {exc.after}" if exc.after else "at its start"
-                problems.append(f"{shard.name}: truncated or corrupt tar {where} ({exc}); {seen} of {shard.count} "
-                                f"samples readable; rebuild it with `simclr-hpc data shards`")
+                problems.append(
+                    f"{shard.name}: truncated or corrupt tar {where} ({exc}); {seen} of {shard.count} "
+                    f"samples readable; rebuild it with `simclr-hpc data shards`"
+                )
                 continue
             if seen != shard.count:
                 problems.append(f"{shard.name}: {seen} samples but index.json says {shard.count}")
     return problems
 
 
-def inspect(shards_dir: str | Path, per_class: int = 8, tile: int = 64, out: str | Path | None = None,
-            force: bool = False) -> dict:
+def inspect(
+    shards_dir: str | Path, per_class: int = 8, tile: int = 64, out: str | Path | None = None, force: bool = False
+) -> dict:
     """Counts per split and class, and a contact sheet PNG (one row of ``per_class`` examples per class) in the directory
     (or at ``out``: an existing file there is replaced only with ``force``; the directory's own sheet is always redone).
 

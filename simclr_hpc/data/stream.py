@@ -94,8 +94,15 @@ class Resampling:
 class ShardDataset(IterableDataset):
     """One rank's batches: a training stream when ``resampling`` is given, else one evaluation pass."""
 
-    def __init__(self, *, selection: Selection, transform: Callable, batch_size: int, placement: Placement,
-                 resampling: Resampling | None = None):
+    def __init__(
+        self,
+        *,
+        selection: Selection,
+        transform: Callable,
+        batch_size: int,
+        placement: Placement,
+        resampling: Resampling | None = None,
+    ):
         if selection.on_error not in ("raise", "skip"):
             raise DataError(f"data.on_error {selection.on_error!r}: use raise or skip")
         if batch_size < 1:
@@ -111,8 +118,10 @@ class ShardDataset(IterableDataset):
         if label_map is not None:
             missing = set(np.unique(split_index.labels[self.wanted_pos]).tolist()) - set(label_map)
             if missing:
-                raise DataError(f"label_map has no entry for label(s) {sorted(missing)} present in the requested "
-                                f"samples of split {self.split}")
+                raise DataError(
+                    f"label_map has no entry for label(s) {sorted(missing)} present in the requested "
+                    f"samples of split {self.split}"
+                )
         self.wanted_mask = np.zeros(len(split_index.keys), dtype=bool)
         self.wanted_mask[self.wanted_pos] = True
         self.shards = [
@@ -128,13 +137,18 @@ class ShardDataset(IterableDataset):
     def _plan_training(self, r: Resampling) -> None:
         streams, workers = r.streams_per_rank, self.placement.num_workers
         if streams < 1 or (workers and streams % workers):
-            raise DataError(f"{workers} loader workers cannot serve {streams} streams per rank: the worker count "
-                            f"must divide the stream count")
+            raise DataError(
+                f"{workers} loader workers cannot serve {streams} streams per rank: the worker count "
+                f"must divide the stream count"
+            )
         if r.steps_per_segment is not None and r.steps_per_segment < 1:
             raise DataError(f"steps per segment {r.steps_per_segment}: must be >= 1")
         self.candidates = [s for s in self.shards if s.wanted]
-        self.schedule = ShardSchedule([s.wanted for s in self.candidates], self.placement.world_size * streams,
-                                      derive_seed("schedule", r.seed, self.split))
+        self.schedule = ShardSchedule(
+            [s.wanted for s in self.candidates],
+            self.placement.world_size * streams,
+            derive_seed("schedule", r.seed, self.split),
+        )
         wanted_bytes = sum(_shard_bytes(s) * s.wanted / max(1, s.stop - s.start) for s in self.candidates)
         per_sample = max(1.0, wanted_bytes / max(1, len(self.wanted_pos)))
         # Never wait for more samples than the selection holds: a 1 % subset must still flow.
@@ -181,8 +195,12 @@ class ShardDataset(IterableDataset):
         batcher = Batcher(self.batch_size, self.finish_batch, self.collate_views)
         pipeline = wds.DataPipeline(
             lambda: ({"shard": self.candidates[s], "skip": skip} for s, skip in draws),
-            partial(self.reader.samples, want=lambda pos: self.wanted_mask[pos], batcher=batcher,
-                    guard=4 * len(self.candidates) + 8),
+            partial(
+                self.reader.samples,
+                want=lambda pos: self.wanted_mask[pos],
+                batcher=batcher,
+                guard=4 * len(self.candidates) + 8,
+            ),
             wds.shuffle(bufsize=self.buffer, initial=self.buffer, rng=random.Random(derive_seed("buffer", *parts))),
             partial(self.reader.decoded, rng=random.Random(derive_seed("augment", *parts)), batcher=batcher),
             wds.batched(self.batch_size, collation_fn=batcher.collate, partial=False),
@@ -204,8 +222,10 @@ class ShardDataset(IterableDataset):
         overlapping = [s for s in self.shards if s.stop > mine[0] and s.start <= mine[-1]]
         rng = random.Random(derive_seed("eval", p.rank, worker))
         batcher = Batcher(self.batch_size, self.finish_batch, self.collate_views)
-        nothing_read = (f"{self.root}: split {self.split}: none of the {len(mine)} samples of rank {p.rank} "
-                        f"worker {worker} is readable; run `simclr-hpc data verify {self.root}`")
+        nothing_read = (
+            f"{self.root}: split {self.split}: none of the {len(mine)} samples of rank {p.rank} "
+            f"worker {worker} is readable; run `simclr-hpc data verify {self.root}`"
+        )
         pipeline = wds.DataPipeline(
             lambda: ({"shard": s, "skip": 0} for s in overlapping),  # index order: no shard shuffle
             partial(self.reader.samples, want=lambda pos: mask[pos], batcher=batcher, guard=None),
@@ -240,8 +260,10 @@ def _wanted_positions(split_index: SplitIndex, keys: Sequence[str] | None, root,
         unknown = len(keyset) - len(wanted)
         if unknown:
             example = next(k for k in keyset if k not in set(all_keys))
-            raise DataError(f"{root}: {unknown} of the requested keys (e.g. {example!r}) are not in split "
-                            f"{split}; the subset was made for other shards; recompute it")
+            raise DataError(
+                f"{root}: {unknown} of the requested keys (e.g. {example!r}) are not in split "
+                f"{split}; the subset was made for other shards; recompute it"
+            )
     if len(wanted) == 0:
         raise DataError(f"{root}: split {split} has no samples to read (empty split or empty key subset)")
     return wanted

@@ -85,12 +85,25 @@ def _write(index, split: str, keys: set[str], out: Path) -> None:
                 tar = None
     if tar is not None:
         shards.append(_close(f, tar, name, count))
-    doc = {"format": FORMAT, "source": f"subset of {index.root} split {split}", "classes": index.classes,
-           "image_format": index.image_format, "seed": index.seed, "val_fraction": 0.0, "labelled": index.labelled,
-           "eval_split": index.eval_split, "image_size": list(index.image_size) if index.image_size else None,
-           "channels": index.channels,
-           "splits": {"train": {"keys": [source.keys[i] for i in wanted],
-                                "labels": [int(source.labels[i]) for i in wanted], "shards": shards}}}
+    doc = {
+        "format": FORMAT,
+        "source": f"subset of {index.root} split {split}",
+        "classes": index.classes,
+        "image_format": index.image_format,
+        "seed": index.seed,
+        "val_fraction": 0.0,
+        "labelled": index.labelled,
+        "eval_split": index.eval_split,
+        "image_size": list(index.image_size) if index.image_size else None,
+        "channels": index.channels,
+        "splits": {
+            "train": {
+                "keys": [source.keys[i] for i in wanted],
+                "labels": [int(source.labels[i]) for i in wanted],
+                "shards": shards,
+            }
+        },
+    }
     if source.names is not None:
         doc["splits"]["train"]["names"] = [source.names[i] for i in wanted]
     doc["content_hash"] = content_hash(doc)

@@ -39,8 +39,9 @@ def class_order(available, draw: int, seed: int) -> list[int]:
     return [int(c) for c in rng.permutation(np.asarray(sorted(int(c) for c in available)))]
 
 
-def class_subset(labels: np.ndarray, k: int, class_seed: int, images_per_class: int = 0,
-                 seed: int = 0) -> tuple[np.ndarray, list[int]]:
+def class_subset(
+    labels: np.ndarray, k: int, class_seed: int, images_per_class: int = 0, seed: int = 0
+) -> tuple[np.ndarray, list[int]]:
     """``(positions, classes)``: the first ``k`` classes of draw ``class_seed``'s order of the classes for ``seed``
     (:func:`class_order`) and, of each, ``images_per_class`` samples chosen with ``seed`` (0 = all of them).
 
@@ -51,8 +52,10 @@ def class_subset(labels: np.ndarray, k: int, class_seed: int, images_per_class: 
     labels = np.asarray(labels)
     available = np.unique(labels)
     if k < 1 or k > len(available):
-        raise DataError(f"class subset: k={k} but the split has {len(available)} classes; "
-                        f"choose 1 <= transfer.num_classes <= {len(available)}")
+        raise DataError(
+            f"class subset: k={k} but the split has {len(available)} classes; "
+            f"choose 1 <= transfer.num_classes <= {len(available)}"
+        )
     if images_per_class < 0:
         raise DataError(f"class subset: images_per_class={images_per_class} must be >= 0 (0 = all)")
     classes = sorted(class_order(available, class_seed, seed)[:k])
@@ -75,8 +78,9 @@ def positions_for_classes(labels: np.ndarray, classes: list[int]) -> np.ndarray:
     return np.flatnonzero(np.isin(np.asarray(labels), np.asarray(classes)))
 
 
-def positions_from_file(path: str | Path, keys: list[str], names: list[str] | None = None,
-                        field: str = "finetune.label_subset_file") -> tuple[np.ndarray, str]:
+def positions_from_file(
+    path: str | Path, keys: list[str], names: list[str] | None = None, field: str = "finetune.label_subset_file"
+) -> tuple[np.ndarray, str]:
     """``(positions, sha256)``: the sorted positions of exactly the images a subset file lists, and the file's hash.
 
     One image per line, named by its shard key (``train-0001234``) or by its original file name (``n01440764_10026.JPEG``,
@@ -102,14 +106,19 @@ def positions_from_file(path: str | Path, keys: list[str], names: list[str] | No
             continue
         found = [by_key[entry]] if entry in by_key else by_name.get(entry, [])
         if len(found) != 1:
-            what = "names no image of the split (neither a shard key nor a file name)" if not found else \
-                f"is the file name of {len(found)} images; list their shard keys instead"
+            what = (
+                "names no image of the split (neither a shard key nor a file name)"
+                if not found
+                else f"is the file name of {len(found)} images; list their shard keys instead"
+            )
             problems.append(f"{field}: {path} line {number}: {entry!r} {what}")
         else:
             chosen.add(found[0])
     if problems:
-        raise DataError(problems[:20] + ([f"{field}: {path}: {len(problems) - 20} more lines like these"]
-                                         if len(problems) > 20 else []))
+        raise DataError(
+            problems[:20]
+            + ([f"{field}: {path}: {len(problems) - 20} more lines like these"] if len(problems) > 20 else [])
+        )
     if not chosen:
         raise DataError(f"{field}: {path} lists no image")
     return np.asarray(sorted(chosen), dtype=np.int64), hashlib.sha256(data).hexdigest()

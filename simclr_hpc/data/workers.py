@@ -45,6 +45,12 @@ def fit_workers(configured: int, local_world_size: int | None = None) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _warn(configured: int, fitted: int, cpus: int) -> None:
-    log.warning("data.num_workers=%d does not fit the %d CPU(s) of this task (one stays with training): %d loader "
-                "worker(s) serve its %d streams instead (the same batches); ask for more CPUs per task (the site "
-                "profile's cpus_per_gpu) to read faster", configured, cpus, fitted, configured)
+    log.warning(
+        "data.num_workers=%d does not fit the %d CPU(s) of this task (one stays with training): %d loader "
+        "worker(s) serve its %d streams instead (the same batches); ask for more CPUs per task (the site "
+        "profile's cpus_per_gpu) to read faster",
+        configured,
+        cpus,
+        fitted,
+        configured,
+    )

@@ -28,8 +28,22 @@ LAUNCHERS = ("apptainer", "podman")
 # What a task needs from the host environment inside podman (apptainer passes everything): Slurm's and submitit's
 # variables (the rank environment is derived from them inside), ours, and the usual runtime knobs. Podman reads a
 # trailing "*" as "every host variable with this prefix".
-PODMAN_ENV = ("SLURM_*", "SUBMITIT_*", "SIMCLR_*", "NCCL_*", "TORCH_*", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
-              "MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK")
+PODMAN_ENV = (
+    "SLURM_*",
+    "SUBMITIT_*",
+    "SIMCLR_*",
+    "NCCL_*",
+    "TORCH_*",
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+)
 
 
 # Left unquoted on purpose (a fixed text): the batch script expands the job id, so `podman ps --filter
@@ -58,8 +72,18 @@ def launcher_words(profile, image: str, run_root: Path) -> list[str]:
         for spec in binds:
             words += ["--bind", spec]
         return [*words, *profile.container_args, image]
-    words = ["podman", "run", "--rm", "--network=host", "--pid=host", "--ipc=host", "--uts=host",
-             f"--user={os.getuid()}:{os.getgid()}", "--entrypoint=", JOB_LABEL]
+    words = [
+        "podman",
+        "run",
+        "--rm",
+        "--network=host",
+        "--pid=host",
+        "--ipc=host",
+        "--uts=host",
+        f"--user={os.getuid()}:{os.getgid()}",
+        "--entrypoint=",
+        JOB_LABEL,
+    ]
     if gpus:
         words += ["--device=nvidia.com/gpu=all", "--security-opt=label=disable"]
     for spec in binds:
@@ -81,15 +105,21 @@ def resolve_image(profile, check: bool = True) -> str:
     if profile.container_launcher == "apptainer":
         path = Path(profile.image).expanduser().absolute()
         if check and not path.is_file():
-            raise LaunchError(f"--container {profile.image}: image file not found (build it with "
-                              f"`apptainer build simclr-hpc.sif apptainer.def`, or give the right path)")
+            raise LaunchError(
+                f"--container {profile.image}: image file not found (build it with "
+                f"`apptainer build simclr-hpc.sif apptainer.def`, or give the right path)"
+            )
         if check and path.stat().st_size == 0:
-            raise LaunchError(f"--container {profile.image}: the image file is empty (an interrupted build or copy); "
-                              "build it again with `apptainer build simclr-hpc.sif apptainer.def`")
+            raise LaunchError(
+                f"--container {profile.image}: the image file is empty (an interrupted build or copy); "
+                "build it again with `apptainer build simclr-hpc.sif apptainer.def`"
+            )
         return str(path)
     if check and not podman_image_exists(profile.image):
-        raise LaunchError(f"--container {profile.image}: podman has no such image (build it with `make image`, "
-                          f"or give the name `podman images` shows)")
+        raise LaunchError(
+            f"--container {profile.image}: podman has no such image (build it with `make image`, "
+            f"or give the name `podman images` shows)"
+        )
     return profile.image
 
 

@@ -40,7 +40,9 @@ def first_host(nodelist: str) -> str:
         return _parse_node_list(nodelist)[0]
     except (SlurmParseException, IndexError):
         if shutil.which("scontrol"):
-            out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
+            )
             return out.stdout.split()[0]
         raise
 

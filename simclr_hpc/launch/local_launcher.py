@@ -49,8 +49,9 @@ class LocalLauncher(Launcher):
         for jid in batch.dependency.ids:
             rows = [r for r in registry.find(jid) if r.executor in ON_THIS_MACHINE]
             if not rows:
-                raise LaunchError(f"--dependency {batch.dependency.kind}:{jid}: no job {jid} of this machine in "
-                                  f"{registry.path}")
+                raise LaunchError(
+                    f"--dependency {batch.dependency.kind}:{jid}: no job {jid} of this machine in {registry.path}"
+                )
             waits += [(int(r.job_id), str(r.result_path)) for r in rows]
         return waits
 
@@ -64,16 +65,18 @@ class LocalLauncher(Launcher):
             # since oversubscribed BLAS/oneDNN threads make small models many times slower.
             setup.append(f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{threads}}}")
         executor = submitit.AutoExecutor(folder=folder, cluster="local")
-        executor.update_parameters(timeout_min=spec.profile.time_min, tasks_per_node=spec.tasks_per_node,
-                                   local_setup=setup)
+        executor.update_parameters(
+            timeout_min=spec.profile.time_min, tasks_per_node=spec.tasks_per_node, local_setup=setup
+        )
         return executor
 
     def submit_one(self, batch: Batch) -> JobRecord:
         cfg = batch.cfgs[0]
         folder = stage_log_dir(batch.stage, cfg)
         write_submitted_config(batch.stage, cfg)
-        job = self.submitit_executor(batch.spec, folder).submit(StageJob(batch.target, self.waits(batch)),
-                                                               batch.stage, cfg.model_dump(mode="json"))
+        job = self.submitit_executor(batch.spec, folder).submit(
+            StageJob(batch.target, self.waits(batch)), batch.stage, cfg.model_dump(mode="json")
+        )
         return self.record(batch, cfg, job.job_id, folder, dependency=batch.dependency.sbatch())
 
     def submit_array(self, batch: Batch, stamp: str) -> list[JobRecord]:
@@ -98,8 +101,10 @@ class LocalLauncher(Launcher):
 
     def states(self, records: list[JobRecord]) -> dict[int, Seen]:
         """A run is done when it wrote result.json (a worker runs several); else running while its worker lives."""
-        return {rec.id: Seen("COMPLETED" if rec.result_path.exists() else
-                             "RUNNING" if _own_process(rec) else "FAILED") for rec in records}
+        return {
+            rec.id: Seen("COMPLETED" if rec.result_path.exists() else "RUNNING" if _own_process(rec) else "FAILED")
+            for rec in records
+        }
 
     def cancel(self, record: JobRecord) -> bool:
         # Signalled only while the pid is still the job's own process (submitit's, started at its submission): a pid
@@ -159,4 +164,3 @@ class InProcessLauncher(LocalLauncher):
 
 ON_THIS_MACHINE = (LocalLauncher.name, InProcessLauncher.name)
 """Launchers whose job ids are process ids of this machine (a local dependency can wait for them)."""
-

@@ -24,11 +24,26 @@ from simclr_hpc.launch.errors import LaunchError
 _CONSTRAINT = re.compile(r"^[A-Za-z0-9_.:&|,\[\]*!-]{1,200}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Slurm time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
-_TIME = re.compile(r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$")
+_TIME = re.compile(
+    r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$"
+)
 # A year: longer limits are typos (99999-00:00:00) that Slurm would queue forever as "PartitionTimeLimit".
 MAX_TIME_MIN = 365 * 24 * 60
-_MAIL_TYPES = {"NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT", "TIME_LIMIT",
-               "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS"}
+_MAIL_TYPES = {
+    "NONE",
+    "BEGIN",
+    "END",
+    "FAIL",
+    "REQUEUE",
+    "ALL",
+    "INVALID_DEPEND",
+    "STAGE_OUT",
+    "TIME_LIMIT",
+    "TIME_LIMIT_90",
+    "TIME_LIMIT_80",
+    "TIME_LIMIT_50",
+    "ARRAY_TASKS",
+}
 
 
 def check_plain_text(value: str, what: str, max_len: int = 4096) -> str:
@@ -62,8 +77,10 @@ def parse_time_min(value: str | int, what: str = "time") -> int:
     if minutes < 1:
         raise ValueError(f"{what} {value!r}: must be at least 1 minute")
     if minutes > MAX_TIME_MIN:
-        raise ValueError(f"{what} {value!r}: more than {MAX_TIME_MIN // (24 * 60)} days; no site accepts that, and "
-                         "runs resume from checkpoints anyway: ask for the partition's limit")
+        raise ValueError(
+            f"{what} {value!r}: more than {MAX_TIME_MIN // (24 * 60)} days; no site accepts that, and "
+            "runs resume from checkpoints anyway: ask for the partition's limit"
+        )
     return minutes
 
 

@@ -137,8 +137,10 @@ class Registry:
         version = con.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             con.close()
-            raise RegistryError(f"{self.path}: job registry written by a newer simclr-hpc (schema {version}; this one "
-                                f"reads up to {SCHEMA_VERSION}); use that version, or another run.root")
+            raise RegistryError(
+                f"{self.path}: job registry written by a newer simclr-hpc (schema {version}; this one "
+                f"reads up to {SCHEMA_VERSION}); use that version, or another run.root"
+            )
         con.executescript(SCHEMA)
         if version < SCHEMA_VERSION:
             if "reason" not in {row["name"] for row in con.execute("PRAGMA table_info(jobs)")}:
@@ -161,8 +163,10 @@ class Registry:
         except sqlite3.Error as err:
             raise RegistryError(sqlite_problem(self.path, err, LOCK_WAIT_S)) from None
         except OSError as err:
-            raise RegistryError(f"{self.path}: cannot use the job registry ({err.strerror or err}); check that "
-                                f"{self.path.parent} is a writable directory") from None
+            raise RegistryError(
+                f"{self.path}: cannot use the job registry ({err.strerror or err}); check that "
+                f"{self.path.parent} is a writable directory"
+            ) from None
 
     def _clear_stale_lock(self) -> None:
         lock = Path(f"{self.path}.lock")
@@ -213,8 +217,10 @@ class Registry:
             return
         with self._open() as con:
             for rec in records:
-                con.execute("UPDATE jobs SET state = ?, result_hash = ?, reason = ?, updated_at = ? WHERE id = ?",
-                            (rec.state, rec.result_hash, rec.reason, rec.updated_at, rec.id))
+                con.execute(
+                    "UPDATE jobs SET state = ?, result_hash = ?, reason = ?, updated_at = ? WHERE id = ?",
+                    (rec.state, rec.result_hash, rec.reason, rec.updated_at, rec.id),
+                )
 
     def set_state(self, job_ids: list[str], state: str) -> None:
         """Mark unfinished rows (by job id or array id) with a state, e.g. CANCELLED right after scancel."""
@@ -223,14 +229,18 @@ class Registry:
             for jid in job_ids:
                 con.execute(
                     "UPDATE jobs SET state = ?, updated_at = ? WHERE (job_id = ? OR array_job_id = ?) AND state NOT IN "
-                    f"({', '.join('?' for _ in ended)})", (state, now_utc(), jid, jid, *ended))
+                    f"({', '.join('?' for _ in ended)})",
+                    (state, now_utc(), jid, jid, *ended),
+                )
 
     def record_failure(self, run_dir: str | Path, reason: str) -> bool:
         """Called by a failing job: write ``reason`` into the latest row of ``run_dir``. False when there is no row
         (yet: the submitter records a job right after sbatch returns, which a job failing at once may beat)."""
         with self._open() as con:
-            cur = con.execute("UPDATE jobs SET reason = ?, updated_at = ? WHERE id = "
-                              "(SELECT MAX(id) FROM jobs WHERE run_dir = ?)", (reason, now_utc(), str(run_dir)))
+            cur = con.execute(
+                "UPDATE jobs SET reason = ?, updated_at = ? WHERE id = (SELECT MAX(id) FROM jobs WHERE run_dir = ?)",
+                (reason, now_utc(), str(run_dir)),
+            )
             return cur.rowcount > 0
 
 

@@ -64,20 +64,47 @@ class FinishShardsTask:
 def shard_job_spec(request: LaunchRequest, out_dir: Path, name: str, cpus: int | None) -> JobSpec:
     """The spec of one CPU-only job of the build (``cpus`` None: the profile's CPUs of a node's GPUs)."""
     if launcher_for(request.executor).blocking:
-        raise LaunchError(f"--submit builds shards through a scheduler; the {request.executor} executor runs here "
-                          f"(run `simclr-hpc data shards` without --submit to build on this machine)")
+        raise LaunchError(
+            f"--submit builds shards through a scheduler; the {request.executor} executor runs here "
+            f"(run `simclr-hpc data shards` without --submit to build on this machine)"
+        )
     profile = effective_profile(request)
     cpus = cpus or profile.cpus_per_gpu * max(1, profile.gpus_per_node)
     profile = profile.model_copy(update={"gpus_per_node": 0})
     image = resolve_image(profile) if profile.image else None
     python = container_python(profile, image, out_dir.parent) if image else shlex.quote(sys.executable)
     setup = [f"export {k}={shlex.quote(v)}" for k, v in profile.env.items()] + list(profile.setup)
-    params = {"job_name": name[:100], "time": profile.time_min, "nodes": 1, "ntasks_per_node": 1, "cpus_per_task": cpus,
-              "array_parallelism": profile.array_parallelism, "setup": setup}
-    params.update({k: v for k, v in (("partition", profile.partition), ("account", profile.account),
-                                     ("qos", profile.qos), ("constraint", profile.constraint)) if v})
-    return JobSpec(stage="shards", profile=profile, nodes=1, tasks_per_node=1, python=python, image=image,
-                   slurm_params=params, setup=tuple(setup))
+    params = {
+        "job_name": name[:100],
+        "time": profile.time_min,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+        "cpus_per_task": cpus,
+        "array_parallelism": profile.array_parallelism,
+        "setup": setup,
+    }
+    params.update(
+        {
+            k: v
+            for k, v in (
+                ("partition", profile.partition),
+                ("account", profile.account),
+                ("qos", profile.qos),
+                ("constraint", profile.constraint),
+            )
+            if v
+        }
+    )
+    return JobSpec(
+        stage="shards",
+        profile=profile,
+        nodes=1,
+        tasks_per_node=1,
+        python=python,
+        image=image,
+        slurm_params=params,
+        setup=tuple(setup),
+    )
 
 
 def _finish_spec(request: LaunchRequest, out_dir: Path, dependency: str) -> JobSpec:
@@ -107,14 +134,17 @@ def render_shard_array(out_dir: str | Path, tasks: int, request: LaunchRequest, 
     return [render_sbatch(spec, _folder(out_dir), tasks), render_sbatch(finish, _folder(out_dir))]
 
 
-def submit_shard_array(out_dir: str | Path, tasks: int, request: LaunchRequest, check: str = "header",
-                       cpus: int | None = None) -> ShardArrayJobs:
+def submit_shard_array(
+    out_dir: str | Path, tasks: int, request: LaunchRequest, check: str = "header", cpus: int | None = None
+) -> ShardArrayJobs:
     """Submit ``tasks`` array tasks over the plan saved in ``out_dir``, then the job that writes ``index.json``."""
     out_dir = Path(out_dir).absolute()
     spec = shard_job_spec(request, out_dir, f"shards-{out_dir.name}", cpus)
     folder = _folder(out_dir)
     slurm = SlurmLauncher()
-    jobs = slurm.submitit_executor(spec, folder).map_array(ShardRangeTask(str(out_dir), tasks, check), list(range(tasks)))
+    jobs = slurm.submitit_executor(spec, folder).map_array(
+        ShardRangeTask(str(out_dir), tasks, check), list(range(tasks))
+    )
     array_id = jobs[0].job_id.split("_")[0]
     finish = _finish_spec(request, out_dir, f"afterok:{array_id}")
     job = slurm.submitit_executor(finish, folder).submit(FinishShardsTask(str(out_dir)))

@@ -16,9 +16,19 @@ import subprocess
 from typing import NamedTuple
 
 # States after which a job never runs again (REQUEUED, PREEMPTED, PENDING, RUNNING, ... can still change).
-TERMINAL_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "REVOKED",
-})
+TERMINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+    }
+)
 JOB_ID = re.compile(r"^\d+(_\d+)?$")
 
 

@@ -5,6 +5,13 @@ from simclr_hpc.models.build import Arch, build_classifier, build_simclr, classi
 from simclr_hpc.models.heads import Classifier, ProjectionHead, SimCLRModel, head_hidden_dim
 
 __all__ = [
-    "Arch", "build_backbone", "build_classifier", "build_simclr", "classifier_on", "Classifier", "ProjectionHead",
-    "SimCLRModel", "head_hidden_dim",
+    "Arch",
+    "build_backbone",
+    "build_classifier",
+    "build_simclr",
+    "classifier_on",
+    "Classifier",
+    "ProjectionHead",
+    "SimCLRModel",
+    "head_hidden_dim",
 ]

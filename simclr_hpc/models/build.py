@@ -52,8 +52,12 @@ class Arch:
 
     @classmethod
     def from_meta(cls, meta: dict) -> "Arch":
-        return cls(meta["kind"], ModelSection.model_validate(meta["model"]), int(meta.get("head_layers", 0)),
-                   int(meta.get("num_classes", 0)))
+        return cls(
+            meta["kind"],
+            ModelSection.model_validate(meta["model"]),
+            int(meta.get("head_layers", 0)),
+            int(meta.get("num_classes", 0)),
+        )
 
     def build(self) -> SimCLRModel | Classifier:
         """The model this describes, with random weights (load the exported state into it)."""

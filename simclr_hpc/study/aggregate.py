@@ -112,9 +112,27 @@ class Row:
 
 
 COLUMNS = tuple(f.name for f in fields(Row))
-RESULT_METRICS = ("top1", "chance_norm_top1", "num_classes", "eval_images", "top5", "knn_top1_k20", "knn_top1_k200",
-                  "probe_epochs", "probe_train_loss", "probe_penalty", "alignment", "uniformity", "alignment_h",
-                  "uniformity_h", "embed_std", "positive_rank1", "monitor_s_total", "loss", "teacher_top1")
+RESULT_METRICS = (
+    "top1",
+    "chance_norm_top1",
+    "num_classes",
+    "eval_images",
+    "top5",
+    "knn_top1_k20",
+    "knn_top1_k200",
+    "probe_epochs",
+    "probe_train_loss",
+    "probe_penalty",
+    "alignment",
+    "uniformity",
+    "alignment_h",
+    "uniformity_h",
+    "embed_std",
+    "positive_rank1",
+    "monitor_s_total",
+    "loss",
+    "teacher_top1",
+)
 """Keys of a result's ``metrics`` copied into its row."""
 RESULT_FACTS = ("steps", "wall_s", "images_per_s", "world_size", "skipped_samples", "config_hash")
 """Top-level keys of a result copied into its row."""
@@ -160,12 +178,20 @@ def read_jobs(plan: Plan, refresh: bool = False) -> dict[str, dict]:
         return {}
     registry = launch.Registry(path)
     records = launch.refresh(registry) if refresh else registry.all()
-    return {f"{rec.stage}/{rec.run_name}": {"state": rec.state, "job_id": rec.job_id, "stderr": rec.stderr,
-                                            "reason": rec.reason} for rec in records}
+    return {
+        f"{rec.stage}/{rec.run_name}": {
+            "state": rec.state,
+            "job_id": rec.job_id,
+            "stderr": rec.stderr,
+            "reason": rec.reason,
+        }
+        for rec in records
+    }
 
 
-def run_status(run: RunSpec, events: dict[str, dict], jobs: dict[str, dict] | None = None
-               ) -> tuple[str, dict | None, str]:
+def run_status(
+    run: RunSpec, events: dict[str, dict], jobs: dict[str, dict] | None = None
+) -> tuple[str, dict | None, str]:
     """(status, result or None, error text) of one planned run."""
     result = read_result(run.result_path)
     if result is not None:
@@ -202,8 +228,9 @@ def _row(run: RunSpec, status: str, result: dict | None, error: str) -> Row:
     if result is None:
         return row
     metrics = result.get("metrics") or {}
-    row = replace(row, **{key: metrics.get(key) for key in RESULT_METRICS},
-                  **{key: result.get(key) for key in RESULT_FACTS})
+    row = replace(
+        row, **{key: metrics.get(key) for key in RESULT_METRICS}, **{key: result.get(key) for key in RESULT_FACTS}
+    )
     if row.k is None and row.section == "transfer":
         row.k = row.num_classes
     if row.top1 is not None and (row.num_classes or 0) >= 2:

@@ -49,8 +49,15 @@ def pretrain_runs(b: PlanBuilder) -> None:
     study = b.study
     stage_set = b.nest(study.pretrain.set, "pretrain.set")
     for seed, (enc, spec) in product(study.seeds, study.encoders.items()):
-        b.add("pretrain", f"{enc}-s{seed}", spec.dataset, [stage_set, b.nest(spec.set, f"encoders.{enc}.set")], {}, (),
-              {"section": "pretrain", "encoder": enc, "base": study.encoder_base(enc), "seed": seed})
+        b.add(
+            "pretrain",
+            f"{enc}-s{seed}",
+            spec.dataset,
+            [stage_set, b.nest(spec.set, f"encoders.{enc}.set")],
+            {},
+            (),
+            {"section": "pretrain", "encoder": enc, "base": study.encoder_base(enc), "seed": seed},
+        )
 
 
 def finetune_runs(b: PlanBuilder) -> None:
@@ -59,13 +66,32 @@ def finetune_runs(b: PlanBuilder) -> None:
     section = b.nest(ft.set, "finetune.set")
     cells = [(p, f, layer) for p in ft.protocols for f in ft.fractions(p) for layer in ft.head_layers]
     for seed, enc, (protocol, fraction, layer) in product(study.seeds, ft.encoders, cells):
-        forced = {"finetune": {"encoder": b.pretrain_dir(enc, seed), "label_fraction": fraction,
-                               "from_head_layer": layer, "protocol": protocol}}
-        b.add("finetune", f"{enc}-lf{fmt_number(fraction)}-h{layer}-{protocol}-s{seed}",
-              ft.dataset or study.encoders[enc].dataset, [b.encoder_model(enc), section], forced,
-              (b.pretrain_key(enc, seed),),
-              {"section": "finetune", "encoder": enc, "base": study.encoder_base(enc), "seed": seed,
-               "label_fraction": fraction, "head_layer": layer, "protocol": protocol, "arch": b.arch(enc)})
+        forced = {
+            "finetune": {
+                "encoder": b.pretrain_dir(enc, seed),
+                "label_fraction": fraction,
+                "from_head_layer": layer,
+                "protocol": protocol,
+            }
+        }
+        b.add(
+            "finetune",
+            f"{enc}-lf{fmt_number(fraction)}-h{layer}-{protocol}-s{seed}",
+            ft.dataset or study.encoders[enc].dataset,
+            [b.encoder_model(enc), section],
+            forced,
+            (b.pretrain_key(enc, seed),),
+            {
+                "section": "finetune",
+                "encoder": enc,
+                "base": study.encoder_base(enc),
+                "seed": seed,
+                "label_fraction": fraction,
+                "head_layer": layer,
+                "protocol": protocol,
+                "arch": b.arch(enc),
+            },
+        )
     finetune_baselines(b)
 
 
@@ -86,15 +112,32 @@ def _teacher_runs(b: PlanBuilder, seed: int, fraction: float) -> dict[str, RunSp
     teacher_section = b.nest(dist.teacher_set, "distill.teacher_set")
     runs = {}
     for tname, teacher in dist.teachers.items():
-        forced = {"finetune": {"encoder": b.pretrain_dir(teacher.encoder, seed), "label_fraction": fraction,
-                               "from_head_layer": teacher.head_layer, "protocol": teacher.protocol}}
-        run = b.add("finetune", f"teacher-{tname}-lf{fmt_number(fraction)}-s{seed}", dist.dataset,
-                    [b.encoder_model(teacher.encoder), teacher_section,
-                     b.nest(teacher.set, f"distill.teachers.{tname}.set")], forced,
-                    (b.pretrain_key(teacher.encoder, seed),),
-                    {"section": "teacher", "teacher": tname, "encoder": teacher.encoder,
-                     "teacher_base": b.study.encoder_base(teacher.encoder), "seed": seed,
-                     "label_fraction": fraction, "protocol": teacher.protocol, "head_layer": teacher.head_layer})
+        forced = {
+            "finetune": {
+                "encoder": b.pretrain_dir(teacher.encoder, seed),
+                "label_fraction": fraction,
+                "from_head_layer": teacher.head_layer,
+                "protocol": teacher.protocol,
+            }
+        }
+        run = b.add(
+            "finetune",
+            f"teacher-{tname}-lf{fmt_number(fraction)}-s{seed}",
+            dist.dataset,
+            [b.encoder_model(teacher.encoder), teacher_section, b.nest(teacher.set, f"distill.teachers.{tname}.set")],
+            forced,
+            (b.pretrain_key(teacher.encoder, seed),),
+            {
+                "section": "teacher",
+                "teacher": tname,
+                "encoder": teacher.encoder,
+                "teacher_base": b.study.encoder_base(teacher.encoder),
+                "seed": seed,
+                "label_fraction": fraction,
+                "protocol": teacher.protocol,
+                "head_layer": teacher.head_layer,
+            },
+        )
         if run:
             runs[tname] = run
     return runs
@@ -113,10 +156,21 @@ def _student_inits(b: PlanBuilder, seed: int) -> dict[str, tuple[str, tuple[str,
         spec = study.encoders[enc]
         key = f"pretrain/{enc}-student-s{seed}"
         if key not in {run.key for run in b.runs}:
-            b.add("pretrain", f"{enc}-student-s{seed}", spec.dataset,
-                  [b.nest(study.pretrain.set, "pretrain.set"), b.nest(spec.set, f"encoders.{enc}.set")], {}, (),
-                  {"section": "student_init", "encoder": enc, "base": study.encoder_base(enc), "seed": seed,
-                   "run_seed": run_seed})
+            b.add(
+                "pretrain",
+                f"{enc}-student-s{seed}",
+                spec.dataset,
+                [b.nest(study.pretrain.set, "pretrain.set"), b.nest(spec.set, f"encoders.{enc}.set")],
+                {},
+                (),
+                {
+                    "section": "student_init",
+                    "encoder": enc,
+                    "base": study.encoder_base(enc),
+                    "seed": seed,
+                    "run_seed": run_seed,
+                },
+            )
         out[sname] = (str(rundir.run_dir(study.root, study.name, "pretrain", f"{enc}-student-s{seed}")), (key,))
     return out
 
@@ -131,32 +185,70 @@ def distill_runs(b: PlanBuilder) -> None:
     student_base = {sname: _student_base(b, student) for sname, student in dist.students.items()}
     for seed in study.seeds:
         inits = _student_inits(b, seed)
-        layers = {sname: [b.encoder_model(st.encoder) if st.encoder else {}, section,
-                          b.nest(st.set, f"distill.students.{sname}.set")] for sname, st in dist.students.items()}
+        layers = {
+            sname: [
+                b.encoder_model(st.encoder) if st.encoder else {},
+                section,
+                b.nest(st.set, f"distill.students.{sname}.set"),
+            ]
+            for sname, st in dist.students.items()
+        }
         for fraction in dist.label_fractions:
             teachers = _teacher_runs(b, seed, fraction)
             lf = fmt_number(fraction)
             common = {"seed": seed, "label_fraction": fraction}
             for sname, student in dist.students.items() if dist.baseline else ():
                 init, deps = inits[sname]
-                forced = {"distill": {"teacher": "", "student_init": init, "label_weight": 1.0,
-                                      "label_fraction": fraction}}
-                b.add("distill", f"baseline-{sname}-lf{lf}-s{seed}", dist.dataset, layers[sname], forced, deps,
-                      {"section": "baseline", "student": sname, "student_base": student_base[sname],
-                       "student_init": student.init, **common})
+                forced = {
+                    "distill": {"teacher": "", "student_init": init, "label_weight": 1.0, "label_fraction": fraction}
+                }
+                b.add(
+                    "distill",
+                    f"baseline-{sname}-lf{lf}-s{seed}",
+                    dist.dataset,
+                    layers[sname],
+                    forced,
+                    deps,
+                    {
+                        "section": "baseline",
+                        "student": sname,
+                        "student_base": student_base[sname],
+                        "student_init": student.init,
+                        **common,
+                    },
+                )
             for tname, sname in pairs:
                 teacher = teachers.get(tname)
                 if teacher is None:
                     continue
                 init, deps = inits[sname]
-                forced = {"distill": {"teacher": str(teacher.run_dir), "student_init": init, "label_weight": 0.0,
-                                      "label_fraction": fraction}}
+                forced = {
+                    "distill": {
+                        "teacher": str(teacher.run_dir),
+                        "student_init": init,
+                        "label_weight": 0.0,
+                        "label_fraction": fraction,
+                    }
+                }
                 tbase = study.encoder_base(dist.teachers[tname].encoder)
-                b.add("distill", f"{tname}-to-{sname}-lf{lf}-s{seed}", dist.dataset, layers[sname], forced,
-                      (teacher.key, *deps),
-                      {"section": "distill", "teacher": tname, "student": sname, "teacher_base": tbase,
-                       "student_base": student_base[sname], "same_base": tbase == student_base[sname],
-                       "student_init": dist.students[sname].init, **common})
+                b.add(
+                    "distill",
+                    f"{tname}-to-{sname}-lf{lf}-s{seed}",
+                    dist.dataset,
+                    layers[sname],
+                    forced,
+                    (teacher.key, *deps),
+                    {
+                        "section": "distill",
+                        "teacher": tname,
+                        "student": sname,
+                        "teacher_base": tbase,
+                        "student_base": student_base[sname],
+                        "same_base": tbase == student_base[sname],
+                        "student_init": dist.students[sname].init,
+                        **common,
+                    },
+                )
 
 
 def _class_count(study: Study, dataset: str) -> int | None:
@@ -172,8 +264,12 @@ def _transfer_targets(b: PlanBuilder):
         k_all = _class_count(study, target.dataset)
         for k in target.num_classes:
             for draw in range(1 if k == k_all else target.draws):
-                yield (target.dataset, f"{target.dataset}-k{k}-d{draw}", {"num_classes": k, "class_seed": draw},
-                       {"kind": "within", "k": k, "subset_draw": draw})
+                yield (
+                    target.dataset,
+                    f"{target.dataset}-k{k}-d{draw}",
+                    {"num_classes": k, "class_seed": draw},
+                    {"kind": "within", "k": k, "subset_draw": draw},
+                )
     for dataset in tr.across:
         k_all = _class_count(study, dataset)
         yield dataset, f"{dataset}-all", {"num_classes": 0}, {"kind": "across", "k": k_all, "subset_draw": None}
@@ -190,13 +286,24 @@ def transfer_runs(b: PlanBuilder) -> None:
         labels = {"section": "transfer", "encoder": enc, "seed": seed, "protocol": protocol, "arch": b.arch(enc)}
         forced = {"encoder": b.pretrain_dir(enc, seed), "images_per_class": tr.images_per_class, "protocol": protocol}
         for dataset, part, fields, target in targets:
-            b.add("transfer", f"{enc}-{part}-{protocol}-s{seed}", dataset, common,
-                  {"transfer": {**forced, **fields}}, deps, {**labels, **target})
+            b.add(
+                "transfer",
+                f"{enc}-{part}-{protocol}-s{seed}",
+                dataset,
+                common,
+                {"transfer": {**forced, **fields}},
+                deps,
+                {**labels, **target},
+            )
     transfer_baselines(b, section, targets)
 
 
-SECTIONS = (("pretrain", pretrain_runs), ("finetune", finetune_runs), ("distill", distill_runs),
-            ("transfer", transfer_runs))
+SECTIONS = (
+    ("pretrain", pretrain_runs),
+    ("finetune", finetune_runs),
+    ("distill", distill_runs),
+    ("transfer", transfer_runs),
+)
 """Study section -> its expander, in expansion order (the readable order of runs within a wave)."""
 
 
@@ -225,9 +332,11 @@ def least_runs(study: Study) -> int:
 def check_plan_size(planned: int, where: str, at_least: bool = True) -> None:
     """StudyError, one line, when a study plans more than MAX_RUNS runs."""
     if planned > MAX_RUNS:
-        raise StudyError(f"{where}: the study plans {'at least ' if at_least else ''}{planned:,} runs, more than "
-                         f"{MAX_RUNS:,} (seeds x encoders x every axis of each section); split it into studies of "
-                         "fewer seeds or axes")
+        raise StudyError(
+            f"{where}: the study plans {'at least ' if at_least else ''}{planned:,} runs, more than "
+            f"{MAX_RUNS:,} (seeds x encoders x every axis of each section); split it into studies of "
+            "fewer seeds or axes"
+        )
 
 
 def build_plan(study: Study, where: str = "study") -> Plan:
@@ -240,11 +349,17 @@ def build_plan(study: Study, where: str = "study") -> Plan:
     if b.problems:
         raise StudyError(b.problems)
     check_plan_size(len(b.runs), where, at_least=False)  # with the baselines
-    datasets = [DatasetJob(name, study.source(name), study.shards_dir(name), spec.val_fraction)
-                for name, spec in study.datasets.items()]
+    datasets = [
+        DatasetJob(name, study.source(name), study.shards_dir(name), spec.val_fraction)
+        for name, spec in study.datasets.items()
+    ]
     keys = {run.key for run in b.runs}
-    dangling = [f"{where}: run {run.key} depends on {dep}, which the study does not produce"
-                for run in b.runs for dep in run.depends_on if dep not in keys]
+    dangling = [
+        f"{where}: run {run.key} depends on {dep}, which the study does not produce"
+        for run in b.runs
+        for dep in run.depends_on
+        if dep not in keys
+    ]
     if dangling:
         raise StudyError(dangling)
     order = {stage: i for i, stages in enumerate(WAVES) for stage in stages}

@@ -27,7 +27,7 @@ def canonical_source(spec: str) -> str:
     kind, _, rest = spec.strip().partition(":")
     if kind == "shapes":
         fields = rest.split(":") if rest else []
-        return ":".join(["shapes", *fields, *_SHAPES_DEFAULTS[len(fields):]])
+        return ":".join(["shapes", *fields, *_SHAPES_DEFAULTS[len(fields) :]])
     return f"{kind}:{rest.rstrip('/')}" if rest else kind
 
 
@@ -115,11 +115,17 @@ def stale_in_plan(plan) -> list[Stale]:
 
 def stale_lines(stale: list[Stale], where: str) -> list[str]:
     """The refusal: one line per stale dataset, one line for all stale runs (there may be thousands)."""
-    lines = [f"{where}: {s.what} in {s.path}: {s.reason}; rerun with --rerun-stale to rebuild it (the old shards are "
-             "kept aside as *.stale-<time>)" for s in stale if s.what.startswith("dataset")]
+    lines = [
+        f"{where}: {s.what} in {s.path}: {s.reason}; rerun with --rerun-stale to rebuild it (the old shards are "
+        "kept aside as *.stale-<time>)"
+        for s in stale
+        if s.what.startswith("dataset")
+    ]
     runs = [s for s in stale if s.what.startswith("run")]
     if runs:
         first = runs[0].what.removeprefix("run ")
-        lines.append(f"{where}: {len(runs)} finished run(s) no longer match the study (first: {first}: "
-                     f"{runs[0].reason}); rerun with --rerun-stale to run them again (old results are kept aside)")
+        lines.append(
+            f"{where}: {len(runs)} finished run(s) no longer match the study (first: {first}: "
+            f"{runs[0].reason}); rerun with --rerun-stale to run them again (old results are kept aside)"
+        )
     return lines

@@ -19,8 +19,9 @@ def status_lines(path: Path) -> list[str]:
     for row in rows:
         by_stage.setdefault(row.stage, {}).setdefault(row.status, 0)
         by_stage[row.stage][row.status] += 1
-    lines = [f"{stage:9s} " + "  ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-             for stage, counts in by_stage.items()]
+    lines = [
+        f"{stage:9s} " + "  ".join(f"{k} {v}" for k, v in sorted(counts.items())) for stage, counts in by_stage.items()
+    ]
     for row in not_done(rows):
         lines.append(f"  {row.status:8s} {row.key}" + (f"  ({row.error})" if row.error else ""))
     total = summary(rows)
@@ -43,11 +44,14 @@ def report_study(path: Path, out: Path | None = None, backends: str | None = Non
     from simclr_hpc.train.tracking import publish_report, report_backends
 
     plan = load_plan(path)
-    check_output_dir(out or rundir.report_dir(plan.study.root, plan.study.name), "--out", files=("report.md", "results.csv"))
+    check_output_dir(
+        out or rundir.report_dir(plan.study.root, plan.study.name), "--out", files=("report.md", "results.csv")
+    )
     names = report_backends(backends, [run.cfg for run in plan.runs])
     rep = write_report(plan, out)
     with open(rep.csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    lines = publish_report(names, plan.study.name, Path(plan.study.root), rep.path.parent, rows,
-                           [rep.path, rep.csv, *rep.plots])
+    lines = publish_report(
+        names, plan.study.name, Path(plan.study.root), rep.path.parent, rows, [rep.path, rep.csv, *rep.plots]
+    )
     return rep, lines

@@ -35,7 +35,11 @@ def nest_overrides(overrides: dict) -> dict:
                 raise ValueError(f"{key}: {part} is both a value and a section")
         leaf = parts[-1]
         if isinstance(value, dict):
-            node[leaf] = {**node.get(leaf, {}), **nest_overrides(value)} if isinstance(node.get(leaf), dict) else nest_overrides(value)
+            node[leaf] = (
+                {**node.get(leaf, {}), **nest_overrides(value)}
+                if isinstance(node.get(leaf), dict)
+                else nest_overrides(value)
+            )
         else:
             node[leaf] = value
     return out
@@ -98,6 +102,7 @@ class FinetuneStudy(Part):
         if protocol == "full" and self.full_label_fractions is not None:
             return [f for f in self.label_fractions if f in self.full_label_fractions]
         return self.label_fractions
+
     baselines: list[Literal["random", "pixels"]] = ["random", "pixels"]
     """Baselines run beside the encoders under the same protocol, split and seeds: ``random`` (a random-init encoder
     of each encoder architecture; under ``full``, that network trained from scratch) and ``pixels`` (a linear

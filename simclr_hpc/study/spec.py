@@ -39,7 +39,9 @@ def _collect_schema_errors(err: ValidationError, source: str) -> list[str]:
     lines = []
     for line in format_errors(err, f"{source}: "):
         if "unknown key" in line:
-            line = line.split(": unknown key")[0] + ": unknown key (check the spelling against configs/studies/demo.yaml)"
+            line = (
+                line.split(": unknown key")[0] + ": unknown key (check the spelling against configs/studies/demo.yaml)"
+            )
         lines.append(line)
     return lines
 
@@ -86,14 +88,19 @@ class _Checker:
             self.classes[name] = on_disk if on_disk is not None else count
             for key in nest_overrides(spec.set):
                 if key not in DATASET_SECTIONS:
-                    self.add(f"datasets.{name}.set",
-                             f"{key}.* cannot be set per dataset (only {', '.join(DATASET_SECTIONS)})")
+                    self.add(
+                        f"datasets.{name}.set",
+                        f"{key}.* cannot be set per dataset (only {', '.join(DATASET_SECTIONS)})",
+                    )
         owners: dict[Path, str] = {}
         for name in self.study.datasets:  # one dataset per shard directory: a second would be built over the first
             where = Path(os.path.abspath(self.study.shards_dir(name)))
             if where in owners:
-                self.add(f"datasets.{name}.shards", f"{where} is also dataset {owners[where]}'s shard directory; give "
-                         "each dataset its own (or leave shards empty for <root>/<study>/data/<dataset>)")
+                self.add(
+                    f"datasets.{name}.shards",
+                    f"{where} is also dataset {owners[where]}'s shard directory; give "
+                    "each dataset its own (or leave shards empty for <root>/<study>/data/<dataset>)",
+                )
             owners.setdefault(where, name)
         for name, enc in self.study.encoders.items():
             self.need_dataset(f"encoders.{name}.dataset", enc.dataset)
@@ -109,17 +116,28 @@ class _Checker:
                 self.need_classes(f"finetune (encoder {enc}'s dataset)", self.study.encoders[enc].dataset)
         primary = ft.primary
         if primary.protocol and primary.protocol not in ft.protocols:
-            self.add("finetune.primary.protocol", f"{primary.protocol} is not among finetune.protocols "
-                                                  f"({', '.join(ft.protocols)}); add it there or pick one of them")
+            self.add(
+                "finetune.primary.protocol",
+                f"{primary.protocol} is not among finetune.protocols "
+                f"({', '.join(ft.protocols)}); add it there or pick one of them",
+            )
         for bad in sorted(set(ft.full_label_fractions or []) - set(ft.label_fractions)):
-            self.add("finetune.full_label_fractions", f"{bad} is not among finetune.label_fractions {ft.label_fractions}")
+            self.add(
+                "finetune.full_label_fractions", f"{bad} is not among finetune.label_fractions {ft.label_fractions}"
+            )
         protocol = primary.protocol or ("full" if "full" in ft.protocols else ft.protocols[0])
         if primary.label_fraction is not None and primary.label_fraction not in ft.fractions(protocol):
-            self.add("finetune.primary.label_fraction", f"{primary.label_fraction} is not among the label fractions "
-                                                        f"fine-tuned under {protocol} {ft.fractions(protocol)}")
+            self.add(
+                "finetune.primary.label_fraction",
+                f"{primary.label_fraction} is not among the label fractions "
+                f"fine-tuned under {protocol} {ft.fractions(protocol)}",
+            )
         if len(ft.head_layers) > 1 and not {0, primary.head_layer} <= set(ft.head_layers):
-            self.add("finetune.primary.head_layer", f"the contrast needs head layers 0 and {primary.head_layer} in "
-                                                    f"finetune.head_layers (has {ft.head_layers})")
+            self.add(
+                "finetune.primary.head_layer",
+                f"the contrast needs head layers 0 and {primary.head_layer} in "
+                f"finetune.head_layers (has {ft.head_layers})",
+            )
 
     def distill(self) -> None:
         dist = self.study.distill
@@ -139,16 +157,21 @@ class _Checker:
             self.pairs()
         fraction = dist.primary.label_fraction
         if fraction is not None and fraction not in dist.label_fractions:
-            self.add("distill.primary.label_fraction", f"{fraction} is not among distill.label_fractions "
-                                                       f"{dist.label_fractions}")
+            self.add(
+                "distill.primary.label_fraction",
+                f"{fraction} is not among distill.label_fractions {dist.label_fractions}",
+            )
 
     def pairs(self) -> None:
         dist = self.study.distill
         seen = set()
         for i, (teacher, student) in enumerate(dist.pairs):
             if teacher not in dist.teachers:
-                self.add(f"distill.pairs[{i}]", f"teacher {teacher!r} is not produced by this study; add it under "
-                                                f"distill.teachers (teachers: {', '.join(dist.teachers)})")
+                self.add(
+                    f"distill.pairs[{i}]",
+                    f"teacher {teacher!r} is not produced by this study; add it under "
+                    f"distill.teachers (teachers: {', '.join(dist.teachers)})",
+                )
             if student not in dist.students:
                 self.add(f"distill.pairs[{i}]", f"unknown student {student!r}; students: {', '.join(dist.students)}")
             if (teacher, student) in seen:
@@ -165,24 +188,33 @@ class _Checker:
             have = self.classes.get(target.dataset)
             for k in target.num_classes if have is not None else []:
                 if k > have:
-                    self.add(f"transfer.within[{i}].num_classes",
-                             f"k={k} is more than the {have} classes of dataset {target.dataset!r} "
-                             f"({self.study.source(target.dataset)}); use k <= {have}")
+                    self.add(
+                        f"transfer.within[{i}].num_classes",
+                        f"k={k} is more than the {have} classes of dataset {target.dataset!r} "
+                        f"({self.study.source(target.dataset)}); use k <= {have}",
+                    )
         for i, dataset in enumerate(tr.across):
             if self.need_dataset(f"transfer.across[{i}]", dataset):
                 self.need_classes(f"transfer.across[{i}]", dataset)
             whole = [t for t in tr.within if t.dataset == dataset and self.classes.get(dataset) in t.num_classes]
             if whole:
-                self.add(f"transfer.across[{i}]", f"{dataset} with all {self.classes[dataset]} classes is already a "
-                                                  "transfer.within target (k = all classes); count it once: drop it "
-                                                  "from across or that k from within")
+                self.add(
+                    f"transfer.across[{i}]",
+                    f"{dataset} with all {self.classes[dataset]} classes is already a "
+                    "transfer.within target (k = all classes); count it once: drop it "
+                    "from across or that k from within",
+                )
         within = [t.dataset for t in tr.within]
         if tr.primary.dataset and tr.primary.dataset not in within:
-            self.add("transfer.primary.dataset", f"{tr.primary.dataset!r} is not a transfer.within dataset "
-                                                 f"({', '.join(within) or 'none'})")
+            self.add(
+                "transfer.primary.dataset",
+                f"{tr.primary.dataset!r} is not a transfer.within dataset ({', '.join(within) or 'none'})",
+            )
         if tr.primary.protocol and tr.primary.protocol not in tr.protocols:
-            self.add("transfer.primary.protocol", f"{tr.primary.protocol} is not among transfer.protocols "
-                                                  f"({', '.join(tr.protocols)})")
+            self.add(
+                "transfer.primary.protocol",
+                f"{tr.primary.protocol} is not among transfer.protocols ({', '.join(tr.protocols)})",
+            )
 
 
 def check_semantics(study: Study, where: str) -> list[str]:
@@ -248,6 +280,8 @@ def load_study(path: str | Path) -> Study:
         raise StudyError(err.lines) from None
     sections = set(data) & set(Config.model_fields)
     if sections and not {"name", "datasets", "encoders"} & set(data):
-        raise StudyError(f"{path}: a run config (sections {', '.join(sorted(sections))}), not a study file; run it "
-                         f"with `simclr-hpc run STAGE -c {path}`, or write a study (configs/studies/demo.yaml)")
+        raise StudyError(
+            f"{path}: a run config (sections {', '.join(sorted(sections))}), not a study file; run it "
+            f"with `simclr-hpc run STAGE -c {path}`, or write a study (configs/studies/demo.yaml)"
+        )
     return parse_study(data, str(path))

@@ -55,8 +55,10 @@ def load_simclr(run_dir: str | Path, field_name: str) -> tuple[SimCLRModel, Mode
     else:
         encoder_state = {k.removeprefix("encoder."): v for k, v in export.state.items() if k.startswith("encoder.")}
         if not encoder_state:
-            raise ConfigError(f"{field_name}: {run_dir} has no encoder weights (a raw-pixel baseline run?); "
-                              "point it at a pretrain or fine-tune run")
+            raise ConfigError(
+                f"{field_name}: {run_dir} has no encoder weights (a raw-pixel baseline run?); "
+                "point it at a pretrain or fine-tune run"
+            )
         simclr.encoder.load_state_dict(encoder_state)
     return simclr, export.arch.model
 

@@ -30,8 +30,11 @@ def _warn_if_gpus_hidden() -> None:
     """Say so when this machine has NVIDIA GPUs that this process cannot use (training would go on, on the CPU)."""
     gpus = Path("/proc/driver/nvidia/gpus")
     if gpus.is_dir() and any(gpus.iterdir()):
-        log.warning("this machine has NVIDIA GPUs but CUDA is unavailable to this process (CUDA_VISIBLE_DEVICES=%r): "
-                    "training on the CPU", os.environ.get("CUDA_VISIBLE_DEVICES"))
+        log.warning(
+            "this machine has NVIDIA GPUs but CUDA is unavailable to this process (CUDA_VISIBLE_DEVICES=%r): "
+            "training on the CPU",
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
 
 
 class WorldSizeMismatch(RuntimeError):
@@ -127,8 +130,14 @@ class Engine(ABC):
         return model
 
     @abstractmethod
-    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1,
-                optimizer_state: dict | None = None):
+    def prepare(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        micro: int = 1,
+        accumulation: int = 1,
+        optimizer_state: dict | None = None,
+    ):
         """Move/wrap ``model`` and ``optimizer`` for this engine and restore ``optimizer_state`` (torch's own format,
         from :meth:`optimizer_state`) into them; returns the ``(model, optimizer)`` to train with. Load checkpoint
         weights into ``model`` BEFORE this. ``micro`` and ``accumulation`` are the step's micro-batching."""
@@ -192,4 +201,3 @@ class Engine(ABC):
     def close(self) -> None:
         """Leave the process group (the engine is unusable afterwards)."""
         D.destroy_process_group()
-

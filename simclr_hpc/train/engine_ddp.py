@@ -40,15 +40,22 @@ class DDPEngine(Engine):
             cpu=not self.cuda, mixed_precision="bf16" if self.bf16 else "no", kwargs_handlers=handlers
         )
         if self.cuda and self.accelerator.device != self.device:
-            raise RuntimeError(f"Accelerate chose {self.accelerator.device} for local rank {self.env.local_rank}, "
-                               f"not {self.device}")
+            raise RuntimeError(
+                f"Accelerate chose {self.accelerator.device} for local rank {self.env.local_rank}, not {self.device}"
+            )
         # fp16 is scaled by our own LossScaler, not Accelerate's: its state must go into our checkpoints so a resumed
         # run continues with the same loss scale.
         self.scaler = P.LossScaler(self.precision, self.device)
         self._joined()
 
-    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1,
-                optimizer_state: dict | None = None):
+    def prepare(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        micro: int = 1,
+        accumulation: int = 1,
+        optimizer_state: dict | None = None,
+    ):
         model = self._common_wrap(model)
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)

@@ -43,8 +43,14 @@ def deepspeed_config(cfg: Config, world_size: int, micro: int, accumulation: int
         "gradient_accumulation_steps": accumulation,
         "zero_optimization": zero,
         "bf16": {"enabled": precision == "bf16"},
-        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 2000,
-                 "hysteresis": 1, "min_loss_scale": 1},
+        "fp16": {
+            "enabled": precision == "fp16",
+            "loss_scale": 0,
+            "initial_scale_power": 16,
+            "loss_scale_window": 2000,
+            "hysteresis": 1,
+            "min_loss_scale": 1,
+        },
         "gradient_clipping": 0.0,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -75,9 +81,13 @@ class DeepSpeedEngine(Engine):
             _skip_the_shm_comm_build()
         if not D.is_initialized():
             # DeepSpeed wants a process group even for one rank; give it the torchrun variables it reads.
-            for key, value in (("RANK", self.env.rank), ("WORLD_SIZE", self.env.world_size),
-                               ("LOCAL_RANK", self.env.local_rank), ("MASTER_ADDR", self.env.master_addr),
-                               ("MASTER_PORT", self.env.master_port)):
+            for key, value in (
+                ("RANK", self.env.rank),
+                ("WORLD_SIZE", self.env.world_size),
+                ("LOCAL_RANK", self.env.local_rank),
+                ("MASTER_ADDR", self.env.master_addr),
+                ("MASTER_PORT", self.env.master_port),
+            ):
                 os.environ.setdefault(key, str(value))
             timeout = datetime.timedelta(seconds=cfg.train.collective_timeout_s)
             deepspeed.init_distributed(dist_backend=self.backend, timeout=timeout, auto_mpi_discovery=False)
@@ -87,8 +97,14 @@ class DeepSpeedEngine(Engine):
         self._param_groups: list[list[nn.Parameter]] = []
         self._joined()
 
-    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, micro: int = 1, accumulation: int = 1,
-                optimizer_state: dict | None = None):
+    def prepare(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        micro: int = 1,
+        accumulation: int = 1,
+        optimizer_state: dict | None = None,
+    ):
         import deepspeed
 
         model = self._common_wrap(model, channels_last=False)  # ZeRO flattens contiguous weights only

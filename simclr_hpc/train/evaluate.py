@@ -37,9 +37,16 @@ def eval_batches(ctx, evalset: EvalSet) -> Iterator[tuple[torch.Tensor, torch.Te
     un-augmented (centre view), ``train.eval_batch_per_device`` at a time."""
     cfg = ctx.cfg
     loader = pipeline.eval_loader(
-        evalset.shards or cfg.data.shards, evalset.split, augment.EvalTransform(cfg.data.image_size),
-        batch_per_device=cfg.train.eval_batch_per_device, rank=ctx.engine.rank, world_size=ctx.engine.world_size,
-        num_workers=fit_workers(cfg.data.num_workers), keys=evalset.keys, label_map=evalset.label_map, on_error=cfg.data.on_error,
+        evalset.shards or cfg.data.shards,
+        evalset.split,
+        augment.EvalTransform(cfg.data.image_size),
+        batch_per_device=cfg.train.eval_batch_per_device,
+        rank=ctx.engine.rank,
+        world_size=ctx.engine.world_size,
+        num_workers=fit_workers(cfg.data.num_workers),
+        keys=evalset.keys,
+        label_map=evalset.label_map,
+        on_error=cfg.data.on_error,
     )
     for batch in loader:
         yield batch["views"][0].to(ctx.device, non_blocking=True), batch["y"], list(batch["keys"])
@@ -59,8 +66,13 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks: Sequence[int]) -> li
     return out
 
 
-def topk_counts(model: nn.Module, ctx, evalset: EvalSet, ks: Sequence[int] = (1,),
-                embed: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[list[int], int]:
+def topk_counts(
+    model: nn.Module,
+    ctx,
+    evalset: EvalSet,
+    ks: Sequence[int] = (1,),
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[list[int], int]:
     """``(correct per k, total)`` on ``evalset`` over all ranks; logits are ``model(embed(x))`` (``embed``: a frozen
     feature extractor kept in its own mode, or None). ``model`` is in eval mode while counting, train mode after."""
     model.eval()
@@ -116,8 +128,9 @@ def logits_metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> d
     return _metrics([int(c) for c in counts[:-1]], int(counts[-1]), num_classes)
 
 
-def local_features(ctx, evalset: EvalSet, embed: Callable[[torch.Tensor], torch.Tensor]
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def local_features(
+    ctx, evalset: EvalSet, embed: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(features [n, D] float32, labels [n])`` of this rank's share of ``evalset`` (a contiguous run of its
     samples), in key order, on the CPU. ``embed`` runs without gradients; only features are kept, never images."""
     keys, feats, labels = [], [], []
@@ -148,12 +161,13 @@ def gather_rows(local: torch.Tensor) -> torch.Tensor:
     out = torch.zeros(sum(sizes), *((width,) if local.dim() == 2 else ()), dtype=local.dtype)
     start = sum(sizes[:rank])
     if sizes[rank]:
-        out[start:start + sizes[rank]] = local
+        out[start : start + sizes[rank]] = local
     return D.all_reduce_sum(out)
 
 
-def gather_features(ctx, evalset: EvalSet, embed: Callable[[torch.Tensor], torch.Tensor]
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_features(
+    ctx, evalset: EvalSet, embed: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(features [N, D], labels [N])`` of every sample of ``evalset``, identical on every rank, in key order: each
     rank embeds its share (:func:`local_features`), then :func:`gather_rows` (a collective: every rank calls it)."""
     x, y = local_features(ctx, evalset, embed)

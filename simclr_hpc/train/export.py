@@ -76,10 +76,14 @@ def _parts(state: dict, arch: Arch, head: bool, classifier: bool, run_dir: Path)
         includes.append("head")
     if classifier:
         if arch.kind != "classifier":
-            raise ExportError(f"--classifier: {run_dir} is a pretrain run; export a finetune or distill run's classifier")
+            raise ExportError(
+                f"--classifier: {run_dir} is a pretrain run; export a finetune or distill run's classifier"
+            )
         if arch.head_layers:
-            raise ExportError(f"--classifier: the classifier of {run_dir} sits on projection-head layer "
-                              f"{arch.head_layers}, not on the encoder; torchvision's fc cannot hold it")
+            raise ExportError(
+                f"--classifier: the classifier of {run_dir} sits on projection-head layer "
+                f"{arch.head_layers}, not on the encoder; torchvision's fc cannot hold it"
+            )
         tensors.update({"fc.weight": state["linear.weight"], "fc.bias": state["linear.bias"]})
         includes.append("classifier")
     return {k: v.detach().contiguous() for k, v in tensors.items()}, includes
@@ -98,12 +102,19 @@ def metadata(arch: Arch, result: Result, run_dir: Path, includes: list[str]) -> 
         loader = "simclr_hpc.train.export.load_encoder(FILE)"
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     return {
-        "architecture": model.backbone, "width": model.width, "cifar_stem": model.cifar_stem,
-        "torchvision_compatible": compatible, "feat_dim": build_backbone(model.backbone, model.cifar_stem,
-                                                                         model.width).feat_dim,
-        "image_size": cfg.data.image_size, "normalisation": {"mean": list(MEAN), "std": list(STD)},
-        "stage": result.stage, "config_hash": result.config_hash, "metrics": metrics,
-        "run_dir": str(run_dir), "includes": includes, "loader": loader,
+        "architecture": model.backbone,
+        "width": model.width,
+        "cifar_stem": model.cifar_stem,
+        "torchvision_compatible": compatible,
+        "feat_dim": build_backbone(model.backbone, model.cifar_stem, model.width).feat_dim,
+        "image_size": cfg.data.image_size,
+        "normalisation": {"mean": list(MEAN), "std": list(STD)},
+        "stage": result.stage,
+        "config_hash": result.config_hash,
+        "metrics": metrics,
+        "run_dir": str(run_dir),
+        "includes": includes,
+        "loader": loader,
     }
 
 
@@ -115,23 +126,33 @@ def check_out(path: Path, fmt: str, run_dir: Path, force: bool, default: bool) -
     suffix = SUFFIX[fmt]
     wrong = fmt != "torchscript" and path.name.endswith(SUFFIX["torchscript"])
     if not path.name.endswith(suffix) or wrong:
-        raise ExportError(f"--out {path}: a {fmt} export is named *{suffix} (loaders tell the format by it); rename "
-                          f"it, or choose the --format its name says")
+        raise ExportError(
+            f"--out {path}: a {fmt} export is named *{suffix} (loaders tell the format by it); rename "
+            f"it, or choose the --format its name says"
+        )
     files = [path, path.with_name(path.name + ".json")] if fmt == "torchvision" else [path]
     inside = run_dir.resolve()
     for file in files:
         where = file.parent.resolve() / file.name
         if where.is_relative_to(inside) and not where.is_relative_to(inside / rundir.EXPORT):
-            raise ExportError(f"--out {path}: {file} is inside the run directory {run_dir}, whose own files an export "
-                              f"never replaces; write under {run_dir / rundir.EXPORT} or elsewhere")
+            raise ExportError(
+                f"--out {path}: {file} is inside the run directory {run_dir}, whose own files an export "
+                f"never replaces; write under {run_dir / rundir.EXPORT} or elsewhere"
+            )
         if default and not file.parent.exists():
             continue  # <run>/export/ is created for the default output
         check_output_file(file, "--out", force)
     return files
 
 
-def export_run(run_dir: str | Path, fmt: str = "torchvision", out: str | Path | None = None, head: bool = False,
-               classifier: bool = False, force: bool = False) -> Path:
+def export_run(
+    run_dir: str | Path,
+    fmt: str = "torchvision",
+    out: str | Path | None = None,
+    head: bool = False,
+    classifier: bool = False,
+    force: bool = False,
+) -> Path:
     """Write the encoder of the finished run ``run_dir`` (and optionally its head or classifier) as ``fmt``; return the
     file. Default ``out``: ``<run_dir>/export/encoder<suffix>``. An existing file is replaced only with ``force``;
     each file is written atomically (a full disk leaves no partial file, one line naming it)."""

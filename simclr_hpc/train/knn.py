@@ -32,8 +32,13 @@ def _chunk(chunk_size: int | None, bank_size: int) -> int:
 
 
 def knn_scores(
-    query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int,
-    temperature: float = KNN_TEMPERATURE, chunk_size: int | None = None,
+    query: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    num_classes: int,
+    k: int,
+    temperature: float = KNN_TEMPERATURE,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Class scores ``score_i(c)`` of each query, shape (Q, C), from the k nearest of the bank, on the bank's device.
 
@@ -61,8 +66,14 @@ def ranked_classes(scores: torch.Tensor) -> torch.Tensor:
 
 
 def knn_hits(
-    query: torch.Tensor, query_labels: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int,
-    ks: tuple[int, ...] = KNN_KS, temperature: float = KNN_TEMPERATURE, chunk_size: int | None = None,
+    query: torch.Tensor,
+    query_labels: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    num_classes: int,
+    ks: tuple[int, ...] = KNN_KS,
+    temperature: float = KNN_TEMPERATURE,
+    chunk_size: int | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Top-1 and top-5 hits of the queries for each k in ``ks``: float64 [len(ks), 2] on the CPU, to be summed over
@@ -74,15 +85,14 @@ def knn_hits(
     for i, k in enumerate(ks):
         step = _chunk(chunk_size, bank.shape[0])
         for start in range(0, query.shape[0], step):
-            scores = knn_scores(query[start:start + step], bank, bank_labels, num_classes, k, temperature, step)
-            ranked = ranked_classes(scores)[:, :5] == y[start:start + step, None]
+            scores = knn_scores(query[start : start + step], bank, bank_labels, num_classes, k, temperature, step)
+            ranked = ranked_classes(scores)[:, :5] == y[start : start + step, None]
             hits[i, 0] += float(ranked[:, 0].sum())
             hits[i, 1] += float(ranked.any(dim=1).sum())
     return hits
 
 
-def knn_metrics(hits: torch.Tensor, n_query: int, n_bank: int, num_classes: int,
-                ks: tuple[int, ...] = KNN_KS) -> dict:
+def knn_metrics(hits: torch.Tensor, n_query: int, n_bank: int, num_classes: int, ks: tuple[int, ...] = KNN_KS) -> dict:
     """``knn_top1_k<k>``, ``knn_top5_k<k>`` (more than 5 classes only), ``knn_bank_images``, ``knn_eval_images``
     from :func:`knn_hits` (summed over the ranks' queries)."""
     out: dict = {"knn_bank_images": int(n_bank), "knn_eval_images": int(n_query)}
@@ -95,8 +105,14 @@ def knn_metrics(hits: torch.Tensor, n_query: int, n_bank: int, num_classes: int,
 
 
 def knn_accuracy(
-    query: torch.Tensor, query_labels: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int,
-    ks: tuple[int, ...] = KNN_KS, temperature: float = KNN_TEMPERATURE, chunk_size: int | None = None,
+    query: torch.Tensor,
+    query_labels: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    num_classes: int,
+    ks: tuple[int, ...] = KNN_KS,
+    temperature: float = KNN_TEMPERATURE,
+    chunk_size: int | None = None,
 ) -> dict:
     """kNN top-1 (and top-5 when there are more than 5 classes) of the queries for each k in ``ks``, as fractions.
 

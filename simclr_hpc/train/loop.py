@@ -111,8 +111,9 @@ def train(task: Task, ctx: StageContext) -> TrainOutcome:
     model.train()
 
     backends = open_backends(cfg, ctx.run_dir, task.stage, start, logged_through) if engine.is_main else []
-    writer = MetricsWriter(metrics_path, cfg.train.steps, start, engine.is_main, f"{task.stage} {cfg.run.name}",
-                           backends)
+    writer = MetricsWriter(
+        metrics_path, cfg.train.steps, start, engine.is_main, f"{task.stage} {cfg.run.name}", backends
+    )
     progress = _Progress(start, skipped, resumed=resumed)
     t_train = time.perf_counter()
     previous_handler = preempt.install()
@@ -165,8 +166,16 @@ def _training_batches(task: Task, cfg, step: int) -> Iterator[dict]:
     return batches
 
 
-def _run_segment(task: Task, ctx: StageContext, model, optimizer, peak_lr: float, progress: _Progress,
-                 writer: MetricsWriter, batches: Iterator[dict]) -> None:
+def _run_segment(
+    task: Task,
+    ctx: StageContext,
+    model,
+    optimizer,
+    peak_lr: float,
+    progress: _Progress,
+    writer: MetricsWriter,
+    batches: Iterator[dict],
+) -> None:
     """Train the rest of the data segment ``progress.step`` is in (up to its checkpoint, or the last step)."""
     cfg, engine, total = ctx.cfg, ctx.engine, ctx.cfg.train.steps
     segment = progress.step // cfg.train.ckpt_every_steps
@@ -216,12 +225,23 @@ def _save(ctx: StageContext, task: Task, model, optimizer, step: int, skipped: i
         with engine.full_precision(model):  # the export from the fp32 masters, not DeepSpeed's bf16 copies
             exported = task.export(model) if engine.is_main else None
     if engine.is_main:
-        state = {"step": step, "skipped": skipped, "model": model_state, "optimizer": optimizer_state,
-                 "rng": _rng_state(), "amp": engine.amp_state()}
+        state = {
+            "step": step,
+            "skipped": skipped,
+            "model": model_state,
+            "optimizer": optimizer_state,
+            "rng": _rng_state(),
+            "amp": engine.amp_state(),
+        }
         if export:
             state["export"] = exported
-        meta = {"stage": task.stage, "config_hash": ctx.cfg.hash(task.stage), "arch": task.arch().to_meta(),
-                "world_size": engine.world_size}
-        ckpt.save_checkpoint(rundir.checkpoints_dir(ctx.run_dir), step, state, meta,
-                             keep=ctx.cfg.train.keep_checkpoints)
+        meta = {
+            "stage": task.stage,
+            "config_hash": ctx.cfg.hash(task.stage),
+            "arch": task.arch().to_meta(),
+            "world_size": engine.world_size,
+        }
+        ckpt.save_checkpoint(
+            rundir.checkpoints_dir(ctx.run_dir), step, state, meta, keep=ctx.cfg.train.keep_checkpoints
+        )
     engine.barrier()

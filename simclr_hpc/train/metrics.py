@@ -105,8 +105,15 @@ class MetricsWriter:
 
     ``backends`` are already opened (``tracking.open_backends``); the writer closes them."""
 
-    def __init__(self, path: Path | None, total_steps: int, start_step: int, enabled: bool, label: str,
-                 backends: list | None = None):
+    def __init__(
+        self,
+        path: Path | None,
+        total_steps: int,
+        start_step: int,
+        enabled: bool,
+        label: str,
+        backends: list | None = None,
+    ):
         self.path = path
         self.enabled = enabled
         self.total = total_steps
@@ -115,12 +122,22 @@ class MetricsWriter:
         self._start_step, self._t0 = start_step, time.monotonic()
         self._progress = None
         if enabled and sys.stderr.isatty():
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
             )
             self._task = self._progress.add_task(label, total=total_steps, completed=start_step, info="")
             self._progress.start()

@@ -45,8 +45,9 @@ def _balanced(labels: np.ndarray, candidates: np.ndarray, count: int) -> np.ndar
     return candidates[subsets.class_balanced_fraction(labels[candidates], fraction, MONITOR_SEED)]
 
 
-def monitor_splits(index: DatasetIndex, data: DataSection, bank_images: int,
-                   query_images: int) -> tuple[list[str], str, list[str]]:
+def monitor_splits(
+    index: DatasetIndex, data: DataSection, bank_images: int, query_images: int
+) -> tuple[list[str], str, list[str]]:
     """``(bank keys, query split, query keys)``: the bank from the training split; the queries from the validation
     split, or (without a usable one) from the training images outside the bank. Never the evaluation split."""
     train = index.splits[data.train_split]
@@ -64,8 +65,9 @@ def _load(shards: str, split: str, keys: list[str], transform, batch: int, on_er
     """Every view of the ``keys`` (one tensor per view, in index order) and their labels."""
     # A DataLoader draws its base seed from torch's global generator: keep that draw from shifting the training RNG.
     with torch.random.fork_rng(devices=[]):
-        batches = list(pipeline.eval_loader(shards, split, transform, batch_per_device=batch, keys=keys,
-                                            on_error=on_error))
+        batches = list(
+            pipeline.eval_loader(shards, split, transform, batch_per_device=batch, keys=keys, on_error=on_error)
+        )
     if not batches:
         raise ValueError(f"{shards}: split {split} has no images to monitor with")
     views = [torch.cat([b["views"][i] for b in batches]) for i in range(len(batches[0]["views"]))]
@@ -83,8 +85,9 @@ class PretrainMonitor:
         eval_tf = augment.EvalTransform(d.image_size)
         bank_keys, self.query_split, query_keys = monitor_splits(index, d, p.monitor_bank_images, p.monitor_eval_images)
         (self.bank,), self.bank_labels = _load(d.shards, d.train_split, bank_keys, eval_tf, self.batch, d.on_error)
-        (self.queries,), self.query_labels = _load(d.shards, self.query_split, query_keys, eval_tf, self.batch,
-                                                   d.on_error)
+        (self.queries,), self.query_labels = _load(
+            d.shards, self.query_split, query_keys, eval_tf, self.batch, d.on_error
+        )
         views = augment.SimCLRViews(d.image_size, d.augment, d.color_strength, crop_min_scale=d.crop_min_scale)
         pair_keys = query_keys[:: max(1, len(query_keys) // max(1, p.monitor_pairs))][: p.monitor_pairs]
         (self.x_a, self.x_b), _ = _load(d.shards, self.query_split, pair_keys, views, self.batch, d.on_error)
@@ -105,8 +108,9 @@ class PretrainMonitor:
         model.eval()
         try:
             bank, queries = self._embed(model.encoder, self.bank), self._embed(model.encoder, self.queries)
-            out = knn_accuracy(queries, self.query_labels.to(queries.device), bank,
-                               self.bank_labels.to(bank.device), self.num_classes)
+            out = knn_accuracy(
+                queries, self.query_labels.to(queries.device), bank, self.bank_labels.to(bank.device), self.num_classes
+            )
             h_a, h_b = self._embed(model.encoder, self.x_a), self._embed(model.encoder, self.x_b)
             out.update(contrastive_properties(self._embed(model.head, h_a), self._embed(model.head, h_b)))
             out.update(contrastive_properties(h_a, h_b, suffix="_h"))

@@ -105,8 +105,9 @@ class LARS(torch.optim.Optimizer):
                     if p in self._partitions:
                         grad = self._scale_flat(p, grad, group["eta"])
                     else:
-                        grad = grad * self._trust(torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad),
-                                                  group["eta"])
+                        grad = grad * self._trust(
+                            torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad), group["eta"]
+                        )
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = grad.detach().clone()
@@ -126,4 +127,3 @@ def build_optimizer(model: nn.Module, optim: OptimSection, lr: float) -> torch.o
     if optim.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=optim.momentum)
     return torch.optim.AdamW(groups, lr=lr, betas=(optim.momentum, 0.999))
-

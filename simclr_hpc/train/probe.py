@@ -106,17 +106,32 @@ def logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, std: Stand
     return x @ folded.T + (bias - folded @ std.mean)
 
 
-def solve(data: Labelled, num_classes: int, std: Standardizer, penalty: float,
-          init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+def solve(
+    data: Labelled,
+    num_classes: int,
+    std: Standardizer,
+    penalty: float,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
     """``(weight, bias, passes, converged)`` minimising ``mean CE + penalty / 2 * ||W||^2`` by L-BFGS (strong Wolfe
     line search) from ``init`` (zeros if None), in float32 on ``data.x``'s device. Converged: stopped by a tolerance
     (gradient, or a loss that no longer changes in float32), not by :data:`MAX_ITER`."""
     dim, device = data.x.shape[1], data.x.device
-    w0, b0 = init if init is not None else (torch.zeros(num_classes, dim, device=device),
-                                            torch.zeros(num_classes, device=device))
+    w0, b0 = (
+        init
+        if init is not None
+        else (torch.zeros(num_classes, dim, device=device), torch.zeros(num_classes, device=device))
+    )
     weight, bias = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=MAX_ITER, history_size=10, tolerance_grad=TOLERANCE_GRAD,
-                            tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=MAX_ITER,
+        history_size=10,
+        tolerance_grad=TOLERANCE_GRAD,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
     passes = 0
 
     def closure() -> torch.Tensor:
@@ -138,8 +153,9 @@ def top1(data: Labelled, weight: torch.Tensor, bias: torch.Tensor, std: Standard
         return float((logits(data.x, weight, bias, std).argmax(1) == data.y).float().mean())
 
 
-def choose_penalty(train: Labelled, held_out: Labelled, num_classes: int, std: Standardizer,
-                   penalties: tuple[float, ...] = PENALTIES) -> ProbeFit:
+def choose_penalty(
+    train: Labelled, held_out: Labelled, num_classes: int, std: Standardizer, penalties: tuple[float, ...] = PENALTIES
+) -> ProbeFit:
     """The probe on ``train`` whose penalty (of ``penalties``, strongest first) scores best on ``held_out`` (see the
     module doc for the path)."""
     init, best, path, passes = None, None, [], 0
@@ -159,8 +175,14 @@ def choose_penalty(train: Labelled, held_out: Labelled, num_classes: int, std: S
     return ProbeFit(weight, bias, penalty, score, len(held_out.y), passes, tuple(path), converged)
 
 
-def fit_probe(train: Labelled, val: Labelled | None, num_classes: int, std: Standardizer,
-              holdout: torch.Tensor | None = None, penalties: tuple[float, ...] = PENALTIES) -> ProbeFit:
+def fit_probe(
+    train: Labelled,
+    val: Labelled | None,
+    num_classes: int,
+    std: Standardizer,
+    holdout: torch.Tensor | None = None,
+    penalties: tuple[float, ...] = PENALTIES,
+) -> ProbeFit:
     """The linear probe on ``train`` with its penalty chosen on ``val``; without a validation split, chosen on the
     ``holdout`` positions of ``train`` (fitted on the rest), then refitted on all of ``train`` at that penalty."""
     if val is not None:
@@ -171,8 +193,16 @@ def fit_probe(train: Labelled, val: Labelled | None, num_classes: int, std: Stan
     part = Labelled(train.x[keep], train.y[keep])
     chosen = choose_penalty(part, Labelled(train.x[~keep], train.y[~keep]), num_classes, std, penalties)
     weight, bias, n, converged = solve(train, num_classes, std, chosen.penalty, (chosen.weight, chosen.bias))
-    return ProbeFit(weight, bias, chosen.penalty, chosen.select_top1, chosen.select_images, chosen.passes + n,
-                    chosen.path, converged)
+    return ProbeFit(
+        weight,
+        bias,
+        chosen.penalty,
+        chosen.select_top1,
+        chosen.select_images,
+        chosen.passes + n,
+        chosen.path,
+        converged,
+    )
 
 
 def train_loss(data: Labelled, fit: ProbeFit, std: Standardizer) -> float:

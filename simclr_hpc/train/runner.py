@@ -18,8 +18,8 @@ from simclr_hpc.readers import read_json
 from simclr_hpc.rundir import Result
 from simclr_hpc.runlock import RunLock
 from simclr_hpc.train import checkpoint as ckpt
-from simclr_hpc.train.engines import create_engine
 from simclr_hpc.train.engine import Engine, derive_batch
+from simclr_hpc.train.engines import create_engine
 from simclr_hpc.train.loop import train
 from simclr_hpc.train.metrics import log, quiet_third_party, setup_logging
 from simclr_hpc.train.task import StageContext, Task, TrainOutcome
@@ -40,8 +40,10 @@ def check_inputs(stage: str, cfg: Config):
 
     check_backends(cfg)
     if cfg.train.precision == "fp16" and cfg.dist.engine == "deepspeed" and not torch.cuda.is_available():
-        raise ConfigError("train.precision: fp16 under dist.engine=deepspeed needs a GPU (DeepSpeed's CPU backend has "
-                          "no fp16 loss scaling); use train.precision=fp32, or dist.engine=ddp for fp16 on CPU")
+        raise ConfigError(
+            "train.precision: fp16 under dist.engine=deepspeed needs a GPU (DeepSpeed's CPU backend has "
+            "no fp16 loss scaling); use train.precision=fp32, or dist.engine=ddp for fp16 on CPU"
+        )
     if problems := stage_problems(stage, cfg):
         raise ConfigError(problems)
     return references.check_inputs(stage, cfg)
@@ -80,15 +82,20 @@ def finished_result(stage: str, cfg: Config) -> dict | None:
     result = read_json(path, "result.json")
     recorded = result.get("config_hash") if isinstance(result, dict) else "?"
     if recorded != cfg.hash(stage):
-        raise ConfigError(f"run.name: {path} was written by a different config (config_hash {recorded} != "
-                          f"{cfg.hash(stage)}); choose another run.name or delete that directory")
+        raise ConfigError(
+            f"run.name: {path} was written by a different config (config_hash {recorded} != "
+            f"{cfg.hash(stage)}); choose another run.name or delete that directory"
+        )
     before = {"data": result.get("data_hash"), **(result.get("inputs_sha256") or {})}
-    changed = references.changed_inputs({k: v for k, v in before.items() if isinstance(v, str)},
-                                        references.input_hashes(stage, cfg))
+    changed = references.changed_inputs(
+        {k: v for k, v in before.items() if isinstance(v, str)}, references.input_hashes(stage, cfg)
+    )
     if changed:  # same config, other data or another encoder behind the same paths: its result answers for neither
-        raise ConfigError(f"run.name: {cfg.run_dir(stage)} finished on inputs that have changed since "
-                          f"({', '.join(changed)}); delete that directory to run it on the current ones, or choose "
-                          "another run.name")
+        raise ConfigError(
+            f"run.name: {cfg.run_dir(stage)} finished on inputs that have changed since "
+            f"({', '.join(changed)}); delete that directory to run it on the current ones, or choose "
+            "another run.name"
+        )
     return result
 
 
@@ -103,7 +110,9 @@ def run_stage(stage: str, cfg: Config, job_alive: Callable[[str], bool | None] |
     quiet_third_party()  # a job's process does not come through the CLI's own call
     env = D.DistEnv.from_env()
     # Checked before any process group starts: a bad split must not hang N ranks.
-    per_device, micro, accumulation = derive_batch(cfg.train.global_batch, env.world_size, cfg.train.max_batch_per_device)
+    per_device, micro, accumulation = derive_batch(
+        cfg.train.global_batch, env.world_size, cfg.train.max_batch_per_device
+    )
     done = finished_result(stage, cfg)
     if done is not None:
         return done
@@ -122,8 +131,9 @@ def run_stage(stage: str, cfg: Config, job_alive: Callable[[str], bool | None] |
         return _train(stage, cfg, env, per_device, micro, accumulation, inputs)
 
 
-def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int, accumulation: int,
-           inputs: dict[str, str]) -> dict:
+def _train(
+    stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int, accumulation: int, inputs: dict[str, str]
+) -> dict:
     run_dir = cfg.run_dir(stage)
     t0 = time.time()
     engine = create_engine(cfg, env)
@@ -132,8 +142,15 @@ def _train(stage: str, cfg: Config, env: D.DistEnv, per_device: int, micro: int,
         ctx = StageContext(cfg, engine, run_dir, per_device, micro, accumulation)
         log.info(
             "%s %s: world size %d on %s, global batch %d = %d per device (%d x %d micro), device %s",
-            stage, run_dir, engine.world_size, ",".join(engine.hostnames), cfg.train.global_batch, per_device,
-            accumulation, micro, _device_name(engine),
+            stage,
+            run_dir,
+            engine.world_size,
+            ",".join(engine.hostnames),
+            cfg.train.global_batch,
+            per_device,
+            accumulation,
+            micro,
+            _device_name(engine),
         )
         task = TASKS[stage].task()(ctx)
         if engine.is_main and task.subset() is not None:
@@ -155,19 +172,35 @@ def _metrics(outcome: TrainOutcome) -> dict:
     return {**outcome.metrics, "loss": outcome.loss} if outcome.steps else dict(outcome.metrics)
 
 
-def _result(stage: str, ctx: StageContext, task: Task, outcome: TrainOutcome, wall_s: float,
-            inputs: dict[str, str]) -> Result:
+def _result(
+    stage: str, ctx: StageContext, task: Task, outcome: TrainOutcome, wall_s: float, inputs: dict[str, str]
+) -> Result:
     """The run's result.json: its config's coordinates, the outcome, the runtime facts and the task's facts."""
     cfg, engine = ctx.cfg, ctx.engine
     latest = ckpt.latest_whole(rundir.checkpoints_dir(ctx.run_dir))
     return Result(
-        stage=stage, study=cfg.run.study, run=cfg.run.name, run_dir=str(ctx.run_dir), config_hash=cfg.hash(stage),
-        data_hash=inputs.get("data"), inputs_sha256={k: v for k, v in inputs.items() if k != "data"} or None,
-        seed=cfg.run.seed, steps=outcome.steps, global_batch=cfg.train.global_batch, per_device_batch=ctx.per_device,
-        accumulation=ctx.accumulation, metrics=_metrics(outcome), wall_s=wall_s,
-        images_per_s=outcome.images_per_s, skipped_samples=outcome.skipped_samples, device=_device_name(engine),
-        world_size=engine.world_size, hostnames=engine.hostnames,
+        stage=stage,
+        study=cfg.run.study,
+        run=cfg.run.name,
+        run_dir=str(ctx.run_dir),
+        config_hash=cfg.hash(stage),
+        data_hash=inputs.get("data"),
+        inputs_sha256={k: v for k, v in inputs.items() if k != "data"} or None,
+        seed=cfg.run.seed,
+        steps=outcome.steps,
+        global_batch=cfg.train.global_batch,
+        per_device_batch=ctx.per_device,
+        accumulation=ctx.accumulation,
+        metrics=_metrics(outcome),
+        wall_s=wall_s,
+        images_per_s=outcome.images_per_s,
+        skipped_samples=outcome.skipped_samples,
+        device=_device_name(engine),
+        world_size=engine.world_size,
+        hostnames=engine.hostnames,
         checkpoint_sha256=ckpt.read_meta(latest)["sha256"] if latest else None,
-        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), precision=engine.precision,
-        amp_skipped_steps=engine.amp_skipped if engine.fp16 else None, **task.facts(),
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        precision=engine.precision,
+        amp_skipped_steps=engine.amp_skipped if engine.fp16 else None,
+        **task.facts(),
     )

@@ -46,10 +46,13 @@ def check_backends(cfg: Config) -> None:
 
     missing = [b for b in cfg.log.backends if b in PACKAGES and importlib.util.find_spec(PACKAGES[b]) is None]
     if missing:
-        raise ConfigError([
-            f"log.backends: {b} is requested but the {PACKAGES[b]} package is not installed; "
-            f"pip install 'simclr-hpc[{b}]' or remove {b} from log.backends" for b in missing
-        ])
+        raise ConfigError(
+            [
+                f"log.backends: {b} is requested but the {PACKAGES[b]} package is not installed; "
+                f"pip install 'simclr-hpc[{b}]' or remove {b} from log.backends"
+                for b in missing
+            ]
+        )
 
 
 def flat_hparams(cfg: Config) -> dict[str, str | int | float | bool]:
@@ -109,8 +112,9 @@ def _wandb_settings():
     """Offline W&B without what a batch job does not want: no console capture, system stats, git or code snapshots."""
     import wandb
 
-    return wandb.Settings(console="off", silent=True, x_disable_stats=True, save_code=False, disable_git=True,
-                          x_save_requirements=False)
+    return wandb.Settings(
+        console="off", silent=True, x_disable_stats=True, save_code=False, disable_git=True, x_save_requirements=False
+    )
 
 
 class WandbOffline:
@@ -120,9 +124,17 @@ class WandbOffline:
         import wandb
 
         run_id, _ = _Identity(run_dir).get("wandb_id", lambda: uuid.uuid4().hex[:16])
-        self.run = wandb.init(project=cfg.run.study, group=stage, name=f"{stage}/{cfg.run.name}", id=run_id,
-                              resume="allow", dir=str(run_dir), mode="offline", config=flat_hparams(cfg),
-                              settings=_wandb_settings())
+        self.run = wandb.init(
+            project=cfg.run.study,
+            group=stage,
+            name=f"{stage}/{cfg.run.name}",
+            id=run_id,
+            resume="allow",
+            dir=str(run_dir),
+            mode="offline",
+            config=flat_hparams(cfg),
+            settings=_wandb_settings(),
+        )
         self.logged_through = logged_through
 
     def log(self, step: int, values: dict[str, float]) -> None:
@@ -201,8 +213,21 @@ def open_backends(cfg: Config, run_dir: Path, stage: str, start_step: int, logge
     return backends
 
 
-REPORT_KEYS = ("section", "kind", "encoder", "base", "seed", "dataset", "label_fraction", "head_layer", "protocol",
-               "teacher", "student", "k", "subset_draw")
+REPORT_KEYS = (
+    "section",
+    "kind",
+    "encoder",
+    "base",
+    "seed",
+    "dataset",
+    "label_fraction",
+    "head_layer",
+    "protocol",
+    "teacher",
+    "student",
+    "k",
+    "subset_draw",
+)
 REPORT_METRICS = ("top1", "chance_norm_top1", "dprime", "loss", "teacher_top1")
 
 
@@ -220,8 +245,9 @@ def report_backends(requested: str | None, configs: list[Config]) -> list[str]:
 
     missing = [b for b in names if importlib.util.find_spec(PACKAGES[b]) is None]
     if missing:
-        raise ConfigError([f"--backends: {b} needs the {PACKAGES[b]} package; pip install 'simclr-hpc[{b}]'"
-                           for b in missing])
+        raise ConfigError(
+            [f"--backends: {b} needs the {PACKAGES[b]} package; pip install 'simclr-hpc[{b}]'" for b in missing]
+        )
     return names
 
 
@@ -232,8 +258,9 @@ def _number(value) -> float | None:
         return None
 
 
-def publish_report(backends: list[str], study: str, root: Path, report_dir: Path, rows: list[dict],
-                   files: list[Path]) -> list[str]:
+def publish_report(
+    backends: list[str], study: str, root: Path, report_dir: Path, rows: list[dict], files: list[Path]
+) -> list[str]:
     """Write a study's results table (``results.csv`` rows) into the tracking backends; one line per destination.
 
     TensorBoard: one HParams session per finished run under ``<report_dir>/tensorboard`` (its study keys as hparams,
@@ -277,10 +304,12 @@ def _report_tensorboard(report_dir: Path, done: list[dict], files: list[Path]) -
 def _report_mlflow(study: str, root: Path, report_dir: Path, rows: list[dict], files: list[Path]) -> str:
     client, experiment, store = _mlflow_store(root, study)
     run_id, _ = _Identity(report_dir).get(
-        "mlflow_run_id", lambda: client.create_run(experiment, run_name="report").info.run_id)
+        "mlflow_run_id", lambda: client.create_run(experiment, run_name="report").info.run_id
+    )
     columns = list(rows[0]) if rows else []
-    client.log_dict(run_id, {"columns": columns, "data": [[row.get(c) for c in columns] for row in rows]},
-                    "results.json")
+    client.log_dict(
+        run_id, {"columns": columns, "data": [[row.get(c) for c in columns] for row in rows]}, "results.json"
+    )
     for path in files:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id)
@@ -291,8 +320,16 @@ def _report_wandb(study: str, report_dir: Path, rows: list[dict]) -> str:
     import wandb
 
     run_id, _ = _Identity(report_dir).get("wandb_id", lambda: uuid.uuid4().hex[:16])
-    run = wandb.init(project=study, name="report", job_type="report", id=run_id, resume="allow", dir=str(report_dir),
-                     mode="offline", settings=_wandb_settings())
+    run = wandb.init(
+        project=study,
+        name="report",
+        job_type="report",
+        id=run_id,
+        resume="allow",
+        dir=str(report_dir),
+        mode="offline",
+        settings=_wandb_settings(),
+    )
     columns = list(rows[0]) if rows else []
     run.log({"results": wandb.Table(columns=columns, data=[[str(row.get(c, "")) for c in columns] for row in rows])})
     run.finish()

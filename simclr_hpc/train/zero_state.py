@@ -62,8 +62,11 @@ def partition_slots(ds_optimizer, param_groups: list[list[nn.Parameter]]) -> dic
     ``{flat partition: (number of parameters in its group, [(start, numel, parameter index in the group), ...])}``."""
     out = {}
     for group, params in zip(ds_optimizer.optimizer.param_groups, param_groups):
-        segments = [(m.hp_fragment_address.start, m.hp_fragment_address.numel, i)
-                    for i, m in enumerate(getattr(p, "_hp_mapping", None) for p in params) if m is not None]
+        segments = [
+            (m.hp_fragment_address.start, m.hp_fragment_address.numel, i)
+            for i, m in enumerate(getattr(p, "_hp_mapping", None) for p in params)
+            if m is not None
+        ]
         out[group["params"][0]] = (len(params), segments)
     return out
 
@@ -81,8 +84,9 @@ def gather_state(ds_optimizer, param_groups: list[list[nn.Parameter]]) -> dict:
         flat_state = base.state.get(flat, {})
         # Every rank has the same keys: the flat partitions step together.
         tensor_keys = sorted(k for k, v in flat_state.items() if torch.is_tensor(v) and v.shape == flat.shape)
-        scalars = {k: (v.clone().cpu() if torch.is_tensor(v) else v) for k, v in flat_state.items()
-                   if k not in tensor_keys}  # e.g. Adam's step: one value for the whole group
+        scalars = {
+            k: (v.clone().cpu() if torch.is_tensor(v) else v) for k, v in flat_state.items() if k not in tensor_keys
+        }  # e.g. Adam's step: one value for the whole group
         ids = []
         for param in params:
             mapping = getattr(param, "_hp_mapping", None)

@@ -66,8 +66,11 @@ def test_train_step_bench_row_at_tiny_batch():
 
 
 def test_results_table_marks_pass_miss_and_not_measured():
-    rows = [Row("x", "a", "s", 1.0, 2.0, 0.5, "<= 1.0"), Row("x", "b", "img/s", 1.0, 2.0, 0.5, ">= 2.0"),
-            Row("x", "c", "eff", None, None, None, None, "not measured: no cluster")]
+    rows = [
+        Row("x", "a", "s", 1.0, 2.0, 0.5, "<= 1.0"),
+        Row("x", "b", "img/s", 1.0, 2.0, 0.5, ">= 2.0"),
+        Row("x", "c", "eff", None, None, None, None, "not measured: no cluster"),
+    ]
     text = table(rows)
     assert "| PASS |" in text and "| **MISS** |" in text and "| not measured |" in text
 
@@ -78,8 +81,16 @@ def test_time_to_accuracy_row_at_tiny_size_reaches_a_low_target_on_both_sides():
     target (below chance) is reached at the first probe, so the row has both times and a ratio."""
     from bench import time_to_accuracy
 
-    rows = time_to_accuracy.run(width=0.125, size=16, batch=16, max_steps=4, eval_every=2, target=5.0,
-                                source="shapes:4:24:16", val_fraction=0.25)
+    rows = time_to_accuracy.run(
+        width=0.125,
+        size=16,
+        batch=16,
+        max_steps=4,
+        eval_every=2,
+        target=5.0,
+        source="shapes:4:24:16",
+        val_fraction=0.25,
+    )
     assert len(rows) == 1 and rows[0].target == "<= 0.7"
     _well_formed(rows[0])
     assert rows[0].ours > 0 and rows[0].baseline > 0

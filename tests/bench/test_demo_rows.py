@@ -6,14 +6,37 @@ import pytest
 
 from bench.demo import science_rows
 
-FIELDS = ["stage", "status", "protocol", "head_layer", "section", "baseline", "label_fraction", "seed", "arch",
-          "encoder", "top1", "eval_images"]
+FIELDS = [
+    "stage",
+    "status",
+    "protocol",
+    "head_layer",
+    "section",
+    "baseline",
+    "label_fraction",
+    "seed",
+    "arch",
+    "encoder",
+    "top1",
+    "eval_images",
+]
 
 
 def _row(baseline, fraction, seed, top1, arch="resnet18", encoder="r18"):
-    return {"stage": "finetune", "status": "done", "protocol": "linear", "head_layer": "0", "section": "finetune",
-            "baseline": baseline, "label_fraction": fraction, "seed": seed, "arch": arch if baseline != "pixels" else "",
-            "encoder": encoder if not baseline else baseline, "top1": top1, "eval_images": 1000}
+    return {
+        "stage": "finetune",
+        "status": "done",
+        "protocol": "linear",
+        "head_layer": "0",
+        "section": "finetune",
+        "baseline": baseline,
+        "label_fraction": fraction,
+        "seed": seed,
+        "arch": arch if baseline != "pixels" else "",
+        "encoder": encoder if not baseline else baseline,
+        "top1": top1,
+        "eval_images": 1000,
+    }
 
 
 def test_the_worst_seed_decides_and_exactly_three_points_is_three(tmp_path):

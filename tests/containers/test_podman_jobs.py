@@ -16,18 +16,25 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from simclr_hpc.config import load_config
 from simclr_hpc.launch import LaunchRequest, submit_stage
 from simclr_hpc.launch import slurm as sl
 from simclr_hpc.launch.container import podman_image_exists
 from tests.launch.helpers import cli, wait_until
-from tests.preemption.helpers import (HOLD_AT, TARGET, TIME_MIN, check_requeued_at_the_limit, wait_done,
-                                      write_config, write_profile)
+from tests.preemption.helpers import (
+    HOLD_AT,
+    TARGET,
+    TIME_MIN,
+    check_requeued_at_the_limit,
+    wait_done,
+    write_config,
+    write_profile,
+)
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -62,8 +69,18 @@ def _podman(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def _containers_of(job_id: str) -> list[str]:
     """Containers started for this Slurm job (podman's event log: our launcher labels each with the job id)."""
-    out = _podman("events", "--stream=false", "--since", "30m", "--filter", "event=start",
-                  "--filter", f"label=simclr-hpc.job={job_id}", "--format", "{{.Image}}").stdout
+    out = _podman(
+        "events",
+        "--stream=false",
+        "--since",
+        "30m",
+        "--filter",
+        "event=start",
+        "--filter",
+        f"label=simclr-hpc.job={job_id}",
+        "--format",
+        "{{.Image}}",
+    ).stdout
     return out.split()
 
 
@@ -97,8 +114,20 @@ def test_two_node_pretrain_runs_in_the_image_on_node1_and_node2(slurm_cluster, i
         "optim: {warmup_steps: 1}\n"
     )
     profile = _profile(tmp_path / "podman.yaml", image, tiny_shards.parent)
-    args = ["submit", "pretrain", "-c", str(config), "--nodes", "2", "--gpus-per-node", "0",
-            "--profile", str(profile), "--container", image]
+    args = [
+        "submit",
+        "pretrain",
+        "-c",
+        str(config),
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "0",
+        "--profile",
+        str(profile),
+        "--container",
+        image,
+    ]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     dry = cli(*args, "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
@@ -117,21 +146,41 @@ def test_two_node_pretrain_runs_in_the_image_on_node1_and_node2(slurm_cluster, i
 
 
 def test_time_limit_in_the_image_saves_at_slurms_signal_requeues_from_the_host_and_ends_bitwise_equal(
-        slurm_cluster, image, tiny_shards, tmp_path, monkeypatch):
+    slurm_cluster, image, tiny_shards, tmp_path, monkeypatch
+):
     monkeypatch.delenv("PYTHONPATH", raising=False)  # the image's own simclr_hpc runs, not this checkout
     monkeypatch.setenv("SIMCLR_TEST_HOLD_AT", str(HOLD_AT))
     config = write_config(tmp_path, tiny_shards, "boxed")
     cfg = load_config(config)
     # Only the tests' runner module is bound in (read-only), on the container's PYTHONPATH.
-    profile = _profile(tmp_path / "limit.yaml", image, tiny_shards.parent,
-                       container_args=[f"--volume={REPO / 'tests'}:{TESTS_IN_IMAGE}/tests:ro",
-                                       f"--env=PYTHONPATH={TESTS_IN_IMAGE}"])
-    rec = submit_stage("pretrain", cfg, LaunchRequest(profile=str(profile), gpus_per_node=0, time=str(TIME_MIN)), target=TARGET)
+    profile = _profile(
+        tmp_path / "limit.yaml",
+        image,
+        tiny_shards.parent,
+        container_args=[f"--volume={REPO / 'tests'}:{TESTS_IN_IMAGE}/tests:ro", f"--env=PYTHONPATH={TESTS_IN_IMAGE}"],
+    )
+    rec = submit_stage(
+        "pretrain", cfg, LaunchRequest(profile=str(profile), gpus_per_node=0, time=str(TIME_MIN)), target=TARGET
+    )
 
     # The uninterrupted reference in the same image, meanwhile (no Slurm, no hold).
-    ref = _podman("run", "--rm", "--network=host", f"--volume={tmp_path}:{tmp_path}",
-                  f"--volume={tiny_shards.parent}:{tiny_shards.parent}", "--env=OMP_NUM_THREADS=1", "--user=0:0",
-                  image, "run", "pretrain", "-c", str(config), "--set", "run.name=ref", timeout=400)
+    ref = _podman(
+        "run",
+        "--rm",
+        "--network=host",
+        f"--volume={tmp_path}:{tmp_path}",
+        f"--volume={tiny_shards.parent}:{tiny_shards.parent}",
+        "--env=OMP_NUM_THREADS=1",
+        "--user=0:0",
+        image,
+        "run",
+        "pretrain",
+        "-c",
+        str(config),
+        "--set",
+        "run.name=ref",
+        timeout=400,
+    )
     assert ref.returncode == 0, ref.stderr[-3000:]
     n_restarts = wait_done(rec)
     check_requeued_at_the_limit(rec, Path(rec.run_dir), cfg.run_dir("pretrain").with_name("ref"), n_restarts)

@@ -7,10 +7,10 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "Dockerfile").read_text()
@@ -35,7 +35,9 @@ VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["versi
 
 def _docker_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in DOCKERFILE.splitlines() if not line.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n", " ", "\n".join(line for line in DOCKERFILE.splitlines() if not line.lstrip().startswith("#"))
+    )
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines() if line.strip()]
 
 
@@ -49,8 +51,11 @@ def _docker_base_arg() -> str:
 
 def _docker_bases() -> list[str]:
     """The base of each stage, with ``${BASE_IMAGE}`` resolved to the argument's default (what a real site builds)."""
-    return [args.split()[0].replace("${BASE_IMAGE}", _docker_base_arg())
-            for instr, args in _docker_instructions() if instr == "FROM"]
+    return [
+        args.split()[0].replace("${BASE_IMAGE}", _docker_base_arg())
+        for instr, args in _docker_instructions()
+        if instr == "FROM"
+    ]
 
 
 def test_every_stage_builds_on_the_base_image_argument():
@@ -92,8 +97,12 @@ def _hadolint() -> str:
 
 
 def test_hadolint_finds_nothing_in_the_dockerfile():
-    proc = subprocess.run([_hadolint(), "--format", "json", "--no-color", str(REPO / "Dockerfile")],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [_hadolint(), "--format", "json", "--no-color", str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert json.loads(proc.stdout or "[]") == [], proc.stdout
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -120,7 +129,7 @@ def test_dockerfile_installs_the_lock_and_the_package():
 
 def test_dockerfile_runs_simclr_hpc_as_non_root_with_oci_labels_and_no_healthcheck():
     instructions = _docker_instructions()
-    final = instructions[max(i for i, (instr, _) in enumerate(instructions) if instr == "FROM"):]
+    final = instructions[max(i for i, (instr, _) in enumerate(instructions) if instr == "FROM") :]
     users = [args.strip() for instr, args in final if instr == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root"), users
     assert ("ENTRYPOINT", '["simclr-hpc"]') in final
@@ -133,7 +142,9 @@ def test_dockerfile_runs_simclr_hpc_as_non_root_with_oci_labels_and_no_healthche
 
 
 def test_dockerignore_lets_in_everything_the_dockerfile_copies():
-    allowed = {line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    allowed = {
+        line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    }
     copied = set()
     for instr, args in _docker_instructions():
         if instr == "COPY" and not args.startswith("--from"):
@@ -177,7 +188,13 @@ def test_apptainer_only_recipe_uses_the_same_base_and_lock():
     assert "python3 -m venv /opt/venv" in recipe and "python3 -m venv /opt/venv" in DOCKERFILE
     assert "pip install -c /src/constraints.txt -r /src/requirements.txt" in recipe
     assert f"mlxtend=={CONSTRAINTS['mlxtend']}" in recipe
-    copied = {line.split()[0] for line in recipe.split("%files", 1)[1].split("%post", 1)[0].splitlines() if line.strip()}
-    docker_copied = {w.rstrip("/") for i, a in _docker_instructions() if i == "COPY" and not a.startswith("--from")
-                     for w in a.split()[:-1]}
+    copied = {
+        line.split()[0] for line in recipe.split("%files", 1)[1].split("%post", 1)[0].splitlines() if line.strip()
+    }
+    docker_copied = {
+        w.rstrip("/")
+        for i, a in _docker_instructions()
+        if i == "COPY" and not a.startswith("--from")
+        for w in a.split()[:-1]
+    }
     assert copied == docker_copied

@@ -45,9 +45,21 @@ def _records(out: Path) -> dict[str, dict]:
 
 def _sbatch(cluster, tmp_path: Path, flags: list[str], script: Path, args: list[str], env: dict[str, str]) -> str:
     proc = subprocess.run(
-        ["sbatch", "--parsable", f"--partition={cluster.partition}", "--time=5", f"--chdir={tmp_path}",
-         f"--output={tmp_path}/%x-%j-%a.out", *flags, str(script), *args],
-        capture_output=True, text=True, env={**os.environ, **env}, timeout=60,
+        [
+            "sbatch",
+            "--parsable",
+            f"--partition={cluster.partition}",
+            "--time=5",
+            f"--chdir={tmp_path}",
+            f"--output={tmp_path}/%x-%j-%a.out",
+            *flags,
+            str(script),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().split(";")[0]
@@ -58,8 +70,9 @@ def _wait(job_id: str, tasks: int = 1, timeout_s: float = 240.0) -> dict[str, tu
     deadline = time.monotonic() + timeout_s
     rows: dict[str, tuple[str, str]] = {}
     while time.monotonic() < deadline:
-        out = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "JobID,State,ExitCode"],
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "JobID,State,ExitCode"], capture_output=True, text=True
+        ).stdout
         rows = {}
         for line in out.splitlines():
             job, state, code = line.split("|")
@@ -86,9 +99,14 @@ def test_templates_parse_and_pass_shellcheck():
 @pytest.mark.slurm
 def test_pretrain_sbatch_on_two_nodes_exports_rank_env_that_rendezvous_across_nodes(slurm_cluster, tmp_path):
     cmd, out = _standin(tmp_path)
-    job = _sbatch(slurm_cluster, tmp_path, ["--nodes=2", "--ntasks-per-node=2", "--gpus-per-node=2", "--cpus-per-task=1"],
-                  PRETRAIN, ["/abs/cfg.yaml", "--set", "train.steps=2"],
-                  {"SIMCLR_CMD": str(cmd), "STANDIN_OUT": str(out), "STANDIN_RENDEZVOUS": "1", "SIMCLR_IMAGE": ""})
+    job = _sbatch(
+        slurm_cluster,
+        tmp_path,
+        ["--nodes=2", "--ntasks-per-node=2", "--gpus-per-node=2", "--cpus-per-task=1"],
+        PRETRAIN,
+        ["/abs/cfg.yaml", "--set", "train.steps=2"],
+        {"SIMCLR_CMD": str(cmd), "STANDIN_OUT": str(out), "STANDIN_RENDEZVOUS": "1", "SIMCLR_IMAGE": ""},
+    )
     assert _wait(job) == {job: ("COMPLETED", "0:0")}, _logs(tmp_path)
     records = _records(out)
     assert sorted(records) == ["0", "1", "2", "3"], _logs(tmp_path)
@@ -112,31 +130,59 @@ def test_pretrain_sbatch_runs_every_task_in_apptainer_with_nv_when_the_image_exi
     image.write_bytes(b"not really an image")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    _executable(bin_dir / "apptainer", """#!/bin/bash
+    _executable(
+        bin_dir / "apptainer",
+        """#!/bin/bash
 printf '%s\\n' "$@" > "$STANDIN_OUT/apptainer-$SLURM_PROCID.args"
 shift
 while [[ $1 == --* ]]; do if [[ $1 == --bind ]]; then shift 2; else shift; fi; done
 shift
 exec "$@"
-""")
-    job = _sbatch(slurm_cluster, tmp_path, ["--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1"],
-                  PRETRAIN, ["/abs/cfg.yaml"],
-                  {"SIMCLR_CMD": str(cmd), "STANDIN_OUT": str(out), "SIMCLR_IMAGE": str(image),
-                   "SIMCLR_BINDS": "/scratch,/data:/data:ro", "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+""",
+    )
+    job = _sbatch(
+        slurm_cluster,
+        tmp_path,
+        ["--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1"],
+        PRETRAIN,
+        ["/abs/cfg.yaml"],
+        {
+            "SIMCLR_CMD": str(cmd),
+            "STANDIN_OUT": str(out),
+            "SIMCLR_IMAGE": str(image),
+            "SIMCLR_BINDS": "/scratch,/data:/data:ro",
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        },
+    )
     assert _wait(job) == {job: ("COMPLETED", "0:0")}, _logs(tmp_path)
     for rank in ("0", "1"):
         args = (out / f"apptainer-{rank}.args").read_text().splitlines()
-        assert args == ["exec", "--nv", "--bind", "/scratch,/data:/data:ro", str(image), str(cmd),
-                        "run", "pretrain", "-c", "/abs/cfg.yaml"]
+        assert args == [
+            "exec",
+            "--nv",
+            "--bind",
+            "/scratch,/data:/data:ro",
+            str(image),
+            str(cmd),
+            "run",
+            "pretrain",
+            "-c",
+            "/abs/cfg.yaml",
+        ]
     assert sorted(_records(out)) == ["0", "1"]
 
 
 @pytest.mark.slurm
 def test_pretrain_sbatch_with_a_missing_image_fails_with_exit_2_and_says_so(slurm_cluster, tmp_path):
     cmd, out = _standin(tmp_path)
-    job = _sbatch(slurm_cluster, tmp_path, ["--nodes=1", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1"],
-                  PRETRAIN, ["/abs/cfg.yaml"],
-                  {"SIMCLR_CMD": str(cmd), "STANDIN_OUT": str(out), "SIMCLR_IMAGE": str(tmp_path / "missing.sif")})
+    job = _sbatch(
+        slurm_cluster,
+        tmp_path,
+        ["--nodes=1", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1"],
+        PRETRAIN,
+        ["/abs/cfg.yaml"],
+        {"SIMCLR_CMD": str(cmd), "STANDIN_OUT": str(out), "SIMCLR_IMAGE": str(tmp_path / "missing.sif")},
+    )
     assert _wait(job) == {job: ("FAILED", "2:0")}
     assert "missing.sif does not exist" in _logs(tmp_path)
     assert _records(out) == {}
@@ -151,9 +197,17 @@ def test_array_sbatch_runs_one_manifest_line_per_index_and_never_evaluates_it(sl
     for config in configs:
         config.write_text("run: {}\n")
     manifest = tmp_path / "runs.tsv"
-    manifest.write_text("".join(f"{stage}\t{config}\n" for stage, config in zip(("finetune", "distill", "transfer"), configs)))
-    job = _sbatch(slurm_cluster, tmp_path, ["--array=0-2", "--cpus-per-task=1"], ARRAY, [str(manifest)],
-                  {"SIMCLR_CMD": str(cmd), "STANDIN_OUT": str(out), "SIMCLR_IMAGE": ""})
+    manifest.write_text(
+        "".join(f"{stage}\t{config}\n" for stage, config in zip(("finetune", "distill", "transfer"), configs))
+    )
+    job = _sbatch(
+        slurm_cluster,
+        tmp_path,
+        ["--array=0-2", "--cpus-per-task=1"],
+        ARRAY,
+        [str(manifest)],
+        {"SIMCLR_CMD": str(cmd), "STANDIN_OUT": str(out), "SIMCLR_IMAGE": ""},
+    )
     states = _wait(job, tasks=3)
     assert states == {f"{job}_{i}": ("COMPLETED", "0:0") for i in range(3)}, _logs(tmp_path)
     records = _records(out)
@@ -172,8 +226,14 @@ def test_array_sbatch_rejects_a_line_that_is_not_stage_tab_absolute_config(slurm
     config.write_text("run: {}\n")
     manifest = tmp_path / "runs.tsv"
     manifest.write_text(f"rm -rf\t{config}\nfinetune\trelative.yaml\n")
-    job = _sbatch(slurm_cluster, tmp_path, ["--array=0-2", "--cpus-per-task=1"], ARRAY, [str(manifest)],
-                  {"SIMCLR_CMD": str(cmd), "STANDIN_OUT": str(out), "SIMCLR_IMAGE": ""})
+    job = _sbatch(
+        slurm_cluster,
+        tmp_path,
+        ["--array=0-2", "--cpus-per-task=1"],
+        ARRAY,
+        [str(manifest)],
+        {"SIMCLR_CMD": str(cmd), "STANDIN_OUT": str(out), "SIMCLR_IMAGE": ""},
+    )
     assert _wait(job, tasks=3) == {f"{job}_{i}": ("FAILED", "2:0") for i in range(3)}
     logs = _logs(tmp_path)
     assert "line 1: stage 'rm -rf' is not one of" in logs
@@ -211,15 +271,23 @@ def _venv_path() -> dict[str, str]:
 @pytest.mark.slow
 def test_pretrain_sbatch_runs_real_simclr_hpc_pretrain_on_two_nodes(slurm_cluster, tmp_path, tiny_shards):
     config = _tiny_config(tmp_path, tiny_shards, "two-nodes")
-    job = _sbatch(slurm_cluster, tmp_path, ["--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1"],
-                  PRETRAIN, [str(config), "--set", "train.steps=2"], _venv_path())
+    job = _sbatch(
+        slurm_cluster,
+        tmp_path,
+        ["--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1"],
+        PRETRAIN,
+        [str(config), "--set", "train.steps=2"],
+        _venv_path(),
+    )
     assert _wait(job, timeout_s=400) == {job: ("COMPLETED", "0:0")}, _logs(tmp_path)
     assert (tmp_path / "runs" / "sbatch" / "pretrain" / "two-nodes" / "result.json").is_file(), _logs(tmp_path)
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_array_sbatch_runs_real_simclr_hpc_from_a_manifest_written_by_the_launcher(slurm_cluster, tmp_path, tiny_shards):
+def test_array_sbatch_runs_real_simclr_hpc_from_a_manifest_written_by_the_launcher(
+    slurm_cluster, tmp_path, tiny_shards
+):
     from simclr_hpc.config import load_config
     from simclr_hpc.launch.submit import write_manifest
 

@@ -101,8 +101,10 @@ def _device_path(transform, images, seed):
     parts = [transform(img, random.Random(seed + i)) for i, img in enumerate(images)]
     n = transform.n_views
     assert all(p[v].dtype == torch.uint8 and p[n + v].shape == (augment.N_PARAMS,) for p in parts for v in range(n))
-    return [augment.finish_on_device(torch.stack([p[v] for p in parts]), torch.stack([p[n + v] for p in parts]))
-            for v in range(n)]
+    return [
+        augment.finish_on_device(torch.stack([p[v] for p in parts]), torch.stack([p[n + v] for p in parts]))
+        for v in range(n)
+    ]
 
 
 def test_device_path_gives_the_cpu_path_views_cifar_preset():

@@ -36,8 +36,9 @@ def _stamps(out: Path) -> dict[str, tuple]:
 
 def test_a_killed_shard_build_resumes_writing_only_what_is_missing_and_the_result_verifies(tmp_path):
     out = tmp_path / "out"
-    killed = subprocess.run([sys.executable, "-c", _KILLED_HALF_WAY, SOURCE, str(out)], cwd=ROOT, timeout=120,
-                            capture_output=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_HALF_WAY, SOURCE, str(out)], cwd=ROOT, timeout=120, capture_output=True
+    )
     assert killed.returncode == -9 and not (out / "index.json").exists()
     plan = load_plan(out)
     done_before = {s.name for s in plan.shards() if plan.done(s) is not None}
@@ -67,7 +68,7 @@ def _damage_inside(path: Path) -> None:
     """Markers where pixels should be, inside the entropy-coded data: head and tail intact, only a decode fails."""
     data = bytearray(path.read_bytes())
     start = data.index(b"\xff\xda") + 20  # after the start of scan
-    data[start:start + 400] = b"\xff" * 400
+    data[start : start + 400] = b"\xff" * 400
     path.write_bytes(bytes(data))
 
 
@@ -145,5 +146,7 @@ def test_array_tasks_write_disjoint_ranges_and_the_last_job_writes_the_index(tmp
     assert [build_range(plan.root, task, 3) for task in range(3)] == [8, 8, 8]
     assert build_range(plan.root, 1, 3) == 0  # a task run again finds its shards done
     index = finish(plan.root)
-    assert verify(plan.root) == [] and index.content_hash == json.loads((plan.root / "index.json").read_text())[
-        "content_hash"]
+    assert (
+        verify(plan.root) == []
+        and index.content_hash == json.loads((plan.root / "index.json").read_text())["content_hash"]
+    )

@@ -9,8 +9,9 @@ runner = CliRunner()
 
 def test_shards_inspect_verify_on_a_clean_directory(tmp_path):
     out = tmp_path / "s"
-    result = runner.invoke(app, ["data", "shards", "shapes:3:10:16", str(out), "--val-fraction", "0.2",
-                                 "--shard-size", "8", "--seed", "1"])
+    result = runner.invoke(
+        app, ["data", "shards", "shapes:3:10:16", str(out), "--val-fraction", "0.2", "--shard-size", "8", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert "train: 24 samples in 3 shard(s)" in result.output and "val: 6 samples" in result.output
     result = runner.invoke(app, ["data", "inspect", str(out)])
@@ -44,8 +45,25 @@ def test_user_errors_exit_2_with_one_line(tmp_path):
 
 def test_shards_submit_dry_run_prints_the_array_and_the_index_job_and_writes_nothing(tmp_path):
     out = tmp_path / "o"
-    result = runner.invoke(app, ["data", "shards", "shapes:2:20:16", str(out), "--shard-size", "10", "--submit",
-                                 "--profile", "local", "--tasks", "3", "--workers", "3", "--dry-run"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "shards",
+            "shapes:2:20:16",
+            str(out),
+            "--shard-size",
+            "10",
+            "--submit",
+            "--profile",
+            "local",
+            "--tasks",
+            "3",
+            "--workers",
+            "3",
+            "--dry-run",
+        ],
+    )
     assert result.exit_code == 0, result.output
     array, index_job = result.output.split("#!/bin/bash")[1:]
     assert "#SBATCH --array=0-2%2" in array and "#SBATCH --cpus-per-task=3" in array

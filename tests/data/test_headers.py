@@ -11,9 +11,19 @@ from simclr_hpc.data.headers import cut_short, read_header
 from simclr_hpc.data.shard_writer import ustar_header
 
 
-@pytest.mark.parametrize("fmt,mode,kwargs", [("JPEG", "RGB", {}), ("JPEG", "L", {}), ("JPEG", "CMYK", {}),
-                                             ("JPEG", "RGB", {"progressive": True}), ("PNG", "RGB", {}),
-                                             ("PNG", "L", {}), ("PNG", "P", {}), ("PNG", "RGBA", {})])
+@pytest.mark.parametrize(
+    "fmt,mode,kwargs",
+    [
+        ("JPEG", "RGB", {}),
+        ("JPEG", "L", {}),
+        ("JPEG", "CMYK", {}),
+        ("JPEG", "RGB", {"progressive": True}),
+        ("PNG", "RGB", {}),
+        ("PNG", "L", {}),
+        ("PNG", "P", {}),
+        ("PNG", "RGBA", {}),
+    ],
+)
 def test_read_header_agrees_with_pil(fmt, mode, kwargs):
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (23, 41, 3), dtype=np.uint8)).convert(mode)
     buf = io.BytesIO()

@@ -46,14 +46,35 @@ def test_same_seed_rank_segment_gives_bitwise_identical_batches_in_a_fresh_proce
     out = tmp_path / "batches.pt"
     subprocess.run([sys.executable, "-c", _DUMP, str(shapes_shards), str(out)], check=True, cwd=ROOT, timeout=120)
     theirs = torch.load(out, weights_only=True)
-    it = train_loader(shapes_shards, "train", SimCLRViews(32), batch_per_device=8, seed=5, rank=1, world_size=2,
-                      first_segment=3, num_workers=2)
+    it = train_loader(
+        shapes_shards,
+        "train",
+        SimCLRViews(32),
+        batch_per_device=8,
+        seed=5,
+        rank=1,
+        world_size=2,
+        first_segment=3,
+        num_workers=2,
+    )
     ours = _take(it, 4)
     for a, b in zip(ours, theirs):
         assert a["keys"] == b["keys"] and torch.equal(a["y"], b["y"])
         assert all(torch.equal(x, y) for x, y in zip(a["views"], b["views"]))
-    other = _take(train_loader(shapes_shards, "train", SimCLRViews(32), batch_per_device=8, seed=5, rank=1,
-                               world_size=2, first_segment=4, num_workers=2), 1)[0]
+    other = _take(
+        train_loader(
+            shapes_shards,
+            "train",
+            SimCLRViews(32),
+            batch_per_device=8,
+            seed=5,
+            rank=1,
+            world_size=2,
+            first_segment=4,
+            num_workers=2,
+        ),
+        1,
+    )[0]
     assert other["keys"] != ours[0]["keys"] or not torch.equal(other["views"][0], ours[0]["views"][0])
 
 
@@ -68,8 +89,15 @@ def test_eval_reads_every_sample_exactly_once_across_two_ranks(shapes_shards, nu
     index = read_index(shapes_shards)
     seen = []
     for rank in (0, 1):
-        for batch in eval_loader(shapes_shards, "test", EvalTransform(32), batch_per_device=7, rank=rank, world_size=2,
-                                 num_workers=num_workers):
+        for batch in eval_loader(
+            shapes_shards,
+            "test",
+            EvalTransform(32),
+            batch_per_device=7,
+            rank=rank,
+            world_size=2,
+            num_workers=num_workers,
+        ):
             assert batch["views"][0].shape[1:] == (3, 32, 32) and len(batch["views"]) == 1
             seen += batch["keys"]
     assert sorted(seen) == sorted(index.split("test").keys) and len(seen) == len(set(seen))
@@ -79,21 +107,28 @@ def test_key_subset_and_label_map(shapes_shards):
     index = read_index(shapes_shards)
     train = index.split("train")
     keys = [k for k, y in zip(train.keys, train.labels) if y in (1, 3)][:5]  # a tiny subset still gives full batches
-    it = train_loader(shapes_shards, "train", SupervisedAugment(32), batch_per_device=16, seed=0, keys=keys,
-                      label_map={1: 0, 3: 1})
+    it = train_loader(
+        shapes_shards, "train", SupervisedAugment(32), batch_per_device=16, seed=0, keys=keys, label_map={1: 0, 3: 1}
+    )
     for batch in _take(it, 3):
         assert set(batch["keys"]) <= set(keys) and len(batch["keys"]) == 16
         assert set(batch["y"].tolist()) <= {0, 1}
     test = index.split("test")
     subset = [k for k, y in zip(test.keys, test.labels) if y == 2]
-    got = [k for b in eval_loader(shapes_shards, "test", EvalTransform(32), batch_per_device=8, keys=subset,
-                                  label_map={2: 0}) for k in b["keys"]]
+    got = [
+        k
+        for b in eval_loader(
+            shapes_shards, "test", EvalTransform(32), batch_per_device=8, keys=subset, label_map={2: 0}
+        )
+        for k in b["keys"]
+    ]
     assert sorted(got) == sorted(subset)
     with pytest.raises(DataError, match="not in split train"):
         train_loader(shapes_shards, "train", SupervisedAugment(32), batch_per_device=4, seed=0, keys=["nope"])
     with pytest.raises(DataError, match="label_map has no entry"):
-        train_loader(shapes_shards, "train", SupervisedAugment(32), batch_per_device=4, seed=0, keys=keys,
-                     label_map={1: 0})
+        train_loader(
+            shapes_shards, "train", SupervisedAugment(32), batch_per_device=4, seed=0, keys=keys, label_map={1: 0}
+        )
 
 
 @pytest.fixture
@@ -184,8 +219,11 @@ def test_a_training_stream_reads_each_png_shard_from_disk_once_per_process(tmp_p
         assert all(torch.equal(x, y) for x, y in zip(a["views"], b["views"]))
     # A label subset of remembered shards is served from memory too, and holds only the subset's keys.
     subset = read_index(out).split("train").keys[:5]
-    assert {k for b in _take(train_loader(out, "train", SimCLRViews(16), batch_per_device=4, seed=3, keys=subset), 5)
-            for k in b["keys"]} <= set(subset)
+    assert {
+        k
+        for b in _take(train_loader(out, "train", SimCLRViews(16), batch_per_device=4, seed=3, keys=subset), 5)
+        for k in b["keys"]
+    } <= set(subset)
     # A shard rewritten since (new time stamp) is read from disk again, and its damage shows (all zeros: an empty tar).
     os.utime(shards[0], ns=(saved[0][0].st_atime_ns, saved[0][0].st_mtime_ns + 1))
     with pytest.raises(DataError, match=rf"{shards[0].name}: key .*: listed in index.json but not in the shard"):
@@ -223,17 +261,33 @@ def test_a_batched_transform_gives_the_same_batch_shape_as_a_per_image_one(shape
 
 
 def _same_batches(a, b):
-    return all(x["keys"] == y["keys"] and torch.equal(x["y"], y["y"])
-               and all(torch.equal(u, v) for u, v in zip(x["views"], y["views"])) for x, y in zip(a, b, strict=True))
+    return all(
+        x["keys"] == y["keys"]
+        and torch.equal(x["y"], y["y"])
+        and all(torch.equal(u, v) for u, v in zip(x["views"], y["views"]))
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def test_batches_do_not_depend_on_the_worker_count_or_on_the_segment_a_loader_starts_at(shapes_shards):
     """Run steps 0..7 in segments of 3 steps, 2 streams per rank: one loader in this process, one with 2 workers (3
     steps per segment is not a multiple of 2), and loaders started at segments 1 and 2 (a resumed run) agree."""
+
     def run(workers, first_segment):
-        return list(train_loader(shapes_shards, "train", SupervisedAugment(32), batch_per_device=4, seed=2,
-                                 num_workers=workers, streams_per_rank=2, first_segment=first_segment,
-                                 steps_per_segment=3, total_steps=8))
+        return list(
+            train_loader(
+                shapes_shards,
+                "train",
+                SupervisedAugment(32),
+                batch_per_device=4,
+                seed=2,
+                num_workers=workers,
+                streams_per_rank=2,
+                first_segment=first_segment,
+                steps_per_segment=3,
+                total_steps=8,
+            )
+        )
 
     whole = run(0, 0)
     assert len(whole) == 8 and len({tuple(b["keys"]) for b in whole}) == 8
@@ -241,16 +295,22 @@ def test_batches_do_not_depend_on_the_worker_count_or_on_the_segment_a_loader_st
     assert _same_batches(run(2, 1), whole[3:])
     assert _same_batches(run(1, 2), whole[6:])
     with pytest.raises(DataError, match="must divide the stream count"):
-        train_loader(shapes_shards, "train", SupervisedAugment(32), batch_per_device=4, seed=2, num_workers=2,
-                     streams_per_rank=3)
+        train_loader(
+            shapes_shards, "train", SupervisedAugment(32), batch_per_device=4, seed=2, num_workers=2, streams_per_rank=3
+        )
 
 
 def test_a_segment_stream_reads_the_candidates_that_the_schedule_gives_it(shapes_shards):
     from simclr_hpc.data.stream import Placement, Resampling, Selection, ShardDataset
 
     resampling = Resampling(seed=1, streams_per_rank=2, steps_per_segment=6, shuffle_buffer_bytes=40_000)
-    ds = ShardDataset(selection=Selection(shapes_shards, "train"), transform=SupervisedAugment(32), batch_size=4,
-                      placement=Placement(rank=1, world_size=2), resampling=resampling)
+    ds = ShardDataset(
+        selection=Selection(shapes_shards, "train"),
+        transform=SupervisedAugment(32),
+        batch_size=4,
+        placement=Placement(rank=1, world_size=2),
+        resampling=resampling,
+    )
     assert 2 <= ds.buffer <= 20  # about 40 kB over 2 streams of 2 kB samples
     keys = read_index(shapes_shards).split("train").keys
     for segment, stream in [(0, 0), (3, 1)]:
@@ -270,8 +330,9 @@ def test_an_eval_pass_larger_than_the_memo_is_not_kept(tmp_path, monkeypatch):
     kept_sizes = []
     real_put = pipeline._eval_memo.put
     monkeypatch.setattr(pipeline._eval_memo, "cap", 3 * 4 * 3 * 16 * 16 * 4)  # 3 batches of 4 images: < 40 images
-    monkeypatch.setattr(pipeline._eval_memo, "put",
-                        lambda key, value, n: (kept_sizes.append(n), real_put(key, value, n)))
+    monkeypatch.setattr(
+        pipeline._eval_memo, "put", lambda key, value, n: (kept_sizes.append(n), real_put(key, value, n))
+    )
     passes = pipeline.eval_loader(out, "test", EvalTransform(16), batch_per_device=4)
     first = next(passes)
     assert len(first["keys"]) == 4 and sum(len(b["keys"]) for b in passes) == 40 - 4

@@ -28,8 +28,9 @@ def _spread(counts):
 
 def test_1025_shards_over_640_streams_are_read_equally_often_within_5_percent():
     wanted = [100] * 1024 + [37]  # the split's last shard is short
-    counts = _sample_reads(wanted, ranks=64, streams_per_rank=10, steps_per_segment=50, batch=32, buffer=100,
-                           segments=40)
+    counts = _sample_reads(
+        wanted, ranks=64, streams_per_rank=10, steps_per_segment=50, batch=32, buffer=100, segments=40
+    )
     low, high = _spread(counts)
     assert 0.95 <= low and high <= 1.05, (low, high)
     # What dealing each stream a fixed slice (shards[g::n], the former stream) gives: a quarter of the shards belong
@@ -40,8 +41,9 @@ def test_1025_shards_over_640_streams_are_read_equally_often_within_5_percent():
 
 
 def test_7_shards_over_16_streams_are_read_equally_often_within_5_percent():
-    counts = _sample_reads([50] * 6 + [13], ranks=2, streams_per_rank=8, steps_per_segment=16, batch=8, buffer=20,
-                           segments=40)
+    counts = _sample_reads(
+        [50] * 6 + [13], ranks=2, streams_per_rank=8, steps_per_segment=16, batch=8, buffer=20, segments=40
+    )
     low, high = _spread(counts)
     assert 0.95 <= low and high <= 1.05, (low, high)
 

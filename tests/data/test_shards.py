@@ -39,7 +39,9 @@ def test_webdataset_reads_our_shards(shapes_shards):
 
     index = read_index(shapes_shards)
     urls = [str(shapes_shards / s.name) for s in index.split("test").shards]
-    samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("rgb8").to_tuple("__key__", "png", "cls"))
+    samples = list(
+        wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("rgb8").to_tuple("__key__", "png", "cls")
+    )
     assert [k for k, _, _ in samples] == index.split("test").keys
     assert [int(c) for _, _, c in samples] == index.split("test").labels.tolist()
     assert samples[0][1].shape == (32, 32, 3)
@@ -103,8 +105,10 @@ def test_verify_finds_count_and_label_mismatch(damaged):
     test = index.split("test")
     dropped, relabelled = test.keys[0], test.keys[1]
     new_label = str((int(test.labels[1]) + 1) % 3).encode()
-    rewrite_shard(out / test.shards[0].name,
-                  lambda n, d: None if n.startswith(dropped) else new_label if n == f"{relabelled}.cls" else d)
+    rewrite_shard(
+        out / test.shards[0].name,
+        lambda n, d: None if n.startswith(dropped) else new_label if n == f"{relabelled}.cls" else d,
+    )
     problems = verify(out)
     assert f"{test.shards[0].name}: 9 samples but index.json says 10" in problems
     assert any(f"key {relabelled}: label" in p and "index.json says" in p for p in problems)

@@ -16,8 +16,16 @@ from tests.study.helpers import study_dict
 
 def test_every_kind_of_the_grammar_has_exactly_one_opener():
     assert set(OPENERS) == set(KINDS)
-    assert GRAMMAR.split() == ["cifar10:ROOT", "cifar100:ROOT", "stl10:ROOT", "imagefolder:DIR", "npz:FILE", "mnist5k",
-                               "shapes[:K[:N[:SIZE[:SEED]]]]", "unlabeled:DIR"]
+    assert GRAMMAR.split() == [
+        "cifar10:ROOT",
+        "cifar100:ROOT",
+        "stl10:ROOT",
+        "imagefolder:DIR",
+        "npz:FILE",
+        "mnist5k",
+        "shapes[:K[:N[:SIZE[:SEED]]]]",
+        "unlabeled:DIR",
+    ]
 
 
 def test_parse_source_fills_shapes_defaults_and_keeps_paths():
@@ -27,8 +35,9 @@ def test_parse_source_fills_shapes_defaults_and_keeps_paths():
     assert parse_source("shapes").shapes_fields(seed=0) == (10, 500, 32, 0)
 
 
-@pytest.mark.parametrize("spec", ["imagenet:/x", "cifar10", "mnist5k:/x", "shapes:ten", "shapes:1", "shapes:4:1:4",
-                                  "shapes:4:5:32:1:9"])
+@pytest.mark.parametrize(
+    "spec", ["imagenet:/x", "cifar10", "mnist5k:/x", "shapes:ten", "shapes:1", "shapes:4:1:4", "shapes:4:5:32:1:9"]
+)
 def test_a_bad_spec_is_the_same_one_line_for_the_opener_and_the_study(spec):
     with pytest.raises(SourceSpecError) as parsed:
         parse_source(spec)
@@ -44,8 +53,10 @@ def test_a_bad_spec_is_the_same_one_line_for_the_opener_and_the_study(spec):
 
 
 def test_grammar_and_index_reader_import_no_torch():
-    code = ("import sys, simclr_hpc.data.source_spec, simclr_hpc.data.index, simclr_hpc.study.spec, simclr_hpc.study.plan;"
-            "print(sorted(m for m in ('torch', 'webdataset') if m in sys.modules))")
+    code = (
+        "import sys, simclr_hpc.data.source_spec, simclr_hpc.data.index, simclr_hpc.study.spec, simclr_hpc.study.plan;"
+        "print(sorted(m for m in ('torch', 'webdataset') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

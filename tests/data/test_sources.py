@@ -58,6 +58,7 @@ def test_cifar_pickle_with_code_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):
             import os
+
             return (os.system, ("echo pwned",))
 
     _write_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_1", {"data": Evil(), "labels": []})
@@ -136,17 +137,20 @@ def test_shapes_spec_fields():
     assert open_source("shapes", seed=2).spec == "shapes:10:500:32:2"
 
 
-@pytest.mark.parametrize("spec, fragment", [
-    ("cifar10:/nonexistent/root", "/nonexistent/root/cifar-10-batches-py/data_batch_1: not found"),
-    ("cifar100:/nonexistent/root", "cifar-100-python/train: not found"),
-    ("stl10:/nonexistent/root", "stl10_binary/train_X.bin: not found"),
-    ("imagefolder:/nonexistent/dir", "/nonexistent/dir: not found"),
-    ("npz:/nonexistent/f.npz", "/nonexistent/f.npz: not found"),
-    ("imagenet:/x", "unknown kind 'imagenet'"),
-    ("cifar10", "needs a path"),
-    ("shapes:1", "2 <= K"),
-    ("shapes:ten", "must be integers"),
-])
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ("cifar10:/nonexistent/root", "/nonexistent/root/cifar-10-batches-py/data_batch_1: not found"),
+        ("cifar100:/nonexistent/root", "cifar-100-python/train: not found"),
+        ("stl10:/nonexistent/root", "stl10_binary/train_X.bin: not found"),
+        ("imagefolder:/nonexistent/dir", "/nonexistent/dir: not found"),
+        ("npz:/nonexistent/f.npz", "/nonexistent/f.npz: not found"),
+        ("imagenet:/x", "unknown kind 'imagenet'"),
+        ("cifar10", "needs a path"),
+        ("shapes:1", "2 <= K"),
+        ("shapes:ten", "must be integers"),
+    ],
+)
 def test_missing_or_bad_source_is_one_user_error_line(spec, fragment):
     with pytest.raises(UserError) as err:
         open_source(spec)

@@ -51,8 +51,10 @@ def test_unknown_or_ambiguous_lines_are_errors_naming_the_line(folder_shards, tm
     path.write_text("n01440764_train3.png\nn09999999_1.JPEG\n")
     with pytest.raises(DataError) as err:
         positions_from_file(path, train.keys, train.names)
-    assert err.value.lines == [f"finetune.label_subset_file: {path} line 2: 'n09999999_1.JPEG' names no image of the "
-                               "split (neither a shard key nor a file name)"]
+    assert err.value.lines == [
+        f"finetune.label_subset_file: {path} line 2: 'n09999999_1.JPEG' names no image of the "
+        "split (neither a shard key nor a file name)"
+    ]
     with pytest.raises(DataError, match="is the file name of 2 images"):
         positions_from_file(path, ["a", "b", "c"], ["x.png", "n01440764_train3.png", "n01440764_train3.png"])
     with pytest.raises(DataError, match="file not found"):
@@ -71,8 +73,12 @@ def test_finetune_with_a_subset_file_trains_on_exactly_its_images_and_records_th
     listed = sorted(train.names)[::3]  # 8 of the 24 training images, by file name
     path = tmp_path / "eight.txt"
     path.write_text("\n".join(listed) + "\n")
-    args = ["run", "finetune"] + [a for o in tiny_overrides(folder_shards, tmp_path, steps=2) + [
-        "run.name=sub", "finetune.encoder=random", f"finetune.label_subset_file={path}"] for a in ("--set", o)]
+    args = ["run", "finetune"] + [
+        a
+        for o in tiny_overrides(folder_shards, tmp_path, steps=2)
+        + ["run.name=sub", "finetune.encoder=random", f"finetune.label_subset_file={path}"]
+        for a in ("--set", o)
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "t" / "finetune" / "sub"
@@ -92,11 +98,16 @@ def test_a_bad_subset_file_is_refused_before_anything_is_written(folder_shards, 
 
     path = tmp_path / "bad.txt"
     path.write_text("not_an_image.JPEG\n")
-    args = ["run", "finetune"] + [a for o in tiny_overrides(folder_shards, tmp_path, steps=2) + [
-        "run.name=bad", "finetune.encoder=random", f"finetune.label_subset_file={path}"] for a in ("--set", o)]
+    args = ["run", "finetune"] + [
+        a
+        for o in tiny_overrides(folder_shards, tmp_path, steps=2)
+        + ["run.name=bad", "finetune.encoder=random", f"finetune.label_subset_file={path}"]
+        for a in ("--set", o)
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         f"error: finetune.label_subset_file: {path} line 1: 'not_an_image.JPEG' names no image of the split "
-        "(neither a shard key nor a file name)"]
+        "(neither a shard key nor a file name)"
+    ]
     assert not (tmp_path / "t").exists()

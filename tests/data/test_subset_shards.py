@@ -54,9 +54,16 @@ def test_a_one_percent_fine_tune_reads_only_the_subsets_shards(shapes1000, tmp_p
     for protocol in ("full", "linear"):
         opened.clear()  # and no shard kept decoded from the run before: every read goes to disk
         monkeypatch.setattr(shard_reader, "SHARD_MEMO", ByteCappedMemo(shard_reader.SHARD_MEMO.cap))
-        cfg = load_config(overrides=[*tiny_overrides(shapes1000, tmp_path, steps=2), f"run.name={protocol}",
-                                     "finetune.encoder=random", "finetune.label_fraction=0.01",
-                                     f"finetune.protocol={protocol}"], stage="finetune")
+        cfg = load_config(
+            overrides=[
+                *tiny_overrides(shapes1000, tmp_path, steps=2),
+                f"run.name={protocol}",
+                "finetune.encoder=random",
+                "finetune.label_fraction=0.01",
+                f"finetune.protocol={protocol}",
+            ],
+            stage="finetune",
+        )
         result = run_stage("finetune", cfg)
         assert result["train_images"] <= 12
         train_reads = {p for p in opened if "train-" in p.name}

@@ -62,6 +62,9 @@ def test_class_subsets_of_one_draw_are_nested_and_each_seed_draws_its_own():
         subsets = [set(class_subset(labels, k, class_seed=draw, seed=seed)[1]) for k in (2, 5, 10, 20)]
         assert all(small < big for small, big in zip(subsets, subsets[1:])), (seed, draw)
         assert subsets[-1] == set(range(20))
-    pairs = {(seed, draw): tuple(class_subset(labels, 5, class_seed=draw, seed=seed)[1])
-             for seed in range(4) for draw in range(4)}
+    pairs = {
+        (seed, draw): tuple(class_subset(labels, 5, class_seed=draw, seed=seed)[1])
+        for seed in range(4)
+        for draw in range(4)
+    }
     assert len(set(pairs.values())) == len(pairs)  # 16 (seed, draw) pairs, 16 different 5-class subsets

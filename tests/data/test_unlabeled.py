@@ -71,8 +71,11 @@ def test_unlabeled_shards_pretrain_and_labelled_stages_refuse_them_in_one_line(u
     result = CliRunner().invoke(app, _args("pretrain", base + ["run.name=p"]))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "t/pretrain/p/result.json").read_text())["steps"] == 2
-    for stage, extra in (("finetune", ["finetune.encoder=random"]), ("transfer", ["transfer.encoder=random"]),
-                         ("distill", [])):
+    for stage, extra in (
+        ("finetune", ["finetune.encoder=random"]),
+        ("transfer", ["transfer.encoder=random"]),
+        ("distill", []),
+    ):
         refused = CliRunner().invoke(app, _args(stage, base + ["run.name=x", *extra]))
         assert refused.exit_code == 2, refused.output
         assert refused.output.strip().splitlines() == [

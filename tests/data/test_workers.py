@@ -12,6 +12,7 @@ def cpus(monkeypatch):
     def give(n, machine=64):
         monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: set(range(n)))
         monkeypatch.setattr(workers.os, "cpu_count", lambda: machine)
+
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     workers._warn.cache_clear()

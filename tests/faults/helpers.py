@@ -80,8 +80,15 @@ def cli_in_mounts(mounts: str, *args: str, timeout: float = 180) -> subprocess.C
     script = f'set -e\n{mounts}\nexec "$@"'
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *CLI, *args],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout, check=False)
+    return subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *CLI, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def read_only(path: Path) -> str:
@@ -104,8 +111,9 @@ def one_error_line(stderr: str, *words: str) -> str:
     return lines[0]
 
 
-def commands_in_mounts(mounts: str, commands: list[list[str]], left_in: Path | None = None,
-                       timeout: float = 300) -> tuple[list[dict], dict[str, int]]:
+def commands_in_mounts(
+    mounts: str, commands: list[list[str]], left_in: Path | None = None, timeout: float = 300
+) -> tuple[list[dict], dict[str, int]]:
     """Each of ``commands`` (``simclr-hpc`` argv lists) run in one process inside a private mount namespace set up by
     the shell lines ``mounts``: ``([{"exit_code", "stdout", "stderr", ...}], {file left under left_in: size})``."""
     import json
@@ -113,9 +121,22 @@ def commands_in_mounts(mounts: str, commands: list[list[str]], left_in: Path | N
     script = f'set -e\n{mounts}\nexec "$@"'
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.setdefault("OMP_NUM_THREADS", "1")
-    argv = [sys.executable, "-m", "tests.faults.mounts_driver", json.dumps(commands), *([str(left_in)] if left_in else [])]
-    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout, check=False)
+    argv = [
+        sys.executable,
+        "-m",
+        "tests.faults.mounts_driver",
+        json.dumps(commands),
+        *([str(left_in)] if left_in else []),
+    ]
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
     found = [line for line in proc.stdout.splitlines() if line.startswith("OUTCOMES ")]
     assert proc.returncode == 0 and found, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
     result = json.loads(found[-1].removeprefix("OUTCOMES "))

@@ -15,8 +15,15 @@ if __name__ == "__main__":
     outcomes = []
     for argv in json.loads(sys.argv[1]):
         result = cli_inprocess(*argv)
-        outcomes.append({"argv": argv, "exit_code": result.exit_code, "stdout": result.stdout,
-                         "stderr": result.stderr, "exception": repr(result.exception)})
+        outcomes.append(
+            {
+                "argv": argv,
+                "exit_code": result.exit_code,
+                "stdout": result.stdout,
+                "stderr": result.stderr,
+                "exception": repr(result.exception),
+            }
+        )
     left = Path(sys.argv[2]) if len(sys.argv) > 2 else None
     files = {str(p.relative_to(left)): p.stat().st_size for p in left.rglob("*") if p.is_file()} if left else {}
     print("OUTCOMES " + json.dumps({"outcomes": outcomes, "files": files}))

@@ -33,8 +33,14 @@ CONFIG_CASES = [
     ("temperature_negative", "distill", ["distill.temperature=-1"], None, {}, ["distill.temperature"]),
     ("unknown_backbone", "pretrain", ["model.backbone=vgg16"], None, {}, ["model.backbone: unknown backbone 'vgg16'"]),
     ("zero3_with_lars", "pretrain", ["dist.engine=deepspeed", "dist.zero_stage=3"], None, {}, ["optim.name: LARS"]),
-    ("offload_without_zero", "pretrain", ["dist.engine=deepspeed", "dist.offload_optimizer=true"], None, {},
-     ["dist.offload_optimizer"]),
+    (
+        "offload_without_zero",
+        "pretrain",
+        ["dist.engine=deepspeed", "dist.offload_optimizer=true"],
+        None,
+        {},
+        ["dist.offload_optimizer"],
+    ),
     ("zero_with_ddp", "pretrain", ["dist.zero_stage=1"], None, {}, ["dist.zero_stage"]),
     ("unknown_engine", "pretrain", ["dist.engine=horovod"], None, {}, ["dist.engine"]),
     ("unknown_on_error", "pretrain", ["data.on_error=ignore"], None, {}, ["data.on_error"]),
@@ -43,8 +49,14 @@ CONFIG_CASES = [
     ("width_0", "pretrain", ["model.width=0"], None, {}, ["model.width"]),
     ("seed_negative", "pretrain", ["run.seed=-1"], None, {}, ["run.seed"]),
     ("collective_timeout_1s", "pretrain", ["train.collective_timeout_s=1"], None, {}, ["train.collective_timeout_s"]),
-    ("micro_batch_not_dividing", "pretrain", ["train.global_batch=16", "train.max_batch_per_device=5"], None, {},
-     ["train.max_batch_per_device"]),
+    (
+        "micro_batch_not_dividing",
+        "pretrain",
+        ["train.global_batch=16", "train.max_batch_per_device=5"],
+        None,
+        {},
+        ["train.max_batch_per_device"],
+    ),
     ("set_without_equals", "pretrain", ["train.steps"], None, {}, ["--set 'train.steps'"]),
     ("set_empty_key_part", "pretrain", ["train..steps=3"], None, {}, ["--set 'train..steps=3'"]),
     ("set_section_as_value", "pretrain", ["train=5"], None, {}, ["train"]),
@@ -53,14 +65,32 @@ CONFIG_CASES = [
     ("yaml_list_not_mapping", "pretrain", [], "- train\n- model\n", {}, [f"{F}: expected a mapping"]),
     ("yaml_section_is_scalar", "pretrain", [], "train: 5\n", {}, [f"{F}: train"]),
     ("file_wrong_type_nested", "pretrain", [], "optim: {base_lr: fast}\n", {}, [f"{F}: optim.base_lr"]),
-    ("file_unknown_key_nested", "pretrain", [], "model: {backbone: resnet18, depth: 3}\n", {},
-     [f"{F}: model.depth: unknown key"]),
+    (
+        "file_unknown_key_nested",
+        "pretrain",
+        [],
+        "model: {backbone: resnet18, depth: 3}\n",
+        {},
+        [f"{F}: model.depth: unknown key"],
+    ),
     ("missing_file", "pretrain", [], "MISSING", {}, ["config file not found"]),
-    ("world_size_3_batch_16", "pretrain", ["train.global_batch=16"], None, {"WORLD_SIZE": "3", "RANK": "0"},
-     ["train.global_batch: 16 is not divisible by the world size 3"]),
+    (
+        "world_size_3_batch_16",
+        "pretrain",
+        ["train.global_batch=16"],
+        None,
+        {"WORLD_SIZE": "3", "RANK": "0"},
+        ["train.global_batch: 16 is not divisible by the world size 3"],
+    ),
     # three problems in one file: three lines, one per problem, each naming its field
-    ("three_problems_three_lines", "pretrain", [], "train: {steps: 0, global_batch: -1}\nmodel: {backbone: vgg}\n", {},
-     [f"{F}: train.steps", f"{F}: train.global_batch", f"{F}: model.backbone"]),
+    (
+        "three_problems_three_lines",
+        "pretrain",
+        [],
+        "train: {steps: 0, global_batch: -1}\nmodel: {backbone: vgg}\n",
+        {},
+        [f"{F}: train.steps", f"{F}: train.global_batch", f"{F}: model.backbone"],
+    ),
 ]
 
 
@@ -125,28 +155,58 @@ def _study(*changes) -> dict:
 
 S = "{study}"
 STUDY_CASES = [
-    ("unknown_dataset_in_encoder", _study(("encoders.ra.dataset", "imagenet")),
-     [f"{S}: encoders.ra.dataset: unknown dataset 'imagenet'"]),
-    ("unknown_dataset_in_transfer_across", _study(("transfer.across", ["sh4", "cifar10"])),
-     [f"{S}: transfer.across[1]: unknown dataset 'cifar10'"]),
-    ("k_more_than_classes", _study(("transfer.within", [{"dataset": "sh6", "num_classes": [2, 9]}])),
-     [f"{S}: transfer.within[0].num_classes: k=9 is more than the 6 classes"]),
-    ("k_below_2", _study(("transfer.within", [{"dataset": "sh6", "num_classes": [1]}])),
-     [f"{S}: transfer.within.0.num_classes"]),
-    ("teacher_not_produced", _study(("distill.pairs", [["ta", "sa"], ["t_ghost", "sb"]])),
-     [f"{S}: distill.pairs[1]: teacher 't_ghost' is not produced by this study"]),
-    ("dangling_finetune_encoder", _study(("finetune.encoders", ["ra", "r_ghost"])),
-     [f"{S}: finetune.encoders[1]: unknown encoder 'r_ghost'"]),
-    ("dangling_teacher_encoder", _study(("distill.teachers.tb.encoder", "r_ghost")),
-     [f"{S}: distill.teachers.tb.encoder: unknown encoder 'r_ghost'"]),
-    ("dangling_student_encoder", _study(("distill.students.sb.encoder", "r_ghost")),
-     [f"{S}: distill.students.sb.encoder: unknown encoder 'r_ghost'"]),
+    (
+        "unknown_dataset_in_encoder",
+        _study(("encoders.ra.dataset", "imagenet")),
+        [f"{S}: encoders.ra.dataset: unknown dataset 'imagenet'"],
+    ),
+    (
+        "unknown_dataset_in_transfer_across",
+        _study(("transfer.across", ["sh4", "cifar10"])),
+        [f"{S}: transfer.across[1]: unknown dataset 'cifar10'"],
+    ),
+    (
+        "k_more_than_classes",
+        _study(("transfer.within", [{"dataset": "sh6", "num_classes": [2, 9]}])),
+        [f"{S}: transfer.within[0].num_classes: k=9 is more than the 6 classes"],
+    ),
+    (
+        "k_below_2",
+        _study(("transfer.within", [{"dataset": "sh6", "num_classes": [1]}])),
+        [f"{S}: transfer.within.0.num_classes"],
+    ),
+    (
+        "teacher_not_produced",
+        _study(("distill.pairs", [["ta", "sa"], ["t_ghost", "sb"]])),
+        [f"{S}: distill.pairs[1]: teacher 't_ghost' is not produced by this study"],
+    ),
+    (
+        "dangling_finetune_encoder",
+        _study(("finetune.encoders", ["ra", "r_ghost"])),
+        [f"{S}: finetune.encoders[1]: unknown encoder 'r_ghost'"],
+    ),
+    (
+        "dangling_teacher_encoder",
+        _study(("distill.teachers.tb.encoder", "r_ghost")),
+        [f"{S}: distill.teachers.tb.encoder: unknown encoder 'r_ghost'"],
+    ),
+    (
+        "dangling_student_encoder",
+        _study(("distill.students.sb.encoder", "r_ghost")),
+        [f"{S}: distill.students.sb.encoder: unknown encoder 'r_ghost'"],
+    ),
     ("unknown_key_in_overrides", _study(("pretrain.set", {"train.stepz": 2})), [f"{S}: pretrain.set: train.stepz"]),
     ("unknown_section_in_defaults", _study(("defaults", {"trian": {"steps": 2}})), [f"{S}: defaults: trian"]),
-    ("bad_value_in_encoder_overrides", _study(("encoders.rb.set", {"model.backbone": "vgg16"})),
-     [f"{S}: encoders.rb.set: model.backbone"]),
-    ("temperature_0_in_pretrain_set", _study(("pretrain.set", {"pretrain.temperature": 0})),
-     [f"{S}: pretrain.set: pretrain.temperature"]),
+    (
+        "bad_value_in_encoder_overrides",
+        _study(("encoders.rb.set", {"model.backbone": "vgg16"})),
+        [f"{S}: encoders.rb.set: model.backbone"],
+    ),
+    (
+        "temperature_0_in_pretrain_set",
+        _study(("pretrain.set", {"pretrain.temperature": 0})),
+        [f"{S}: pretrain.set: pretrain.temperature"],
+    ),
     ("fraction_1_5", _study(("finetune.label_fractions", [0.5, 1.5])), [f"{S}: finetune.label_fractions"]),
     ("wrong_type_seeds", _study(("seeds", "zero")), [f"{S}: seeds"]),
     ("unknown_top_level_key", _study(("sedes", [0])), [f"{S}: sedes: unknown key"]),
@@ -185,8 +245,23 @@ def test_at_least_25_malformed_inputs_are_tried(count):
 # ---------------------------------------------------------------------------------------------------------------------
 # Hostile names: shell metacharacters, path separators and traversal, newlines, quotes.
 HOSTILE = [
-    "..", "../escape", "a/../../escape", "/abs/escape", "x/y", "$(touch PWNED_A)", "`touch PWNED_B`", "a;touch PWNED_C",
-    "line\nbreak", "quo'te", 'dq"x', "a b", "-rf", ".hidden", "a&&touch PWNED_D", "..\\..\\win", "x|tee PWNED_E",
+    "..",
+    "../escape",
+    "a/../../escape",
+    "/abs/escape",
+    "x/y",
+    "$(touch PWNED_A)",
+    "`touch PWNED_B`",
+    "a;touch PWNED_C",
+    "line\nbreak",
+    "quo'te",
+    'dq"x',
+    "a b",
+    "-rf",
+    ".hidden",
+    "a&&touch PWNED_D",
+    "..\\..\\win",
+    "x|tee PWNED_E",
 ]
 
 
@@ -201,9 +276,22 @@ def test_hostile_run_and_study_names_via_set_exit_2_and_create_nothing(value, tm
     work = tmp_path / "work"
     work.mkdir()
     before = tree(tmp_path)
-    proc = cli("run", "pretrain", "--set", f"run.root={work / 'runs'}", "--set", f"data.shards={tiny_shards}",
-               "--set", "train.steps=1", "--set", f"run.name={value}", "--set", f"run.study={value}", cwd=work,
-               timeout=120)
+    proc = cli(
+        "run",
+        "pretrain",
+        "--set",
+        f"run.root={work / 'runs'}",
+        "--set",
+        f"data.shards={tiny_shards}",
+        "--set",
+        "train.steps=1",
+        "--set",
+        f"run.name={value}",
+        "--set",
+        f"run.study={value}",
+        cwd=work,
+        timeout=120,
+    )
     # both fields are rejected, one line each, before anything runs
     _check_rejected(proc, ["error: run.name", "error: run.study"])
     _no_escape(tmp_path, before)
@@ -220,9 +308,11 @@ STUDY_HOSTILE = [
 
 
 @pytest.mark.parametrize("where", STUDY_HOSTILE, ids=[s[0] for s in STUDY_HOSTILE])
-@pytest.mark.parametrize("value", ["../../escape", "$(touch PWNED_S)", "`touch PWNED_T`", "a;touch PWNED_U",
-                                   "x\ny", "it's", "a/b"], ids=["dotdot", "subshell", "backtick", "semicolon",
-                                                                "newline", "quote", "slash"])
+@pytest.mark.parametrize(
+    "value",
+    ["../../escape", "$(touch PWNED_S)", "`touch PWNED_T`", "a;touch PWNED_U", "x\ny", "it's", "a/b"],
+    ids=["dotdot", "subshell", "backtick", "semicolon", "newline", "quote", "slash"],
+)
 def test_hostile_names_in_study_files_exit_2_and_create_nothing(where, value, tmp_path):
     _, change, field = where
     work = tmp_path / "work"
@@ -234,8 +324,9 @@ def test_hostile_names_in_study_files_exit_2_and_create_nothing(where, value, tm
     before = tree(tmp_path)
     proc = cli("study", "run", str(path), "--executor", "inprocess", cwd=work, timeout=120)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and lines and all(line.startswith(f"error: {path}: ") for line in lines), \
-        proc.stderr[-2000:]
+    assert proc.returncode == 2 and lines and all(line.startswith(f"error: {path}: ") for line in lines), proc.stderr[
+        -2000:
+    ]
     assert any(f": {field}" in line for line in lines), lines
     _no_escape(tmp_path, before)
 
@@ -249,8 +340,12 @@ REFERENCE_CASES = [
     ("missing_shards_dir", "pretrain", ["data.shards={tmp}/typo"], "shard directory not found"),
     ("finetune_encoder_missing", "finetune", ["finetune.encoder={tmp}/no-run"], "error: finetune.encoder:"),
     ("distill_teacher_missing", "distill", ["distill.teacher={tmp}/no-run"], "error: distill.teacher:"),
-    ("transfer_k_more_than_classes", "transfer", ["transfer.encoder=random", "transfer.num_classes=9"],
-     "transfer.num_classes"),
+    (
+        "transfer_k_more_than_classes",
+        "transfer",
+        ["transfer.encoder=random", "transfer.num_classes=9"],
+        "transfer.num_classes",
+    ),
 ]
 
 
@@ -259,8 +354,15 @@ def _reference_run(case, tmp_path, tiny_shards):
     work = tmp_path / "work"
     work.mkdir()
     args = ["run", stage]
-    base = [f"run.root={work / 'runs'}", f"data.shards={tiny_shards}", "data.num_workers=0", "train.steps=1",
-            "data.image_size=16", "model.width=0.125", "train.global_batch=16"]
+    base = [
+        f"run.root={work / 'runs'}",
+        f"data.shards={tiny_shards}",
+        "data.num_workers=0",
+        "train.steps=1",
+        "data.image_size=16",
+        "model.width=0.125",
+        "train.global_batch=16",
+    ]
     for item in base + [o.replace("{tmp}", str(tmp_path)) for o in overrides]:
         args += ["--set", item]
     return work, cli(*args, cwd=work, timeout=120)
@@ -284,7 +386,24 @@ def test_bad_reference_writes_nothing(case, tmp_path, tiny_shards):
 def test_corrected_rerun_after_a_rejected_shards_typo_is_not_refused(tmp_path, tiny_shards):
     work, proc = _reference_run(REFERENCE_CASES[0], tmp_path, tiny_shards)
     assert proc.returncode == 2
-    fixed = cli("run", "pretrain", "--set", f"run.root={work / 'runs'}", "--set", f"data.shards={tiny_shards}",
-                "--set", "data.num_workers=0", "--set", "train.steps=1", "--set", "data.image_size=16",
-                "--set", "model.width=0.125", "--set", "train.global_batch=16", cwd=work, timeout=180)
+    fixed = cli(
+        "run",
+        "pretrain",
+        "--set",
+        f"run.root={work / 'runs'}",
+        "--set",
+        f"data.shards={tiny_shards}",
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "train.steps=1",
+        "--set",
+        "data.image_size=16",
+        "--set",
+        "model.width=0.125",
+        "--set",
+        "train.global_batch=16",
+        cwd=work,
+        timeout=180,
+    )
     assert fixed.returncode == 0, fixed.stderr[-2000:]

@@ -58,9 +58,11 @@ def _keys_of(members) -> list[str]:
     return list(dict.fromkeys(m.name.split(".")[0] for m in members))
 
 
-DAMAGE = {"undecodable_image": (_undecodable, "undecodable image"),
-          "missing_label": (_no_label, "missing or unreadable label"),
-          "truncated_shard": (_truncated, "truncated or corrupt tar")}
+DAMAGE = {
+    "undecodable_image": (_undecodable, "undecodable image"),
+    "missing_label": (_no_label, "missing or unreadable label"),
+    "truncated_shard": (_truncated, "truncated or corrupt tar"),
+}
 
 
 def _damaged_copy(tiny_shards: Path, tmp_path: Path, kind: str) -> tuple[Path, dict[str, set[str]]]:

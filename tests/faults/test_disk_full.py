@@ -20,12 +20,16 @@ def test_full_disk_is_one_line_naming_the_path_and_leaves_no_partial_file(tmp_pa
     study = write_study(tmp_path)
     sets = [x for o in tiny_overrides(tiny_shards, full / "runs", steps=2) for x in ("--set", o)]
     places = [full / name for name in ("export", "shards", "report", "runs")]  # one 64 KiB disk each
-    (export, shards, report, train), left = commands_in_mounts("\n".join(tmpfs(p, 64) for p in places), [
-        ["export", run_dir, "--out", str(full / "export" / "enc.pt")],
-        ["data", "shards", "shapes:4:100:32", str(full / "shards" / "sh")],
-        ["study", "report", str(study), "--out", str(full / "report")],
-        ["run", "pretrain", *sets],
-    ], left_in=full)
+    (export, shards, report, train), left = commands_in_mounts(
+        "\n".join(tmpfs(p, 64) for p in places),
+        [
+            ["export", run_dir, "--out", str(full / "export" / "enc.pt")],
+            ["data", "shards", "shapes:4:100:32", str(full / "shards" / "sh")],
+            ["study", "report", str(study), "--out", str(full / "report")],
+            ["run", "pretrain", *sets],
+        ],
+        left_in=full,
+    )
     one_error_line(export["stderr"], str(full / "export" / "enc.pt"), "No space left on device")
     one_error_line(shards["stderr"], str(full / "shards" / "sh"), "No space left on device")
     one_error_line(report["stderr"], str(full / "report"), "No space left on device")
@@ -37,6 +41,13 @@ def test_full_disk_is_one_line_naming_the_path_and_leaves_no_partial_file(tmp_pa
     # Nothing partial: no export, no shard, no temporary or partial file, no checkpoint directory; what is left is whole
     # (config.yaml, the metrics and event logs; the report's files that fitted, each written atomically).
     # (a shard build keeps its plan under _build/ to resume from: bookkeeping, not a shard)
-    assert not [f for f in left if ".tmp" in f or ".partial" in f or f.startswith("export/") or "step-" in f
-                or (f.startswith("shards/") and "/_build/" not in f)], left
+    assert not [
+        f
+        for f in left
+        if ".tmp" in f
+        or ".partial" in f
+        or f.startswith("export/")
+        or "step-" in f
+        or (f.startswith("shards/") and "/_build/" not in f)
+    ], left
     assert not [f for f in left if f.startswith("report/tensorboard")], left  # its event files went with it

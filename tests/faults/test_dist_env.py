@@ -21,8 +21,17 @@ def test_stale_world_size_in_the_shell_stops_at_the_deadline_naming_what_it_wait
     env = {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
     assert not any(os.environ.get(k) for k in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "SUBMITIT_EXECUTOR"))
     start = time.monotonic()
-    result = cli_inprocess("run", "pretrain", "--set", f"run.root={tmp_path / 'runs'}", "--set",
-                           f"data.shards={tiny_shards}", "--set", "train.collective_timeout_s=10", env=env)
+    result = cli_inprocess(
+        "run",
+        "pretrain",
+        "--set",
+        f"run.root={tmp_path / 'runs'}",
+        "--set",
+        f"data.shards={tiny_shards}",
+        "--set",
+        "train.collective_timeout_s=10",
+        env=env,
+    )
     waited = time.monotonic() - start
     assert result.exit_code == 2, (result.output, repr(result.exception))
     lines = [line for line in result.stderr.splitlines() if line.strip()]

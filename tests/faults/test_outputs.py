@@ -59,9 +59,14 @@ def test_export_to_a_directory_a_device_a_fifo_a_link_or_a_wrong_suffix_is_refus
     os.mkfifo(tmp_path / "fifo.pt")
     (tmp_path / "victim.pt").write_text("precious")
     (tmp_path / "link.pt").symlink_to(tmp_path / "victim.pt")
-    cases = [(tmp_path / "adir.pt", "is a directory"), (tmp_path / "fifo.pt", "FIFO"),
-             (tmp_path / "link.pt", "symbolic link"), (tmp_path / "enc.safetensors", "named *.pt"),
-             (tmp_path / "enc.torchscript.pt", "named *.pt"), (Path("/dev/null"), "named *.pt")]
+    cases = [
+        (tmp_path / "adir.pt", "is a directory"),
+        (tmp_path / "fifo.pt", "FIFO"),
+        (tmp_path / "link.pt", "symbolic link"),
+        (tmp_path / "enc.safetensors", "named *.pt"),
+        (tmp_path / "enc.torchscript.pt", "named *.pt"),
+        (Path("/dev/null"), "named *.pt"),
+    ]
     if os.geteuid() == 0:
         os.mknod(tmp_path / "dev.pt", 0o600 | 0o020000, os.makedev(1, 3))  # a character device (/dev/null's)
         cases.append((tmp_path / "dev.pt", "character device"))
@@ -87,13 +92,17 @@ def test_manifest_never_replaces_a_fifo_or_a_device_even_with_force(tmp_path):
 
     study = write_study(tmp_path)
     os.mkfifo(tmp_path / "fifo.tsv")
-    _refused(cli_inprocess("sweep", "finetune", "-c", str(study), "--manifest", str(tmp_path / "fifo.tsv"), "--force"),
-             "FIFO")
+    _refused(
+        cli_inprocess("sweep", "finetune", "-c", str(study), "--manifest", str(tmp_path / "fifo.tsv"), "--force"),
+        "FIFO",
+    )
     assert (tmp_path / "fifo.tsv").is_fifo()
     if os.geteuid() == 0:
         os.mknod(tmp_path / "dev.tsv", 0o600 | 0o020000, os.makedev(1, 3))
-        _refused(cli_inprocess("sweep", "finetune", "-c", str(study), "--manifest", str(tmp_path / "dev.tsv"),
-                               "--force"), "character device")
+        _refused(
+            cli_inprocess("sweep", "finetune", "-c", str(study), "--manifest", str(tmp_path / "dev.tsv"), "--force"),
+            "character device",
+        )
         assert (tmp_path / "dev.tsv").is_char_device()
     assert not (tmp_path / "runs").exists()
 
@@ -117,9 +126,14 @@ def test_read_only_shards_in_inspect_and_a_read_only_export_place_are_one_line(t
     shutil.copytree(tiny_shards, shards)
     (shards / "contact_sheet.png").unlink(missing_ok=True)
     place.mkdir()
-    (inspect, export, elsewhere), _ = commands_in_mounts(f"{read_only(shards)}\n{read_only(place)}", [
-        ["data", "inspect", str(shards)], ["export", str(run_copy), "--out", str(place / "enc.pt")],
-        ["data", "inspect", str(shards), "--out", str(tmp_path / "sheet.png")]])
+    (inspect, export, elsewhere), _ = commands_in_mounts(
+        f"{read_only(shards)}\n{read_only(place)}",
+        [
+            ["data", "inspect", str(shards)],
+            ["export", str(run_copy), "--out", str(place / "enc.pt")],
+            ["data", "inspect", str(shards), "--out", str(tmp_path / "sheet.png")],
+        ],
+    )
     assert inspect["exit_code"] == 2 and export["exit_code"] == 2, (inspect, export)
     one_error_line(inspect["stderr"], "contact_sheet.png", "not writable", "--out")
     one_error_line(export["stderr"], "enc.pt", "not writable")

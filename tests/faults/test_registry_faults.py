@@ -23,9 +23,23 @@ from tests.faults.helpers import (
 def _registry(root: Path, state: str = "RUNNING") -> Path:
     run_dir = root / "s" / "pretrain" / "r"
     path = R.registry_path(root, "s")
-    R.Registry(path).add([R.JobRecord(
-        study="s", stage="pretrain", run_name="r", job_id=str(2**22 + 17), executor="local", state=state,
-        run_dir=str(run_dir), log_dir=str(run_dir), stdout="o", stderr="e", config_hash="0" * 16)])
+    R.Registry(path).add(
+        [
+            R.JobRecord(
+                study="s",
+                stage="pretrain",
+                run_name="r",
+                job_id=str(2**22 + 17),
+                executor="local",
+                state=state,
+                run_dir=str(run_dir),
+                log_dir=str(run_dir),
+                stdout="o",
+                stderr="e",
+                config_hash="0" * 16,
+            )
+        ]
+    )
     return path
 
 
@@ -50,8 +64,12 @@ def _directory(path: Path) -> None:
     path.mkdir()
 
 
-DAMAGE = {"corrupt": (_corrupt, "corrupt"), "truncated": (_truncated, "corrupt or truncated"),
-          "newer_schema": (_newer, "newer simclr-hpc"), "directory": (_directory, "is a directory")}
+DAMAGE = {
+    "corrupt": (_corrupt, "corrupt"),
+    "truncated": (_truncated, "corrupt or truncated"),
+    "newer_schema": (_newer, "newer simclr-hpc"),
+    "directory": (_directory, "is a directory"),
+}
 
 
 def _snapshot(path: Path):
@@ -65,10 +83,24 @@ def test_unusable_registry_is_one_line_naming_it_and_stays_as_it_was(kind, comma
     path = _registry(tmp_path / "runs")
     damage(path)
     before = _snapshot(path)
-    argv = {"jobs": ["jobs", "--root", str(tmp_path / "runs")],
-            "cancel": ["cancel", "--study", "s", "--root", str(tmp_path / "runs")],
-            "submit": ["submit", "pretrain", "--executor", "local", "--set", f"run.root={tmp_path / 'runs'}",
-                       "--set", "run.study=s", "--set", "run.name=new", "--set", f"data.shards={tiny_shards}"]}[command]
+    argv = {
+        "jobs": ["jobs", "--root", str(tmp_path / "runs")],
+        "cancel": ["cancel", "--study", "s", "--root", str(tmp_path / "runs")],
+        "submit": [
+            "submit",
+            "pretrain",
+            "--executor",
+            "local",
+            "--set",
+            f"run.root={tmp_path / 'runs'}",
+            "--set",
+            "run.study=s",
+            "--set",
+            "run.name=new",
+            "--set",
+            f"data.shards={tiny_shards}",
+        ],
+    }[command]
     result = cli_inprocess(*argv)
     assert result.exit_code == 2, (result.exit_code, result.output, repr(result.exception))
     one_error_line(result.stderr, str(path), words)
@@ -97,6 +129,19 @@ def test_registry_on_a_read_only_file_system_is_one_line_and_submits_nothing(tmp
     proc = cli_in_mounts(read_only(root), "jobs", "--root", str(root))
     assert proc.returncode == 2, proc.stderr
     one_error_line(proc.stderr, str(path), "read-only")
-    proc = cli_in_mounts(read_only(root), "submit", "pretrain", "--executor", "local", "--set", f"run.root={root}",
-                         "--set", "run.study=s", "--set", "run.name=new", "--set", f"data.shards={tiny_shards}")
+    proc = cli_in_mounts(
+        read_only(root),
+        "submit",
+        "pretrain",
+        "--executor",
+        "local",
+        "--set",
+        f"run.root={root}",
+        "--set",
+        "run.study=s",
+        "--set",
+        "run.name=new",
+        "--set",
+        f"data.shards={tiny_shards}",
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

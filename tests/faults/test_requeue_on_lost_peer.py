@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pickle
 import stat
-import sys
 
 import pytest
 
@@ -62,8 +61,9 @@ def test_array_task_requeues_itself_not_the_whole_array(fake_scontrol, monkeypat
     assert fake_scontrol.read_text().split() == ["requeue", "4242_7"]
 
 
-@pytest.mark.parametrize("env", [{}, {"SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "3"}],
-                         ids=["not_in_slurm", "no_restarts_left"])
+@pytest.mark.parametrize(
+    "env", [{}, {"SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "3"}], ids=["not_in_slurm", "no_restarts_left"]
+)
 def test_no_requeue_outside_slurm_or_after_max_requeues(fake_scontrol, monkeypatch, env):
     for key, value in env.items():
         monkeypatch.setenv(key, value)

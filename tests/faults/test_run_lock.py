@@ -118,15 +118,29 @@ def test_racing_takeovers_of_a_stale_lock_have_one_winner(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 # Real processes. The first writer runs the real runner with a pause after each periodic checkpoint
 # (tests/faults/slow_runner.py), so the test has a known window in which it is alive and holds the lock.
-DRIVER = ("import sys; from simclr_hpc.config import load_config; from tests.faults.slow_runner import run_stage; "
-          "run_stage('pretrain', load_config(None, sys.argv[1:]))")
+DRIVER = (
+    "import sys; from simclr_hpc.config import load_config; from tests.faults.slow_runner import run_stage; "
+    "run_stage('pretrain', load_config(None, sys.argv[1:]))"
+)
 
 
 def _start_holder(overrides, pause_s, release=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "FAULTS_PAUSE_AFTER_CKPT_S": str(pause_s),
-           "FAULTS_RELEASE_FILE": str(release or "")}
-    return subprocess.Popen([sys.executable, "-c", DRIVER, *overrides], cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "FAULTS_PAUSE_AFTER_CKPT_S": str(pause_s),
+        "FAULTS_RELEASE_FILE": str(release or ""),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, *overrides],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for(predicate, proc, timeout=240):
@@ -138,8 +152,11 @@ def _wait_for(predicate, proc, timeout=240):
 
 
 def _steps(run_dir):
-    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-            if "loss" in json.loads(line)]
+    return [
+        json.loads(line)["step"]
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
 
 
 def test_second_run_on_a_busy_run_dir_exits_2_naming_the_holder_and_steps_are_logged_once(tmp_path, tiny_shards):
@@ -185,10 +202,18 @@ def test_after_the_holder_is_sigkilled_the_next_run_takes_the_lock_over_and_resu
 
 
 def test_lock_reader_references_and_output_checks_import_no_torch():
-    code = ("import sys, simclr_hpc.runlock, simclr_hpc.readers, simclr_hpc.references, simclr_hpc.outputs, "
-            "simclr_hpc.data.tarcheck, simclr_hpc.doctor; assert 'torch' not in sys.modules, 'torch imported'")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys, simclr_hpc.runlock, simclr_hpc.readers, simclr_hpc.references, simclr_hpc.outputs, "
+        "simclr_hpc.data.tarcheck, simclr_hpc.doctor; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
 
 

@@ -73,8 +73,16 @@ def _final_model(run_dir: Path) -> dict:
 
 def _reference(config: Path, root: Path) -> Path:
     """The same config, uninterrupted, in one fresh process (same thread count as the job: 1)."""
-    proc = cli("run", "pretrain", "-c", str(config), "--set", f"run.root={root}",
-               env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    proc = cli(
+        "run",
+        "pretrain",
+        "-c",
+        str(config),
+        "--set",
+        f"run.root={root}",
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "faults/pretrain/r"
 
@@ -93,8 +101,12 @@ def test_requeue_then_usr2_preemption_end_bitwise_equal_to_an_uninterrupted_run(
     wait_until(lambda: _latest_step(run_dir) >= 2, 120, "the step-2 checkpoint", poll_s=0.5)
     assert _latest_step(run_dir) == 2  # inside the pause after step 2: interrupt here
     subprocess.run(["scontrol", "requeue", rec.job_id], check=True)
-    wait_until(lambda: _restarts(rec.job_id) >= 1 and _latest_step(run_dir) >= 4, 180,
-               "the requeued job's step-4 checkpoint", poll_s=0.5)
+    wait_until(
+        lambda: _restarts(rec.job_id) >= 1 and _latest_step(run_dir) >= 4,
+        180,
+        "the requeued job's step-4 checkpoint",
+        poll_s=0.5,
+    )
     assert _latest_step(run_dir) == 4
     subprocess.run(["scancel", "--signal=USR2", rec.job_id], check=True)
     assert launch.wait(rec, poll_s=1.0, timeout_s=300) == "COMPLETED"
@@ -124,8 +136,12 @@ def _task_pid(job_id: str, procid: int) -> int | None:
             cmd = (proc / "cmdline").read_text()
         except OSError:
             continue
-        if (env.get("SLURM_JOB_ID") == job_id and env.get("SLURM_PROCID") == str(procid)
-                and "submitit.core._submit" in cmd and "srun" not in cmd.split("\0")[0]):
+        if (
+            env.get("SLURM_JOB_ID") == job_id
+            and env.get("SLURM_PROCID") == str(procid)
+            and "submitit.core._submit" in cmd
+            and "srun" not in cmd.split("\0")[0]
+        ):
             return int(proc.name)
     return None
 

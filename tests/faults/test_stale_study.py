@@ -18,8 +18,15 @@ STUDY = {
     "seeds": [0],
     "datasets": {"sh": {"source": "shapes:4:20:16"}},
     "encoders": {"ra": {"dataset": "sh"}},
-    "defaults": {"data.image_size": 16, "data.num_workers": 0, "model.width": 0.125, "train.global_batch": 16,
-                 "train.steps": 2, "train.eval_batch_per_device": 64, "optim.warmup_steps": 1},
+    "defaults": {
+        "data.image_size": 16,
+        "data.num_workers": 0,
+        "model.width": 0.125,
+        "train.global_batch": 16,
+        "train.steps": 2,
+        "train.eval_batch_per_device": 64,
+        "optim.warmup_steps": 1,
+    },
     "finetune": {"encoders": ["ra"], "label_fractions": [1.0], "head_layers": [0], "protocols": ["linear"]},
 }
 

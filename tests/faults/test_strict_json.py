@@ -17,8 +17,9 @@ def _strict_load(text: str):
 
 
 def test_non_finite_metrics_become_null_with_a_reason():
-    doc = _strict_load(dumps_json({"metrics": {"top1": math.nan, "loss": math.inf, "ok": 0.5},
-                                   "curve": [1.0, -math.inf]}))
+    doc = _strict_load(
+        dumps_json({"metrics": {"top1": math.nan, "loss": math.inf, "ok": 0.5}, "curve": [1.0, -math.inf]})
+    )
     assert doc["metrics"] == {"top1": None, "loss": None, "ok": 0.5} and doc["curve"] == [1.0, None]
     assert set(doc["non_finite"]) == {"metrics.top1", "metrics.loss", "curve[1]"}
     assert doc["non_finite"]["metrics.top1"].startswith("nan") and doc["non_finite"]["curve[1]"].startswith("-inf")

@@ -27,8 +27,13 @@ STUDY = {
     "seeds": [0, 1],
     "datasets": {"sh4": {"source": "shapes:4:20:16"}},
     "encoders": {"ra": {"dataset": "sh4"}},
-    "finetune": {"encoders": ["ra"], "label_fractions": [1.0], "head_layers": [0], "protocols": ["linear"],
-                 "baselines": []},
+    "finetune": {
+        "encoders": ["ra"],
+        "label_fractions": [1.0],
+        "head_layers": [0],
+        "protocols": ["linear"],
+        "baselines": [],
+    },
 }
 UPSTREAM, DOWNSTREAM = "pretrain/ra-s0", "finetune/ra-lf1-h0-linear-s0"
 
@@ -45,7 +50,8 @@ def _settle(registry) -> list:
 
 @pytest.mark.timeout(600)
 def test_failed_upstream_task_leaves_nothing_pending_and_a_second_submit_resubmits_what_did_not_finish(
-        slurm_cluster, tmp_path, monkeypatch):
+    slurm_cluster, tmp_path, monkeypatch
+):
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # sbatch exports this environment: the jobs import the fake runner
     root = tmp_path / "runs"
     path = tmp_path / "study.yaml"

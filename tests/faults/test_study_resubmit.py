@@ -24,15 +24,21 @@ STUDY = {
     "seeds": [0],
     "datasets": {"sh4": {"source": "shapes:4:20:16"}},
     "encoders": {"ra": {"dataset": "sh4"}},
-    "defaults": {"data.image_size": 16, "data.num_workers": 0, "model.width": 0.125, "train.global_batch": 16,
-                 "train.steps": 200},
+    "defaults": {
+        "data.image_size": 16,
+        "data.num_workers": 0,
+        "model.width": 0.125,
+        "train.global_batch": 16,
+        "train.steps": 200,
+    },
     "finetune": {"encoders": ["ra"], "label_fractions": [1.0], "head_layers": [0], "protocols": ["linear"]},
 }
 
 
 def _squeue(job_ids: list[str]) -> dict[str, str]:
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True, text=True,
-                         timeout=60).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True, text=True, timeout=60
+    ).stdout
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
@@ -64,8 +70,7 @@ def test_second_study_submit_while_jobs_are_queued_submits_nothing(slurm_cluster
         assert {rec.job_id for rec in registry.all()} == jobs  # nothing new in the registry ...
         assert _squeue(sorted(jobs)) == states  # ... and the first's jobs are as they were
 
-        forced = cli("study", "submit", str(study), "--profile", "local", "--force", env=env, cwd=tmp_path,
-                     timeout=300)
+        forced = cli("study", "submit", str(study), "--profile", "local", "--force", env=env, cwd=tmp_path, timeout=300)
         assert forced.returncode == 0 and f"submitted {runs}" in forced.stdout, forced.stdout + forced.stderr[-2000:]
         assert len({rec.job_id for rec in registry.all()}) == 2 * runs
     finally:

@@ -52,9 +52,14 @@ def run_stage(stage: str, cfg) -> dict:
                 f.write(f"{step} {os.environ.get('SLURM_RESTART_COUNT', '0')}\n")
             _atomic_write(progress_path, {"step": step + 1})
     result = {
-        "stage": stage, "run": cfg.run.name, "world_size": world, "hostnames": hosts, "resumed_from": start,
+        "stage": stage,
+        "run": cfg.run.name,
+        "world_size": world,
+        "hostnames": hosts,
+        "resumed_from": start,
         "master": f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
-        "local_rank": int(os.environ["LOCAL_RANK"]), "local_world_size": int(os.environ["LOCAL_WORLD_SIZE"]),
+        "local_rank": int(os.environ["LOCAL_RANK"]),
+        "local_world_size": int(os.environ["LOCAL_WORLD_SIZE"]),
     }
     if world > 1:
         import torch.distributed as dist

@@ -31,7 +31,7 @@ def _namings(tree: ast.AST) -> list[tuple[int, str]]:
             found.append((node.value.lineno, f"executor={node.value.value!r}"))
         elif isinstance(node, ast.arguments):
             args = [*node.posonlyargs, *node.args]
-            pairs = list(zip(args[len(args) - len(node.defaults):], node.defaults))
+            pairs = list(zip(args[len(args) - len(node.defaults) :], node.defaults))
             pairs += [(a, d) for a, d in zip(node.kwonlyargs, node.kw_defaults) if d is not None]
             found += [(d.lineno, f"{a.arg}={d.value!r}") for a, d in pairs if a.arg == "executor" and _literal_name(d)]
     return found
@@ -48,6 +48,8 @@ def test_no_module_outside_launch_names_an_executor():
 
 
 def test_the_check_finds_each_way_of_naming_one():
-    code = ('if request.executor == "local": pass\nx = run(executor="slurm")\ndef f(executor="inprocess"): pass\n'
-            'y = e in ("local", "slurm")\n')
+    code = (
+        'if request.executor == "local": pass\nx = run(executor="slurm")\ndef f(executor="inprocess"): pass\n'
+        'y = e in ("local", "slurm")\n'
+    )
     assert sorted(line for line, _ in _namings(ast.parse(code))) == [1, 2, 3, 4, 4]

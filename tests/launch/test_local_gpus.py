@@ -20,8 +20,11 @@ def _visible_in_job() -> str | None:
     return os.environ.get("CUDA_VISIBLE_DEVICES")
 
 
-@pytest.mark.parametrize("visible", ["0,1", "GPU-6f1c2d3e-0000-0000-0000-000000000000", None],
-                         ids=["two-gpus", "uuid", "unset-means-every-gpu"])
+@pytest.mark.parametrize(
+    "visible",
+    ["0,1", "GPU-6f1c2d3e-0000-0000-0000-000000000000", None],
+    ids=["two-gpus", "uuid", "unset-means-every-gpu"],
+)
 def test_a_local_job_sees_the_gpus_of_the_process_that_started_it(tmp_path, monkeypatch, visible):
     if visible is None:
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

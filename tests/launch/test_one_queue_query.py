@@ -29,10 +29,24 @@ def _wrappers(tmp_path):
 
 def _rows(root, study: str, ids: list[str]) -> None:
     run_dir = root / study / "pretrain"
-    Registry(registry_path(root, study)).add([
-        JobRecord(study=study, stage="pretrain", run_name=f"r{jid}", job_id=jid, executor="slurm", state="PENDING",
-                  run_dir=str(run_dir / f"r{jid}"), log_dir="x", stdout="x", stderr="x", config_hash="h")
-        for jid in ids])
+    Registry(registry_path(root, study)).add(
+        [
+            JobRecord(
+                study=study,
+                stage="pretrain",
+                run_name=f"r{jid}",
+                job_id=jid,
+                executor="slurm",
+                state="PENDING",
+                run_dir=str(run_dir / f"r{jid}"),
+                log_dir="x",
+                stdout="x",
+                stderr="x",
+                config_hash="h",
+            )
+            for jid in ids
+        ]
+    )
 
 
 def test_jobs_makes_one_squeue_call_restricted_to_this_user(tmp_path):

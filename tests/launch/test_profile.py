@@ -16,8 +16,9 @@ def test_shipped_profiles_load_with_their_documented_values():
     assert {"local", "example-site"} <= set(list_profiles())
 
 
-@pytest.mark.parametrize("text,minutes", [("90", 90), ("1:30:00", 90), ("5:30", 6), ("1-00:00:00", 1440),
-                                          ("2-3", 51 * 60), ("0-00:01", 1)])
+@pytest.mark.parametrize(
+    "text,minutes", [("90", 90), ("1:30:00", 90), ("5:30", 6), ("1-00:00:00", 1440), ("2-3", 51 * 60), ("0-00:01", 1)]
+)
 def test_slurm_time_formats_become_minutes(text, minutes):
     assert parse_time_min(text) == minutes
 
@@ -28,14 +29,31 @@ def test_bad_time_limits_are_refused(text):
         parse_time_min(text)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("partition", "gpu;rm -rf ~"), ("partition", "$(id)"), ("account", "a`id`"), ("qos", "q\nx"),
-    ("partition", "../etc"), ("constraint", "a100&$(id)"), ("constraint", "a b"), ("image", "/x/img.sif\n#SBATCH -N 9"),
-    ("binds", ["/data\n/x"]), ("binds", ["relative:/x"]), ("binds", ["/a,/b"]), ("env", {"BAD-NAME": "1"}),
-    ("env", {"X": "a\nexport Y=1"}), ("env", {"$(id)": "1"}), ("setup", ["module load x\nrm -rf /"]),
-    ("mail_type", "END;id"), ("mail_user", "me@x; id"), ("time", "1-00:00:00; id"), ("gpus_per_node", -1),
-    ("image", "/runs/%j/img.sif"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("partition", "gpu;rm -rf ~"),
+        ("partition", "$(id)"),
+        ("account", "a`id`"),
+        ("qos", "q\nx"),
+        ("partition", "../etc"),
+        ("constraint", "a100&$(id)"),
+        ("constraint", "a b"),
+        ("image", "/x/img.sif\n#SBATCH -N 9"),
+        ("binds", ["/data\n/x"]),
+        ("binds", ["relative:/x"]),
+        ("binds", ["/a,/b"]),
+        ("env", {"BAD-NAME": "1"}),
+        ("env", {"X": "a\nexport Y=1"}),
+        ("env", {"$(id)": "1"}),
+        ("setup", ["module load x\nrm -rf /"]),
+        ("mail_type", "END;id"),
+        ("mail_user", "me@x; id"),
+        ("time", "1-00:00:00; id"),
+        ("gpus_per_node", -1),
+        ("image", "/runs/%j/img.sif"),
+    ],
+)
 def test_hostile_or_invalid_profile_fields_are_refused(tmp_path, field, value):
     import yaml
 

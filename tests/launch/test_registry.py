@@ -18,8 +18,9 @@ def _cfg(tmp_path, name, steps=2):
 
 def test_local_executor_runs_the_stage_and_the_registry_sees_it_complete(tmp_path, monkeypatch):
     monkeypatch.setenv("STANDIN_STEP_S", "0.05")
-    rec = submit_stage("pretrain", _cfg(tmp_path, "one"), LaunchRequest(executor="local", gpus_per_node=0),
-                       target=STANDIN)
+    rec = submit_stage(
+        "pretrain", _cfg(tmp_path, "one"), LaunchRequest(executor="local", gpus_per_node=0), target=STANDIN
+    )
     assert rec.executor == "local" and rec.state == "SUBMITTED"
     assert launch.wait(rec, poll_s=0.2, timeout_s=60) == "COMPLETED"
     result = json.loads((tmp_path / "runs/loc/pretrain/one/result.json").read_text())
@@ -30,11 +31,17 @@ def test_local_executor_runs_the_stage_and_the_registry_sees_it_complete(tmp_pat
 
 def test_local_array_keeps_its_parallelism_cap_and_afterok_order(tmp_path, monkeypatch):
     monkeypatch.setenv("STANDIN_STEP_S", "0.2")
-    first = submit_stage("pretrain", _cfg(tmp_path, "base", 2), LaunchRequest(executor="local", gpus_per_node=0),
-                         target=STANDIN)
-    recs = submit_array("finetune", [_cfg(tmp_path, f"ft{i}", 2) for i in range(3)],
-                        LaunchRequest(executor="local", gpus_per_node=0), parallelism=1,
-                        dependency=[first.job_id], target=STANDIN)
+    first = submit_stage(
+        "pretrain", _cfg(tmp_path, "base", 2), LaunchRequest(executor="local", gpus_per_node=0), target=STANDIN
+    )
+    recs = submit_array(
+        "finetune",
+        [_cfg(tmp_path, f"ft{i}", 2) for i in range(3)],
+        LaunchRequest(executor="local", gpus_per_node=0),
+        parallelism=1,
+        dependency=[first.job_id],
+        target=STANDIN,
+    )
     assert [launch.wait(r, poll_s=0.2, timeout_s=120) for r in recs] == ["COMPLETED"] * 3
     base_done = (tmp_path / "runs/loc/pretrain/base/result.json").stat().st_mtime
     spans = []
@@ -53,10 +60,22 @@ def test_registry_without_slurm_decides_by_result_json(tmp_path, monkeypatch):
     done_dir, lost_dir = tmp_path / "s/pretrain/a", tmp_path / "s/pretrain/b"
     done_dir.mkdir(parents=True)
     (done_dir / "result.json").write_text("{}")
-    common = dict(study="s", stage="pretrain", executor="slurm", state="RUNNING", log_dir="x", stdout="x",
-                  stderr="x", config_hash="h")
-    reg.add([JobRecord(run_name="a", job_id="101", run_dir=str(done_dir), **common),
-             JobRecord(run_name="b", job_id="102", run_dir=str(lost_dir), **common)])
+    common = dict(
+        study="s",
+        stage="pretrain",
+        executor="slurm",
+        state="RUNNING",
+        log_dir="x",
+        stdout="x",
+        stderr="x",
+        config_hash="h",
+    )
+    reg.add(
+        [
+            JobRecord(run_name="a", job_id="101", run_dir=str(done_dir), **common),
+            JobRecord(run_name="b", job_id="102", run_dir=str(lost_dir), **common),
+        ]
+    )
     states = {r.job_id: r.state for r in launch.refresh(reg)}
     assert states == {"101": "COMPLETED", "102": "ENDED"}
     assert reg.find("101")[0].result_hash
@@ -86,9 +105,13 @@ def fail_one(stage, cfg):
 def test_local_array_runs_in_parallelism_workers_and_a_failed_run_does_not_stop_the_next(tmp_path, monkeypatch):
     monkeypatch.setenv("STANDIN_STEP_S", "0.05")
     names = ["a", "bad", "c", "d", "e"]
-    recs = submit_array("finetune", [_cfg(tmp_path, n, 2) for n in names],
-                        LaunchRequest(executor="local", gpus_per_node=0), parallelism=2,
-                        target="tests.launch.test_registry:fail_one")
+    recs = submit_array(
+        "finetune",
+        [_cfg(tmp_path, n, 2) for n in names],
+        LaunchRequest(executor="local", gpus_per_node=0),
+        parallelism=2,
+        target="tests.launch.test_registry:fail_one",
+    )
     assert [r.run_name for r in recs] == names  # records come back in submission order
     # Two worker processes (lanes), not one per run, dealt back and forth: runs 0, 3, 4 in one, 1, 2 in the other.
     assert len({r.job_id for r in recs}) == 2
@@ -101,8 +124,19 @@ def test_local_array_runs_in_parallelism_workers_and_a_failed_run_does_not_stop_
 
 
 def _row(tmp_path, name="a"):
-    return JobRecord(study="s", stage="pretrain", run_name=name, job_id="1", executor="slurm", state="PENDING",
-                     run_dir=str(tmp_path / "s/pretrain" / name), log_dir="x", stdout="x", stderr="x", config_hash="h")
+    return JobRecord(
+        study="s",
+        stage="pretrain",
+        run_name=name,
+        job_id="1",
+        executor="slurm",
+        state="PENDING",
+        run_dir=str(tmp_path / "s/pretrain" / name),
+        log_dir="x",
+        stdout="x",
+        stderr="x",
+        config_hash="h",
+    )
 
 
 def test_registry_locks_with_a_lock_directory_not_posix_locks(tmp_path):
@@ -131,8 +165,7 @@ def test_a_lock_left_by_a_killed_process_is_cleared_and_the_write_goes_through(t
     lock.mkdir()  # what a process killed inside a transaction leaves
     old = time.time() - registry_module.STALE_LOCK_S - 1
     os.utime(lock, (old, old))
-    monkeypatch.setattr(registry_module.sqlite3, "connect",
-                        lambda *a, **k: sqlite_connect(*a, **{**k, "timeout": 0.2}))
+    monkeypatch.setattr(registry_module.sqlite3, "connect", lambda *a, **k: sqlite_connect(*a, **{**k, "timeout": 0.2}))
     assert reg.record_failure(tmp_path / "s/pretrain/a", "ValueError: boom")
     assert reg.all()[0].reason == "ValueError: boom" and not lock.exists()
 

@@ -14,8 +14,21 @@ pytestmark = pytest.mark.slurm
 def test_a_shard_build_as_a_slurm_array_then_the_index_job(slurm_cluster, tmp_path):
     # cli() puts this checkout on PYTHONPATH, and sbatch exports the submitting environment to the tasks.
     out = tmp_path / "shapes"
-    proc = cli("data", "shards", "shapes:3:20:16", str(out), "--shard-size", "10", "--submit", "--profile", "local",
-               "--tasks", "2", "--workers", "2")
+    proc = cli(
+        "data",
+        "shards",
+        "shapes:3:20:16",
+        str(out),
+        "--shard-size",
+        "10",
+        "--submit",
+        "--profile",
+        "local",
+        "--tasks",
+        "2",
+        "--workers",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr
     finish_id = proc.stdout.split(" and job ")[1].split(",")[0]
     array_id = proc.stdout.split("array job ")[1].split()[0]

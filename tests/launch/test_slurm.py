@@ -33,13 +33,18 @@ def _job_env(monkeypatch):
 
 
 def _cfg(root: Path, study: str, name: str, steps: int = 2, extra: list[str] = ()):
-    return load_config(None, [f"run.root={root}", f"run.study={study}", f"run.name={name}", f"train.steps={steps}",
-                              *extra])
+    return load_config(
+        None, [f"run.root={root}", f"run.study={study}", f"run.name={name}", f"train.steps={steps}", *extra]
+    )
 
 
 def _sacct_times(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,Start,End", "-j", ",".join(job_ids)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-o", "JobID,Start,End", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {line.split("|")[0]: tuple(line.split("|")[1:3]) for line in out.splitlines() if line}
 
 
@@ -98,11 +103,17 @@ def test_two_node_pretrain_trains_one_run_across_node1_and_node2(slurm_cluster, 
 
 def test_array_of_four_with_parallelism_two_runs_after_its_pretrain_job(slurm_cluster, tmp_path):
     root = tmp_path / "runs"
-    pre = submit_stage("pretrain", _cfg(root, "arr", "base", 3), LaunchRequest(profile="local", gpus_per_node=0),
-                       target=STANDIN)
-    recs = submit_array("distill", [_cfg(root, "arr", f"pair{i}", 3) for i in range(4)],
-                        LaunchRequest(profile="local", gpus_per_node=0), parallelism=2, dependency=[pre.job_id],
-                        target=STANDIN)
+    pre = submit_stage(
+        "pretrain", _cfg(root, "arr", "base", 3), LaunchRequest(profile="local", gpus_per_node=0), target=STANDIN
+    )
+    recs = submit_array(
+        "distill",
+        [_cfg(root, "arr", f"pair{i}", 3) for i in range(4)],
+        LaunchRequest(profile="local", gpus_per_node=0),
+        parallelism=2,
+        dependency=[pre.job_id],
+        target=STANDIN,
+    )
     array_id = recs[0].array_job_id
     assert [r.job_id for r in recs] == [f"{array_id}_{i}" for i in range(4)]
     script = (Path(recs[0].log_dir) / f"{array_id}_submission.sh").read_text()
@@ -112,8 +123,11 @@ def test_array_of_four_with_parallelism_two_runs_after_its_pretrain_job(slurm_cl
     assert set(states.values()) == {"COMPLETED"} and len(states) == 5
     ids = [pre.job_id, *[r.job_id for r in recs]]
     # slurmdbd records job ends asynchronously: wait until accounting has all five
-    times = wait_until(lambda: (t := _sacct_times(ids)) and all(t.get(j, ("", "Unknown"))[1][:1].isdigit() for j in ids)
-                       and t, 30, "accounting to record every end")
+    times = wait_until(
+        lambda: (t := _sacct_times(ids)) and all(t.get(j, ("", "Unknown"))[1][:1].isdigit() for j in ids) and t,
+        30,
+        "accounting to record every end",
+    )
     pre_end = times[pre.job_id][1]
     starts_ends = [times[r.job_id] for r in recs]
     assert all(start >= pre_end for start, _ in starts_ends), (pre_end, starts_ends)
@@ -133,8 +147,9 @@ def _steps(run_dir: Path) -> list[tuple[int, int]]:
 def test_requeue_and_usr2_preemption_resume_without_repeating_a_step(slurm_cluster, tmp_path):
     root = tmp_path / "runs"
     steps = 16
-    rec = submit_stage("pretrain", _cfg(root, "pre", "long", steps), LaunchRequest(profile="local", gpus_per_node=0),
-                       target=STANDIN)
+    rec = submit_stage(
+        "pretrain", _cfg(root, "pre", "long", steps), LaunchRequest(profile="local", gpus_per_node=0), target=STANDIN
+    )
     run_dir = Path(rec.run_dir)
     wait_until(lambda: len(_steps(run_dir)) >= 3, 60, "3 steps before the requeue")
     subprocess.run(["scontrol", "requeue", rec.job_id], check=True)
@@ -155,20 +170,30 @@ def test_requeue_and_usr2_preemption_resume_without_repeating_a_step(slurm_clust
 
 def test_scancel_shows_cancelled_in_jobs_within_seconds(slurm_cluster, tmp_path):
     root = tmp_path / "runs"
-    rec = submit_stage("pretrain", _cfg(root, "can", "victim", 400), LaunchRequest(profile="local", gpus_per_node=0),
-                       target=STANDIN)
+    rec = submit_stage(
+        "pretrain", _cfg(root, "can", "victim", 400), LaunchRequest(profile="local", gpus_per_node=0), target=STANDIN
+    )
     wait_until(lambda: sl.job_state(rec.job_id) == "RUNNING", 60, "the job to run")
     subprocess.run(["scancel", rec.job_id], check=True)
     t0 = time.monotonic()
-    wait_until(lambda: "CANCELLED" in cli("jobs", "--root", str(root), "--study", "can").stdout, 15,
-               "`simclr-hpc jobs` to show CANCELLED", poll_s=0.5)
+    wait_until(
+        lambda: "CANCELLED" in cli("jobs", "--root", str(root), "--study", "can").stdout,
+        15,
+        "`simclr-hpc jobs` to show CANCELLED",
+        poll_s=0.5,
+    )
     assert time.monotonic() - t0 < 15
 
 
 def test_cancel_command_cancels_a_whole_study(slurm_cluster, tmp_path):
     root = tmp_path / "runs"
-    recs = submit_array("finetune", [_cfg(root, "cs", f"r{i}", 400) for i in range(3)],
-                        LaunchRequest(profile="local", gpus_per_node=0), parallelism=1, target=STANDIN)
+    recs = submit_array(
+        "finetune",
+        [_cfg(root, "cs", f"r{i}", 400) for i in range(3)],
+        LaunchRequest(profile="local", gpus_per_node=0),
+        parallelism=1,
+        target=STANDIN,
+    )
     proc = cli("cancel", "--study", "cs", "--root", str(root))
     assert proc.returncode == 0 and "cancelled 3 job(s)" in proc.stdout
     wait_until(lambda: all(sl.job_state(r.job_id) == "CANCELLED" for r in recs), 30, "every task CANCELLED")
@@ -176,8 +201,12 @@ def test_cancel_command_cancels_a_whole_study(slurm_cluster, tmp_path):
 
 def test_requests_the_cluster_cannot_satisfy_are_exit_2_and_submit_nothing(slurm_cluster, tmp_path):
     root = tmp_path / "runs"
-    failed = submit_stage("pretrain", _cfg(root, "bad", "dies", 2, ["train.steps=1"]),
-                          LaunchRequest(profile="local", gpus_per_node=0), target="tests.launch.no_such_module:f")
+    failed = submit_stage(
+        "pretrain",
+        _cfg(root, "bad", "dies", 2, ["train.steps=1"]),
+        LaunchRequest(profile="local", gpus_per_node=0),
+        target="tests.launch.no_such_module:f",
+    )
     wait_until(lambda: sl.job_state(failed.job_id) == "FAILED", 60, "the broken job to fail")
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
     cases = [
@@ -189,10 +218,13 @@ def test_requests_the_cluster_cannot_satisfy_are_exit_2_and_submit_nothing(slurm
         (["--container", str(tmp_path / "missing.sif")], "image file not found"),
     ]
     for args, what in cases:
-        proc = cli("submit", "pretrain", "--profile", "local", "--set", f"run.root={root}", "--set", "run.study=bad2",
-                   *args)
-        assert proc.returncode == 2 and what in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
-            (args, proc.stderr)
+        proc = cli(
+            "submit", "pretrain", "--profile", "local", "--set", f"run.root={root}", "--set", "run.study=bad2", *args
+        )
+        assert proc.returncode == 2 and what in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (
+            args,
+            proc.stderr,
+        )
     after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
     assert after == before and not (root / "bad2").exists()
 
@@ -200,8 +232,9 @@ def test_requests_the_cluster_cannot_satisfy_are_exit_2_and_submit_nothing(slurm
 def test_hostile_run_root_runs_as_data_and_executes_nothing(slurm_cluster, tmp_path):
     marker_dir = tmp_path
     root = tmp_path / "$(touch PWNED1) `touch PWNED2`; touch PWNED3 'q\" && x" / "runs"
-    rec = submit_stage("pretrain", _cfg(root, "evil", "r", 1), LaunchRequest(profile="local", gpus_per_node=0),
-                       target=STANDIN)
+    rec = submit_stage(
+        "pretrain", _cfg(root, "evil", "r", 1), LaunchRequest(profile="local", gpus_per_node=0), target=STANDIN
+    )
     assert launch.wait(rec, poll_s=0.5, timeout_s=60) == "COMPLETED"
     assert (root / "evil/pretrain/r/result.json").exists()
     for where in (marker_dir, REPO, Path(rec.log_dir)):
@@ -225,14 +258,17 @@ def test_container_image_runs_every_task_through_apptainer_exec(slurm_cluster, t
     image = tmp_path / "simclr.sif"
     image.write_bytes(b"not really an image")
     profile = tmp_path / "site.yaml"
-    profile.write_text(f"partition: debug\ngpus_per_node: 1\ncpus_per_gpu: 1\ncontainer_python: {sys.executable}\n"
-                       f"binds: [/tmp]\n")
+    profile.write_text(
+        f"partition: debug\ngpus_per_node: 1\ncpus_per_gpu: 1\ncontainer_python: {sys.executable}\nbinds: [/tmp]\n"
+    )
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     monkeypatch.setenv("APPTAINER_SHIM_LOG", str(tmp_path / "shim.log"))
     root = tmp_path / "runs"
-    rec = submit_stage("pretrain", _cfg(root, "ctr", "r", 1),
-                       LaunchRequest(profile=str(profile), container=str(image)), target=STANDIN)
+    rec = submit_stage(
+        "pretrain", _cfg(root, "ctr", "r", 1), LaunchRequest(profile=str(profile), container=str(image)), target=STANDIN
+    )
     assert launch.wait(rec, poll_s=0.5, timeout_s=60) == "COMPLETED"
     calls = (tmp_path / "shim.log").read_text().splitlines()
-    assert calls and calls[0].startswith(f"exec --nv --bind {root} --bind /tmp {image} {sys.executable} -u -m "
-                                         "submitit.core._submit")
+    assert calls and calls[0].startswith(
+        f"exec --nv --bind {root} --bind /tmp {image} {sys.executable} -u -m submitit.core._submit"
+    )

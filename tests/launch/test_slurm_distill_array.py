@@ -32,20 +32,29 @@ def test_real_distill_array_of_four_pairs_runs_after_its_pretrain_job(slurm_clus
     for backbone in ("resnet18", "resnet34"):
         short = backbone.removeprefix("resnet")
         run_stage("pretrain", load_config(None, base + [f"model.backbone={backbone}", f"run.name=p{short}"]))
-        run_stage("finetune", load_config(None, base + [f"run.name=t{short}", f"finetune.encoder={root}/kd/pretrain/p{short}"]))
+        run_stage(
+            "finetune",
+            load_config(None, base + [f"run.name=t{short}", f"finetune.encoder={root}/kd/pretrain/p{short}"]),
+        )
 
     request = LaunchRequest(profile="local", gpus_per_node=0)
     student_pre = submit_stage("pretrain", load_config(None, base + ["run.name=s18"]), request)
     pairs = [(t, s) for t in ("18", "34") for s in ("18", "34")]
     cfgs = [
-        load_config(None, base + [
-            f"run.name=t{t}-to-r{s}", f"distill.teacher={root}/kd/finetune/t{t}", f"model.backbone=resnet{s}",
-            *([f"distill.student_init={root}/kd/pretrain/s18"] if s == "18" else []),
-        ])
+        load_config(
+            None,
+            base
+            + [
+                f"run.name=t{t}-to-r{s}",
+                f"distill.teacher={root}/kd/finetune/t{t}",
+                f"model.backbone=resnet{s}",
+                *([f"distill.student_init={root}/kd/pretrain/s18"] if s == "18" else []),
+            ],
+        )
         for t, s in pairs
     ]
     recs = submit_array("distill", cfgs, request, parallelism=2, dependency=[student_pre.job_id])
-    script = (recs[0].log_dir and (__import__("pathlib").Path(recs[0].log_dir) / f"{recs[0].array_job_id}_submission.sh"))
+    script = recs[0].log_dir and (__import__("pathlib").Path(recs[0].log_dir) / f"{recs[0].array_job_id}_submission.sh")
     text = script.read_text()
     assert "#SBATCH --array=0-3%2" in text and f"#SBATCH --dependency=afterok:{student_pre.job_id}" in text
     assert launch.wait(student_pre, poll_s=1, timeout_s=300) == "COMPLETED"

@@ -47,7 +47,8 @@ def _final(run_dir: Path) -> dict:
 
 
 def test_usr2_mid_segment_saves_that_step_and_the_resumed_run_is_bitwise_an_uninterrupted_one(
-        tiny_shards, tmp_path, monkeypatch):
+    tiny_shards, tmp_path, monkeypatch
+):
     overrides = [*tiny_overrides(tiny_shards, tmp_path, steps=6), "train.ckpt_every_steps=4"]
     whole = run_stage("pretrain", load_config(None, [*overrides, "run.name=whole"]))
     cut_cfg = load_config(None, [*overrides, "run.name=cut"])
@@ -87,11 +88,29 @@ def test_a_signal_on_rank_1_only_stops_both_ranks_after_the_same_step_with_one_c
     overrides = [*tiny_overrides(tiny_shards, tmp_path, steps=8), "train.ckpt_every_steps=4", "run.name=two"]
     procs = []
     for rank in (0, 1):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": str(REPO), "SIGNAL_RANK": "1", "SIGNAL_AT": "3"}
-        procs.append(subprocess.Popen([sys.executable, str(WORKER), json.dumps(overrides)], env=env, cwd=REPO,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO),
+            "SIGNAL_RANK": "1",
+            "SIGNAL_AT": "3",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER), json.dumps(overrides)],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=240)[0] for p in procs]
     for proc, out in zip(procs, outs):
         assert proc.returncode == 0, out[-3000:]

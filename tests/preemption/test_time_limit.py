@@ -17,22 +17,34 @@ import pytest
 from simclr_hpc.config import load_config
 from simclr_hpc.launch import LaunchRequest, submit_stage
 from tests.faults.helpers import cli
-from tests.preemption.helpers import (HOLD_AT, SIGNAL_S, TARGET, TIME_MIN, TemplateJob, check_requeued_at_the_limit,
-                                      wait_done, write_config, write_profile)
+from tests.preemption.helpers import (
+    HOLD_AT,
+    SIGNAL_S,
+    TARGET,
+    TIME_MIN,
+    TemplateJob,
+    check_requeued_at_the_limit,
+    wait_done,
+    write_config,
+    write_profile,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_job_at_its_time_limit_saves_at_slurms_signal_requeues_and_ends_bitwise_equal(
-        slurm_cluster, tiny_shards, tmp_path, monkeypatch):
+    slurm_cluster, tiny_shards, tmp_path, monkeypatch
+):
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # sbatch exports this environment: the job runs this checkout
     monkeypatch.setenv("SIMCLR_TEST_HOLD_AT", str(HOLD_AT))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     config = write_config(tmp_path, tiny_shards, "bare")
     cfg = load_config(config)
     profile = write_profile(tmp_path / "limit.yaml")
-    rec = submit_stage("pretrain", cfg, LaunchRequest(profile=str(profile), gpus_per_node=0, time=str(TIME_MIN)), target=TARGET)
+    rec = submit_stage(
+        "pretrain", cfg, LaunchRequest(profile=str(profile), gpus_per_node=0, time=str(TIME_MIN)), target=TARGET
+    )
     script = (Path(rec.log_dir) / f"{rec.job_id}_submission.sh").read_text()
     assert f"#SBATCH --time={TIME_MIN}\n" in script and f"#SBATCH --signal=USR2@{SIGNAL_S}\n" in script
 
@@ -43,12 +55,27 @@ def test_a_job_at_its_time_limit_saves_at_slurms_signal_requeues_and_ends_bitwis
     command.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests/preemption/held_cli.py"}" "$@"\n')
     command.chmod(0o755)
     proc = subprocess.run(
-        ["sbatch", "--parsable", f"--time={TIME_MIN}", f"--signal=USR2@{SIGNAL_S}", "--nodes=1", "--ntasks-per-node=1",
-         "--gpus-per-node=1", "--cpus-per-task=2", f"--chdir={sbatch_dir}", f"--output={sbatch_dir}/%j.out",
-         str(REPO / "slurm/pretrain.sbatch"), str(config), "--set", "run.name=sbatch"],
-        capture_output=True, text=True, timeout=60,
-        env={**os.environ, "SIMCLR_IMAGE": "", "SIMCLR_MAX_REQUEUES": "10",
-             "SIMCLR_CMD": str(command)})
+        [
+            "sbatch",
+            "--parsable",
+            f"--time={TIME_MIN}",
+            f"--signal=USR2@{SIGNAL_S}",
+            "--nodes=1",
+            "--ntasks-per-node=1",
+            "--gpus-per-node=1",
+            "--cpus-per-task=2",
+            f"--chdir={sbatch_dir}",
+            f"--output={sbatch_dir}/%j.out",
+            str(REPO / "slurm/pretrain.sbatch"),
+            str(config),
+            "--set",
+            "run.name=sbatch",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SIMCLR_IMAGE": "", "SIMCLR_MAX_REQUEUES": "10", "SIMCLR_CMD": str(command)},
+    )
     assert proc.returncode == 0, proc.stderr
     template_job = proc.stdout.strip()
 

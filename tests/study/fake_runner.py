@@ -39,9 +39,17 @@ def run_stage(stage: str, cfg) -> dict:
     sha = _checkpoint(run_dir, stage, cfg, k)
     top1 = 0.5 + 0.01 * (cfg.run.seed + len(cfg.run.name) % 7)
     metrics = {"top1": top1, "num_classes": k, "chance_norm_top1": (top1 - 1 / k) / (1 - 1 / k), "loss": 1.0}
-    result = {"stage": stage, "run": cfg.run.name, "config_hash": cfg.hash(stage), "seed": cfg.run.seed,
-              "steps": cfg.train.steps, "metrics": metrics, "run_dir": str(run_dir), "checkpoint_sha256": sha,
-              "data_hash": index.content_hash}
+    result = {
+        "stage": stage,
+        "run": cfg.run.name,
+        "config_hash": cfg.hash(stage),
+        "seed": cfg.run.seed,
+        "steps": cfg.train.steps,
+        "metrics": metrics,
+        "run_dir": str(run_dir),
+        "checkpoint_sha256": sha,
+        "data_hash": index.content_hash,
+    }
     tmp = run_dir / ".result.json.tmp"
     tmp.write_text(json.dumps(result))
     os.replace(tmp, run_dir / "result.json")
@@ -57,8 +65,9 @@ def _checkpoint(run_dir: Path, stage: str, cfg, num_classes: int) -> str:
     sha = hashlib.sha256(state).hexdigest()
     model = {"backbone": cfg.model.backbone, "width": cfg.model.width, "proj_layers": cfg.model.proj_layers}
     kind = "simclr" if stage == "pretrain" else "classifier"
-    (step / "meta.json").write_text(json.dumps({"arch": {"kind": kind, "model": model, "num_classes": num_classes},
-                                                "sha256": sha, "step": 1}))
+    (step / "meta.json").write_text(
+        json.dumps({"arch": {"kind": kind, "model": model, "num_classes": num_classes}, "sha256": sha, "step": 1})
+    )
     (step / "COMPLETE").write_text("")
     latest = run_dir / "checkpoints" / "latest"
     if not latest.exists():

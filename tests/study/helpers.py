@@ -11,14 +11,23 @@ TINY = {
     "name": "tiny",
     "seeds": [0, 1],
     "datasets": {"sh4": {"source": "shapes:4:20:16"}, "sh6": {"source": "shapes:6:20:16"}},
-    "encoders": {"ra": {"dataset": "sh4", "set": {"model.backbone": "resnet18"}},
-                 "rb": {"dataset": "sh4", "set": {"model.backbone": "resnet34"}}},
+    "encoders": {
+        "ra": {"dataset": "sh4", "set": {"model.backbone": "resnet18"}},
+        "rb": {"dataset": "sh4", "set": {"model.backbone": "resnet34"}},
+    },
     "pretrain": {"set": {"train.steps": 2}},
     "finetune": {"encoders": ["ra"], "label_fractions": [0.1, 1.0], "head_layers": [0, 1], "protocols": ["linear"]},
-    "distill": {"dataset": "sh4", "teachers": {"ta": {"encoder": "ra"}, "tb": {"encoder": "rb"}},
-                "students": {"sa": {"encoder": "ra"}, "sb": {"encoder": "rb"}}},
-    "transfer": {"encoders": ["ra"], "images_per_class": 5,
-                 "within": [{"dataset": "sh6", "num_classes": [2, 3, 6], "draws": 2}], "across": ["sh4"]},
+    "distill": {
+        "dataset": "sh4",
+        "teachers": {"ta": {"encoder": "ra"}, "tb": {"encoder": "rb"}},
+        "students": {"sa": {"encoder": "ra"}, "sb": {"encoder": "rb"}},
+    },
+    "transfer": {
+        "encoders": ["ra"],
+        "images_per_class": 5,
+        "within": [{"dataset": "sh6", "num_classes": [2, 3, 6], "draws": 2}],
+        "across": ["sh4"],
+    },
 }
 
 

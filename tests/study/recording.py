@@ -27,8 +27,10 @@ class RecordingLauncher(Launcher):
         job = str(1000 + len(self.handed))
         keys = [f"{batch.stage}/{cfg.run.name}" for cfg in batch.cfgs]
         self.handed.append((batch.stage, keys, list(batch.dependency.ids), job))
-        return [self.record(batch, cfg, f"{job}_{i}", None, array_job_id=job, array_index=i)
-                for i, cfg in enumerate(batch.cfgs)]
+        return [
+            self.record(batch, cfg, f"{job}_{i}", None, array_job_id=job, array_index=i)
+            for i, cfg in enumerate(batch.cfgs)
+        ]
 
     def states(self, records):
         return {rec.id: Seen(rec.state) for rec in records}  # nothing runs: SUBMITTED (queued) forever

@@ -24,9 +24,14 @@ def test_demo_runs_every_study_and_reports_three_sections_with_cis(tmp_path):
     start = time.monotonic()
     # As `make demo` runs it: the demo gives each of its 2 local workers one thread (the suite's 2 would oversubscribe).
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    proc = subprocess.run([sys.executable, "-m", "simclr_hpc.cli.main", "demo", "--study",
-                           str(REPO / "configs/studies/smoke.yaml")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "simclr_hpc.cli.main", "demo", "--study", str(REPO / "configs/studies/smoke.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     print(f"demo (smoke study) wall time: {time.monotonic() - start:.0f} s")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "ran 72, skipped 0 finished, failed 0, blocked 0" in proc.stdout
@@ -46,4 +51,5 @@ def test_demo_runs_every_study_and_reports_three_sections_with_cis(tmp_path):
     assert [h.split(";")[0] for h in headlines[:3]] == [
         "- inconclusive: fine-tuning from projection-head layer 1 beats fine-tuning from the encoder output",
         "- inconclusive: distillation gains more from a teacher of the same base model",
-        "- inconclusive: transfer is better to datasets with fewer classes"]
+        "- inconclusive: transfer is better to datasets with fewer classes",
+    ]

@@ -37,8 +37,13 @@ def _top1(labels: dict) -> float:
         return base + shift + 0.004 * seed
     if labels["section"] == "baseline":
         return 0.6 + 0.003 * seed
-    return 0.6 + (0.08 if labels["same_base"] else 0.02) + 0.005 * seed + 0.002 * (seed % 2) + 0.001 * (
-        labels["student"] == "sa")
+    return (
+        0.6
+        + (0.08 if labels["same_base"] else 0.02)
+        + 0.005 * seed
+        + 0.002 * (seed % 2)
+        + 0.001 * (labels["student"] == "sa")
+    )
 
 
 def _results(tmp_path, seeds):
@@ -48,15 +53,25 @@ def _results(tmp_path, seeds):
         m = {"top1": None, "eval_images": 480 if run.stage != "transfer" else 2000}
         if run.stage == "pretrain":
             s, e = run.labels["seed"], run.labels["encoder"] == "rb"
-            m = {"knn_top1_k200": 0.5 + 0.05 * s + 0.1 * e, "alignment": 1.0 - 0.1 * s, "uniformity": -2.0 - 0.3 * s,
-                 "embed_std": 0.05, "positive_rank1": 0.3, "eval_images": 200, "monitor_s_total": 1.0}
+            m = {
+                "knn_top1_k200": 0.5 + 0.05 * s + 0.1 * e,
+                "alignment": 1.0 - 0.1 * s,
+                "uniformity": -2.0 - 0.3 * s,
+                "embed_std": 0.05,
+                "positive_rank1": 0.3,
+                "eval_images": 200,
+                "monitor_s_total": 1.0,
+            }
         else:
             k = run.labels.get("k") or 4
             m.update(top1=_top1(run.labels), num_classes=k)
             m["chance_norm_top1"] = (m["top1"] - 1 / k) / (1 - 1 / k)
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / "result.json").write_text(json.dumps(
-            {"stage": run.stage, "metrics": m, "config_hash": run.cfg.hash(run.stage), "steps": 2, "wall_s": 10.0}))
+        (run.run_dir / "result.json").write_text(
+            json.dumps(
+                {"stage": run.stage, "metrics": m, "config_hash": run.cfg.hash(run.stage), "steps": 2, "wall_s": 10.0}
+            )
+        )
     return plan
 
 
@@ -124,7 +139,8 @@ def test_report_tables_give_bounded_intervals_and_eval_sizes(tmp_path):
     findings = (rep.path.parent / "findings.md").read_text().splitlines()  # what READMEs include beside verdicts.md
     starts = ("- finetune linear, sh4, 10% labels", "- distillation at 10% labels", "- transfer of ra (linear) to sh6")
     assert [next(i for i, line in enumerate(findings) if line.startswith(s)) for s in starts] == sorted(
-        next(i for i, line in enumerate(findings) if line.startswith(s)) for s in starts)  # in report order
+        next(i for i, line in enumerate(findings) if line.startswith(s)) for s in starts
+    )  # in report order
     verdicts = (rep.path.parent / "verdicts.md").read_text()
     assert verdicts in text + "\n" and verdicts.count("\n") == 2 + 3  # header, rule, one row per finding
     for cell in summarize_baselines(collect(plan)):
@@ -140,15 +156,19 @@ def test_properties_correlate_over_encoders_with_their_seeds_averaged(tmp_path):
     for run in plan.runs:
         enc, s = run.labels.get("encoder"), run.labels["seed"]
         if run.stage == "pretrain":
-            m = {"knn_top1_k200": {"ra": 0.5, "rb": 0.7, "rc": 0.6}[enc] + 0.01 * s, "alignment": 1.0,
-                 "uniformity": -2.0 - 0.1 * s}
+            m = {
+                "knn_top1_k200": {"ra": 0.5, "rb": 0.7, "rc": 0.6}[enc] + 0.01 * s,
+                "alignment": 1.0,
+                "uniformity": -2.0 - 0.1 * s,
+            }
         elif run.stage == "finetune" and not run.labels.get("baseline"):
             m = {"top1": {"ra": 0.8, "rb": 0.9, "rc": 0.85}.get(enc, 0.7) + 0.002 * s, "num_classes": 4}
         else:
             continue
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / "result.json").write_text(json.dumps({"stage": run.stage, "metrics": m,
-                                                             "config_hash": run.cfg.hash(run.stage)}))
+        (run.run_dir / "result.json").write_text(
+            json.dumps({"stage": run.stage, "metrics": m, "config_hash": run.cfg.hash(run.stage)})
+        )
     corrs = summarize_properties(collect(plan))
     knn = next(c for c in corrs if c.prop == "knn_top1_k200" and c.label_fraction == 1.0)
     assert [p[2] for p in knn.points] == ["ra", "rb", "rc"] and knn.seeds == 3  # one point per encoder

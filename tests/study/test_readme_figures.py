@@ -28,8 +28,10 @@ def _results_section() -> str:
     return text[start : text.index("\n## ", start + 1)]
 
 
-DOCS = {"README.md results section": _results_section, "docs/reference-cpu/README.md": lambda: (
-    REFERENCE / "README.md").read_text()}
+DOCS = {
+    "README.md results section": _results_section,
+    "docs/reference-cpu/README.md": lambda: (REFERENCE / "README.md").read_text(),
+}
 
 
 @pytest.mark.parametrize("name", DOCS)

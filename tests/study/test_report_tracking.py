@@ -25,10 +25,23 @@ def finished_study(tmp_path):
     plan = load_plan(path)
     for i, run in enumerate(plan.runs[:-1]):
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        metrics = {"top1": 0.5 + i / 100, "num_classes": 4, "chance_norm_top1": (0.5 + i / 100 - 0.25) / 0.75,
-                   "loss": 1.0 / (i + 1)}
-        (run.run_dir / "result.json").write_text(json.dumps({"stage": run.stage, "run": run.name, "metrics": metrics,
-                                                             "config_hash": run.cfg.hash(run.stage), "steps": 2}))
+        metrics = {
+            "top1": 0.5 + i / 100,
+            "num_classes": 4,
+            "chance_norm_top1": (0.5 + i / 100 - 0.25) / 0.75,
+            "loss": 1.0 / (i + 1),
+        }
+        (run.run_dir / "result.json").write_text(
+            json.dumps(
+                {
+                    "stage": run.stage,
+                    "run": run.name,
+                    "metrics": metrics,
+                    "config_hash": run.cfg.hash(run.stage),
+                    "steps": 2,
+                }
+            )
+        )
     return path, plan
 
 
@@ -73,5 +86,6 @@ def test_unknown_report_backend_is_refused_in_one_line(finished_study):
     path, _ = finished_study
     result = CliRunner().invoke(app, ["study", "report", str(path), "--backends", "tensorbord"])
     assert result.exit_code == 2
-    assert result.output.strip() == ("error: --backends tensorbord: unknown tensorbord; use tensorboard, wandb or "
-                                     "mlflow")
+    assert result.output.strip() == (
+        "error: --backends tensorbord: unknown tensorbord; use tensorboard, wandb or mlflow"
+    )

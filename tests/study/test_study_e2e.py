@@ -19,25 +19,44 @@ from tests.study.helpers import write_study
 TINY_REAL = {
     "name": "e2e",
     "seeds": [0],
-    "defaults": {"data": {"image_size": 16, "num_workers": 0},
-                 "model": {"width": 0.125, "proj_hidden_dim": 16, "proj_dim": 16},
-                 "optim": {"name": "adamw", "base_lr": 0.001, "lr_scaling": "none", "warmup_steps": 0},
-                 "train": {"steps": 2, "global_batch": 16, "eval_batch_per_device": 256, "log_every_steps": 1,
-                           "ckpt_every_steps": 100}},
+    "defaults": {
+        "data": {"image_size": 16, "num_workers": 0},
+        "model": {"width": 0.125, "proj_hidden_dim": 16, "proj_dim": 16},
+        "optim": {"name": "adamw", "base_lr": 0.001, "lr_scaling": "none", "warmup_steps": 0},
+        "train": {
+            "steps": 2,
+            "global_batch": 16,
+            "eval_batch_per_device": 256,
+            "log_every_steps": 1,
+            "ckpt_every_steps": 100,
+        },
+    },
     "datasets": {"sh4": {"source": "shapes:4:20:16"}, "sh6": {"source": "shapes:6:20:16"}},
     "encoders": {"ra": {"dataset": "sh4", "set": {"model.backbone": "resnet18"}}},
     "finetune": {"encoders": ["ra"], "label_fractions": [0.5], "baselines": []},  # the engine, not the baselines
-    "distill": {"dataset": "sh4", "teachers": {"ta": {"encoder": "ra", "protocol": "linear"}},
-                "students": {"sa": {"encoder": "ra"}}},
-    "transfer": {"encoders": ["ra"], "images_per_class": 5, "baselines": [],
-                 "within": [{"dataset": "sh6", "num_classes": [2]}], "across": ["sh4"]},
+    "distill": {
+        "dataset": "sh4",
+        "teachers": {"ta": {"encoder": "ra", "protocol": "linear"}},
+        "students": {"sa": {"encoder": "ra"}},
+    },
+    "transfer": {
+        "encoders": ["ra"],
+        "images_per_class": 5,
+        "baselines": [],
+        "within": [{"dataset": "sh6", "num_classes": [2]}],
+        "across": ["sh4"],
+    },
 }
 
+
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("executor", [
-    pytest.param("local", marks=[pytest.mark.slow]),
-    "inprocess",
-])
+@pytest.mark.parametrize(
+    "executor",
+    [
+        pytest.param("local", marks=[pytest.mark.slow]),
+        "inprocess",
+    ],
+)
 def test_tiny_study_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, monkeypatch, executor):
     monkeypatch.chdir(tmp_path)
     path = write_study(tmp_path, TINY_REAL)

@@ -109,8 +109,12 @@ def test_submission_is_all_at_once_with_afterany_on_the_arrays_it_needs(path, re
     plan = load_plan(path)
     outcome = submit_study(path, StudyOptions(executor=NAME), log=_quiet)
     stages = [(stage, after, job) for stage, _, after, job in recording.handed]
-    assert stages == [("pretrain", [], "1000"), ("finetune", ["1000"], "1001"), ("transfer", ["1000"], "1002"),
-                      ("distill", ["1001"], "1003")]  # random-init students wait only for their teachers
+    assert stages == [
+        ("pretrain", [], "1000"),
+        ("finetune", ["1000"], "1001"),
+        ("transfer", ["1000"], "1002"),
+        ("distill", ["1001"], "1003"),
+    ]  # random-init students wait only for their teachers
     assert len(outcome.submitted) == len(plan.runs) and not outcome.done  # nothing waited for
 
     # A second submission while those jobs are queued submits nothing: the live jobs are reused.
@@ -123,8 +127,11 @@ def test_submission_is_all_at_once_with_afterany_on_the_arrays_it_needs(path, re
     _run(path, only=("pretrain",), force=True)
     recording.handed.clear()
     outcome = submit_study(path, StudyOptions(executor=NAME, force=True), log=_quiet)
-    assert [(s, after) for s, _, after, _ in recording.handed] == [("finetune", []), ("transfer", []),
-                                                                   ("distill", ["1000"])]
+    assert [(s, after) for s, _, after, _ in recording.handed] == [
+        ("finetune", []),
+        ("transfer", []),
+        ("distill", ["1000"]),
+    ]
     assert len(outcome.skipped) == len(plan.stage("pretrain"))
     assert len(Registry(registry_path(plan.study.root, plan.study.name)).all()) > len(plan.runs)
 
@@ -135,7 +142,11 @@ def test_dry_run_lists_every_array_and_job_and_writes_nothing(path, tmp_path):
     jobs = [line for line in lines if line.startswith("  [")]
     assert len(jobs) == len(plan.runs)
     assert [line.split(":")[0] for line in lines if line.startswith("array")] == [
-        "array tiny-pretrain-w0", "array tiny-finetune-w1", "array tiny-transfer-w1", "array tiny-distill-w2"]
+        "array tiny-pretrain-w0",
+        "array tiny-finetune-w1",
+        "array tiny-transfer-w1",
+        "array tiny-distill-w2",
+    ]
     distill = next(line for line in lines if line.startswith("array tiny-distill-w2"))
     assert distill.endswith("afterany: tiny-finetune-w1")  # the arrays holding what it needs, by name
     assert not (tmp_path / "runs").exists()

@@ -33,8 +33,12 @@ def test_run_counts_per_stage_match_the_study_axes(tmp_path):
     n_ft_baselines = len(ft["label_fractions"]) * (len(ft["protocols"]) * 1 + 1) * seeds
     n_tr_baselines = (within + len(tr["across"])) * (1 + 1) * seeds
     counts = {stage: len(plan.stage(stage)) for stage in ("pretrain", "finetune", "distill", "transfer")}
-    assert counts == {"pretrain": n_pretrain, "finetune": n_grid + n_teachers + n_ft_baselines, "distill": n_distill,
-                      "transfer": n_transfer + n_tr_baselines}
+    assert counts == {
+        "pretrain": n_pretrain,
+        "finetune": n_grid + n_teachers + n_ft_baselines,
+        "distill": n_distill,
+        "transfer": n_transfer + n_tr_baselines,
+    }
     assert len(plan.runs) == sum(counts.values()) == 4 + (12 + 8) + 12 + (12 + 24)
 
 
@@ -45,15 +49,22 @@ def test_baselines_share_the_split_seed_and_architecture_of_the_runs_they_are_co
     assert (rnd.cfg.finetune.encoder, pix.cfg.finetune.encoder) == ("random", "pixels") and not rnd.depends_on
     for base in (rnd, pix):
         assert (base.cfg.run.seed, base.cfg.finetune.label_fraction, base.cfg.data.shards) == (
-            enc.cfg.run.seed, enc.cfg.finetune.label_fraction, enc.cfg.data.shards)
+            enc.cfg.run.seed,
+            enc.cfg.finetune.label_fraction,
+            enc.cfg.data.shards,
+        )
         assert base.cfg.optim == enc.cfg.optim and base.cfg.train == enc.cfg.train  # the same probe recipe
     assert rnd.cfg.model == enc.cfg.model and rnd.labels["arch"] == enc.labels["arch"]
     assert (rnd.labels["baseline"], pix.labels["baseline"]) == ("random", "pixels")
     tr = plan.get("transfer/ra-sh6-k3-d1-linear-s0")
     for name in ("transfer/random-ra-sh6-k3-d1-linear-s0", "transfer/pixels-sh6-k3-d1-linear-s0"):
         base = plan.get(name)
-        assert (base.cfg.transfer.num_classes, base.cfg.transfer.class_seed, base.cfg.transfer.images_per_class,
-                base.cfg.run.seed) == (3, 1, 5, 0)
+        assert (
+            base.cfg.transfer.num_classes,
+            base.cfg.transfer.class_seed,
+            base.cfg.transfer.images_per_class,
+            base.cfg.run.seed,
+        ) == (3, 1, 5, 0)
         assert base.labels["k"] == tr.labels["k"] and base.labels["kind"] == "within"
     none = study_dict()
     none["finetune"] = {**none["finetune"], "baselines": []}
@@ -69,9 +80,16 @@ def test_names_are_readable_safe_unique_and_deterministic(tmp_path):
     assert names == [run.key for run in b.runs]
     assert len(set(names)) == len(names)
     assert all(SAFE_NAME.match(run.name) and ".." not in run.name for run in a.runs)
-    for key in ("pretrain/ra-s0", "finetune/ra-lf0.1-h1-linear-s1", "finetune/teacher-tb-lf0.1-s0",
-                "distill/ta-to-sb-lf0.1-s1", "distill/baseline-sa-lf0.1-s0", "transfer/ra-sh6-k3-d1-linear-s0",
-                "transfer/ra-sh6-k6-d0-linear-s0", "transfer/ra-sh4-all-linear-s1"):
+    for key in (
+        "pretrain/ra-s0",
+        "finetune/ra-lf0.1-h1-linear-s1",
+        "finetune/teacher-tb-lf0.1-s0",
+        "distill/ta-to-sb-lf0.1-s1",
+        "distill/baseline-sa-lf0.1-s0",
+        "transfer/ra-sh6-k3-d1-linear-s0",
+        "transfer/ra-sh6-k6-d0-linear-s0",
+        "transfer/ra-sh4-all-linear-s1",
+    ):
         assert key in names
     assert all(run.run_dir == tmp_path / "runs" / "tiny" / run.stage / run.name for run in a.runs)
 
@@ -109,7 +127,7 @@ def test_override_layers_apply_in_order(tmp_path):
     data["transfer"]["set"] = {"train.steps": 3}
     data["datasets"]["sh6"]["set"] = {"data.image_size": 24}
     plan = _plan(tmp_path, data)
-    assert plan.get("pretrain/ra-s0").cfg.train.steps == 2          # pretrain.set over defaults
+    assert plan.get("pretrain/ra-s0").cfg.train.steps == 2  # pretrain.set over defaults
     assert plan.get("finetune/ra-lf1-h0-linear-s0").cfg.train.steps == 7  # defaults only
     tr = plan.get("transfer/ra-sh6-k2-d0-linear-s0")
     assert (tr.cfg.train.steps, tr.cfg.train.global_batch, tr.cfg.data.image_size) == (3, 32, 24)
@@ -156,8 +174,10 @@ def test_encoders_may_vary_by_contrastive_properties(tmp_path):
     data = study_dict()
     data["encoders"] = {
         "t01": {"dataset": "sh4", "set": {"pretrain.temperature": 0.1, "train.global_batch": 32}},
-        "deep": {"dataset": "sh4", "set": {"model.proj_layers": 3, "data.crop_min_scale": 0.5,
-                                           "data.color_strength": 1.0, "train.steps": 5}},
+        "deep": {
+            "dataset": "sh4",
+            "set": {"model.proj_layers": 3, "data.crop_min_scale": 0.5, "data.color_strength": 1.0, "train.steps": 5},
+        },
     }
     data["finetune"] = {**data["finetune"], "encoders": ["t01", "deep"]}
     data["distill"] = None
@@ -166,7 +186,11 @@ def test_encoders_may_vary_by_contrastive_properties(tmp_path):
     t01, deep = plan.get("pretrain/t01-s0").cfg, plan.get("pretrain/deep-s0").cfg
     assert (t01.pretrain.temperature, t01.train.global_batch) == (0.1, 32)
     assert (deep.model.proj_layers, deep.data.crop_min_scale, deep.data.color_strength, deep.train.steps) == (
-        3, 0.5, 1.0, 5)
+        3,
+        0.5,
+        1.0,
+        5,
+    )
     assert plan.get("finetune/deep-lf1-h1-linear-s0").cfg.model.proj_layers == 3
     assert plan.get("finetune/random-deep-lf1-h0-linear-s0").cfg.model.proj_layers == 3
 
@@ -175,8 +199,11 @@ BUNDLED = ["demo.yaml", "smoke.yaml", "paper.yaml", "reference-cpu.yaml"]
 
 
 def _teacher_sources(plan) -> dict[str, set[str]]:
-    return {str(r.run_dir): {str(r.run_dir), r.cfg.finetune.encoder} for r in plan.stage("finetune")
-            if r.labels.get("section") == "teacher"}
+    return {
+        str(r.run_dir): {str(r.run_dir), r.cfg.finetune.encoder}
+        for r in plan.stage("finetune")
+        if r.labels.get("section") == "teacher"
+    }
 
 
 @pytest.mark.parametrize("name", [*BUNDLED, "tiny-pretrained-students"])
@@ -185,8 +212,10 @@ def test_no_student_starts_from_its_teachers_weights(tmp_path, name):
         plan = load_plan(REPO / "configs" / "studies" / name)
     else:
         data = study_dict()
-        data["distill"]["students"] = {"sa": {"encoder": "ra", "init": "pretrained"},
-                                       "sb": {"encoder": "rb", "init": "pretrained"}}
+        data["distill"]["students"] = {
+            "sa": {"encoder": "ra", "init": "pretrained"},
+            "sb": {"encoder": "rb", "init": "pretrained"},
+        }
         plan = _plan(tmp_path, data)
         init = plan.get("distill/ta-to-sa-lf0.1-s1").cfg.distill.student_init
         assert init == str(plan.get("pretrain/ra-student-s1").run_dir)  # its own encoder, pretrained under 1001
@@ -199,13 +228,18 @@ def test_no_student_starts_from_its_teachers_weights(tmp_path, name):
         assert run.cfg.distill.student_init not in teachers[run.cfg.distill.teacher], run.key
         assert run.cfg.distill.label_weight == 0.0  # distilled on every image, without labels
         teacher = next(r for r in plan.stage("finetune") if str(r.run_dir) == run.cfg.distill.teacher)
-        baseline = plan.get(f"distill/baseline-{run.labels['student']}-lf{teacher.cfg.finetune.label_fraction:g}"
-                            f"-s{run.labels['seed']}")
+        baseline = plan.get(
+            f"distill/baseline-{run.labels['student']}-lf{teacher.cfg.finetune.label_fraction:g}-s{run.labels['seed']}"
+        )
         # the baseline's labelled subset is the teacher's (same fraction, same seed), with the student's budget
         assert (baseline.cfg.distill.label_fraction, baseline.cfg.run.seed) == (
-            teacher.cfg.finetune.label_fraction, teacher.cfg.run.seed)
+            teacher.cfg.finetune.label_fraction,
+            teacher.cfg.run.seed,
+        )
         assert (baseline.cfg.train.steps, baseline.cfg.distill.student_init) == (
-            run.cfg.train.steps, run.cfg.distill.student_init)
+            run.cfg.train.steps,
+            run.cfg.distill.student_init,
+        )
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -220,8 +254,9 @@ def test_class_subsets_are_nested_seed_varied_and_never_duplicated(name):
     for run in within:
         total = {"shapes20": 20, "cifar100": 100}[run.labels["dataset"]]
         labels = np.repeat(np.arange(total), 2)
-        classes[run.key] = frozenset(class_subset(labels, run.cfg.transfer.num_classes, run.cfg.transfer.class_seed,
-                                                  seed=run.cfg.run.seed)[1])
+        classes[run.key] = frozenset(
+            class_subset(labels, run.cfg.transfer.num_classes, run.cfg.transfer.class_seed, seed=run.cfg.run.seed)[1]
+        )
     by_draw: dict = {}
     for run in within:
         by_draw.setdefault((run.labels["encoder"], run.labels["seed"], run.labels["subset_draw"]), []).append(run)
@@ -231,8 +266,9 @@ def test_class_subsets_are_nested_seed_varied_and_never_duplicated(name):
     seen = [(r.labels["encoder"], r.labels["seed"], r.labels["protocol"], classes[r.key]) for r in within]
     assert len(seen) == len(set(seen))  # the whole dataset counted once, no subset twice
     smallest = min(r.labels["k"] for r in within)
-    per_seed = {r.labels["seed"]: classes[r.key] for r in within
-                if r.labels["k"] == smallest and r.labels["subset_draw"] == 0}
+    per_seed = {
+        r.labels["seed"]: classes[r.key] for r in within if r.labels["k"] == smallest and r.labels["subset_draw"] == 0
+    }
     assert len(set(per_seed.values())) == len(per_seed)  # each seed draws its own subsets
 
 
@@ -240,9 +276,15 @@ def test_full_fine_tuning_can_be_kept_to_the_fractions_the_head_layer_contrast_n
     data = study_dict()
     data["finetune"] = {**data["finetune"], "protocols": ["linear", "full"], "full_label_fractions": [0.1]}
     plan = _plan(tmp_path, data)
-    full = [r for r in plan.stage("finetune") if r.labels.get("protocol") == "full" and r.labels["section"] == "finetune"]
+    full = [
+        r for r in plan.stage("finetune") if r.labels.get("protocol") == "full" and r.labels["section"] == "finetune"
+    ]
     assert {r.labels["label_fraction"] for r in full} == {0.1}
     assert len([r for r in full if not r.labels.get("baseline")]) == 2 * 2  # 2 layers x 2 seeds, one encoder
     assert len([r for r in full if r.labels.get("baseline") == "random"]) == 2  # its random-init twin, per seed
-    assert len([r for r in plan.stage("finetune") if r.labels.get("protocol") == "linear"
-                and not r.labels.get("baseline")]) == 2 * 2 * 2  # linear keeps every fraction
+    assert (
+        len(
+            [r for r in plan.stage("finetune") if r.labels.get("protocol") == "linear" and not r.labels.get("baseline")]
+        )
+        == 2 * 2 * 2
+    )  # linear keeps every fraction

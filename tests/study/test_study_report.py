@@ -23,8 +23,11 @@ from tests.study.helpers import write_study
 def _write_result(run, top1: float, k: int = 4, **metrics) -> None:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     m = {"top1": top1, "num_classes": k, "chance_norm_top1": (top1 - 1 / k) / (1 - 1 / k), "loss": 0.5, **metrics}
-    (run.run_dir / "result.json").write_text(json.dumps({"stage": run.stage, "run": run.name, "metrics": m,
-                                                         "config_hash": run.cfg.hash(run.stage), "steps": 2}))
+    (run.run_dir / "result.json").write_text(
+        json.dumps(
+            {"stage": run.stage, "run": run.name, "metrics": m, "config_hash": run.cfg.hash(run.stage), "steps": 2}
+        )
+    )
 
 
 def test_t_interval_matches_a_hand_computation():
@@ -96,8 +99,9 @@ def test_report_has_all_sections_lists_failed_runs_and_links_runs(study_with_res
     # Each number links its run directory, relative to the report, and the link resolves.
     link = f"[s0]({os.path.relpath(plan.get('finetune/ra-lf0.1-h0-linear-s0').run_dir, rep.path.parent)})"
     assert link in text
-    assert (rep.path.parent / os.path.relpath(plan.get('finetune/ra-lf0.1-h0-linear-s0').run_dir,
-                                              rep.path.parent)).is_dir()
+    assert (
+        rep.path.parent / os.path.relpath(plan.get("finetune/ra-lf0.1-h0-linear-s0").run_dir, rep.path.parent)
+    ).is_dir()
     # The finetune cell with a failed seed says n=1 instead of inventing an interval.
     assert "| linear | ra | 100% | 1 | n/a | 1 | 60.0 (n=1, no CI) |" in text  # synthetic results record no eval size
     with rep.csv.open() as fh:
@@ -114,9 +118,12 @@ def test_report_verdicts_are_scipys_tests_of_the_per_seed_values_in_results_csv(
     # Distillation: per seed, the mean over students of (same-base gain - mean cross-base gain); n = 2 seeds.
     base = {(r["student"], r["seed"]): float(r["top1"]) for r in rows if r["section"] == "baseline"}
     per_seed: dict = {}
-    for (student, seed) in base:
-        gains = [(r["same_base"] == "True", float(r["top1"]) - base[(student, seed)]) for r in rows
-                 if r["section"] == "distill" and (r["student"], r["seed"]) == (student, seed)]
+    for student, seed in base:
+        gains = [
+            (r["same_base"] == "True", float(r["top1"]) - base[(student, seed)])
+            for r in rows
+            if r["section"] == "distill" and (r["student"], r["seed"]) == (student, seed)
+        ]
         same, cross = [g for s, g in gains if s], [g for s, g in gains if not s]
         if same and cross:  # (sb, s1) lost its same-base teacher: that student drops out of seed 1
             per_seed.setdefault(seed, []).append(np.mean(same) - np.mean(cross))

@@ -33,15 +33,34 @@ def _with(path: str, value) -> dict:
 
 
 BAD = [
-    ("unknown_source", _with("datasets.sh6", {"source": "imagenet:/data/in1k"}), ["datasets.sh6.source: unknown dataset source"]),
-    ("unknown_dataset_ref", _with("encoders.ra.dataset", "cifar10"), ["encoders.ra.dataset: unknown dataset 'cifar10'"]),
-    ("k_too_large", _with("transfer.within", [{"dataset": "sh6", "num_classes": [2, 7]}]),
-     ["transfer.within[0].num_classes: k=7 is more than the 6 classes"]),
-    ("k_too_large_cifar100", {**_with("datasets.c100", {"source": "cifar100:/nowhere"}),
-                              "transfer": {"encoders": ["ra"], "within": [{"dataset": "c100", "num_classes": [150]}]}},
-     ["k=150 is more than the 100 classes"]),
-    ("teacher_not_produced", _with("distill.pairs", [["ta", "sa"], ["tz", "sb"]]),
-     ["distill.pairs[1]: teacher 'tz' is not produced by this study"]),
+    (
+        "unknown_source",
+        _with("datasets.sh6", {"source": "imagenet:/data/in1k"}),
+        ["datasets.sh6.source: unknown dataset source"],
+    ),
+    (
+        "unknown_dataset_ref",
+        _with("encoders.ra.dataset", "cifar10"),
+        ["encoders.ra.dataset: unknown dataset 'cifar10'"],
+    ),
+    (
+        "k_too_large",
+        _with("transfer.within", [{"dataset": "sh6", "num_classes": [2, 7]}]),
+        ["transfer.within[0].num_classes: k=7 is more than the 6 classes"],
+    ),
+    (
+        "k_too_large_cifar100",
+        {
+            **_with("datasets.c100", {"source": "cifar100:/nowhere"}),
+            "transfer": {"encoders": ["ra"], "within": [{"dataset": "c100", "num_classes": [150]}]},
+        },
+        ["k=150 is more than the 100 classes"],
+    ),
+    (
+        "teacher_not_produced",
+        _with("distill.pairs", [["ta", "sa"], ["tz", "sb"]]),
+        ["distill.pairs[1]: teacher 'tz' is not produced by this study"],
+    ),
     ("unknown_study_key", {**study_dict(), "sedes": [0]}, ["sedes: unknown key"]),
     ("unknown_section_key", _with("finetune.label_fraction", [0.1]), ["finetune.label_fraction: unknown key"]),
     ("unknown_config_key", _with("transfer.set", {"train.stepz": 3}), ["transfer.set: train.stepz: unknown key"]),
@@ -52,16 +71,34 @@ BAD = [
     ("unsafe_study_name", _with("name", "x$(reboot)"), ["name: name 'x$(reboot)' is not allowed"]),
     ("dotdot_encoder_name", _with("encoders", {"..": {"dataset": "sh4"}}), ["encoders"]),
     ("bad_shapes_spec", _with("datasets.sh6", {"source": "shapes:6;rm"}), ["datasets.sh6.source: shapes:6;rm"]),
-    ("missing_section_field", _with("distill", {"teachers": {"ta": {"encoder": "ra"}},
-                                                "students": {"sa": {"init": "pretrained"}}}),
-     ["distill.dataset: Field required", "distill.students.sa: a student with init: pretrained needs an encoder"]),
-    ("primary_outside_the_grid", _with("finetune", {"encoders": ["ra"], "label_fractions": [0.1], "head_layers": [0, 1],
-                                                     "primary": {"protocol": "full", "label_fraction": 0.5}}),
-     ["finetune.primary.protocol: full is not among finetune.protocols",
-      "finetune.primary.label_fraction: 0.5 is not among the label fractions fine-tuned under full"]),
-    ("whole_dataset_twice", _with("transfer", {"encoders": ["ra"], "across": ["sh6"],
-                                               "within": [{"dataset": "sh6", "num_classes": [2, 6]}]}),
-     ["transfer.across[0]: sh6 with all 6 classes is already a transfer.within target"]),
+    (
+        "missing_section_field",
+        _with("distill", {"teachers": {"ta": {"encoder": "ra"}}, "students": {"sa": {"init": "pretrained"}}}),
+        ["distill.dataset: Field required", "distill.students.sa: a student with init: pretrained needs an encoder"],
+    ),
+    (
+        "primary_outside_the_grid",
+        _with(
+            "finetune",
+            {
+                "encoders": ["ra"],
+                "label_fractions": [0.1],
+                "head_layers": [0, 1],
+                "primary": {"protocol": "full", "label_fraction": 0.5},
+            },
+        ),
+        [
+            "finetune.primary.protocol: full is not among finetune.protocols",
+            "finetune.primary.label_fraction: 0.5 is not among the label fractions fine-tuned under full",
+        ],
+    ),
+    (
+        "whole_dataset_twice",
+        _with(
+            "transfer", {"encoders": ["ra"], "across": ["sh6"], "within": [{"dataset": "sh6", "num_classes": [2, 6]}]}
+        ),
+        ["transfer.across[0]: sh6 with all 6 classes is already a transfer.within target"],
+    ),
 ]
 
 
@@ -91,8 +128,13 @@ def test_several_problems_give_one_line_each(tmp_path):
         load_study(path)
     text = "\n".join(err.value.lines)
     assert len(err.value.lines) == 5, text
-    for want in ("datasets.sh9.source", "encoders.rb.dataset", "distill.pairs[0]: teacher 'ghost'",
-                 "k=40 is more than the 6 classes", "transfer.set: model.colour: unknown key"):
+    for want in (
+        "datasets.sh9.source",
+        "encoders.rb.dataset",
+        "distill.pairs[0]: teacher 'ghost'",
+        "k=40 is more than the 6 classes",
+        "transfer.set: model.colour: unknown key",
+    ):
         assert want in text
 
 
@@ -143,8 +185,12 @@ def test_the_bundled_demo_has_three_seeds_every_stage_and_a_baseline_beside_ever
     assert plan.study.seeds == [0, 1, 2]
     stages = {run.stage for run in plan.runs}
     assert stages == {"pretrain", "finetune", "distill", "transfer"}
-    probes = [r for r in plan.runs if r.stage in ("finetune", "transfer") and not r.key.split("/")[1].startswith(
-        ("random-", "pixels-", "teacher-"))]
+    probes = [
+        r
+        for r in plan.runs
+        if r.stage in ("finetune", "transfer")
+        and not r.key.split("/")[1].startswith(("random-", "pixels-", "teacher-"))
+    ]
     names = {r.key for r in plan.runs}
     assert len(probes) == 3 * (4 + 3)  # per seed: 2 label fractions x 2 head layers, 3 class subsets of shapes20
     for run in probes:  # each SimCLR probe has its random-init baseline (at layer 0) and a raw-pixel one

@@ -140,8 +140,7 @@ def test_holm_over_the_family_can_turn_a_marginal_finding_inconclusive(frozen_he
     alone = judge([_effect(marginal)])[0]
     assert alone.label == "reproduced" and alone.p_holm < 0.05
     together = judge([_effect(marginal), _effect(strong), _effect([0.2, -0.1, 0.05, 0.3, -0.2])])
-    assert together[0].p_holm == pytest.approx(multipletests(
-        [v.test.p for v in together], method="holm")[1][0])
+    assert together[0].p_holm == pytest.approx(multipletests([v.test.p for v in together], method="holm")[1][0])
     assert together[0].label == "inconclusive" and together[1].label == "reproduced"
 
 

@@ -19,8 +19,12 @@ def test_a_pretrain_run_decodes_its_jpeg_shards_in_the_step(tmp_path, tiny_shard
         for i in range(10):
             Image.fromarray(rng.integers(0, 255, (40 + i, 36, 3), dtype=np.uint8)).save(src / c / f"{i}.jpg")
     write_shards(f"imagefolder:{src}", tmp_path / "jpg", shard_size=8, image_format="jpg")
-    base = [*tiny_overrides(tmp_path / "jpg", tmp_path, steps=2), "data.decode_on_device=true", "data.augment=imagenet",
-            "train.global_batch=8"]
+    base = [
+        *tiny_overrides(tmp_path / "jpg", tmp_path, steps=2),
+        "data.decode_on_device=true",
+        "data.augment=imagenet",
+        "train.global_batch=8",
+    ]
     result = run_stage("pretrain", load_config(overrides=[*base, "run.name=d"], stage="pretrain"))
     assert result["steps"] == 2 and np.isfinite(result["metrics"]["loss"])
     png = [*tiny_overrides(tiny_shards, tmp_path, steps=2), "data.decode_on_device=true", "run.name=p"]

@@ -32,7 +32,9 @@ from tests.device_audit import (
     source_findings,
 )
 
-PLANT_AFTER = "            bank, queries = self._embed(model.encoder, self.bank), self._embed(model.encoder, self.queries)\n"
+PLANT_AFTER = (
+    "            bank, queries = self._embed(model.encoder, self.bank), self._embed(model.encoder, self.queries)\n"
+)
 PLANTED = "            n = len(queries)\n            out_rank = float((queries.argmax(dim=1) == torch.arange(n)).float().mean())\n"
 
 
@@ -72,8 +74,10 @@ def test_contrastive_properties_run_on_a_simulated_cuda_device():
 
 @pytest.fixture(scope="module")
 def monitor_cfg(tiny_shards, tmp_path_factory):
-    return load_config(overrides=tiny_overrides(tiny_shards, tmp_path_factory.mktemp("mon")) + [
-        "pretrain.monitor_bank_images=32", "pretrain.monitor_eval_images=16", "pretrain.monitor_pairs=8"])
+    return load_config(
+        overrides=tiny_overrides(tiny_shards, tmp_path_factory.mktemp("mon"))
+        + ["pretrain.monitor_bank_images=32", "pretrain.monitor_eval_images=16", "pretrain.monitor_pairs=8"]
+    )
 
 
 def _measure_on_fake_cuda(monitor_cls, cfg) -> dict:
@@ -117,7 +121,9 @@ def test_the_pretrain_step_runs_on_a_simulated_cuda_device(tmp_path, device_augm
 
 
 def test_the_classification_and_distillation_steps_run_on_a_simulated_cuda_device(tiny_shards, tmp_path):
-    cfg = load_config(overrides=tiny_overrides(tiny_shards, tmp_path) + ["distill.teacher=x", "distill.label_weight=0.5"])
+    cfg = load_config(
+        overrides=tiny_overrides(tiny_shards, tmp_path) + ["distill.teacher=x", "distill.label_weight=0.5"]
+    )
     ctx = _context(cfg, micro=4)  # two micro-batches
     task = DistillTask(ctx)
     keys = sorted(task.labelled)[:4] + [f"unlabelled-{i}" for i in range(4)]

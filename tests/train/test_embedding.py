@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from simclr_hpc.train.embedding import (alignment, contrastive_properties, embedding_std, positive_rank1,
-                                        uniformity)
+from simclr_hpc.train.embedding import alignment, contrastive_properties, embedding_std, positive_rank1, uniformity
 
 
 def test_alignment_is_the_mean_squared_distance_of_normalised_positives():

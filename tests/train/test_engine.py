@@ -18,8 +18,9 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(4, 3, generator=gen), torch.randn(4, 2, generator=gen)
 
 
-@pytest.mark.parametrize("overrides", [["dist.engine=ddp"], ["dist.engine=deepspeed", "optim.name=sgd"]],
-                         ids=["ddp", "deepspeed"])
+@pytest.mark.parametrize(
+    "overrides", [["dist.engine=ddp"], ["dist.engine=deepspeed", "optim.name=sgd"]], ids=["ddp", "deepspeed"]
+)
 def test_backward_only_accumulates_and_optimizer_step_applies_once_and_clears(tmp_path, overrides):
     x, y = _data()
     args = {"overrides": overrides, "lr": LR, "x": x.tolist(), "y": y.tolist()}

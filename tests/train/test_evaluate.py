@@ -16,6 +16,7 @@ def test_topk_correct_counts_the_true_class_among_the_k_highest_logits():
 
 def test_accuracy_metrics_normalise_top1_so_chance_is_zero_and_perfect_is_one():
     assert accuracy_metrics(25, 100, 4) == pytest.approx(
-        {"top1": 0.25, "chance_norm_top1": 0.0, "num_classes": 4, "eval_images": 100})
+        {"top1": 0.25, "chance_norm_top1": 0.0, "num_classes": 4, "eval_images": 100}
+    )
     assert accuracy_metrics(10, 10, 2)["chance_norm_top1"] == 1.0
     assert accuracy_metrics(0, 0, 10)["top1"] == 0.0  # no eval images: no division by zero

@@ -32,8 +32,18 @@ def test_linear_probe_reports_knn_top5_and_how_its_penalty_was_chosen_and_export
 
     result = _probe(shapes10, tmp_path, "random", "random")
     m = result["metrics"]
-    for key in ("top1", "top5", "knn_top1_k20", "knn_top5_k20", "knn_top1_k200", "knn_top5_k200",
-                "probe_epochs", "probe_train_loss", "eval_images", "knn_bank_images"):
+    for key in (
+        "top1",
+        "top5",
+        "knn_top1_k20",
+        "knn_top5_k20",
+        "knn_top1_k200",
+        "knn_top5_k200",
+        "probe_epochs",
+        "probe_train_loss",
+        "eval_images",
+        "knn_bank_images",
+    ):
         assert key in m, key
     train_images = result["train_images"]
     assert m["knn_bank_images"] == train_images and result["steps"] == 0  # solved in build: the loop ran no step
@@ -67,9 +77,20 @@ def test_pixel_baseline_is_a_linear_probe_on_raw_pixels_and_refuses_full(shapes1
 def test_pretrain_monitor_logs_every_n_steps_and_leaves_training_bitwise_unchanged(tiny_shards, tmp_path):
     base = tiny_overrides(tiny_shards, tmp_path, steps=4) + ["train.log_every_steps=3"]
     plain = run_stage("pretrain", load_config(None, base + ["run.name=plain"]))
-    watched = run_stage("pretrain", load_config(None, base + [
-        "run.name=watched", "pretrain.monitor_every_steps=2", "pretrain.monitor_bank_images=60",
-        "pretrain.monitor_eval_images=30", "pretrain.monitor_pairs=16"]))
+    watched = run_stage(
+        "pretrain",
+        load_config(
+            None,
+            base
+            + [
+                "run.name=watched",
+                "pretrain.monitor_every_steps=2",
+                "pretrain.monitor_bank_images=60",
+                "pretrain.monitor_eval_images=30",
+                "pretrain.monitor_pairs=16",
+            ],
+        ),
+    )
     lines = [json.loads(line) for line in open(f"{watched['run_dir']}/metrics.jsonl")]
     assert [line["step"] for line in lines] == [2, 3, 4]  # monitor steps 2 and 4 merge into the log lines
     for line in (lines[0], lines[2]):
@@ -121,15 +142,21 @@ def test_gathering_raw_pixel_features_across_ranks_copies_each_feature_once(tmp_
 
     write_shards("shapes:10:50:32", tmp_path / "s", shard_size=500, seed=0)
     port = 20000 + (hash(str(tmp_path)) % 20000)
-    out = subprocess.run([sys.executable, "-c", _GATHER_SCRIPT, str(tmp_path / "s"), str(port)], capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _GATHER_SCRIPT, str(tmp_path / "s"), str(port)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     rows, dim, n, peak_above = map(int, out.stdout.split())
     assert n > 300 and rows == n and dim == 3072
     features, batch = n * dim * 4, 400 * dim * 4
     bound = 4 * features + 2 * batch  # 34.6 MB
-    assert peak_above < bound, f"gathering {n} pixel features peaked {peak_above / 2**20:.0f} MB above the baseline " \
-                               f"(bound {bound / 2**20:.0f} MB: 4 x the features + 2 batches)"
+    assert peak_above < bound, (
+        f"gathering {n} pixel features peaked {peak_above / 2**20:.0f} MB above the baseline "
+        f"(bound {bound / 2**20:.0f} MB: 4 x the features + 2 batches)"
+    )
 
 
 def test_a_probe_never_chooses_its_penalty_on_the_evaluation_split():

@@ -8,8 +8,8 @@ import torchvision
 from typer.testing import CliRunner
 
 from simclr_hpc.cli.main import app
-from simclr_hpc.train.export import load_encoder, read_metadata
 from simclr_hpc.train.artifacts import load_simclr
+from simclr_hpc.train.export import load_encoder, read_metadata
 from tests.conftest import tiny_overrides
 
 
@@ -28,8 +28,10 @@ def runs(tiny_shards, tmp_path_factory):
     _run("pretrain", base + tv + ["run.name=tv"])
     _run("finetune", base + ["run.name=ft", f"finetune.encoder={root}/t/pretrain/tv"])
     _run("pretrain", base + ["run.name=small"])
-    return {name: root / "t" / stage / name for stage, name in (("pretrain", "tv"), ("finetune", "ft"),
-                                                                  ("pretrain", "small"))}
+    return {
+        name: root / "t" / stage / name
+        for stage, name in (("pretrain", "tv"), ("finetune", "ft"), ("pretrain", "small"))
+    }
 
 
 def run_encoder(run_dir: str, field: str):
@@ -72,7 +74,9 @@ def test_classifier_export_is_torchvisions_fc_and_gives_the_runs_logits(runs, tm
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     want = _features(encoder, x) @ state["fc.weight"].T + state["fc.bias"]
     assert (_features(model, x) - want).abs().max().item() < 1e-4
-    assert read_metadata(out)["metrics"]["top1"] == json.loads((runs["ft"] / "result.json").read_text())["metrics"]["top1"]
+    assert (
+        read_metadata(out)["metrics"]["top1"] == json.loads((runs["ft"] / "result.json").read_text())["metrics"]["top1"]
+    )
 
 
 def test_safetensors_metadata_round_trips_and_our_loader_reads_any_architecture(runs, tmp_path):

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -45,8 +44,10 @@ def test_fp16_pretrain_on_cpu_stays_finite_and_resumes_exactly(tiny_shards, tmp_
     assert second.exit_code == 0, second.output
 
     root = tmp_path / "t" / "pretrain"
-    lines = {name: [json.loads(line) for line in (root / name / "metrics.jsonl").read_text().splitlines()]
-             for name in ("whole", "cut")}
+    lines = {
+        name: [json.loads(line) for line in (root / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("whole", "cut")
+    }
     assert all(torch.isfinite(torch.tensor(line["loss"])) for line in lines["whole"])
     assert [line["step"] for line in lines["cut"]] == list(range(1, 7))
     assert [line["loss"] for line in lines["cut"]] == [line["loss"] for line in lines["whole"]]
@@ -60,8 +61,10 @@ def test_fp16_pretrain_on_cpu_stays_finite_and_resumes_exactly(tiny_shards, tmp_
 
 
 def test_fp16_under_deepspeed_on_cpu_is_refused_in_one_line(tiny_shards, tmp_path):
-    args = _args(tiny_overrides(tiny_shards, tmp_path, steps=1) + ["run.name=ds", "train.precision=fp16",
-                                                                     "dist.engine=deepspeed", "optim.name=adamw"])
+    args = _args(
+        tiny_overrides(tiny_shards, tmp_path, steps=1)
+        + ["run.name=ds", "train.precision=fp16", "dist.engine=deepspeed", "optim.name=adamw"]
+    )
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "train.precision: fp16 under dist.engine=deepspeed needs a GPU" in result.output

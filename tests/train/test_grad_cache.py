@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from simclr_hpc.config import ConfigError, load_config
-from simclr_hpc.train.engines import create_engine
 from simclr_hpc.train.engine import derive_batch
+from simclr_hpc.train.engines import create_engine
 from simclr_hpc.train.stages import PretrainTask
 from simclr_hpc.train.task import StageContext
 

@@ -38,7 +38,10 @@ def test_knn_accuracy_top1_and_top5_equal_the_reference_counts():
     gen = torch.Generator().manual_seed(3)
     num_classes, k = 8, 20
     bank, query = torch.randn(80, 6, generator=gen), torch.randn(40, 6, generator=gen)
-    bank_y, query_y = torch.randint(0, num_classes, (80,), generator=gen), torch.randint(0, num_classes, (40,), generator=gen)
+    bank_y, query_y = (
+        torch.randint(0, num_classes, (80,), generator=gen),
+        torch.randint(0, num_classes, (40,), generator=gen),
+    )
     ranked = _reference_ranking(query, bank, bank_y, num_classes, k, 0.07)
     top1 = sum(r[0] == y for r, y in zip(ranked, query_y.tolist())) / 40
     top5 = sum(y in r[:5] for r, y in zip(ranked, query_y.tolist())) / 40
@@ -66,8 +69,12 @@ def test_knn_top1_agrees_with_lightly_knn_predict():
     bank, query = torch.randn(200, 16, generator=gen), torch.randn(50, 16, generator=gen)
     labels = torch.randint(0, 6, (200,), generator=gen)
     theirs = benchmarking.knn_predict(
-        torch.nn.functional.normalize(query, dim=1), torch.nn.functional.normalize(bank, dim=1).T, labels, 6,
-        knn_k=20, knn_t=0.07,
+        torch.nn.functional.normalize(query, dim=1),
+        torch.nn.functional.normalize(bank, dim=1).T,
+        labels,
+        6,
+        knn_k=20,
+        knn_t=0.07,
     )
     ours = ranked_classes(knn_scores(query, bank, labels, 6, 20, 0.07))
     assert torch.equal(ours[:, 0], theirs[:, 0])

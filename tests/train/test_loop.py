@@ -72,12 +72,24 @@ class LinearRegression:
         return None
 
 
-def _run(tmp_path, name: str, crash_at_step: int | None = None,
-         extra: tuple[str, ...] = ()) -> tuple[LinearRegression, TrainOutcome | None]:
-    cfg = load_config(overrides=[f"run.root={tmp_path}", f"run.name={name}", f"train.steps={STEPS}",
-                                 f"train.ckpt_every_steps={EVERY}", "train.log_every_steps=1",
-                                 f"train.global_batch={BATCH}", "optim.name=sgd", "optim.base_lr=0.05",
-                                 "optim.lr_scaling=none", "optim.warmup_steps=1", *extra])
+def _run(
+    tmp_path, name: str, crash_at_step: int | None = None, extra: tuple[str, ...] = ()
+) -> tuple[LinearRegression, TrainOutcome | None]:
+    cfg = load_config(
+        overrides=[
+            f"run.root={tmp_path}",
+            f"run.name={name}",
+            f"train.steps={STEPS}",
+            f"train.ckpt_every_steps={EVERY}",
+            "train.log_every_steps=1",
+            f"train.global_batch={BATCH}",
+            "optim.name=sgd",
+            "optim.base_lr=0.05",
+            "optim.lr_scaling=none",
+            "optim.warmup_steps=1",
+            *extra,
+        ]
+    )
     run_dir = cfg.run_dir("pretrain")
     run_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(cfg)
@@ -143,8 +155,10 @@ def test_losses_reach_the_host_only_at_logged_steps_not_every_step(tmp_path, mon
     monkeypatch.setattr(loop._Progress, "read_losses", spy)
     _, outcome = _run(tmp_path, "lazy", extra=("train.log_every_steps=3", "train.ckpt_every_steps=6"))
     assert reads == [[1, 2, 3], [4, 5, 6]] and outcome.steps == STEPS
-    lines = [json.loads(line) for line in rundir.metrics_path(tmp_path / "adhoc" / "pretrain" / "lazy").read_text()
-             .splitlines()]
+    lines = [
+        json.loads(line)
+        for line in rundir.metrics_path(tmp_path / "adhoc" / "pretrain" / "lazy").read_text().splitlines()
+    ]
     assert [line["step"] for line in lines] == [3, 6] and lines[-1]["loss"] == outcome.loss
 
 
@@ -153,8 +167,11 @@ def test_every_stage_class_implements_the_task_protocol(stage_cls):
     from simclr_hpc.train import stages
 
     cls = getattr(stages, stage_cls)
-    missing = [name for name in ("stage", "build", "batches", "step", "evaluate", "arch", "export", "facts", "subset")
-               if not hasattr(cls, name)]
+    missing = [
+        name
+        for name in ("stage", "build", "batches", "step", "evaluate", "arch", "export", "facts", "subset")
+        if not hasattr(cls, name)
+    ]
     from simclr_hpc.config import STAGES
     from simclr_hpc.train.task_table import TASKS
 

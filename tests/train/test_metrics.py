@@ -6,7 +6,14 @@ from simclr_hpc.train.metrics import MetricsWriter, format_duration
 
 
 def test_durations_read_as_hours_minutes_seconds():
-    assert [format_duration(s) for s in (0, 42.4, 65, 3599, 3720, -3)] == ["0s", "42s", "1m05s", "59m59s", "1h02m", "0s"]
+    assert [format_duration(s) for s in (0, 42.4, 65, 3599, 3720, -3)] == [
+        "0s",
+        "42s",
+        "1m05s",
+        "59m59s",
+        "1h02m",
+        "0s",
+    ]
 
 
 def test_eta_is_the_remaining_steps_at_the_pace_since_this_attempt_started():

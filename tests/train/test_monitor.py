@@ -12,8 +12,10 @@ from tests.conftest import tiny_overrides
 def test_monitor_measures_knn_and_contrastive_properties_without_touching_rng_or_mode(tiny_shards, tmp_path):
     from contextlib import nullcontext
 
-    cfg = load_config(overrides=tiny_overrides(tiny_shards, tmp_path) + [
-        "pretrain.monitor_bank_images=80", "pretrain.monitor_eval_images=40", "pretrain.monitor_pairs=16"])
+    cfg = load_config(
+        overrides=tiny_overrides(tiny_shards, tmp_path)
+        + ["pretrain.monitor_bank_images=80", "pretrain.monitor_eval_images=40", "pretrain.monitor_pairs=16"]
+    )
     monitor = PretrainMonitor(cfg, torch.device("cpu"), nullcontext)
     assert len(monitor.bank) == 80 and len(monitor.queries) <= 40 and len(monitor.x_a) == len(monitor.x_b) == 16
     assert sorted(torch.bincount(monitor.bank_labels).tolist()) == [20, 20, 20, 20]  # class-balanced bank
@@ -59,8 +61,12 @@ def test_the_monitor_never_reads_the_test_split(tmp_path):
         tar.unlink()  # any read of the test split now fails
     assert "test" in read_index(shards).splits
     overrides = tiny_overrides(shards, tmp_path, steps=2) + [
-        "run.name=watched", "pretrain.monitor_every_steps=1", "pretrain.monitor_bank_images=60",
-        "pretrain.monitor_eval_images=20", "pretrain.monitor_pairs=8"]
+        "run.name=watched",
+        "pretrain.monitor_every_steps=1",
+        "pretrain.monitor_bank_images=60",
+        "pretrain.monitor_eval_images=20",
+        "pretrain.monitor_pairs=8",
+    ]
     result = run_stage("pretrain", load_config(None, overrides))
     m = result["metrics"]
     assert m["monitor_split"] == "val" and m["knn_eval_images"] <= len(read_index(shards).splits["val"].keys)

@@ -10,15 +10,18 @@ from simclr_hpc.train.stages import PretrainTask
 from tests.conftest import tiny_overrides
 
 
-def test_a_pretrain_run_of_three_segments_builds_its_loader_once_and_resumes_bitwise(tiny_shards, tmp_path,
-                                                                                     monkeypatch):
+def test_a_pretrain_run_of_three_segments_builds_its_loader_once_and_resumes_bitwise(
+    tiny_shards, tmp_path, monkeypatch
+):
     built = []
     real = pipeline.train_loader
     monkeypatch.setattr(pipeline, "train_loader", lambda *a, **k: (built.append(k["first_segment"]), real(*a, **k))[1])
 
     def run(name):
-        cfg = load_config(overrides=[*tiny_overrides(tiny_shards, tmp_path, steps=6), f"run.name={name}",
-                                     "data.num_workers=2"], stage="pretrain")
+        cfg = load_config(
+            overrides=[*tiny_overrides(tiny_shards, tmp_path, steps=6), f"run.name={name}", "data.num_workers=2"],
+            stage="pretrain",
+        )
         return run_stage("pretrain", cfg), cfg.run_dir("pretrain")
 
     _, whole = run("whole")  # checkpoints every 2 steps: segments 0, 1, 2

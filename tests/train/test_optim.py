@@ -40,8 +40,15 @@ def test_bn_and_bias_are_excluded_from_decay_and_lars():
 def test_lars_step_uses_trust_ratio_on_weights_and_plain_sgd_on_excluded():
     w = nn.Parameter(torch.full((2, 2), 3.0))
     b = nn.Parameter(torch.full((2,), 1.0))
-    opt = LARS([{"params": [w], "weight_decay": 0.0, "lars_exclude": False},
-                {"params": [b], "weight_decay": 0.0, "lars_exclude": True}], lr=1.0, momentum=0.0, eta=0.01)
+    opt = LARS(
+        [
+            {"params": [w], "weight_decay": 0.0, "lars_exclude": False},
+            {"params": [b], "weight_decay": 0.0, "lars_exclude": True},
+        ],
+        lr=1.0,
+        momentum=0.0,
+        eta=0.01,
+    )
     w.grad = torch.full((2, 2), 0.5)
     b.grad = torch.full((2,), 0.5)
     opt.step()
@@ -54,7 +61,9 @@ def test_lars_step_uses_trust_ratio_on_weights_and_plain_sgd_on_excluded():
 def test_every_optimizer_reduces_a_quadratic(name):
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
-    opt = build_optimizer(model, OptimSection(name=name, weight_decay=0.0, lars_eta=0.02), lr=0.05 if name != "lars" else 1.0)
+    opt = build_optimizer(
+        model, OptimSection(name=name, weight_decay=0.0, lars_eta=0.02), lr=0.05 if name != "lars" else 1.0
+    )
     x = torch.randn(64, 4)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
     first = None

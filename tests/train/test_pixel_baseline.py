@@ -74,8 +74,9 @@ def _reference(train, val, test, penalties) -> tuple[float, float]:
     x, xv, xt = (x - mean) / std, (xv - mean) / std, (xt - mean) / std
     p, best = np.zeros(10 * x.shape[1] + 10), None
     for penalty in penalties:  # strongest first, each solve warm-started from the last
-        res = minimize(_objective(x, y, penalty), p, jac=True, method="L-BFGS-B",
-                       options={"gtol": 1e-6, "maxiter": 5000})
+        res = minimize(
+            _objective(x, y, penalty), p, jac=True, method="L-BFGS-B", options={"gtol": 1e-6, "maxiter": 5000}
+        )
         assert res.success, res.message
         p = res.x
         w, b = torch.from_numpy(p[:-10]).view(10, -1), torch.from_numpy(p[-10:])
@@ -94,13 +95,22 @@ def one_thread():
 
 
 def test_the_pixel_baseline_is_within_half_a_point_of_a_converged_logistic_regression_tuned_on_val(
-        demo_mnist, tmp_path, one_thread):
+    demo_mnist, tmp_path, one_thread
+):
     train, val, test = (_pixels(demo_mnist, split) for split in ("train", "val", "test"))
     figures = []  # (case, ours, reference)
     for fraction, seed in CASES:
-        overrides = [f"data.shards={demo_mnist}", f"run.root={tmp_path}", f"run.name=pixels-{fraction}-{seed}",
-                     f"run.seed={seed}", "data.image_size=28", "data.num_workers=0", "train.eval_batch_per_device=500",
-                     "finetune.encoder=pixels", f"finetune.label_fraction={fraction}"]
+        overrides = [
+            f"data.shards={demo_mnist}",
+            f"run.root={tmp_path}",
+            f"run.name=pixels-{fraction}-{seed}",
+            f"run.seed={seed}",
+            "data.image_size=28",
+            "data.num_workers=0",
+            "train.eval_batch_per_device=500",
+            "finetune.encoder=pixels",
+            f"finetune.label_fraction={fraction}",
+        ]
         ours = run_stage("finetune", load_config(None, overrides, stage="finetune"))["metrics"]
         assert ours["probe_select_split"] == "val" and ours["probe_select_images"] == len(val[1])
         assert ours["eval_images"] == len(test[1]) == 1000
@@ -108,7 +118,9 @@ def test_the_pixel_baseline_is_within_half_a_point_of_a_converged_logistic_regre
         ref, penalty = _reference((train[0][labelled], train[1][labelled]), val, test, REFERENCE_PENALTIES[fraction])
         if fraction == 1.0:
             assert REFERENCE_PENALTIES[1.0][0] > penalty > REFERENCE_PENALTIES[1.0][-1], "widen the reference's range"
-        case = f"{fraction:.0%} s{seed}: ours (penalty {ours['probe_penalty']:.0e}) vs reference (penalty {penalty:.1e})"
+        case = (
+            f"{fraction:.0%} s{seed}: ours (penalty {ours['probe_penalty']:.0e}) vs reference (penalty {penalty:.1e})"
+        )
         figures.append((case, ours["top1"], ref))
     print("\n".join(f"{case}: {ours:.3f} vs {ref:.3f} of 1,000 test images" for case, ours, ref in figures))
     for case, ours, ref in figures:

@@ -9,17 +9,28 @@ from simclr_hpc.train.precision import LossScaler, resolve_precision
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("requested,cuda,bf16,want", [
-    ("auto", True, True, "bf16"), ("auto", True, False, "fp16"), ("auto", False, False, "fp32"),
-    ("fp16", False, False, "fp16"), ("bf16", False, False, "bf16"), ("bf16", True, True, "bf16"),
-    ("fp32", True, True, "fp32"), ("fp16", True, True, "fp16"),
-])
+@pytest.mark.parametrize(
+    "requested,cuda,bf16,want",
+    [
+        ("auto", True, True, "bf16"),
+        ("auto", True, False, "fp16"),
+        ("auto", False, False, "fp32"),
+        ("fp16", False, False, "fp16"),
+        ("bf16", False, False, "bf16"),
+        ("bf16", True, True, "bf16"),
+        ("fp32", True, True, "fp32"),
+        ("fp16", True, True, "fp16"),
+    ],
+)
 def test_precision_setting_resolves_per_device(requested, cuda, bf16, want):
     assert resolve_precision(requested, cuda, bf16) == want
 
 
-@pytest.mark.parametrize("capability,want", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")],
-                         ids=["V100", "T4", "A100", "H100"])
+@pytest.mark.parametrize(
+    "capability,want",
+    [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")],
+    ids=["V100", "T4", "A100", "H100"],
+)
 def test_auto_is_fp16_where_bf16_is_only_emulated(monkeypatch, capability, want):
     """``torch.cuda.is_bf16_supported()`` says yes on a V100 or T4 (emulated bf16, several times slower than fp16):
     ``auto`` goes by the compute capability instead. (The GPU is simulated: its capability is all that is read.)"""

@@ -114,8 +114,9 @@ def test_without_a_validation_split_the_penalty_is_chosen_on_a_holdout_then_refi
     fit = fit_probe(train, None, 4, std, holdout=holdout, penalties=SHORT_PATH)
     keep = torch.ones(len(train.y), dtype=torch.bool)
     keep[holdout] = False
-    alone = choose_penalty(Labelled(train.x[keep], train.y[keep]), Labelled(train.x[holdout], train.y[holdout]), 4, std,
-                           SHORT_PATH)
+    alone = choose_penalty(
+        Labelled(train.x[keep], train.y[keep]), Labelled(train.x[holdout], train.y[holdout]), 4, std, SHORT_PATH
+    )
     assert fit.penalty == alone.penalty and fit.select_images == len(holdout) and fit.path == alone.path
     cold, _, _, _ = solve(train, 4, std, fit.penalty)  # the refit is the optimum on all images (a convex problem)
     assert torch.allclose(fit.weight, cold, atol=2e-3)

@@ -18,8 +18,9 @@ def _started(tmp_path, overrides):
 def test_changing_another_stages_section_does_not_refuse_a_pretrain_resume(tmp_path):
     """The defect: Config.hash() covered every stage's section, so a new distill default refused pretrain resumes."""
     _started(tmp_path, ["distill.temperature=1.0", "finetune.label_fraction=1.0"])
-    later = load_config(overrides=[f"run.root={tmp_path}", "run.name=p", "distill.temperature=4.0",
-                                   "finetune.label_fraction=0.1"])
+    later = load_config(
+        overrides=[f"run.root={tmp_path}", "run.name=p", "distill.temperature=4.0", "finetune.label_fraction=0.1"]
+    )
     prepare_run_dir("pretrain", later)  # no error: pretrain reads neither section
 
 

@@ -36,14 +36,37 @@ def test_all_four_stages_run_end_to_end_from_the_cli(tiny_shards, tmp_path):
     root = tmp_path / "t"
     steps = [
         ("pretrain", ["run.name=p"]),
-        ("finetune", ["run.name=f", f"finetune.encoder={root}/pretrain/p", "finetune.label_fraction=0.5",
-                      "finetune.from_head_layer=1", "finetune.protocol=full"]),
+        (
+            "finetune",
+            [
+                "run.name=f",
+                f"finetune.encoder={root}/pretrain/p",
+                "finetune.label_fraction=0.5",
+                "finetune.from_head_layer=1",
+                "finetune.protocol=full",
+            ],
+        ),
         ("finetune", ["run.name=fl", f"finetune.encoder={root}/pretrain/p", "finetune.protocol=linear"]),
-        ("distill", ["run.name=d", f"distill.teacher={root}/finetune/f", "model.backbone=resnet34",
-                     "distill.label_weight=0.3", "distill.label_fraction=0.5"]),
+        (
+            "distill",
+            [
+                "run.name=d",
+                f"distill.teacher={root}/finetune/f",
+                "model.backbone=resnet34",
+                "distill.label_weight=0.3",
+                "distill.label_fraction=0.5",
+            ],
+        ),
         ("distill", ["run.name=d0", "distill.label_weight=1.0"]),
-        ("transfer", ["run.name=t", f"transfer.encoder={root}/pretrain/p", "transfer.num_classes=2",
-                      "transfer.images_per_class=10"]),
+        (
+            "transfer",
+            [
+                "run.name=t",
+                f"transfer.encoder={root}/pretrain/p",
+                "transfer.num_classes=2",
+                "transfer.images_per_class=10",
+            ],
+        ),
     ]
     for stage, extra in steps:
         result = runner.invoke(app, _cli(stage, base + extra))
@@ -133,7 +156,9 @@ def test_resume_after_sigkill_at_three_points_is_bitwise_exact(tiny_shards, tmp_
         assert torch.equal(a[name], b[name]), f"{name} differs after resume"
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9)), "a step was logged twice or lost"
-    whole_losses = [json.loads(line)["loss"] for line in (tmp_path / "t/pretrain/whole/metrics.jsonl").read_text().splitlines()]
+    whole_losses = [
+        json.loads(line)["loss"] for line in (tmp_path / "t/pretrain/whole/metrics.jsonl").read_text().splitlines()
+    ]
     cut_losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert whole_losses == cut_losses
 
@@ -168,9 +193,16 @@ def test_pretrain_with_augmentation_on_the_device_trains_like_the_worker_path(ti
     path is per image here: the shards' images have one size, which would otherwise select the batched path.)"""
     losses = {}
     for name, on_device in (("workers", "false"), ("device", "true")):
-        args = _cli("pretrain", tiny_overrides(tiny_shards, tmp_path, steps=3) + [
-            f"run.name={name}", f"data.device_augment={on_device}", "data.color_strength=1.0",
-            "data.batch_augment=false"])
+        args = _cli(
+            "pretrain",
+            tiny_overrides(tiny_shards, tmp_path, steps=3)
+            + [
+                f"run.name={name}",
+                f"data.device_augment={on_device}",
+                "data.color_strength=1.0",
+                "data.batch_augment=false",
+            ],
+        )
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
         metrics = (tmp_path / "t" / "pretrain" / name / "metrics.jsonl").read_text().splitlines()

@@ -69,7 +69,9 @@ def _wandb_history(run_dir: Path) -> tuple[list[dict], set[str]]:
             if rec.WhichOneof("record_type") == "run":
                 ids.add(rec.run.run_id)
             elif rec.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in rec.history.item})
+                rows.append(
+                    {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in rec.history.item}
+                )
     return rows, ids
 
 
@@ -105,7 +107,9 @@ def test_run_sigkilled_after_a_checkpoint_and_resumed_logs_every_step_once(tiny_
     """Kill the run once it has logged a step past checkpoint 4 (of 8 steps), resume: TensorBoard (and MLflow when
     installed) hold steps 1..8 exactly once, with the values of metrics.jsonl."""
     backends = "[tensorboard,mlflow]" if HAS_MLFLOW else "[tensorboard]"
-    args = _args("pretrain", tiny_overrides(tiny_shards, tmp_path, steps=8) + ["run.name=cut", f"log.backends={backends}"])
+    args = _args(
+        "pretrain", tiny_overrides(tiny_shards, tmp_path, steps=8) + ["run.name=cut", f"log.backends={backends}"]
+    )
     run_dir = tmp_path / "t" / "pretrain" / "cut"
     proc = _start(args, tmp_path)
     deadline = time.time() + 300

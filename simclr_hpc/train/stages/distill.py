@@ -106,7 +106,10 @@ class DistillTask:
         cfg = self.cfg
         keys = None if self.teacher is not None else sorted(self.labelled)
         return pipeline.train_loader(
-            cfg.data.shards, cfg.data.train_split, augment.SupervisedAugment(cfg.data.image_size), keys=keys,
+            cfg.data.shards,
+            cfg.data.train_split,
+            augment.SupervisedAugment(cfg.data.image_size),
+            keys=keys,
             **train_stream(self.ctx, first_segment),
         )
 

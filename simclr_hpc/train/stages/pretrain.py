@@ -59,7 +59,10 @@ class PretrainTask:
     def batches(self, first_segment: int) -> Iterator[dict]:
         cfg = self.cfg
         return pipeline.train_loader(
-            cfg.data.shards, cfg.data.train_split, self._transform(), **train_stream(self.ctx, first_segment),
+            cfg.data.shards,
+            cfg.data.train_split,
+            self._transform(),
+            **train_stream(self.ctx, first_segment),
         )
 
     def _transform(self):
@@ -68,17 +71,26 @@ class PretrainTask:
         data = self.cfg.data
         if data.decode_on_device:
             if read_index(data.shards).image_format != "jpg":
-                raise ConfigError(f"data.decode_on_device: {data.shards} holds PNG shards; it reads JPEG shards "
-                                  "(build them with `simclr-hpc data shards ... --image-format jpg`) or set it false")
-            self._decoder = DeviceDecodeViews(data.image_size, data.augment, data.color_strength,
-                                              crop_min_scale=data.crop_min_scale)
+                raise ConfigError(
+                    f"data.decode_on_device: {data.shards} holds PNG shards; it reads JPEG shards "
+                    "(build them with `simclr-hpc data shards ... --image-format jpg`) or set it false"
+                )
+            self._decoder = DeviceDecodeViews(
+                data.image_size, data.augment, data.color_strength, crop_min_scale=data.crop_min_scale
+            )
             return self._decoder
         image_hw = read_index(data.shards).image_size if data.batch_augment and not data.device_augment else None
         if image_hw:
-            return augment.SimCLRBatchViews(data.image_size, image_hw, data.augment, data.color_strength,
-                                            crop_min_scale=data.crop_min_scale)
-        return augment.SimCLRViews(data.image_size, data.augment, data.color_strength,
-                                   crop_min_scale=data.crop_min_scale, on_device=data.device_augment)
+            return augment.SimCLRBatchViews(
+                data.image_size, image_hw, data.augment, data.color_strength, crop_min_scale=data.crop_min_scale
+            )
+        return augment.SimCLRViews(
+            data.image_size,
+            data.augment,
+            data.color_strength,
+            crop_min_scale=data.crop_min_scale,
+            on_device=data.device_augment,
+        )
 
     def _loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         gather = D.all_gather_with_grad if self.ctx.engine.world_size > 1 else None
@@ -90,12 +102,17 @@ class PretrainTask:
             views = list(self._decoder.finish(batch["views"], device))
         else:
             views = [v.to(device, non_blocking=True) for v in batch["views"]]
-        if self.cfg.data.device_augment and self._decoder is None:  # uint8 crops + per-view colour/blur parameters: finish them here
+        if (
+            self.cfg.data.device_augment and self._decoder is None
+        ):  # uint8 crops + per-view colour/blur parameters: finish them here
             half = len(views) // 2
             views = [augment.finish_on_device(v, p) for v, p in zip(views[:half], views[half:])]
         x_a, x_b = views
         if self.cfg.train.channels_last:
-            x_a, x_b = x_a.contiguous(memory_format=torch.channels_last), x_b.contiguous(memory_format=torch.channels_last)
+            x_a, x_b = (
+                x_a.contiguous(memory_format=torch.channels_last),
+                x_b.contiguous(memory_format=torch.channels_last),
+            )
         n, m = x_a.shape[0], self.ctx.micro
         if m >= n:
             # Both views in one forward pass: BN sees 2n images, and DDP sees one forward per backward.
@@ -142,8 +159,13 @@ class PretrainTask:
         if self._monitored.get("step") != self.cfg.train.steps:
             self.monitor(model, self.cfg.train.steps)
         out = {k: v for k, v in self._monitored.items() if k not in ("step", "monitor_s", "monitor_cpu_s")}
-        return {**out, "eval_images": out["knn_eval_images"], "monitor_split": self._monitor.query_split,
-                "monitor_s_total": self._monitor_s, "monitor_cpu_s_total": self._monitor_cpu_s}
+        return {
+            **out,
+            "eval_images": out["knn_eval_images"],
+            "monitor_split": self._monitor.query_split,
+            "monitor_s_total": self._monitor_s,
+            "monitor_cpu_s_total": self._monitor_cpu_s,
+        }
 
     def arch(self) -> Arch:
         return Arch("simclr", self.cfg.model)

@@ -36,7 +36,9 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, slice], torch.Tenso
 """``loss_fn(logits, x, y, part)`` of one micro-batch; ``part`` is its slice of the per-device batch."""
 
 
-def classification_step(ctx: StageContext, model: nn.Module, batch: dict, loss_fn: LossFn | None = None) -> torch.Tensor:
+def classification_step(
+    ctx: StageContext, model: nn.Module, batch: dict, loss_fn: LossFn | None = None
+) -> torch.Tensor:
     """Cross-entropy (or ``loss_fn``) over the per-device batch, in micro-batches of ``ctx.micro`` if needed."""
     engine = ctx.engine
     x = batch["views"][0].to(ctx.device, non_blocking=True)
@@ -78,7 +80,9 @@ class LabelledSubset:
         return out
 
 
-def fraction_subset(index: DatasetIndex, train_split: str, eval_split: str, fraction: float, seed: int) -> LabelledSubset:
+def fraction_subset(
+    index: DatasetIndex, train_split: str, eval_split: str, fraction: float, seed: int
+) -> LabelledSubset:
     """A class-balanced ``fraction`` of the training split, every class, the whole eval split (fine-tuning)."""
     split = index.splits[train_split]
     indices = subsets.class_balanced_fraction(list(split.labels), fraction, seed)
@@ -89,8 +93,13 @@ def file_subset(index: DatasetIndex, train_split: str, eval_split: str, path: st
     """Exactly the training images a subset file lists (``finetune.label_subset_file``), the whole eval split."""
     split = index.splits[train_split]
     indices, digest = subsets.positions_from_file(path, split.keys, split.names)
-    return LabelledSubset([split.keys[i] for i in indices], index.num_classes, EvalSet(eval_split, index.num_classes),
-                          subset_file=str(path), subset_sha256=digest)
+    return LabelledSubset(
+        [split.keys[i] for i in indices],
+        index.num_classes,
+        EvalSet(eval_split, index.num_classes),
+        subset_file=str(path),
+        subset_sha256=digest,
+    )
 
 
 def validation_set(index: DatasetIndex, split: str, evalset: EvalSet) -> EvalSet | None:
@@ -109,8 +118,9 @@ HOLDOUT_FRACTION = 0.2
 """Without a validation split, the share of the labelled images (class-balanced) a probe chooses its penalty on."""
 
 
-def class_subset(index: DatasetIndex, train_split: str, eval_split: str, section: TransferSection,
-                 seed: int) -> LabelledSubset:
+def class_subset(
+    index: DatasetIndex, train_split: str, eval_split: str, section: TransferSection, seed: int
+) -> LabelledSubset:
     """k seeded classes, relabelled 0..k-1, ``images_per_class`` of each, and the eval samples of those classes."""
     split, held_out = index.splits[train_split], index.splits[eval_split]
     k = section.num_classes or index.num_classes
@@ -125,8 +135,14 @@ class SupervisedTask:
 
     stage: str
 
-    def __init__(self, ctx: StageContext, section: FinetuneSection | TransferSection, head_layers: int,
-                 subset: LabelledSubset, index: DatasetIndex):
+    def __init__(
+        self,
+        ctx: StageContext,
+        section: FinetuneSection | TransferSection,
+        head_layers: int,
+        subset: LabelledSubset,
+        index: DatasetIndex,
+    ):
         self.ctx, self.cfg = ctx, ctx.cfg
         self.section, self.head_layers, self.labelled = section, head_layers, subset
         self.channels = index.channels
@@ -152,8 +168,9 @@ class SupervisedTask:
             pixels = PixelEncoder(self.cfg.data.image_size, self.channels)
             return SimCLRModel(pixels, ProjectionHead(pixels.feat_dim, 0, 0, 0)), self.cfg.model
         if not ref:
-            raise ConfigError(f"{field_name}: empty; set it to a pretrain run directory (or 'random' or 'pixels' "
-                              "for a baseline)")
+            raise ConfigError(
+                f"{field_name}: empty; set it to a pretrain run directory (or 'random' or 'pixels' for a baseline)"
+            )
         return load_simclr(ref, field_name)
 
     def build(self) -> nn.Module:
@@ -186,8 +203,13 @@ class SupervisedTask:
             val = gather_features(self.ctx, self.valset, extractor.features)
             return fit_probe(self.raw, Labelled(*val), self.labelled.num_classes, self.standardizer)
         holdout = subsets.class_balanced_fraction(self.raw.y.cpu().numpy(), HOLDOUT_FRACTION, self.cfg.run.seed)
-        return fit_probe(self.raw, None, self.labelled.num_classes, self.standardizer,
-                         holdout=torch.from_numpy(holdout).to(self.raw.y.device))
+        return fit_probe(
+            self.raw,
+            None,
+            self.labelled.num_classes,
+            self.standardizer,
+            holdout=torch.from_numpy(holdout).to(self.raw.y.device),
+        )
 
     def batches(self, first_segment: int) -> Iterator[dict]:
         cfg = self.cfg
@@ -195,8 +217,12 @@ class SupervisedTask:
             return iter(())  # the probe is solved in build(): the loop takes no batch
         shards, split, keys = self.train_source
         return pipeline.train_loader(
-            shards, split, augment.SupervisedAugment(cfg.data.image_size), keys=keys,
-            label_map=self.labelled.label_map, **train_stream(self.ctx, first_segment),
+            shards,
+            split,
+            augment.SupervisedAugment(cfg.data.image_size),
+            keys=keys,
+            label_map=self.labelled.label_map,
+            **train_stream(self.ctx, first_segment),
         )
 
     def step(self, model: nn.Module, batch: dict) -> torch.Tensor:
@@ -223,10 +249,16 @@ class SupervisedTask:
             out = logits_metrics(folded(x) if len(y) else torch.zeros(0, num_classes), y, num_classes)
         hits = D.all_reduce_sum(knn_hits(x, y, self.raw.x, self.raw.y, num_classes, device=self.ctx.device))
         out.update(knn_metrics(hits, out["eval_images"], len(self.raw.y), num_classes))
-        out.update(probe_penalty=fit.penalty, probe_select_split=self.valset.split if self.valset else "train-holdout",
-                   probe_select_top1=fit.select_top1, probe_select_images=fit.select_images,
-                   probe_penalties_tried=len(fit.path), probe_converged=fit.converged, probe_epochs=float(fit.passes),
-                   probe_train_loss=train_loss(self.raw, fit, self.standardizer))
+        out.update(
+            probe_penalty=fit.penalty,
+            probe_select_split=self.valset.split if self.valset else "train-holdout",
+            probe_select_top1=fit.select_top1,
+            probe_select_images=fit.select_images,
+            probe_penalties_tried=len(fit.path),
+            probe_converged=fit.converged,
+            probe_epochs=float(fit.passes),
+            probe_train_loss=train_loss(self.raw, fit, self.standardizer),
+        )
         return out
 
     def arch(self) -> Arch:
@@ -240,8 +272,10 @@ class SupervisedTask:
         return {k: v.cpu() for k, v in state.items()}
 
     def facts(self) -> dict[str, int | str]:
-        facts: dict[str, int | str] = {"train_images": len(self.labelled.train_keys),
-                                       "num_classes": self.labelled.num_classes}
+        facts: dict[str, int | str] = {
+            "train_images": len(self.labelled.train_keys),
+            "num_classes": self.labelled.num_classes,
+        }
         if self.labelled.subset_sha256:
             facts["label_subset_sha256"] = self.labelled.subset_sha256
         return facts
@@ -262,8 +296,9 @@ class FinetuneTask(SupervisedTask):
         if cfg.finetune.label_subset_file:
             subset = file_subset(index, cfg.data.train_split, cfg.data.eval_split, cfg.finetune.label_subset_file)
         else:
-            subset = fraction_subset(index, cfg.data.train_split, cfg.data.eval_split, cfg.finetune.label_fraction,
-                                     cfg.run.seed)
+            subset = fraction_subset(
+                index, cfg.data.train_split, cfg.data.eval_split, cfg.finetune.label_fraction, cfg.run.seed
+            )
         super().__init__(ctx, cfg.finetune, cfg.finetune.from_head_layer, subset, index)
 
 
