@@ -107,9 +107,20 @@ def _record(root: Path, name: str, job_id: str, state: str, executor: str = "loc
 
 def test_jobs_shows_elapsed_time_and_the_headline_metric(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", no_slurm_env(tmp_path)["PATH"])
+    # A local job counts as running only while its pid is still the job's submitit process (issue 24), so the live
+    # job is a real process whose command line names submitit, started now.
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "submitit"])
+    try:
+        _jobs_rows_show_elapsed_time_and_the_headline_metric(tmp_path, live.pid)
+    finally:
+        live.kill()
+        live.wait()
+
+
+def _jobs_rows_show_elapsed_time_and_the_headline_metric(tmp_path: Path, live_pid: int) -> None:
     done, running = (
         _record(tmp_path, "done", "999999901", "RUNNING"),
-        _record(tmp_path, "live", str(os.getpid()), "RUNNING"),
+        _record(tmp_path, "live", str(live_pid), "RUNNING"),
     )
     Path(done.run_dir, "result.json").write_text(json.dumps({"metrics": {"top1": 0.8125, "loss": 0.3}, "wall_s": 65.2}))
     Path(running.run_dir, "metrics.jsonl").write_text(
