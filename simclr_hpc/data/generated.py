@@ -12,6 +12,7 @@ bytes on any machine, and adding classes or images never changes the ones alread
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -55,76 +56,78 @@ def check_num_classes(num_classes: int) -> None:
         raise ValueError(f"shapes: number of classes must be 2..{MAX_CLASSES}, got {num_classes}")
 
 
-def _polygon(name: str) -> list[list[tuple[float, float]]]:
+Outline = list[tuple[float, float]]
+"""One closed polygon, unit size, centred at 0, roughly within [-1, 1]."""
+
+# Shapes made of straight edges, as their corners.
+STRAIGHT_OUTLINES: dict[str, list[Outline]] = {
+    "square": [[(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)]],
+    "cross": [
+        [(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3)]
+        + [(0.3, 1), (-0.3, 1), (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)]
+    ],
+    "tee": [[(-1, -1), (1, -1), (1, -0.45), (0.28, -0.45), (0.28, 1), (-0.28, 1), (-0.28, -0.45), (-1, -0.45)]],
+    "ell": [[(-0.8, -1), (-0.25, -1), (-0.25, 0.45), (0.8, 0.45), (0.8, 1), (-0.8, 1)]],
+    "arrow": [[(-1, -0.25), (0.1, -0.25), (0.1, -0.7), (1, 0), (0.1, 0.7), (0.1, 0.25), (-1, 0.25)]],
+    "aitch": [
+        [(-1, -1), (-0.45, -1), (-0.45, -0.22), (0.45, -0.22), (0.45, -1), (1, -1)]
+        + [(1, 1), (0.45, 1), (0.45, 0.22), (-0.45, 0.22), (-0.45, 1), (-1, 1)]
+    ],
+    "hourglass": [[(-0.9, -1), (0.9, -1), (0, 0)], [(-0.9, 1), (0.9, 1), (0, 0)]],
+}
+
+
+def _regular(n: int, r: float = 1.0, phase: float = -math.pi / 2) -> Outline:
+    """A regular ``n``-gon of circumradius ``r``, its first corner at angle ``phase`` (straight up by default)."""
+    return [(r * math.cos(phase + 2 * math.pi * i / n), r * math.sin(phase + 2 * math.pi * i / n)) for i in range(n)]
+
+
+def _star() -> Outline:
+    """Five points: corners alternate between radius 1 and 0.42."""
+    pts = []
+    for i in range(10):
+        r = 1.0 if i % 2 == 0 else 0.42
+        a = -math.pi / 2 + math.pi * i / 5
+        pts.append((r * math.cos(a), r * math.sin(a)))
+    return pts
+
+
+def _crescent() -> Outline:
+    """An arc of the unit circle closed by an arc of a smaller circle shifted right."""
+    outer = [(math.cos(a), math.sin(a)) for a in np.linspace(math.pi * 0.35, math.pi * 1.65, 30)]
+    inner = [(0.45 + 0.75 * math.cos(a), 0.75 * math.sin(a)) for a in np.linspace(math.pi * 1.55, math.pi * 0.45, 30)]
+    return outer + inner
+
+
+def _heart() -> Outline:
+    """The classic parametric heart curve, scaled into the unit square."""
+    pts = []
+    for a in np.linspace(0, 2 * math.pi, 60, endpoint=False):
+        x = 16 * math.sin(a) ** 3
+        y = 13 * math.cos(a) - 5 * math.cos(2 * a) - 2 * math.cos(3 * a) - math.cos(4 * a)
+        pts.append((x / 17, -y / 17 + 0.1))
+    return pts
+
+
+# Shapes with curved edges or computed corners, as functions that trace them.
+CURVED_OUTLINES: dict[str, Callable[[], list[Outline]]] = {
+    "disc": lambda: [_regular(48)],
+    "triangle": lambda: [_regular(3, 1.0)],
+    "star": lambda: [_star()],
+    "crescent": lambda: [_crescent()],
+    "ellipse": lambda: [[(math.cos(a), 0.4 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 48, endpoint=False)]],
+    "hexagon": lambda: [_regular(6, 1.0, 0.0)],
+    "heart": lambda: [_heart()],
+    "half_disc": lambda: [[(math.cos(a), math.sin(a) + 0.4) for a in np.linspace(math.pi, 2 * math.pi, 30)]],
+}
+
+
+def _polygon(name: str) -> list[Outline]:
     """Unit-size outline(s) of a base shape, centred at 0, roughly within [-1, 1]. Discs are polygons with many sides."""
-
-    def regular(n, r=1.0, phase=-math.pi / 2):
-        return [
-            (r * math.cos(phase + 2 * math.pi * i / n), r * math.sin(phase + 2 * math.pi * i / n)) for i in range(n)
-        ]
-
-    if name == "disc":
-        return [regular(48)]
-    if name == "square":
-        return [[(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)]]
-    if name == "triangle":
-        return [regular(3, 1.0)]
-    if name == "star":
-        pts = []
-        for i in range(10):
-            r = 1.0 if i % 2 == 0 else 0.42
-            a = -math.pi / 2 + math.pi * i / 5
-            pts.append((r * math.cos(a), r * math.sin(a)))
-        return [pts]
-    if name == "cross":
-        t = 0.3
-        return [
-            [(-t, -1), (t, -1), (t, -t), (1, -t), (1, t), (t, t), (t, 1), (-t, 1), (-t, t), (-1, t), (-1, -t), (-t, -t)]
-        ]
-    if name == "crescent":
-        outer = [(math.cos(a), math.sin(a)) for a in np.linspace(math.pi * 0.35, math.pi * 1.65, 30)]
-        inner = [
-            (0.45 + 0.75 * math.cos(a), 0.75 * math.sin(a)) for a in np.linspace(math.pi * 1.55, math.pi * 0.45, 30)
-        ]
-        return [outer + inner]
-    if name == "tee":
-        return [[(-1, -1), (1, -1), (1, -0.45), (0.28, -0.45), (0.28, 1), (-0.28, 1), (-0.28, -0.45), (-1, -0.45)]]
-    if name == "ell":
-        return [[(-0.8, -1), (-0.25, -1), (-0.25, 0.45), (0.8, 0.45), (0.8, 1), (-0.8, 1)]]
-    if name == "arrow":
-        return [[(-1, -0.25), (0.1, -0.25), (0.1, -0.7), (1, 0), (0.1, 0.7), (0.1, 0.25), (-1, 0.25)]]
-    if name == "ellipse":
-        return [[(math.cos(a), 0.4 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 48, endpoint=False)]]
-    if name == "hexagon":
-        return [regular(6, 1.0, 0.0)]
-    if name == "heart":
-        pts = []
-        for a in np.linspace(0, 2 * math.pi, 60, endpoint=False):
-            x = 16 * math.sin(a) ** 3
-            y = 13 * math.cos(a) - 5 * math.cos(2 * a) - 2 * math.cos(3 * a) - math.cos(4 * a)
-            pts.append((x / 17, -y / 17 + 0.1))
-        return [pts]
-    if name == "half_disc":
-        return [[(math.cos(a), math.sin(a) + 0.4) for a in np.linspace(math.pi, 2 * math.pi, 30)]]
-    if name == "aitch":
-        return [
-            [
-                (-1, -1),
-                (-0.45, -1),
-                (-0.45, -0.22),
-                (0.45, -0.22),
-                (0.45, -1),
-                (1, -1),
-                (1, 1),
-                (0.45, 1),
-                (0.45, 0.22),
-                (-0.45, 0.22),
-                (-0.45, 1),
-                (-1, 1),
-            ]
-        ]
-    if name == "hourglass":
-        return [[(-0.9, -1), (0.9, -1), (0, 0)], [(-0.9, 1), (0.9, 1), (0, 0)]]
+    if name in STRAIGHT_OUTLINES:
+        return STRAIGHT_OUTLINES[name]
+    if name in CURVED_OUTLINES:
+        return CURVED_OUTLINES[name]()
     raise ValueError(f"unknown base shape {name!r}")
 
 
