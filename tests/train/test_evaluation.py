@@ -164,7 +164,7 @@ def test_a_probe_never_chooses_its_penalty_on_the_evaluation_split():
 
     from simclr_hpc.data.index import DatasetIndex, SplitIndex
     from simclr_hpc.train.evaluate import EvalSet
-    from simclr_hpc.train.stages.supervised import validation_set
+    from simclr_hpc.train.stages.labelled import validation_set
 
     def index(splits, eval_split):
         parts = {name: SplitIndex([f"{name}-{i}" for i in range(4)], np.arange(4) % 2, []) for name in splits}
