@@ -41,7 +41,7 @@ def report_study(path: Path, out: Path | None = None, backends: str | None = Non
     destination."""
     from simclr_hpc.outputs import check_output_dir
     from simclr_hpc.study.report import write_report
-    from simclr_hpc.train.tracking import publish_report, report_backends
+    from simclr_hpc.train.tracking_report import publish_report, report_backends
 
     plan = load_plan(path)
     check_output_dir(

@@ -1,7 +1,8 @@
 """Experiment tracking: TensorBoard event files, W&B offline runs and an MLflow file store, behind one small interface.
 
-The only module that knows ``torch.utils.tensorboard``, ``wandb`` and ``mlflow``. ``metrics.jsonl`` (``metrics.py``) is
-always written; ``log.backends`` adds the others. Nothing here goes over the network: W&B runs in offline mode (``wandb
+The only module that knows ``torch.utils.tensorboard``, ``wandb`` and ``mlflow``: a study report's table goes into the
+same backends through its writers (``tracking_report.py``). ``metrics.jsonl`` (``metrics.py``) is always written;
+``log.backends`` adds the others. Nothing here goes over the network: W&B runs in offline mode (``wandb
 sync <run_dir>/wandb/offline-run-*`` uploads later) and MLflow writes a ``file://`` store.
 
 A run's identity is fixed by its run directory, so a requeued or resumed job continues the same tracked run and never
@@ -64,7 +65,7 @@ def flat_hparams(cfg: Config) -> dict[str, str | int | float | bool]:
     return out
 
 
-class _Identity:
+class TrackingIds:
     """``tracking.json`` in the run directory: the ids that make a resumed job continue the same W&B / MLflow run."""
 
     def __init__(self, run_dir: Path):
@@ -75,27 +76,42 @@ class _Identity:
         """(id, existed): the stored id, or ``new()`` stored now."""
         if key in self.ids:
             return self.ids[key], True
-        from simclr_hpc import fsutil
-
         self.ids[key] = new()
         fsutil.write_json_atomic(self.path, self.ids)
         return self.ids[key], False
+
+
+def new_wandb_id() -> str:
+    """A fresh W&B run id."""
+    return uuid.uuid4().hex[:16]
+
+
+def summary_writer(
+    logdir: Path, params: dict | None = None, metrics: dict | None = None, purge_step: int | None = None
+):
+    """A TensorBoard ``SummaryWriter`` on ``logdir`` (a context manager too); with ``params``, an HParams session of
+    those parameters and ``metrics`` is written first."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    writer = SummaryWriter(str(logdir), purge_step=purge_step)
+    if params is not None:
+        for summary in hparams(params, metrics):
+            writer.file_writer.add_summary(summary)
+    return writer
 
 
 class TensorBoard:
     """Event files in ``<run_dir>/tensorboard``; the config as TensorBoard hparams, written once per run."""
 
     def __init__(self, cfg: Config, run_dir: Path, start_step: int):
-        from torch.utils.tensorboard import SummaryWriter
-        from torch.utils.tensorboard.summary import hparams
-
         logdir = run_dir / rundir.TENSORBOARD
         earlier = logdir.is_dir() and any(logdir.glob("events.out.tfevents.*"))
         # purge_step makes readers discard the earlier attempt's events at and after it: the re-done steps replace them.
-        self.writer = SummaryWriter(str(logdir), purge_step=start_step + 1 if earlier else None)
-        if not earlier:
-            for summary in hparams(flat_hparams(cfg), {"train/loss": 0.0}):
-                self.writer.file_writer.add_summary(summary)
+        if earlier:
+            self.writer = summary_writer(logdir, purge_step=start_step + 1)
+        else:
+            self.writer = summary_writer(logdir, flat_hparams(cfg), {"train/loss": 0.0})
 
     def log(self, step: int, values: dict[str, float]) -> None:
         for tag, value in values.items():
@@ -108,32 +124,36 @@ class TensorBoard:
         self.writer.close()
 
 
-def _wandb_settings():
-    """Offline W&B without what a batch job does not want: no console capture, system stats, git or code snapshots."""
+def wandb_offline_run(run_id: str, directory: Path, **fields):
+    """``wandb.init`` of run ``run_id`` in offline mode under ``directory`` (resumed if it exists), without what a batch
+    job does not want: no console capture, system stats, git or code snapshots. ``fields``: project, name, ..."""
     import wandb
 
-    return wandb.Settings(
+    settings = wandb.Settings(
         console="off", silent=True, x_disable_stats=True, save_code=False, disable_git=True, x_save_requirements=False
     )
+    return wandb.init(id=run_id, resume="allow", dir=str(directory), mode="offline", settings=settings, **fields)
+
+
+def wandb_table(columns: list[str], data: list[list]):
+    """A ``wandb.Table`` (what an offline run logs a results table as)."""
+    import wandb
+
+    return wandb.Table(columns=columns, data=data)
 
 
 class WandbOffline:
     """A W&B run in offline mode under ``<run_dir>/wandb``, resumed by the id in ``tracking.json``."""
 
     def __init__(self, cfg: Config, run_dir: Path, stage: str, logged_through: int):
-        import wandb
-
-        run_id, _ = _Identity(run_dir).get("wandb_id", lambda: uuid.uuid4().hex[:16])
-        self.run = wandb.init(
+        run_id, _ = TrackingIds(run_dir).get("wandb_id", new_wandb_id)
+        self.run = wandb_offline_run(
+            run_id,
+            run_dir,
             project=cfg.run.study,
             group=stage,
             name=f"{stage}/{cfg.run.name}",
-            id=run_id,
-            resume="allow",
-            dir=str(run_dir),
-            mode="offline",
             config=flat_hparams(cfg),
-            settings=_wandb_settings(),
         )
         self.logged_through = logged_through
 
@@ -148,7 +168,7 @@ class WandbOffline:
         self.run.finish()
 
 
-def _mlflow_store(root: str | Path, study: str):
+def mlflow_store(root: str | Path, study: str):
     """(client, experiment id, store path) of the study's MLflow file store ``<root>/<study>/mlruns``; the experiment
     (named after the study) is created when missing."""
     # MLflow 3 keeps its file store but refuses it unless asked: a shared file system is all a cluster job has.
@@ -173,8 +193,8 @@ class MlflowFileStore:
     def __init__(self, cfg: Config, run_dir: Path, stage: str):
         from mlflow.entities import Param
 
-        self.client, experiment, _ = _mlflow_store(cfg.run.root, cfg.run.study)
-        self.run_id, existed = _Identity(run_dir).get(
+        self.client, experiment, _ = mlflow_store(cfg.run.root, cfg.run.study)
+        self.run_id, existed = TrackingIds(run_dir).get(
             "mlflow_run_id", lambda: self.client.create_run(experiment, run_name=f"{stage}/{cfg.run.name}").info.run_id
         )
         history = self.client.get_metric_history(self.run_id, "train/loss") if existed else []
@@ -211,126 +231,3 @@ def open_backends(cfg: Config, run_dir: Path, stage: str, start_step: int, logge
     if "mlflow" in cfg.log.backends:
         backends.append(MlflowFileStore(cfg, run_dir, stage))
     return backends
-
-
-REPORT_KEYS = (
-    "section",
-    "kind",
-    "encoder",
-    "base",
-    "seed",
-    "dataset",
-    "label_fraction",
-    "head_layer",
-    "protocol",
-    "teacher",
-    "student",
-    "k",
-    "subset_draw",
-)
-REPORT_METRICS = ("top1", "chance_norm_top1", "dprime", "loss", "teacher_top1")
-
-
-def report_backends(requested: str | None, configs: list[Config]) -> list[str]:
-    """The backends a study report goes to: ``requested`` (comma-separated; "" for none), or else every backend the
-    study's runs log to. Unknown names and missing packages are refused in one line each."""
-    if requested is None:
-        names = sorted({b for cfg in configs for b in cfg.log.backends if b != "jsonl"})
-    else:
-        names = [b.strip() for b in requested.split(",") if b.strip()]
-    unknown = [b for b in names if b not in PACKAGES]
-    if unknown:
-        raise ConfigError(f"--backends {requested}: unknown {', '.join(unknown)}; use tensorboard, wandb or mlflow")
-    import importlib.util
-
-    missing = [b for b in names if importlib.util.find_spec(PACKAGES[b]) is None]
-    if missing:
-        raise ConfigError(
-            [f"--backends: {b} needs the {PACKAGES[b]} package; pip install 'simclr-hpc[{b}]'" for b in missing]
-        )
-    return names
-
-
-def _number(value) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def publish_report(
-    backends: list[str], study: str, root: Path, report_dir: Path, rows: list[dict], files: list[Path]
-) -> list[str]:
-    """Write a study's results table (``results.csv`` rows) into the tracking backends; one line per destination.
-
-    TensorBoard: one HParams session per finished run under ``<report_dir>/tensorboard`` (its study keys as hparams,
-    top-1 and loss as metrics) and the report as text. MLflow: a ``report`` run in the study's experiment holding the
-    table (``results.json``) and the report files. W&B: an offline ``report`` run with the table as a ``wandb.Table``.
-    A report written again replaces its TensorBoard sessions and continues the same MLflow / W&B run."""
-    done = [row for row in rows if row.get("status") == "done"]
-    written = []
-    if "tensorboard" in backends:
-        written.append(_report_tensorboard(report_dir, done, files))
-    if "mlflow" in backends:
-        written.append(_report_mlflow(study, root, report_dir, rows, files))
-    if "wandb" in backends:
-        written.append(_report_wandb(study, report_dir, rows))
-    return written
-
-
-def _report_tensorboard(report_dir: Path, done: list[dict], files: list[Path]) -> str:
-    import shutil
-
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
-
-    logdir = report_dir / rundir.TENSORBOARD
-    shutil.rmtree(logdir, ignore_errors=True)  # the report is rewritten whole; old sessions would double the rows
-    with fsutil.writes_under(logdir):  # a full disk: one line naming logdir, not the writer thread's traceback
-        for row in done:
-            params = {k: row[k] for k in REPORT_KEYS if row.get(k) not in (None, "")}
-            metrics = {f"report/{k}": _number(row.get(k)) for k in REPORT_METRICS if _number(row.get(k)) is not None}
-            with SummaryWriter(str(logdir / f"{row['stage']}-{row['name']}")) as writer:
-                for summary in hparams(params, metrics):
-                    writer.file_writer.add_summary(summary)
-                for tag, value in metrics.items():
-                    writer.add_scalar(tag, value, 0)
-        with SummaryWriter(str(logdir)) as writer:
-            for path in (p for p in files if p.suffix == ".md"):
-                writer.add_text(f"report/{path.stem}", path.read_text(), 0)
-    return f"tensorboard: {logdir} ({len(done)} runs; tensorboard --logdir {logdir})"
-
-
-def _report_mlflow(study: str, root: Path, report_dir: Path, rows: list[dict], files: list[Path]) -> str:
-    client, experiment, store = _mlflow_store(root, study)
-    run_id, _ = _Identity(report_dir).get(
-        "mlflow_run_id", lambda: client.create_run(experiment, run_name="report").info.run_id
-    )
-    columns = list(rows[0]) if rows else []
-    client.log_dict(
-        run_id, {"columns": columns, "data": [[row.get(c) for c in columns] for row in rows]}, "results.json"
-    )
-    for path in files:
-        client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id)
-    return f"mlflow: {store.as_uri()} experiment {study}, run report ({run_id})"
-
-
-def _report_wandb(study: str, report_dir: Path, rows: list[dict]) -> str:
-    import wandb
-
-    run_id, _ = _Identity(report_dir).get("wandb_id", lambda: uuid.uuid4().hex[:16])
-    run = wandb.init(
-        project=study,
-        name="report",
-        job_type="report",
-        id=run_id,
-        resume="allow",
-        dir=str(report_dir),
-        mode="offline",
-        settings=_wandb_settings(),
-    )
-    columns = list(rows[0]) if rows else []
-    run.log({"results": wandb.Table(columns=columns, data=[[str(row.get(c, "")) for c in columns] for row in rows])})
-    run.finish()
-    return f"wandb: offline run {run_id} under {report_dir / rundir.WANDB} (wandb sync it to upload)"
