@@ -1,33 +1,16 @@
-"""``simclr-hpc doctor``: what is ready on this machine and what is not, one check per line with the fix.
-
-Each check returns :class:`Check` lines with a status: ``ok``; ``warn`` (something a run can do without, such as no GPU on
-a login node, with the fix); ``fail`` (something a run will trip over: a missing package, a broken shard directory, a run
-directory that cannot be written). The command exits 1 if any line fails.
-
-Kept light on purpose, so it runs on a login node and as the image's ``%test``: package versions come from installed
-metadata, torch is imported only for the GPU and NCCL checks, shard directories are checked by reading ``index.json`` with
-``json`` (not through ``simclr_hpc.data``), and Slurm is only asked read-only questions (``sinfo``, ``sacct``), skipped
-with ``offline``.
-"""
+"""What this machine has: the interpreter, the packages a run needs, GPUs and NCCL (torch imported only in those two
+checks), the Slurm client commands and partitions, and Apptainer with the image a job runs in."""
 
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections import deque
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
 
-from simclr_hpc.data.tarcheck import end_marker_missing
-from simclr_hpc.readers import FileError, read_json
-
-Status = Literal["ok", "warn", "fail"]
+from simclr_hpc.doctor.check import Check, Status
 
 MIN_PYTHON = (3, 10)
 # Package -> whether a run cannot start without it. DeepSpeed is needed only with dist.zero_stage > 0.
@@ -42,16 +25,6 @@ KEY_PACKAGES: dict[str, bool] = {
 SLURM_COMMANDS = ("sbatch", "squeue", "sacct")
 INSTALL_FIX = "pip install -c constraints.txt -r requirements.txt (or use the container image, docs/containers.md)"
 SUBPROCESS_TIMEOUT_S = 15
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the report: what was checked, its status, what was found and, unless ok, how to fix it."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
 
 
 def check_python() -> list[Check]:
@@ -239,108 +212,3 @@ def check_apptainer(image: Path | None) -> list[Check]:
         else:
             checks.append(Check("image", "ok", f"{image} ({image.stat().st_size / 2**30:.1f} GiB)"))
     return checks
-
-
-def _shard_names(index: object) -> list[str]:
-    """Every ``*.tar`` file name mentioned anywhere in ``index.json``, in order, once each.
-
-    Walks the whole document rather than one schema, so this check does not depend on how ``data/shards.py`` lays out
-    splits; shard names are the only strings there that end in ``.tar``. Per-sample keys make the document large
-    (millions of strings for ImageNet), hence a deque.
-    """
-    names: dict[str, None] = {}
-    queue = deque([index])
-    while queue:
-        node = queue.popleft()
-        if isinstance(node, dict):
-            queue.extend(node.values())
-        elif isinstance(node, list):
-            queue.extend(node)
-        elif isinstance(node, str) and node.endswith(".tar"):
-            names[node] = None
-    return list(names)
-
-
-def check_data_root(root: Path) -> list[Check]:
-    """A shard directory: it exists, has a readable ``index.json``, and every shard it lists exists and is non-empty."""
-    name = "data"
-    make = f"make it with `simclr-hpc data shards SOURCE {shlex.quote(str(root))}` or pass the right --data-root"
-    if not root.is_dir():
-        return [Check(name, "fail", f"data root {root}: no such directory", make)]
-    index_path = root / "index.json"
-    if not index_path.is_file():
-        return [Check(name, "fail", f"data root {root}: no index.json", make)]
-    try:
-        index = read_json(index_path, "shard index")
-    except FileError as err:
-        return [Check(name, "fail", f"data root {root}: index.json unreadable ({err.lines[0]})", make)]
-    shards = _shard_names(index)
-    if not shards:
-        return [Check(name, "fail", f"data root {root}: index.json lists no shards", make)]
-    missing, empty, cut, total_bytes = [], [], [], 0
-    for shard in shards:
-        path = root / shard
-        if not path.is_file():
-            missing.append(shard)
-        elif path.stat().st_size == 0:
-            empty.append(shard)
-        else:
-            total_bytes += path.stat().st_size
-            if end_marker_missing(path):  # a copy or download that stopped early: reading it would fail mid-run
-                cut.append(shard)
-    problems = [
-        f"{len(names)} {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-        for names, what in ((missing, "missing"), (empty, "empty"), (cut, "cut short"))
-        if names
-    ]
-    if problems:
-        return [
-            Check(
-                name,
-                "fail",
-                f"data root {root}: of {len(shards)} shards, " + "; ".join(problems),
-                f"copy the shards again or rebuild them; `simclr-hpc data verify {shlex.quote(str(root))}` checks every sample",
-            )
-        ]
-    return [Check(name, "ok", f"data root {root}: {len(shards)} shards, {total_bytes / 2**20:.1f} MiB")]
-
-
-def check_run_root(root: Path) -> list[Check]:
-    """The run directory can be written: a temporary file is created in it, or in its nearest existing parent."""
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    fix = "choose a writable run root on a shared filesystem (run.root in the config, or --run-root)"
-    if not existing.is_dir():
-        return [Check("run root", "fail", f"{root}: {existing} is not a directory", fix)]
-    try:
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".simclr-hpc-doctor-"):
-            pass
-    except OSError as err:
-        return [Check("run root", "fail", f"{root}: cannot write in {existing} ({err.strerror})", fix)]
-    where = "writable" if existing == root else f"will be created (parent {existing.resolve()} is writable)"
-    return [Check("run root", "ok", f"{root.resolve()} {where}")]
-
-
-def run_checks(
-    offline: bool = False,
-    data_roots: list[Path] | None = None,
-    run_root: Path = Path("runs"),
-    image: Path | None = None,
-) -> list[Check]:
-    """Every check, in report order. ``offline`` skips what asks the Slurm controller."""
-    checks = check_python() + check_packages()
-    gpu_checks = check_gpus()
-    checks += gpu_checks
-    checks += check_nccl(gpu_visible=any(check.name.startswith("gpu") and check.status == "ok" for check in gpu_checks))
-    checks += check_slurm(offline)
-    checks += check_apptainer(image)
-    for root in data_roots or []:
-        checks += check_data_root(root)
-    checks += check_run_root(run_root)
-    return checks
-
-
-def exit_code(checks: list[Check]) -> int:
-    """1 if any check failed, else 0: warnings describe what is missing but do not stop a run."""
-    return 1 if any(check.status == "fail" for check in checks) else 0
