@@ -1,7 +1,7 @@
 """Expand a study into a graph of runs: each a (stage, Config, depends_on) with a deterministic, readable, safe name.
 
-One expander per study section (``pretrain_runs``, ``finetune_runs``, ``distill_runs``, ``transfer_runs``), each a
-product over the section's axes; the result is a ``runs.Plan``.
+One expander per study section (``pretrain_runs``, ``finetune_runs``, ``distill_runs`` in ``plan_distill.py``,
+``transfer_runs``), each a product over the section's axes; the result is a ``runs.Plan``.
 
 Names (``<root>/<study>/<stage>/<name>``), one per seed ``s`` (``lf``: label fraction, ``d``: subset draw):
 
@@ -26,8 +26,7 @@ linear-s0``, ``finetune/pixels-mnist-lf0.1-linear-s0``, ``transfer/pixels-shapes
 
 Every downstream run of seed ``s`` uses the encoder pretrained with seed ``s``, so seeds are independent replicates of the
 whole pipeline and a confidence interval over seeds covers pretraining noise too. A distillation student never starts
-from the weights its teacher was fine-tuned from: it is random-init (SimCLRv2's students) or starts from its encoder
-pretrained under seed 1000 + s, a run of its own that no other seed shares.
+from the weights its teacher was fine-tuned from (``plan_distill.py``).
 """
 
 from __future__ import annotations
@@ -35,12 +34,12 @@ from __future__ import annotations
 from itertools import product
 from pathlib import Path
 
-from simclr_hpc import rundir
 from simclr_hpc.data.index import index_num_classes
 from simclr_hpc.data.source_spec import source_num_classes
 from simclr_hpc.study.builder import PlanBuilder, finetune_baselines, transfer_baselines
-from simclr_hpc.study.runs import WAVES, DatasetJob, Plan, RunSpec, fmt_number
-from simclr_hpc.study.schema import STUDENT_SEED_OFFSET, Study, StudyError, nest_overrides
+from simclr_hpc.study.plan_distill import distill_runs
+from simclr_hpc.study.runs import WAVES, DatasetJob, Plan, fmt_number
+from simclr_hpc.study.schema import Study, StudyError
 from simclr_hpc.study.spec import load_study
 
 
@@ -93,162 +92,6 @@ def finetune_runs(b: PlanBuilder) -> None:
             },
         )
     finetune_baselines(b)
-
-
-def _student_base(b: PlanBuilder, student) -> str:
-    """Base-model label of a distillation student: explicit, its encoder's, or the backbone its overrides give."""
-    if student.base:
-        return student.base
-    if student.encoder:
-        return b.study.encoder_base(student.encoder)
-    model = nest_overrides(b.study.defaults).get("model", {}) | b.nest(student.set, "").get("model", {})
-    return str(model.get("backbone", "resnet18"))
-
-
-def _teacher_runs(b: PlanBuilder, seed: int, fraction: float) -> dict[str, RunSpec]:
-    """The fine-tune run of every teacher on ``fraction`` of the labels for ``seed`` (name -> run; a teacher whose
-    config failed is absent). The labelled subset is the one its students' baselines get (same fraction and seed)."""
-    dist = b.study.distill
-    teacher_section = b.nest(dist.teacher_set, "distill.teacher_set")
-    runs = {}
-    for tname, teacher in dist.teachers.items():
-        forced = {
-            "finetune": {
-                "encoder": b.pretrain_dir(teacher.encoder, seed),
-                "label_fraction": fraction,
-                "from_head_layer": teacher.head_layer,
-                "protocol": teacher.protocol,
-            }
-        }
-        run = b.add(
-            "finetune",
-            f"teacher-{tname}-lf{fmt_number(fraction)}-s{seed}",
-            dist.dataset,
-            [b.encoder_model(teacher.encoder), teacher_section, b.nest(teacher.set, f"distill.teachers.{tname}.set")],
-            forced,
-            (b.pretrain_key(teacher.encoder, seed),),
-            {
-                "section": "teacher",
-                "teacher": tname,
-                "encoder": teacher.encoder,
-                "teacher_base": b.study.encoder_base(teacher.encoder),
-                "seed": seed,
-                "label_fraction": fraction,
-                "protocol": teacher.protocol,
-                "head_layer": teacher.head_layer,
-            },
-        )
-        if run:
-            runs[tname] = run
-    return runs
-
-
-def _student_inits(b: PlanBuilder, seed: int) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Student name -> (``distill.student_init``, its dependencies) for ``seed``: empty for a random student; for a
-    pretrained one, its encoder pretrained under seed ``STUDENT_SEED_OFFSET + seed`` (planned here, once), never the
-    run its teachers were fine-tuned from."""
-    study, out = b.study, {}
-    for sname, student in study.distill.students.items():
-        if student.init == "random":
-            out[sname] = ("", ())
-            continue
-        enc, run_seed = student.encoder, STUDENT_SEED_OFFSET + seed
-        spec = study.encoders[enc]
-        key = f"pretrain/{enc}-student-s{seed}"
-        if key not in {run.key for run in b.runs}:
-            b.add(
-                "pretrain",
-                f"{enc}-student-s{seed}",
-                spec.dataset,
-                [b.nest(study.pretrain.set, "pretrain.set"), b.nest(spec.set, f"encoders.{enc}.set")],
-                {},
-                (),
-                {
-                    "section": "student_init",
-                    "encoder": enc,
-                    "base": study.encoder_base(enc),
-                    "seed": seed,
-                    "run_seed": run_seed,
-                },
-            )
-        out[sname] = (str(rundir.run_dir(study.root, study.name, "pretrain", f"{enc}-student-s{seed}")), (key,))
-    return out
-
-
-def distill_runs(b: PlanBuilder) -> None:
-    """Per seed and label fraction: every teacher fine-tuned on that fraction, every student's baseline trained on
-    the same labelled subset alone, and every (teacher, student) pair distilled on all training images without
-    labels; a baseline and its distilled students share their seed, steps and initial weights."""
-    study, dist = b.study, b.study.distill
-    section = b.nest(dist.set, "distill.set")
-    pairs = list(product(dist.teachers, dist.students)) if dist.pairs == "all" else [tuple(p) for p in dist.pairs]
-    student_base = {sname: _student_base(b, student) for sname, student in dist.students.items()}
-    for seed in study.seeds:
-        inits = _student_inits(b, seed)
-        layers = {
-            sname: [
-                b.encoder_model(st.encoder) if st.encoder else {},
-                section,
-                b.nest(st.set, f"distill.students.{sname}.set"),
-            ]
-            for sname, st in dist.students.items()
-        }
-        for fraction in dist.label_fractions:
-            teachers = _teacher_runs(b, seed, fraction)
-            lf = fmt_number(fraction)
-            common = {"seed": seed, "label_fraction": fraction}
-            for sname, student in dist.students.items() if dist.baseline else ():
-                init, deps = inits[sname]
-                forced = {
-                    "distill": {"teacher": "", "student_init": init, "label_weight": 1.0, "label_fraction": fraction}
-                }
-                b.add(
-                    "distill",
-                    f"baseline-{sname}-lf{lf}-s{seed}",
-                    dist.dataset,
-                    layers[sname],
-                    forced,
-                    deps,
-                    {
-                        "section": "baseline",
-                        "student": sname,
-                        "student_base": student_base[sname],
-                        "student_init": student.init,
-                        **common,
-                    },
-                )
-            for tname, sname in pairs:
-                teacher = teachers.get(tname)
-                if teacher is None:
-                    continue
-                init, deps = inits[sname]
-                forced = {
-                    "distill": {
-                        "teacher": str(teacher.run_dir),
-                        "student_init": init,
-                        "label_weight": 0.0,
-                        "label_fraction": fraction,
-                    }
-                }
-                tbase = study.encoder_base(dist.teachers[tname].encoder)
-                b.add(
-                    "distill",
-                    f"{tname}-to-{sname}-lf{lf}-s{seed}",
-                    dist.dataset,
-                    layers[sname],
-                    forced,
-                    (teacher.key, *deps),
-                    {
-                        "section": "distill",
-                        "teacher": tname,
-                        "student": sname,
-                        "teacher_base": tbase,
-                        "student_base": student_base[sname],
-                        "same_base": tbase == student_base[sname],
-                        "student_init": dist.students[sname].init,
-                        **common,
-                    },
-                )
 
 
 def _class_count(study: Study, dataset: str) -> int | None:
