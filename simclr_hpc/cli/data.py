@@ -89,32 +89,33 @@ def shards(
     ] = False,
 ) -> None:
     """Write SOURCE as train/val/test WebDataset shards plus index.json into OUT_DIR."""
-    from simclr_hpc.data.build import CHECKS, write_shards
+    _reject_unknown_check(check)
+    settings = {"val_fraction": val_fraction, "shard_size": shard_size, "seed": seed, "image_format": image_format}
+    if submit or dry_run:
+        _submit_shards(
+            source, out_dir, tasks=tasks, profile=profile, workers=workers, check=check, dry_run=dry_run, **settings
+        )
+    else:
+        _build_locally(source, out_dir, workers=workers, check=check, **settings)
+
+
+def _reject_unknown_check(check: str) -> None:
+    """``--check`` is one of the build's checks (header or full), before anything is planned or written."""
+    from simclr_hpc.data.build import CHECKS
 
     if check not in CHECKS:
         raise UserError(f"--check {check!r}: use header or full")
-    if submit or dry_run:
-        _submit_shards(
-            source,
-            out_dir,
-            val_fraction=val_fraction,
-            shard_size=shard_size,
-            seed=seed,
-            image_format=image_format,
-            workers=workers,
-            check=check,
-            tasks=tasks,
-            profile=profile,
-            dry_run=dry_run,
-        )
-        return
+
+
+def _build_locally(source: str, out_dir: Path, *, workers: int | None, check: str, **settings) -> None:
+    """Without ``--submit``: write the shards here, in ``workers`` processes (default: the CPUs available), then print
+    what index.json says."""
+    from simclr_hpc.data.build import write_shards
+
     index = write_shards(
         source,
         out_dir,
-        val_fraction=val_fraction,
-        shard_size=shard_size,
-        seed=seed,
-        image_format=image_format,
+        **settings,
         workers=workers or _available_cpus(),
         check=check,
         progress=_Progress(),
