@@ -1,6 +1,8 @@
 """The pretraining monitor on tiny shards: its metrics (of z and of h), their bounds, that measuring leaves training
 untouched, and that it never reads the test split."""
 
+from pathlib import Path
+
 import torch
 
 from simclr_hpc.config import load_config
@@ -48,17 +50,24 @@ def test_without_a_val_split_the_queries_are_training_images_outside_the_bank(ti
     assert split == "train" and len(bank) == 80 and 36 <= len(queries) <= 44 and not set(bank) & set(queries)
 
 
-def test_the_monitor_never_reads_the_test_split(tmp_path):
-    """Shards with a val split whose test shards are gone: a monitored pretrain still runs, its queries from val."""
+def test_the_monitor_never_reads_the_test_split(tmp_path, monkeypatch):
+    """Shards with a val split whose test shards may not be read: a monitored pretrain still runs, its queries from
+    val. (The shards stay on disk: a run checks every shard of its index before it starts.)"""
     import json
 
+    from simclr_hpc.data import shard_reader
     from simclr_hpc.data.shards import read_index, write_shards
     from simclr_hpc.train.runner import run_stage
 
     shards = tmp_path / "shapes4"
     write_shards("shapes:4:40:16", shards, val_fraction=0.2, shard_size=64, seed=0)
-    for tar in shards.glob("test-*.tar"):
-        tar.unlink()  # any read of the test split now fails
+    read_tar = shard_reader.iter_tar_samples
+
+    def no_test_split(path, *args, **kwargs):
+        assert not Path(path).name.startswith("test-"), f"the run read the test split: {path}"
+        return read_tar(path, *args, **kwargs)
+
+    monkeypatch.setattr(shard_reader, "iter_tar_samples", no_test_split)  # any read of the test split now fails
     assert "test" in read_index(shards).splits
     overrides = tiny_overrides(shards, tmp_path, steps=2) + [
         "run.name=watched",
