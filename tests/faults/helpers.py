@@ -77,11 +77,16 @@ def can_mount() -> bool:
 def cli_in_mounts(mounts: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     """``simclr-hpc ARGS`` in a private mount namespace after the shell lines ``mounts`` (e.g. ``mount -t tmpfs -o
     size=64k tmpfs DIR``); the mounts vanish with the process."""
+    return _in_mounts(mounts, [*CLI, *args], timeout)
+
+
+def _in_mounts(mounts: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``argv`` run from the repository in a private mount namespace after the shell lines ``mounts``."""
     script = f'set -e\n{mounts}\nexec "$@"'
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *CLI, *args],
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv],
         capture_output=True,
         text=True,
         env=env,
@@ -118,9 +123,6 @@ def commands_in_mounts(
     the shell lines ``mounts``: ``([{"exit_code", "stdout", "stderr", ...}], {file left under left_in: size})``."""
     import json
 
-    script = f'set -e\n{mounts}\nexec "$@"'
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.setdefault("OMP_NUM_THREADS", "1")
     argv = [
         sys.executable,
         "-m",
@@ -128,15 +130,7 @@ def commands_in_mounts(
         json.dumps(commands),
         *([str(left_in)] if left_in else []),
     ]
-    proc = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=timeout,
-        check=False,
-    )
+    proc = _in_mounts(mounts, argv, timeout)
     found = [line for line in proc.stdout.splitlines() if line.startswith("OUTCOMES ")]
     assert proc.returncode == 0 and found, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
     result = json.loads(found[-1].removeprefix("OUTCOMES "))
