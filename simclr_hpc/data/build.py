@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -201,7 +202,7 @@ def finish(out_dir: str | Path) -> DatasetIndex:
             "shards": by_split[name],
         }
         if split.files is not None:  # so subset files that list images by file name can be used
-            doc["splits"][name]["names"] = [Path(f).name for f in split.files]
+            doc["splits"][name]["names"] = [os.path.basename(f) for f in split.files]
     doc["image_size"] = list(next(iter(sizes))) if len(sizes) == 1 and not mixed else None
     doc["channels"] = 3 if plan.channels == 3 and any(r.get("colour", True) for r in records.values()) else 1
     doc["content_hash"] = content_hash(doc)

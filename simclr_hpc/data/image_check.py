@@ -27,9 +27,11 @@ HEAD = 64 * 1024
 header goes on longer is opened by PIL, which reads what it needs."""
 TAIL = 64
 """Bytes read from a file's end, where its format's end marker must be (``headers.cut_short``)."""
-THREADS = 16
-CHUNK = 4096
-"""Files checked per batch of threads (a million futures at once would be a gigabyte)."""
+THREADS = 4
+"""Threads checking files at once: enough to keep a disk or a file system's latency hidden; more only contend for
+the GIL (measured on 20,000 cold JPEGs here: 4 threads 1.5 s, 16 threads 2.2 s)."""
+BATCH = 256
+"""Files one thread checks per task: a future per file cost more than the checks themselves (1.5 s of 2 s warm)."""
 MAX_LINES = 20
 """Bad files named (the rest are counted)."""
 
@@ -64,16 +66,19 @@ def file_problem(path: str | Path) -> str | None:
     return None
 
 
+def _problems(files: list[str]) -> list[str]:
+    return [p for f in files if (p := file_problem(f))]
+
+
 def check_images(plan: BuildPlan, shards: list[PlannedShard]) -> None:
     """One DataError (a line per bad file, at most ``MAX_LINES``) when an image file of ``shards`` is bad from its
     head or tail; nothing when the source is not files (arrays are checked as they are encoded)."""
     files = sorted(
         {f for s in shards if (names := plan.splits[s.split].files) is not None for f in names[s.start : s.stop]}
     )  # path order: directory order on the file system
-    problems: list[str] = []
+    batches = (files[start : start + BATCH] for start in range(0, len(files), BATCH))
     with ThreadPoolExecutor(THREADS) as pool:
-        for start in range(0, len(files), CHUNK):
-            problems += [p for p in pool.map(file_problem, files[start : start + CHUNK]) if p]
+        problems = [p for found in pool.map(_problems, batches) for p in found]
     if problems:
         more = (
             [f"... and {len(problems) - MAX_LINES} more unreadable image(s) in {plan.source}"]
