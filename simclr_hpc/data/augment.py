@@ -1,8 +1,9 @@
 """SimCLR augmentations on uint8 CHW tensors, fast enough that two views per image do not starve a GPU.
 
 The recipe is SimCLR's (Chen et al. 2020, appendix A): random resized crop (scale 0.08-1, ratio 3/4-4/3), horizontal
-flip, colour jitter (brightness, contrast, saturation 0.8*s, hue 0.2*s, random order) with p=0.8, grayscale with p=0.2,
-and for the ``imagenet`` preset Gaussian blur (kernel 10 % of the side, sigma 0.1-2.0) with p=0.5; then normalisation.
+flip (p=0.5, ``data.flip``: 0 for digits), colour jitter (brightness, contrast, saturation 0.8*s, hue 0.2*s, random
+order) with p=0.8, grayscale with p=0.2, and for the ``imagenet`` preset Gaussian blur (kernel 10 % of the side, sigma
+0.1-2.0) with p=0.5; then normalisation.
 
 Where the time goes, and what we do about it:
 - JPEG decode dominates at 224 px: crops are drawn from the header's size first, then the JPEG is decoded at the
@@ -78,11 +79,12 @@ class SimCLRViews:
         n_views: int = 2,
         crop_min_scale: float = 0.08,
         on_device: bool = False,
+        flip: float = 0.5,
     ):
         if preset not in ("cifar", "imagenet"):
             raise ValueError(f"augment preset {preset!r}: use cifar or imagenet")
         self.size, self.preset, self.color_strength, self.n_views = size, preset, color_strength, n_views
-        self.scale = (crop_min_scale, 1.0)
+        self.scale, self.flip = (crop_min_scale, 1.0), flip
         self.blur_kernel = blur_kernel_size(size)
         self.on_device = on_device
 
@@ -94,7 +96,7 @@ class SimCLRViews:
         views, params = [], []
         for top, left, h, w in boxes:
             crop = TF.resized_crop(full, top, left, h, w, [self.size, self.size], antialias=True)
-            if rng.random() < 0.5:
+            if rng.random() < self.flip:
                 crop = crop.flip(-1)
             sigma = rng.uniform(0.1, 2.0) if self.preset == "imagenet" and rng.random() < 0.5 else 0.0
             if self.on_device:
@@ -158,11 +160,12 @@ class SimCLRBatchViews:
         color_strength: float = 0.5,
         n_views: int = 2,
         crop_min_scale: float = 0.08,
+        flip: float = 0.5,
     ):
         if preset not in ("cifar", "imagenet"):
             raise ValueError(f"augment preset {preset!r}: use cifar or imagenet")
         self.size, self.image_hw, self.preset, self.n_views = size, tuple(image_hw), preset, n_views
-        self.color_strength, self.scale = color_strength, (crop_min_scale, 1.0)
+        self.color_strength, self.scale, self.flip = color_strength, (crop_min_scale, 1.0), flip
 
     def __call__(self, img, rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         rng = rng or random
@@ -185,11 +188,12 @@ class SimCLRBatchViews:
 def draw_view_params(rng: random.Random, height: int, width: int, recipe) -> torch.Tensor:
     """Every random choice of ``recipe.n_views`` views of an image of ``height`` x ``width``, float64 [n_views, 27]
     (``layout.VIEW``): the crop boxes first, then per view flip, blur sigma and colour, the order ``SimCLRViews`` draws
-    them in. ``recipe``: anything with ``n_views``, ``scale``, ``preset`` and ``color_strength``."""
+    them in (a flip is drawn with probability ``recipe.flip``; the draw is made even at 0, so the other draws do not
+    move). ``recipe``: anything with ``n_views``, ``scale``, ``flip``, ``preset`` and ``color_strength``."""
     boxes = [random_resized_crop_box(rng, height, width, scale=recipe.scale) for _ in range(recipe.n_views)]
     params = []
     for top, left, h, w in boxes:
-        flip = 1.0 if rng.random() < 0.5 else 0.0
+        flip = 1.0 if rng.random() < recipe.flip else 0.0
         sigma = rng.uniform(0.1, 2.0) if recipe.preset == "imagenet" and rng.random() < 0.5 else 0.0
         a, t0, tm = colour_affine(rng, recipe.color_strength)
         params.append(
@@ -215,17 +219,18 @@ def finish_views(crops: torch.Tensor, p: torch.Tensor, n_views: int) -> tuple[to
 
 
 class SupervisedAugment:
-    """Random resized crop and horizontal flip, normalised: the usual fine-tuning augmentation. One float tensor."""
+    """Random resized crop and horizontal flip (probability ``flip``), normalised: the usual fine-tuning augmentation.
+    One float tensor."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, flip: float = 0.5):
+        self.size, self.flip = size, flip
 
     def __call__(self, img, rng: random.Random | None = None) -> torch.Tensor:
         rng = rng or random
         height, width = image_hw(img)
         full, ((top, left, h, w),) = decode_for_boxes(img, [random_resized_crop_box(rng, height, width)], self.size)
         crop = TF.resized_crop(full, top, left, h, w, [self.size, self.size], antialias=True)
-        if rng.random() < 0.5:
+        if rng.random() < self.flip:
             crop = crop.flip(-1)
         return normalise_affine(IDENTITY_255, ZERO3, crop.float())
 

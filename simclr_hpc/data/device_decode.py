@@ -37,11 +37,12 @@ class DeviceDecodeViews:
         color_strength: float = 1.0,
         n_views: int = 2,
         crop_min_scale: float = 0.08,
+        flip: float = 0.5,
     ):
         if preset not in ("cifar", "imagenet"):
             raise ValueError(f"augment preset {preset!r}: use cifar or imagenet")
         self.size, self.preset, self.color_strength, self.n_views = size, preset, color_strength, n_views
-        self.scale = (crop_min_scale, 1.0)
+        self.scale, self.flip = (crop_min_scale, 1.0), flip
 
     def __call__(self, data: bytes, rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         header = read_header(data) if isinstance(data, (bytes, bytearray)) else None

@@ -167,3 +167,31 @@ def test_batched_views_with_random_crops_differ_from_per_image_views_only_by_int
 def test_batched_views_refuse_an_image_of_another_size():
     with pytest.raises(ValueError, match="index.json says every image is 28x28"):
         augment.SimCLRBatchViews(28, (28, 28))(_image(32, 32), random.Random(0))
+
+
+def test_flip_probability_mirrors_every_view_or_none_and_moves_no_other_draw():
+    # data.flip: at 1 every view is the mirror image of the view drawn at 0 from the same random numbers (the same
+    # crop and colour: the draw is made whatever the probability), in each of the three augmentation paths.
+    img = _image(28, 28)
+    for make in (
+        lambda p: SimCLRViews(24, "cifar", 0.5, crop_min_scale=0.3, flip=p),
+        lambda p: SupervisedAugment(24, flip=p),
+    ):
+        never, always = make(0.0)(img, random.Random(3)), make(1.0)(img, random.Random(3))
+        for kept, mirrored in zip(
+            never if isinstance(never, tuple) else [never], always if isinstance(always, tuple) else [always]
+        ):
+            assert torch.allclose(mirrored, kept.flip(-1), atol=1e-5)
+            assert not torch.allclose(mirrored, kept, atol=1e-2)
+    images = [_image(28, 28, seed) for seed in range(8)]
+    params = {
+        p: torch.stack(
+            [augment.SimCLRBatchViews(28, (28, 28), flip=p)(im, random.Random(i))[1] for i, im in enumerate(images)]
+        )
+        for p in (0.0, 1.0)
+    }
+    assert (augment.layout.VIEW.get(params[0.0], "flip") == 0).all() and (
+        augment.layout.VIEW.get(params[1.0], "flip") == 1
+    ).all()
+    other = [c for c in range(augment.layout.VIEW.width) if c != augment.layout.VIEW.slices["flip"].start]
+    assert torch.equal(params[0.0][..., other], params[1.0][..., other])

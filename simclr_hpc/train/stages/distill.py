@@ -108,7 +108,7 @@ class DistillTask:
         return pipeline.train_loader(
             cfg.data.shards,
             cfg.data.train_split,
-            augment.SupervisedAugment(cfg.data.image_size),
+            augment.SupervisedAugment(cfg.data.image_size, cfg.data.flip),
             keys=keys,
             **train_stream(self.ctx, first_segment),
         )

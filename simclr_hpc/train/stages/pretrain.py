@@ -76,13 +76,18 @@ class PretrainTask:
                     "(build them with `simclr-hpc data shards ... --image-format jpg`) or set it false"
                 )
             self._decoder = DeviceDecodeViews(
-                data.image_size, data.augment, data.color_strength, crop_min_scale=data.crop_min_scale
+                data.image_size, data.augment, data.color_strength, crop_min_scale=data.crop_min_scale, flip=data.flip
             )
             return self._decoder
         image_hw = read_index(data.shards).image_size if data.batch_augment and not data.device_augment else None
         if image_hw:
             return augment.SimCLRBatchViews(
-                data.image_size, image_hw, data.augment, data.color_strength, crop_min_scale=data.crop_min_scale
+                data.image_size,
+                image_hw,
+                data.augment,
+                data.color_strength,
+                crop_min_scale=data.crop_min_scale,
+                flip=data.flip,
             )
         return augment.SimCLRViews(
             data.image_size,
@@ -90,6 +95,7 @@ class PretrainTask:
             data.color_strength,
             crop_min_scale=data.crop_min_scale,
             on_device=data.device_augment,
+            flip=data.flip,
         )
 
     def _loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:

@@ -155,7 +155,7 @@ class SupervisedTask:
         return pipeline.train_loader(
             shards,
             split,
-            augment.SupervisedAugment(cfg.data.image_size),
+            augment.SupervisedAugment(cfg.data.image_size, cfg.data.flip),
             keys=keys,
             label_map=self.labelled.label_map,
             **train_stream(self.ctx, first_segment),
