@@ -79,8 +79,6 @@ HOST_TENSORS: dict[tuple[str, str, str], str] = {
     ("train/evaluate.py", "gather_rows", "tensor"): "host rows and shapes, summed over ranks",
     ("train/knn.py", "knn_scores", "zeros"): "the empty result when there is no query: nothing to mix with",
     ("train/knn.py", "knn_hits", "zeros"): "host counters: float(...) of each chunk's hits",
-    ("train/stages/supervised.py", "_feature_batches", "randint"): "loader side: indices into the CPU feature table, "
-    "drawn from a CPU generator",
     ("train/stages/supervised.py", "_probe_metrics", "zeros"): "empty logits beside the CPU eval features",
 }
 """(module, function, factory) -> why that tensor lives on the host on purpose."""
@@ -157,10 +155,27 @@ def source_findings(source: str, module: str, only: frozenset[str] | None = None
 
 
 def ast_findings(package: Path = PACKAGE) -> list[str]:
-    """Every finding over :data:`GPU_PATH` in ``package``."""
+    """Every finding over :data:`GPU_PATH` in ``package``, and every :data:`HOST_TENSORS` allowance that no longer
+    names a call in the code (an allowance outliving its code would excuse the next one written there)."""
     found = []
     for module, only in GPU_PATH.items():
         found += source_findings((package / module).read_text(), module, only)
+    calls = set()
+    for module in {key[0] for key in HOST_TENSORS}:
+        for name, fn in _functions(ast.parse((package / module).read_text())):
+            calls |= {
+                (module, name.rsplit(".", 1)[-1], node.func.attr)
+                for node in ast.walk(fn)
+                if isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "torch"
+            }
+    found += [
+        f"{m}: {f}: torch.{c}: a HOST_TENSORS allowance with no such call; remove it"
+        for m, f, c in HOST_TENSORS
+        if (m, f, c) not in calls
+    ]
     return found
 
 

@@ -52,6 +52,16 @@ def test_gpu_path_modules_create_no_tensor_off_the_device_of_their_inputs():
     assert ast_findings() == []
 
 
+def test_an_allowance_for_a_host_tensor_that_no_longer_exists_is_reported(monkeypatch):
+    from tests import device_audit
+
+    stale = ("train/knn.py", "knn_hits", "randint")
+    monkeypatch.setitem(device_audit.HOST_TENSORS, stale, "a call that was removed")
+    assert ast_findings() == [
+        "train/knn.py: knn_hits: torch.randint: a HOST_TENSORS allowance with no such call; remove it"
+    ]
+
+
 def test_static_check_finds_an_arange_planted_in_the_monitor():
     found = source_findings(_planted_monitor_source(), "train/monitor.py")
     assert len(found) == 1 and "PretrainMonitor.measure: torch.arange" in found[0], found
