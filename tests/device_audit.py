@@ -121,6 +121,13 @@ def _functions(tree: ast.AST):
     yield from walk(tree, "")
 
 
+def _torch_call(node: ast.AST) -> str | None:
+    """``"zeros"`` for a call ``torch.zeros(...)``; None for any other node."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+        return node.func.attr if node.func.value.id == "torch" else None
+    return None
+
+
 def source_findings(source: str, module: str, only: frozenset[str] | None = None) -> list[str]:
     """Findings in one module's ``source`` (``module``: its path under the package, for messages and HOST_TENSORS)."""
     tree = ast.parse(source)
@@ -134,20 +141,13 @@ def source_findings(source: str, module: str, only: frozenset[str] | None = None
             id(n) for sub in ast.walk(fn) if sub is not fn and isinstance(sub, ast.FunctionDef) for n in ast.walk(sub)
         }
         for node in ast.walk(fn):
-            if id(node) in nested or not isinstance(node, ast.Call):
+            factory = _torch_call(node)
+            if id(node) in nested or factory not in FACTORIES:
                 continue
-            func = node.func
-            if not (
-                isinstance(func, ast.Attribute)
-                and isinstance(func.value, ast.Name)
-                and func.value.id == "torch"
-                and func.attr in FACTORIES
-            ):
-                continue
-            if _allowed(node, parents.get(node)) or (module, short, func.attr) in HOST_TENSORS:
+            if _allowed(node, parents.get(node)) or (module, short, factory) in HOST_TENSORS:
                 continue
             found.append(
-                f"{module}:{node.lineno} {name}: torch.{func.attr}(...) without device= (use the device of "
+                f"{module}:{node.lineno} {name}: torch.{factory}(...) without device= (use the device of "
                 f"the inputs, e.g. device=x.device; a host tensor on purpose: device='cpu', or its reason "
                 f"in tests/device_audit.py HOST_TENSORS)"
             )
@@ -163,14 +163,7 @@ def ast_findings(package: Path = PACKAGE) -> list[str]:
     calls = set()
     for module in {key[0] for key in HOST_TENSORS}:
         for name, fn in _functions(ast.parse((package / module).read_text())):
-            calls |= {
-                (module, name.rsplit(".", 1)[-1], node.func.attr)
-                for node in ast.walk(fn)
-                if isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Name)
-                and node.func.value.id == "torch"
-            }
+            calls |= {(module, name.rsplit(".", 1)[-1], _torch_call(node)) for node in ast.walk(fn)}
     found += [
         f"{m}: {f}: torch.{c}: a HOST_TENSORS allowance with no such call; remove it"
         for m, f, c in HOST_TENSORS
