@@ -58,6 +58,17 @@ def random_resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def view_options(data) -> dict:
+    """The augmentation settings of a run's ``data`` section (``config.DataSection``) as the keyword arguments that
+    ``SimCLRViews``, ``SimCLRBatchViews`` and ``DeviceDecodeViews`` share: one place maps the config to the views."""
+    return {
+        "preset": data.augment,
+        "color_strength": data.color_strength,
+        "crop_min_scale": data.crop_min_scale,
+        "flip": data.flip,
+    }
+
+
 class SimCLRViews:
     """Two (or ``n_views``) independently augmented views of one image: a tuple of float [3, size, size] tensors.
 

@@ -88,9 +88,7 @@ class PretrainMonitor:
         (self.queries,), self.query_labels = _load(
             d.shards, self.query_split, query_keys, eval_tf, self.batch, d.on_error
         )
-        views = augment.SimCLRViews(
-            d.image_size, d.augment, d.color_strength, crop_min_scale=d.crop_min_scale, flip=d.flip
-        )
+        views = augment.SimCLRViews(d.image_size, **augment.view_options(d))
         pair_keys = query_keys[:: max(1, len(query_keys) // max(1, p.monitor_pairs))][: p.monitor_pairs]
         (self.x_a, self.x_b), _ = _load(d.shards, self.query_split, pair_keys, views, self.batch, d.on_error)
 

@@ -75,28 +75,12 @@ class PretrainTask:
                     f"data.decode_on_device: {data.shards} holds PNG shards; it reads JPEG shards "
                     "(build them with `simclr-hpc data shards ... --image-format jpg`) or set it false"
                 )
-            self._decoder = DeviceDecodeViews(
-                data.image_size, data.augment, data.color_strength, crop_min_scale=data.crop_min_scale, flip=data.flip
-            )
+            self._decoder = DeviceDecodeViews(data.image_size, **augment.view_options(data))
             return self._decoder
         image_hw = read_index(data.shards).image_size if data.batch_augment and not data.device_augment else None
         if image_hw:
-            return augment.SimCLRBatchViews(
-                data.image_size,
-                image_hw,
-                data.augment,
-                data.color_strength,
-                crop_min_scale=data.crop_min_scale,
-                flip=data.flip,
-            )
-        return augment.SimCLRViews(
-            data.image_size,
-            data.augment,
-            data.color_strength,
-            crop_min_scale=data.crop_min_scale,
-            on_device=data.device_augment,
-            flip=data.flip,
-        )
+            return augment.SimCLRBatchViews(data.image_size, image_hw, **augment.view_options(data))
+        return augment.SimCLRViews(data.image_size, on_device=data.device_augment, **augment.view_options(data))
 
     def _loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         gather = D.all_gather_with_grad if self.ctx.engine.world_size > 1 else None
